@@ -1,0 +1,252 @@
+"""What the server does for each client command: apps, config, formation, releases."""
+
+import errno
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+from . import control, deploy, procs, releases, store
+from .errors import TinyservError
+from .layout import start_port
+from .names import check_app_name, check_config_key
+from .procfile import process_types
+
+
+def port_free(port):
+    """Is nothing listening on port (any address)?"""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("0.0.0.0", port))
+            return True
+        except OSError as e:
+            if e.errno in (errno.EADDRINUSE, errno.EACCES):
+                return False
+            raise
+
+
+def allocate_port(layout, first):
+    """The lowest port >= first that no app holds and nothing listens on."""
+    held = {releases.port(layout, app) for app in layout.apps()}
+    for port in range(first, 65536):
+        if port not in held and port_free(port):
+            return port
+    raise TinyservError("no free port at or above %d" % first)
+
+
+def create(layout, name, by=None):
+    """Make an app: port, bare repository with its hook, release v1."""
+    check_app_name(name)
+    layout.ensure()
+    with store.locked(layout.global_lock):
+        if layout.exists(name):
+            raise TinyservError("an app named %r already exists (see 'tinyserv apps')" % name)
+        port = allocate_port(layout, start_port())
+        for sub in ("builds", "deps", "log", "run"):
+            os.makedirs(layout.app_file(name, sub), mode=0o700, exist_ok=True)
+        ensure_repo(layout, name)
+        store.write_json(layout.app_file(name, "formation.json"), {"quantity": {}, "stopped": []}, 0o644)
+        releases.add(layout, name, "Initial release", {}, by=by, app_port=port)
+    return info(layout, name)
+
+
+def ensure_repo(layout, name):
+    """A bare repository whose pre-receive hook deploys (safe to run twice)."""
+    repo = layout.repo(name)
+    if not os.path.isdir(repo):
+        result = subprocess.run(["git", "init", "--bare", "--quiet", repo], capture_output=True, text=True)
+        if result.returncode != 0:
+            raise TinyservError("git init failed: %s" % result.stderr.strip())
+    hook = os.path.join(repo, "hooks", "pre-receive")
+    store.write_atomic(hook, deploy.hook_script(layout, name, sys.executable, control.REMOTE_SCRIPT), 0o755)
+
+
+def destroy(layout, name):
+    """Stop the app, then remove its repository, builds, releases and logs."""
+    layout.require(name)
+    with store.locked(layout.global_lock), store.locked(layout.app_file(name, "lock")):
+        pgids = live_groups(layout, name)
+        os.unlink(layout.public_release(name))
+        if control.running(layout):
+            control.request(layout, {"cmd": "sync", "app": name})
+        else:
+            for pgid in pgids:
+                procs.signal_group(pgid, signal.SIGTERM)
+        wait_gone(pgids, timeout=40)
+        shutil.rmtree(layout.repo(name), ignore_errors=True)
+        shutil.rmtree(layout.app_dir(name), ignore_errors=True)
+
+
+def live_groups(layout, name):
+    """Process groups of the app's instances whose main process still runs."""
+    return [i["pgid"] for i in control.instances(layout, name) if procs.alive(i["pid"], i["starttime"])]
+
+
+def wait_gone(pgids, timeout):
+    """Wait for process groups to end; SIGKILL whatever is left at the deadline."""
+    deadline = time.monotonic() + timeout
+    while any(procs.group_members(g) for g in pgids):
+        if time.monotonic() > deadline:
+            for g in pgids:
+                procs.signal_group(g, signal.SIGKILL)
+            deadline = time.monotonic() + 5
+        time.sleep(0.05)
+
+
+def info(layout, name):
+    """What apps:info shows."""
+    layout.require(name)
+    release = releases.current(layout, name)
+    return {
+        "name": name,
+        "port": releases.port(layout, name),
+        "repo": layout.repo(name),
+        "release": "v%d" % release["version"],
+        "commit": release["commit"],
+        "deployed_at": release["created_at"] if release["build"] else None,
+        "state": overall_state(layout, name),
+    }
+
+
+def overall_state(layout, name):
+    """'not deployed', 'up', 'starting', 'crashed', 'stopped' for the whole app."""
+    release = releases.current(layout, name)
+    if not release or not release["build"]:
+        return "not deployed"
+    states = {i["state"] for i in control.instances(layout, name) if i["version"] == release["version"]}
+    for state in ("crashed", "starting", "stopping", "up"):
+        if state in states:
+            return state
+    return "stopped"
+
+
+def processes(layout, name):
+    """The instances ps shows, with what the formation wants."""
+    layout.require(name)
+    release = releases.current(layout, name)
+    shown = []
+    for inst in sorted(control.instances(layout, name), key=lambda i: (i["type"] != "web", i["name"])):
+        shown.append({k: inst.get(k) for k in ("name", "type", "state", "pid", "since", "restarts",
+                                              "exit_code", "next_try", "command", "version")})
+    return {"formation": formation(layout, name), "instances": shown,
+            "release": release["version"] if release else None}
+
+
+def formation(layout, name):
+    """{type: {quantity, stopped, command}} for the types of the current build."""
+    release = releases.current(layout, name)
+    if not release or not release["build"]:
+        return {}
+    meta = store.read_json(layout.build_meta(name, release["build"]), {})
+    saved = store.read_json(layout.app_file(name, "formation.json"), {"quantity": {}, "stopped": []})
+    return {t: {"quantity": saved["quantity"].get(t, 1), "stopped": t in saved["stopped"],
+                "command": meta["procfile"][t]} for t in process_types(meta.get("procfile", {}))}
+
+
+def scale(layout, name, changes):
+    """ps:scale TYPE=N ...: validate against the Procfile, persist, apply."""
+    layout.require(name)
+    with store.locked(layout.app_file(name, "lock")):
+        types = formation(layout, name)
+        if not types:
+            raise TinyservError("%s has not been deployed yet: push it first" % name)
+        for ptype, count in changes.items():
+            if ptype not in types:
+                raise TinyservError("no %r process type in %s's Procfile (it has: %s)" % (
+                    ptype, name, ", ".join(types)))
+            if ptype == "web" and count > 1:
+                raise TinyservError("web cannot run more than 1 instance until tinyserv has its "
+                                    "reverse proxy (instances would share one port)")
+        path = layout.app_file(name, "formation.json")
+        saved = store.read_json(path, {"quantity": {}, "stopped": []})
+        saved["quantity"].update(changes)
+        store.write_json(path, saved, 0o644)
+    control.sync(layout, name)
+    return formation(layout, name)
+
+
+def set_stopped(layout, name, ptype, stopped):
+    """ps:stop TYPE / ps:start TYPE: the type stays stopped across deploys until started."""
+    layout.require(name)
+    with store.locked(layout.app_file(name, "lock")):
+        if ptype not in formation(layout, name):
+            raise TinyservError("no %r process type in %s's Procfile" % (ptype, name))
+        path = layout.app_file(name, "formation.json")
+        saved = store.read_json(path, {"quantity": {}, "stopped": []})
+        saved["stopped"] = sorted(set(saved["stopped"]) - {ptype} | ({ptype} if stopped else set()))
+        store.write_json(path, saved, 0o644)
+    control.sync(layout, name)
+
+
+def restart(layout, name, target=None):
+    """ps:restart [TYPE | TYPE.N] or restart: replace instances gracefully, reset backoff."""
+    layout.require(name)
+    types = formation(layout, name)
+    if target and target.split(".")[0] not in types:
+        raise TinyservError("no %r process in %s (types: %s)" % (target, name, ", ".join(types) or "none"))
+    control.ensure_supervisor(layout)
+    control.request(layout, {"cmd": "restart", "app": name, "target": target})
+
+
+def change_config(layout, name, set_vars=None, unset=(), by=None):
+    """config:set / config:unset: a new release with the new config, then a restart."""
+    layout.require(name)
+    for key in list(set_vars or {}) + list(unset):
+        check_config_key(key)
+    with store.locked(layout.app_file(name, "lock")):
+        config = releases.current_config(layout, name)
+        missing = [k for k in unset if k not in config]
+        if missing and not set_vars and len(missing) == len(unset):
+            raise TinyservError("%s is not set on %s" % (", ".join(missing), name))
+        config.update(set_vars or {})
+        for key in unset:
+            config.pop(key, None)
+        current = releases.current(layout, name)
+        keys = ", ".join(sorted(set(set_vars or {}) | set(unset)))
+        what = "Set" if set_vars else "Remove"
+        release = releases.add(layout, name, "%s %s config vars" % (what, keys), config,
+                               build=current["build"], commit=current["commit"], by=by)
+    return apply_release(layout, name, release)
+
+
+def rollback(layout, name, version=None, by=None):
+    """Go back to an earlier release's build and config, without rebuilding."""
+    layout.require(name)
+    with store.locked(layout.app_file(name, "lock")):
+        history = releases.history(layout, name)
+        current = history[-1]
+        if version is None:
+            if current["version"] < 2:
+                raise TinyservError("%s has no earlier release to roll back to" % name)
+            version = current["version"] - 1
+        target = releases.find(layout, name, version)
+        if not target["build"]:
+            raise TinyservError("v%d has no code (nothing was deployed then)" % version)
+        if not os.path.isdir(layout.build_dir(name, target["build"])):
+            raise TinyservError("the build of v%d was pruned (TINYSERV_KEEP_BUILDS keeps the last %d)"
+                                % (version, deploy.keep_builds()))
+        release = releases.add(layout, name, "Rollback to v%d" % version, target["config"],
+                               build=target["build"], commit=target["commit"], by=by)
+    return apply_release(layout, name, release)
+
+
+def apply_release(layout, name, release):
+    """Let the supervisor run the new release; report whether web came up."""
+    from . import logs
+    logs.append(layout.log_file(name), "tinyserv", "Release v%d: %s" % (release["version"], release["description"]))
+    result = {"release": releases.summary(release), "web": "not deployed"}
+    if release["build"]:
+        control.sync(layout, name)
+        failed = control.wait_for_web(layout, name, release["version"], deploy.boot_timeout(release["config"]))
+        result["web"] = "up" if not failed else ("timeout" if failed == "timeout" else "crashed")
+    return result
+
+
+def history(layout, name, count=None):
+    layout.require(name)
+    shown = [releases.summary(r) for r in reversed(releases.history(layout, name))]
+    return shown[:count] if count else shown

@@ -1,0 +1,120 @@
+"""Talking to the supervisor: start it when it is not running, send it requests, wait on it."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+
+from . import store
+from .errors import TinyservError
+
+REMOTE_SCRIPT = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.realpath(__file__)))), "bin", "tinyserv-remote")
+
+
+def shutdown_marker(layout):
+    return os.path.join(layout.run_dir, "shut-down")
+
+
+def request(layout, message, timeout=10):
+    """Send one JSON request to the supervisor and return its JSON reply."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+        conn.settimeout(timeout)
+        conn.connect(layout.supervisor_sock)
+        conn.sendall((json.dumps(message) + "\n").encode())
+        data = b""
+        while not data.endswith(b"\n"):
+            chunk = conn.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    reply = json.loads(data.decode() or "{}")
+    if not reply.get("ok"):
+        raise TinyservError("the supervisor refused %s: %s" % (message.get("cmd"), reply.get("error")))
+    return reply
+
+
+def running(layout):
+    """The supervisor's pid if it answers, else None."""
+    try:
+        return request(layout, {"cmd": "ping"}, timeout=2)["pid"]
+    except (OSError, ValueError):
+        return None
+
+
+def ensure_supervisor(layout, timeout=10):
+    """Make sure the supervisor runs (starting it detached if needed); return its pid."""
+    pid = running(layout)
+    if pid:
+        return pid
+    if os.path.exists(shutdown_marker(layout)):
+        raise TinyservError("tinyserv was shut down on this server; run 'tinyserv-remote startup' there first")
+    layout.ensure()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GIT_", "SSH_"))}
+    with open(layout.supervisor_log, "ab") as log:
+        # Never the caller's stdout/stderr: a git hook's output pipe held by a
+        # long-lived process would keep `git push` waiting.
+        subprocess.Popen([sys.executable, REMOTE_SCRIPT, "supervise", "--if-none"], cwd=layout.root, env=env,
+                         stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        pid = running(layout)
+        if pid:
+            return pid
+        time.sleep(0.05)
+    raise TinyservError("the supervisor did not start; see %s" % layout.supervisor_log)
+
+
+def sync(layout, app=None):
+    """Tell the supervisor that what should run for app (or every app) changed."""
+    ensure_supervisor(layout)
+    request(layout, {"cmd": "sync", "app": app})
+
+
+def instances(layout, app):
+    """The supervisor's last word on app's instances (list of dicts)."""
+    return (store.read_json(layout.state_file(app), {}) or {}).get("instances", [])
+
+
+def wait_for_web(layout, app, version, timeout):
+    """Wait until every web instance of release `version` is up.
+
+    Returns None when they are, or the crashed instance / 'timeout' otherwise.
+    Returns None at once if the release runs no web instance.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        webs = [i for i in instances(layout, app) if i["type"] == "web" and i["version"] == version]
+        crashed = [i for i in webs if i["state"] == "crashed"]
+        if crashed:
+            return crashed[0]
+        if webs and all(i["state"] == "up" for i in webs):
+            return None
+        if not webs and not expects_web(layout, app):
+            return None
+        if time.monotonic() > deadline:
+            return "timeout"
+        time.sleep(0.05)
+
+
+def expects_web(layout, app):
+    """Does the formation want at least one web instance?"""
+    from .supervisor import desired_state
+    want = desired_state(layout, app)
+    return bool(want and any(name.startswith("web.") for name in want.instances))
+
+
+def stop_supervisor(layout, timeout=60):
+    """Ask the supervisor to stop every app and exit; wait until it has."""
+    pid = running(layout)
+    if not pid:
+        return False
+    request(layout, {"cmd": "shutdown"})
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if running(layout) is None and not os.path.exists(layout.supervisor_pid):
+            return True
+        time.sleep(0.1)
+    raise TinyservError("the supervisor (pid %d) did not stop within %d s" % (pid, timeout))

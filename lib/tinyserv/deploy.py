@@ -1,0 +1,192 @@
+"""A push, from the pre-receive hook: build, release phase, boot check, switch.
+
+Runs while git waits, so any failure rejects the push and the running release is
+never touched: the new build only replaces it once its web has answered on a
+trial port, and if the switch itself fails the app goes back on its own.
+"""
+
+import collections
+import os
+import shlex
+import socket
+import subprocess
+import tempfile
+import time
+
+from . import appenv, build, control, logs, procs, releases, store
+from .errors import TinyservError
+
+ZERO = "0" * 40
+DEFAULT_BOOT_TIMEOUT = 60
+DEFAULT_KEEP = 5
+
+
+def boot_timeout(config):
+    """Seconds web gets to listen (config TINYSERV_BOOT_TIMEOUT, default 60)."""
+    value = config.get("TINYSERV_BOOT_TIMEOUT", "")
+    return int(value) if value.isdigit() and int(value) > 0 else DEFAULT_BOOT_TIMEOUT
+
+
+def keep_builds(environ=os.environ):
+    value = environ.get("TINYSERV_KEEP_BUILDS", "")
+    return int(value) if value.isdigit() and int(value) > 0 else DEFAULT_KEEP
+
+
+def parse_updates(text):
+    """pre-receive input lines 'old new ref' -> [(old, new, ref)]."""
+    return [tuple(line.split()) for line in text.splitlines() if len(line.split()) == 3]
+
+
+def host_name():
+    return os.environ.get("TINYSERV_HOST") or socket.gethostname()
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def git_out(repo, *args):
+    env = {k: v for k, v in os.environ.items() if k not in ("GIT_DIR", "GIT_WORK_TREE")}
+    env["GIT_DIR"] = repo
+    return subprocess.run(["git", *args], env=env, capture_output=True, text=True).stdout.strip()
+
+
+class Deploy:
+    """One push to one app."""
+
+    def __init__(self, layout, app, steps):
+        self.layout = layout
+        self.app = app
+        self.steps = steps
+
+    def pre_receive(self, text):
+        """Entry point of the hook: deploy the last branch pushed; raise to reject."""
+        updates = [u for u in parse_updates(text) if u[1] != ZERO]
+        if not updates:
+            return
+        old, new, ref = updates[-1]
+        started = time.monotonic()
+        lock = self.layout.app_file(self.app, "deploy.lock")
+        with store.locked(lock, waiting=lambda: self.steps.step("Waiting for another deploy of %s to finish" % self.app)):
+            current = git_out(self.layout.repo(self.app), "rev-parse", "-q", "--verify", ref) or ZERO
+            if current != old:
+                raise TinyservError("%s changed while this push waited; fetch and push again" % ref)
+            self.deploy(new, ref, started)
+
+    def deploy(self, commit, ref, started):
+        short = commit[:7]
+        self.steps.step("Building %s (%s, %s)" % (self.app, short, ref.replace("refs/heads/", "")))
+        config = releases.current_config(self.layout, self.app)
+        meta = build.Builder(self.layout, self.app, self.steps, config).build(commit, dict(os.environ))
+        build_dir = self.layout.build_dir(self.app, meta["id"])
+        try:
+            if "release" in meta["procfile"]:
+                self.release_phase(build_dir, meta, config)
+            self.boot_check(build_dir, meta, config)
+            release = self.switch(meta, commit)
+        except BaseException:
+            build.remove(self.layout, self.app, meta["id"])
+            raise
+        build.prune(self.layout, self.app, keep_builds(), protect=self.protected())
+        url = "http://%s:%d" % (host_name(), releases.port(self.layout, self.app))
+        self.steps.step("Released v%d (%s) in %.1f s — %s" % (
+            release["version"], short, time.monotonic() - started, url))
+
+    def protected(self):
+        """Builds that must not be pruned: the ones releases still point at."""
+        return {r["build"] for r in releases.history(self.layout, self.app)[-1:] if r["build"]}
+
+    def release_phase(self, build_dir, meta, config):
+        command = meta["procfile"]["release"]
+        self.steps.step("Running release command: %s" % command)
+        env = appenv.process_env(build_dir, meta, config, self.app, "release.1",
+                                 releases.port(self.layout, self.app), 0)
+        build.run_streamed(["/bin/sh", "-c", command], build_dir, env, self.steps, "the release command")
+
+    def boot_check(self, build_dir, meta, config):
+        """Start web on a trial port; it must accept connections before we switch."""
+        timeout = boot_timeout(config)
+        port = free_port()
+        self.steps.step("Checking that web boots (trial port %d, up to %d s)" % (port, timeout))
+        env = appenv.process_env(build_dir, meta, config, self.app, "web.1",
+                                 port, len(releases.history(self.layout, self.app)) + 1)
+        with tempfile.TemporaryFile() as out:
+            pid = procs.spawn(["/bin/sh", "-c", meta["procfile"]["web"]], build_dir, env, out.fileno())
+            try:
+                failure = self.wait_listening(pid, port, timeout)
+            finally:
+                stop_group(pid)
+            if failure:
+                out.seek(0)
+                for line in collections.deque(out.read().decode("utf-8", "replace").splitlines(), 15):
+                    self.steps.detail(line)
+                raise TinyservError(failure + "; the running release was not touched")
+        self.steps.detail("web answered on port %d" % port)
+
+    def wait_listening(self, pid, port, timeout):
+        """None once port accepts connections; a reason if web exits or times out."""
+        deadline = time.monotonic() + timeout
+        from .supervisor import port_open
+        while time.monotonic() < deadline:
+            code = procs.reap(pid)
+            if code is not None:
+                return "web exited with %d at boot" % code
+            if port_open(port):
+                return None
+            time.sleep(0.05)
+        return "web did not listen on $PORT within %d s" % timeout
+
+    def switch(self, meta, commit):
+        """Make the build current, let the supervisor swap processes, and verify web."""
+        with store.locked(self.layout.app_file(self.app, "lock")):
+            config = releases.current_config(self.layout, self.app)
+            author = git_out(self.layout.repo(self.app), "log", "-1", "--format=%ae", commit)
+            release = releases.add(self.layout, self.app, "Deploy %s" % commit[:7], config,
+                                   build=meta["id"], commit=commit, by=author or None)
+            ensure_formation(self.layout, self.app, meta["procfile"])
+        self.steps.step("Launching %s on port %d" % (", ".join(t for t in meta["procfile"] if t != "release"),
+                                                     releases.port(self.layout, self.app)))
+        logs.append(self.layout.log_file(self.app), "tinyserv", "Release v%d: %s" % (
+            release["version"], release["description"]))
+        control.sync(self.layout, self.app)
+        failed = control.wait_for_web(self.layout, self.app, release["version"], boot_timeout(config))
+        if failed:
+            with store.locked(self.layout.app_file(self.app, "lock")):
+                releases.drop_last(self.layout, self.app, release["version"])
+            control.sync(self.layout, self.app)
+            why = "timed out" if failed == "timeout" else "crashed (exit %s)" % failed.get("exit_code")
+            raise TinyservError("web %s after the switch; went back to the previous release" % why)
+        self.steps.detail("done, web is up")
+        return release
+
+
+def ensure_formation(layout, app, procfile):
+    """Give every process type in the Procfile an instance count (1 unless scaled)."""
+    path = layout.app_file(app, "formation.json")
+    formation = store.read_json(path, {"quantity": {}, "stopped": []})
+    for ptype in procfile:
+        if ptype != "release":
+            formation["quantity"].setdefault(ptype, 1)
+    store.write_json(path, formation, mode=0o644)
+
+
+def stop_group(pid, grace=5):
+    """SIGTERM a process group, SIGKILL it after grace seconds, reap the leader."""
+    import signal
+    procs.signal_group(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while procs.group_members(pid) and time.monotonic() < deadline:
+        procs.reap(pid)
+        time.sleep(0.05)
+    procs.signal_group(pid, signal.SIGKILL)
+    while procs.reap(pid) is None and procs.alive(pid):
+        time.sleep(0.02)
+
+
+def hook_script(layout, app, python, remote_script):
+    """The pre-receive hook: hand the push to tinyserv-remote (paths quoted once)."""
+    return ("#!/bin/sh\n# Written by tinyserv: every push is built and checked before git accepts it.\n"
+            "export TINYSERV_ROOT=%s\nexec %s %s hook %s\n" % (
+                shlex.quote(layout.root), shlex.quote(python), shlex.quote(remote_script), shlex.quote(app)))

@@ -1,0 +1,66 @@
+"""All user-facing output: Heroku-style push steps, aligned tables, colour on a terminal."""
+
+import json
+import os
+import sys
+
+ARROW = "-----> "
+INDENT = " " * len(ARROW)
+
+
+def color(text, code, stream=None):
+    """Wrap text in an ANSI colour when stream is a terminal and NO_COLOR is unset."""
+    stream = stream or sys.stdout
+    if not getattr(stream, "isatty", lambda: False)() or os.environ.get("NO_COLOR"):
+        return text
+    return "\033[%sm%s\033[0m" % (code, text)
+
+
+class Steps:
+    """Build output as Heroku prints it during `git push`."""
+
+    def __init__(self, out=None):
+        self.out = out or sys.stdout
+
+    def step(self, text):
+        self.write(ARROW + text)
+
+    def detail(self, text):
+        self.write(INDENT + text)
+
+    def write(self, line):
+        self.out.write(line.rstrip("\n") + "\n")
+        self.out.flush()
+
+
+def table(rows, headers):
+    """Rows of strings as left-aligned columns under a header line."""
+    rows = [[str(c) for c in row] for row in rows]
+    widths = [max(len(r[i]) for r in rows + [headers]) for i in range(len(headers))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(headers, widths)).rstrip()]
+    lines.append("  ".join("-" * w for w in widths))
+    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows]
+    return "\n".join(lines)
+
+
+def heading(text):
+    """'=== text', as Heroku's CLI heads a section."""
+    return color("=== " + text, "1")
+
+
+def pairs(items):
+    """'Key:   value' lines, aligned."""
+    width = max((len(k) for k, _ in items), default=0) + 1
+    return "\n".join(("%s:" % k).ljust(width) + " " + str(v) for k, v in items)
+
+
+def dumps(value):
+    """JSON for --json output."""
+    return json.dumps(value, indent=2, sort_keys=True)
+
+
+def error(message, stream=None):
+    """The one-line error every failure ends in."""
+    stream = stream or sys.stderr
+    stream.write(color("tinyserv: " + message, "31", stream) + "\n")
+    stream.flush()

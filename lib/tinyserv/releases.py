@@ -1,0 +1,90 @@
+"""Release history: every deploy, config change and rollback makes vN.
+
+apps/<app>/history.json is the source of truth; releases/<app>.json is its public
+projection (the current release plus the app's port) for other tools to read.
+Callers hold the app's lock around any change.
+"""
+
+import os
+import time
+
+from . import store
+from .errors import TinyservError
+
+
+def now_iso(clock=time.time):
+    """UTC time as 2026-11-28T05:00:00Z."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(clock()))
+
+
+def history(layout, app):
+    """All releases of app, oldest first."""
+    return store.read_json(layout.app_file(app, "history.json"), {"releases": []})["releases"]
+
+
+def current(layout, app):
+    """The newest release (the one that should be running), or None."""
+    releases = history(layout, app)
+    return releases[-1] if releases else None
+
+
+def current_config(layout, app):
+    """The config vars of the current release."""
+    release = current(layout, app)
+    return dict(release["config"]) if release else {}
+
+
+def find(layout, app, version):
+    """The release with this version number, or raise."""
+    for release in history(layout, app):
+        if release["version"] == version:
+            return release
+    raise TinyservError("%s has no release v%d (see 'tinyserv releases')" % (app, version))
+
+
+def port(layout, app):
+    """The app's port, from its public release file."""
+    return store.read_json(layout.public_release(app))["port"]
+
+
+def add(layout, app, description, config, build=None, commit=None, by=None, app_port=None):
+    """Append a release and publish it; returns the new release."""
+    releases = history(layout, app)
+    release = {
+        "version": releases[-1]["version"] + 1 if releases else 1,
+        "description": description,
+        "config": dict(config),
+        "build": build,
+        "commit": commit,
+        "by": by or os.environ.get("USER") or "tinyserv",
+        "created_at": now_iso(),
+    }
+    save(layout, app, releases + [release], app_port)
+    return release
+
+
+def save(layout, app, releases, app_port=None):
+    """Write the history, then its public projection."""
+    store.write_json(layout.app_file(app, "history.json"), {"releases": releases})
+    publish(layout, app, releases[-1], port(layout, app) if app_port is None else app_port)
+
+
+def publish(layout, app, release, app_port):
+    """Write releases/<app>.json: what other tools (a proxy generator) read."""
+    public = {key: release[key] for key in ("version", "description", "build", "commit", "created_at")}
+    public.update(app=app, port=app_port)
+    store.write_json(layout.public_release(app), public, mode=0o644)
+
+
+def drop_last(layout, app, version):
+    """Forget release `version` if it is the newest (a switch that failed)."""
+    releases = history(layout, app)
+    if releases and releases[-1]["version"] == version:
+        save(layout, app, releases[:-1])
+
+
+def summary(release):
+    """The release without its config values (what `releases --json` shows)."""
+    shown = {k: v for k, v in release.items() if k != "config"}
+    shown["config_keys"] = sorted(release.get("config", {}))
+    return shown

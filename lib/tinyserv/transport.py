@@ -1,0 +1,113 @@
+"""Reaching tinyserv-remote: over ssh, or with bash on this machine when the remote is localhost.
+
+The remote command line is built in exactly one place, command_line(), which
+quotes every word; values users type travel as JSON on stdin instead.
+"""
+
+import json
+import os
+import shlex
+import subprocess
+import urllib.parse
+
+from .errors import TinyservError
+
+LOCAL_REMOTE = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.realpath(__file__)))), "bin", "tinyserv-remote")
+
+
+def command_line(words):
+    """The one place a remote shell command is built: every word quoted."""
+    return " ".join(shlex.quote(str(w)) for w in words)
+
+
+def parse_remote(spec):
+    """TINYSERV_REMOTE -> (host or None for localhost, port or None)."""
+    if not spec or spec == "localhost":
+        return None, None
+    if spec.startswith("ssh://"):
+        url = urllib.parse.urlsplit(spec)
+        if not url.hostname or url.path not in ("", "/"):
+            raise TinyservError("TINYSERV_REMOTE %r is not ssh://[user@]host[:port]" % spec)
+        host = ("%s@%s" % (url.username, url.hostname)) if url.username else url.hostname
+        return host, url.port
+    if any(c.isspace() for c in spec) or spec.startswith("-"):
+        raise TinyservError("TINYSERV_REMOTE %r is not user@host, host, ssh://user@host:port or localhost" % spec)
+    return spec, None
+
+
+class Remote:
+    """Where tinyserv-remote runs, and how to run it there."""
+
+    def __init__(self, environ=os.environ):
+        self.spec = environ.get("TINYSERV_REMOTE", "")
+        self.host, self.port = parse_remote(self.spec)
+        self.ssh = shlex.split(environ.get("GIT_SSH_COMMAND") or "ssh")
+
+    @property
+    def local(self):
+        return self.host is None
+
+    def argv(self, words, tty=False):
+        """The local argument list that runs `tinyserv-remote WORDS` on the server."""
+        if self.local:
+            return ["bash", "-c", command_line([LOCAL_REMOTE, *words])]
+        opts = ["-t"] if tty else []
+        if self.port:
+            opts += ["-p", str(self.port)]
+        return [*self.ssh, *opts, "--", self.host, command_line(["tinyserv-remote", *words])]
+
+    def check_reached(self, returncode, stderr=""):
+        """ssh exits 255 for its own failures: say so instead of blaming the command."""
+        if not self.local and returncode == 255:
+            detail = (stderr or "").strip().splitlines()
+            raise TinyservError("cannot reach %s over ssh%s" % (self.host, ": " + detail[-1] if detail else ""))
+
+    def call(self, words, data=None):
+        """Run a remote command that answers JSON; raise with its one-line error."""
+        try:
+            result = subprocess.run(self.argv(words), input=json.dumps(data or {}),
+                                    capture_output=True, text=True)
+        except FileNotFoundError as e:
+            raise TinyservError("cannot run %s: %s" % (e.filename, e.strerror)) from None
+        self.check_reached(result.returncode, result.stderr)
+        if result.returncode != 0:
+            raise TinyservError(remote_error(result.stderr, result.returncode))
+        try:
+            return json.loads(result.stdout)
+        except ValueError:
+            raise TinyservError("unexpected answer from tinyserv-remote: %r" % result.stdout[:200]) from None
+
+    def stream(self, words, tty=False, keep_stdin=False):
+        """Run a remote command with its output on our terminal; return its exit code."""
+        stdin = subprocess.PIPE if keep_stdin else None
+        proc = subprocess.Popen(self.argv(words, tty=tty), stdin=stdin)
+        try:
+            code = proc.wait()
+        except KeyboardInterrupt:
+            proc.terminate()
+            proc.wait()
+            raise
+        self.check_reached(code)
+        return code
+
+    def git_url(self, path):
+        """The URL `git push` uses for a repository at path on the server."""
+        if self.local:
+            return path
+        if self.port:
+            return "ssh://%s:%d%s" % (self.host, self.port, path)
+        return "%s:%s" % (self.host, path)
+
+    def web_host(self):
+        """The host name apps are reached at over HTTP."""
+        return "localhost" if self.local else self.host.rpartition("@")[2]
+
+
+def remote_error(stderr, code):
+    """The remote's own one-line message, without our shared prefix."""
+    lines = [l for l in (stderr or "").strip().splitlines() if l.strip()]
+    if not lines:
+        return "tinyserv-remote failed (exit %d)" % code
+    last = lines[-1]
+    return last[len("tinyserv: "):] if last.startswith("tinyserv: ") else last
