@@ -14,10 +14,6 @@ REMOTE_SCRIPT = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.realpath(__file__)))), "bin", "tinyserv-remote")
 
 
-def shutdown_marker(layout):
-    return os.path.join(layout.run_dir, "shut-down")
-
-
 def request(layout, message, timeout=10):
     """Send one JSON request to the supervisor and return its JSON reply."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
@@ -49,7 +45,7 @@ def ensure_supervisor(layout, timeout=10):
     pid = running(layout)
     if pid:
         return pid
-    if os.path.exists(shutdown_marker(layout)):
+    if os.path.exists(layout.shutdown_marker):
         raise TinyservError("tinyserv was shut down on this server; run 'tinyserv-remote startup' there first")
     layout.ensure()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("GIT_", "SSH_"))}

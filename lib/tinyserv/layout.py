@@ -45,6 +45,7 @@ class Layout:
         self.supervisor_lock = os.path.join(self.run_dir, "supervisor.lock")
         self.supervisor_pid = os.path.join(self.run_dir, "supervisor.pid")
         self.supervisor_log = os.path.join(self.run_dir, "supervisor.log")
+        self.shutdown_marker = os.path.join(self.run_dir, "shut-down")
 
     def ensure(self):
         """Create the top-level directories (safe to run twice)."""

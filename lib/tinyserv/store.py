@@ -4,7 +4,6 @@ import contextlib
 import fcntl
 import json
 import os
-import tempfile
 import time
 
 from .errors import TinyservError
@@ -14,8 +13,8 @@ def write_atomic(path, data, mode=0o600):
     """Write bytes or text to path so readers see the old or the new file, never half."""
     if isinstance(data, str):
         data = data.encode("utf-8")
-    directory = os.path.dirname(path) or "."
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-")
+    tmp = os.path.join(os.path.dirname(path) or ".", ".tmp-%d-%d" % (os.getpid(), time.time_ns()))
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         with os.fdopen(fd, "wb") as out:
             out.write(data)
