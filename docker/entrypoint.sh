@@ -1,0 +1,16 @@
+#!/bin/bash
+# Container "boot": run tinyserv's boot hook as deploy, as a real boot would, then serve ssh.
+# Runs under tini (PID 1), which reaps the app processes the hook leaves behind.
+# ssh answers only once the hook has returned, so "ssh works" also means "startup has run".
+set -u
+
+mkdir -p /run/sshd   # /run is a tmpfs in docker-compose.yml, empty at every start
+
+echo "tinyserv-e2e: boot: su - deploy -c 'tinyserv-remote startup'"
+if timeout 300 su - deploy -c 'tinyserv-remote startup' </dev/null; then
+    echo "tinyserv-e2e: boot hook finished"
+else
+    echo "tinyserv-e2e: boot hook failed with exit code $?" >&2
+fi
+
+exec /usr/sbin/sshd -D -e

@@ -1,0 +1,174 @@
+"""Docker images for the e2e tests: the Debian base and the tinyserv server built on it.
+
+Run as a script (`python3 tests/e2e/images.py`) to build both ahead of a test run.
+"""
+
+import glob
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+import docker
+import docker.errors
+
+BASE_IMAGE = "debian:bookworm"
+SERVER_IMAGE = "tinyserv-e2e:latest"
+SUITE = "bookworm"
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+HOST_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
+
+
+def log(message):
+    """Print a progress line that pytest shows with -s and in failure reports."""
+    print(f"[e2e images] {message}", file=sys.stderr, flush=True)
+
+
+def ensure_base_image(client, tag=BASE_IMAGE):
+    """Make sure `tag` exists locally: reuse it, pull it, or bootstrap it from the host's Debian mirror."""
+    try:
+        client.images.get(tag)
+        return tag
+    except docker.errors.ImageNotFound:
+        pass
+    try:
+        log(f"pulling {tag}")
+        client.images.pull(tag)
+        return tag
+    except docker.errors.APIError as error:
+        log(f"cannot pull {tag} ({error.explanation}); bootstrapping it with debootstrap")
+    bootstrap_image(tag, host_debian_mirror())
+    return tag
+
+
+def host_debian_mirror():
+    """Return the URI the host's apt uses for the main archive of SUITE (never hard-coded in the repo)."""
+    for path in sorted(glob.glob("/etc/apt/sources.list.d/*.sources")):
+        with open(path) as f:
+            for stanza in re.split(r"\n\s*\n", f.read()):
+                fields = deb822_fields(stanza)
+                if "deb" in fields.get("types", "").split() and SUITE in fields.get("suites", "").split():
+                    return fields["uris"].split()[0]
+    for path in ["/etc/apt/sources.list"] + sorted(glob.glob("/etc/apt/sources.list.d/*.list")):
+        if os.path.exists(path):
+            with open(path) as f:
+                for line in f:
+                    words = re.sub(r"\[.*?\]", "", line).split()
+                    if len(words) >= 3 and words[0] == "deb" and words[2] == SUITE:
+                        return words[1]
+    raise RuntimeError(f"no apt source for Debian {SUITE} on this host: cannot debootstrap {BASE_IMAGE}")
+
+
+def deb822_fields(stanza):
+    """Parse one deb822 stanza into {lower-case field: value} (continuation lines joined)."""
+    fields, key = {}, None
+    for line in stanza.splitlines():
+        if line.startswith("#"):
+            continue
+        if line[:1].isspace() and key:
+            fields[key] += " " + line.strip()
+        elif ":" in line:
+            key, value = line.split(":", 1)
+            key = key.strip().lower()
+            fields[key] = value.strip()
+    return fields
+
+
+def bootstrap_image(tag, mirror):
+    """debootstrap a minbase rootfs from `mirror` and `docker import` it as `tag`."""
+    if not shutil.which("debootstrap"):
+        raise RuntimeError("debootstrap is not installed (apt-get install debootstrap), and the base image cannot be pulled")
+    rootfs = tempfile.mkdtemp(prefix="tinyserv-rootfs-", dir="/var/tmp")
+    started = time.monotonic()
+    try:
+        log(f"debootstrap --variant=minbase {SUITE} {rootfs} <host mirror>")
+        result = subprocess.run(
+            ["debootstrap", "--variant=minbase", SUITE, rootfs, mirror],
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        if result.returncode != 0:
+            raise RuntimeError(f"debootstrap failed with exit code {result.returncode}:\n{result.stdout[-4000:]}")
+        tar = subprocess.Popen(["tar", "-C", rootfs, "-c", "."], stdout=subprocess.PIPE)
+        imported = subprocess.run(["docker", "import", "--change", 'CMD ["/bin/bash"]', "-", tag],
+                                  stdin=tar.stdout, capture_output=True, text=True)
+        tar.stdout.close()
+        if tar.wait() != 0 or imported.returncode != 0:
+            raise RuntimeError(f"importing the rootfs as {tag} failed: {imported.stderr}")
+        log(f"made {tag} in {time.monotonic() - started:.0f} s")
+    finally:
+        remove_rootfs(rootfs)
+
+
+def remove_rootfs(rootfs):
+    """Delete a debootstrap directory, unmounting anything a failed run left mounted inside it first."""
+    with open("/proc/mounts") as f:
+        mounts = [line.split()[1] for line in f]
+    for mount in sorted((m for m in mounts if m.startswith(rootfs + "/")), reverse=True):
+        subprocess.run(["umount", "-l", mount], check=False)
+    shutil.rmtree(rootfs, ignore_errors=True)
+
+
+def build_server_image(client, authorized_keys, tag=SERVER_IMAGE, base=BASE_IMAGE):
+    """Build the server image from docker/Dockerfile with the repo's bin/ and lib/ and the given authorized_keys."""
+    old_id = image_id(client, tag)
+    context = tempfile.mkdtemp(prefix="tinyserv-context-")
+    started = time.monotonic()
+    try:
+        assemble_context(context, authorized_keys)
+        log(f"building {tag} on {base}")
+        lines = []
+        for chunk in client.api.build(path=context, tag=tag, buildargs={"BASE_IMAGE": base},
+                                      rm=True, forcerm=True, decode=True):
+            lines.append(chunk.get("stream", ""))
+            if "error" in chunk:
+                raise RuntimeError(f"building {tag} failed: {chunk['error']}\n{''.join(lines)[-6000:]}")
+        log(f"built {tag} in {time.monotonic() - started:.0f} s")
+    finally:
+        shutil.rmtree(context, ignore_errors=True)
+    remove_replaced_image(client, old_id, image_id(client, tag))
+    return tag
+
+
+def assemble_context(context, authorized_keys):
+    """Fill a build context: Dockerfile and its files, host CA bundle, authorized_keys, the repo's bin/ and lib/."""
+    for name in os.listdir(os.path.join(REPO, "docker")):
+        shutil.copy(os.path.join(REPO, "docker", name), context)
+    ca_bundle = os.path.join(context, "ca-certificates.crt")
+    if os.path.exists(HOST_CA_BUNDLE):
+        shutil.copy(HOST_CA_BUNDLE, ca_bundle)
+    else:
+        open(ca_bundle, "w").close()
+    with open(os.path.join(context, "authorized_keys"), "w") as f:
+        f.write(authorized_keys)
+    for part in ("bin", "lib"):
+        source = os.path.join(REPO, part)
+        if os.path.isdir(source):
+            shutil.copytree(source, os.path.join(context, part),
+                            ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        else:
+            os.mkdir(os.path.join(context, part))
+
+
+def image_id(client, tag):
+    """Return the id of image `tag`, or None."""
+    try:
+        return client.images.get(tag).id
+    except docker.errors.ImageNotFound:
+        return None
+
+
+def remove_replaced_image(client, old_id, new_id):
+    """Remove the image a rebuild untagged, so every run does not leave one behind (kept if still in use)."""
+    if old_id and old_id != new_id:
+        try:
+            client.images.remove(old_id)
+        except docker.errors.APIError:
+            pass
+
+
+if __name__ == "__main__":
+    docker_client = docker.from_env()
+    ensure_base_image(docker_client)
+    build_server_image(docker_client, "")

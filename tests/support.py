@@ -1,0 +1,86 @@
+"""Helpers shared by every test layer: running commands, polling, HTTP, making app repositories."""
+
+import os
+import shlex
+import subprocess
+import time
+import urllib.error
+import urllib.request
+
+
+def run(args, *, cwd=None, env=None, input=None, check=True, timeout=120):
+    """Run `args` (a list) and return the CompletedProcess with text output; on failure show everything."""
+    __tracebackhide__ = True
+    try:
+        result = subprocess.run(args, cwd=cwd, env=env, input=input, capture_output=True, text=True,
+                                timeout=timeout, stdin=None if input is not None else subprocess.DEVNULL)
+    except subprocess.TimeoutExpired as error:
+        raise AssertionError(f"timed out after {timeout} s: {shlex.join(map(str, args))}\n"
+                             f"--- stdout ---\n{_text(error.stdout)}\n--- stderr ---\n{_text(error.stderr)}") from None
+    if check and result.returncode != 0:
+        raise AssertionError(describe(result))
+    return result
+
+
+def describe(result):
+    """Return a CompletedProcess as text: command, exit code, stdout and stderr."""
+    return (f"command: {shlex.join(map(str, result.args))}\nexit code: {result.returncode}\n"
+            f"--- stdout ---\n{result.stdout}\n--- stderr ---\n{result.stderr}")
+
+
+def _text(output):
+    """Decode what TimeoutExpired captured (bytes, str or None)."""
+    if isinstance(output, bytes):
+        return output.decode(errors="replace")
+    return output or ""
+
+
+def wait_until(predicate, timeout, interval=0.1, message="condition"):
+    """Call `predicate` until it returns something truthy and return that; fail after `timeout` seconds."""
+    __tracebackhide__ = True
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {message}")
+        time.sleep(interval)
+
+
+def http_get(url, timeout=2):
+    """GET `url` and return (status, body text), or None if nothing answers."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return response.status, response.read().decode(errors="replace")
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode(errors="replace")
+    except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
+        return None
+
+
+def wait_for_http(url, contains=None, timeout=30):
+    """Poll `url` until it answers (with `contains` in the body, if given); return (status, body)."""
+    def answered():
+        response = http_get(url)
+        if response and (contains is None or contains in response[1]):
+            return response
+        return None
+    what = f"{url} to answer" + (f" with {contains!r}" if contains is not None else "")
+    return wait_until(answered, timeout, interval=0.2, message=what)
+
+
+def make_app(path, files):
+    """Create a git repository at `path` on branch main holding `files` ({name: text}), committed; return path."""
+    os.makedirs(path, exist_ok=True)
+    run(["git", "init", "-q", "-b", "main"], cwd=path)
+    run(["git", "config", "user.name", "Tinyserv Tests"], cwd=path)
+    run(["git", "config", "user.email", "tests@tinyserv.invalid"], cwd=path)
+    for name, text in files.items():
+        file_path = os.path.join(path, name)
+        os.makedirs(os.path.dirname(file_path), exist_ok=True)
+        with open(file_path, "w") as f:
+            f.write(text)
+    run(["git", "add", "-A"], cwd=path)
+    run(["git", "commit", "-q", "-m", "app"], cwd=path)
+    return path
