@@ -166,7 +166,15 @@ def scale(layout, name, changes):
         saved["quantity"].update(changes)
         store.write_json(path, saved, 0o644)
     control.sync(layout, name)
+    if changes.get("web"):
+        settle(layout, name)
     return formation(layout, name)
+
+
+def settle(layout, name):
+    """After a change that starts web: wait (up to the boot timeout) until it answers."""
+    release = releases.current(layout, name)
+    return control.wait_for_web(layout, name, release["version"], deploy.boot_timeout(release["config"]))
 
 
 def set_stopped(layout, name, ptype, stopped):
@@ -180,6 +188,8 @@ def set_stopped(layout, name, ptype, stopped):
         saved["stopped"] = sorted(set(saved["stopped"]) - {ptype} | ({ptype} if stopped else set()))
         store.write_json(path, saved, 0o644)
     control.sync(layout, name)
+    if ptype == "web" and not stopped:
+        settle(layout, name)
 
 
 def restart(layout, name, target=None):
@@ -241,7 +251,7 @@ def apply_release(layout, name, release):
     result = {"release": releases.summary(release), "web": "not deployed"}
     if release["build"]:
         control.sync(layout, name)
-        failed = control.wait_for_web(layout, name, release["version"], deploy.boot_timeout(release["config"]))
+        failed = settle(layout, name)
         result["web"] = "up" if not failed else ("timeout" if failed == "timeout" else "crashed")
     return result
 

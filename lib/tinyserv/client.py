@@ -88,8 +88,10 @@ class Client:
             + ("\nGit remote tinyserv added" if repo else "")))
 
     def apps_destroy(self):
-        name = check_app_name(self.args.name or self.args.app or self.app)
         confirm = self.args.confirm
+        url = gitlocal.remote_url() if not (self.args.name or self.args.app) else None
+        name = check_app_name(self.args.name or self.args.app or (gitlocal.app_from_url(url) if url else confirm)
+                              or self.app)
         if confirm is None:
             if not sys.stdin.isatty():
                 raise TinyservError("apps:destroy %s needs --confirm %s when not run on a terminal" % (name, name))

@@ -7,7 +7,7 @@ import subprocess
 import sys
 import time
 
-from . import store
+from . import procs, store
 from .errors import TinyservError
 
 REMOTE_SCRIPT = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
@@ -74,22 +74,30 @@ def instances(layout, app):
     return (store.read_json(layout.state_file(app), {}) or {}).get("instances", [])
 
 
-def wait_for_web(layout, app, version, timeout):
-    """Wait until every web instance of release `version` is up.
+def wait_for_web(layout, app, version, timeout, settle=0.5):
+    """Wait until every web instance of release `version` is up and stays up for `settle` s.
 
-    Returns None when they are, or the crashed instance / 'timeout' otherwise.
-    Returns None at once if the release runs no web instance.
+    Returns None when they do (or at once if the release runs no web instance);
+    otherwise the instance that crashed (a restart while we watch counts), or 'timeout'.
     """
     deadline = time.monotonic() + timeout
+    up_since = None
+    restarts = {}
     while True:
         webs = [i for i in instances(layout, app) if i["type"] == "web" and i["version"] == version]
-        crashed = [i for i in webs if i["state"] == "crashed"]
-        if crashed:
-            return crashed[0]
-        if webs and all(i["state"] == "up" for i in webs):
-            return None
+        for i in webs:
+            restarts.setdefault(i["name"], i["restarts"])
+        failed = [i for i in webs if i["state"] == "crashed" or i["restarts"] > restarts[i["name"]]]
+        if failed:
+            return failed[0]
         if not webs and not expects_web(layout, app):
             return None
+        if webs and all(i["state"] == "up" for i in webs):
+            up_since = up_since or time.monotonic()
+            if time.monotonic() - up_since >= settle:
+                return None
+        else:
+            up_since = None
         if time.monotonic() > deadline:
             return "timeout"
         time.sleep(0.05)
@@ -110,7 +118,7 @@ def stop_supervisor(layout, timeout=60):
     request(layout, {"cmd": "shutdown"})
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if running(layout) is None and not os.path.exists(layout.supervisor_pid):
+        if not procs.alive(pid):
             return True
-        time.sleep(0.1)
+        time.sleep(0.05)
     raise TinyservError("the supervisor (pid %d) did not stop within %d s" % (pid, timeout))

@@ -19,6 +19,7 @@ from .errors import TinyservError
 ZERO = "0" * 40
 DEFAULT_BOOT_TIMEOUT = 60
 DEFAULT_KEEP = 5
+SETTLE = 0.5  # web must keep running this long after it first accepts a connection
 
 
 def boot_timeout(config):
@@ -126,17 +127,21 @@ class Deploy:
         self.steps.detail("web answered on port %d" % port)
 
     def wait_listening(self, pid, port, timeout):
-        """None once port accepts connections; a reason if web exits or times out."""
-        deadline = time.monotonic() + timeout
+        """None once port accepts connections and web is still running SETTLE s later; else why not."""
         from .supervisor import port_open
-        while time.monotonic() < deadline:
+        deadline = time.monotonic() + timeout
+        listening_at = None
+        while True:
             code = procs.reap(pid)
             if code is not None:
                 return "web exited with %d at boot" % code
-            if port_open(port):
+            if listening_at is None and port_open(port):
+                listening_at = time.monotonic()
+            if listening_at is not None and time.monotonic() - listening_at >= SETTLE:
                 return None
+            if listening_at is None and time.monotonic() > deadline:
+                return "web did not listen on $PORT within %d s" % timeout
             time.sleep(0.05)
-        return "web did not listen on $PORT within %d s" % timeout
 
     def switch(self, meta, commit):
         """Make the build current, let the supervisor swap processes, and verify web."""
@@ -151,15 +156,27 @@ class Deploy:
         logs.append(self.layout.log_file(self.app), "tinyserv", "Release v%d: %s" % (
             release["version"], release["description"]))
         control.sync(self.layout, self.app)
-        failed = control.wait_for_web(self.layout, self.app, release["version"], boot_timeout(config))
+        failed = control.wait_for_web(self.layout, self.app, release["version"], boot_timeout(config), SETTLE)
         if failed:
-            with store.locked(self.layout.app_file(self.app, "lock")):
-                releases.drop_last(self.layout, self.app, release["version"])
-            control.sync(self.layout, self.app)
+            self.switch_back(release)
             why = "timed out" if failed == "timeout" else "crashed (exit %s)" % failed.get("exit_code")
-            raise TinyservError("web %s after the switch; went back to the previous release" % why)
+            raise TinyservError("web %s after the switch; the previous release is serving again" % why)
         self.steps.detail("done, web is up")
         return release
+
+
+    def switch_back(self, release):
+        """The new release failed on the app's port: drop it and wait for the old one to serve."""
+        with store.locked(self.layout.app_file(self.app, "lock")):
+            releases.drop_last(self.layout, self.app, release["version"])
+            previous = releases.current(self.layout, self.app)
+        self.steps.detail("web failed on port %d: going back to v%d" % (
+            releases.port(self.layout, self.app), previous["version"]))
+        logs.append(self.layout.log_file(self.app), "tinyserv", "Release v%d failed; back to v%d" % (
+            release["version"], previous["version"]))
+        control.sync(self.layout, self.app)
+        if previous["build"]:
+            control.wait_for_web(self.layout, self.app, previous["version"], boot_timeout(previous["config"]))
 
 
 def ensure_formation(layout, app, procfile):
