@@ -15,6 +15,7 @@ import time
 
 from . import appenv, build, control, logs, procs, releases, store
 from .errors import TinyservError
+from .names import number
 
 ZERO = "0" * 40
 DEFAULT_BOOT_TIMEOUT = 60
@@ -24,13 +25,12 @@ SETTLE = 0.5  # web must keep running this long after it first accepts a connect
 
 def boot_timeout(config):
     """Seconds web gets to listen (config TINYSERV_BOOT_TIMEOUT, default 60)."""
-    value = config.get("TINYSERV_BOOT_TIMEOUT", "")
-    return int(value) if value.isdigit() and int(value) > 0 else DEFAULT_BOOT_TIMEOUT
+    return number(config.get("TINYSERV_BOOT_TIMEOUT"), DEFAULT_BOOT_TIMEOUT)
 
 
 def keep_builds(environ=os.environ):
-    value = environ.get("TINYSERV_KEEP_BUILDS", "")
-    return int(value) if value.isdigit() and int(value) > 0 else DEFAULT_KEEP
+    """How many builds to keep for rollback (TINYSERV_KEEP_BUILDS, default 5)."""
+    return number(environ.get("TINYSERV_KEEP_BUILDS"), DEFAULT_KEEP)
 
 
 def parse_updates(text):

@@ -14,7 +14,7 @@
 import os
 
 from .errors import TinyservError
-from .names import check_app_name
+from .names import check_app_name, number
 
 
 def server_root(environ=os.environ):
@@ -26,9 +26,10 @@ def server_root(environ=os.environ):
 def start_port(environ=os.environ):
     """The lowest port tinyserv hands out (TINYSERV_START_PORT, default 5000)."""
     value = environ.get("TINYSERV_START_PORT") or "5000"
-    if not value.isdigit() or not 0 < int(value) < 65536:
+    port = number(value, None)
+    if port is None or port > 65535:
         raise TinyservError("TINYSERV_START_PORT must be a port number, not %r" % value)
-    return int(value)
+    return port
 
 
 class Layout:

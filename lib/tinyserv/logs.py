@@ -5,6 +5,7 @@ import select
 import sys
 import time
 
+from .names import number
 from .releases import now_iso
 
 DEFAULT_MAX_BYTES = 5 * 1024 * 1024
@@ -12,8 +13,7 @@ DEFAULT_MAX_BYTES = 5 * 1024 * 1024
 
 def max_bytes(environ=os.environ):
     """The rotation size (TINYSERV_LOG_MAX_BYTES, default 5 MiB); two files are kept."""
-    value = environ.get("TINYSERV_LOG_MAX_BYTES", "")
-    return int(value) if value.isdigit() and int(value) > 0 else DEFAULT_MAX_BYTES
+    return number(environ.get("TINYSERV_LOG_MAX_BYTES"), DEFAULT_MAX_BYTES)
 
 
 def format_line(source, text, clock=time.time):
@@ -32,6 +32,8 @@ class LogFile:
 
     def write(self, source, text):
         """Append one line from source ('web.1', 'tinyserv')."""
+        if self.file is not None and self.moved():
+            self.close()  # another writer rotated the log: follow it to the new file
         if self.file is None:
             os.makedirs(os.path.dirname(self.path), exist_ok=True)
             self.file = open(self.path, "a", encoding="utf-8", errors="replace")
@@ -40,10 +42,20 @@ class LogFile:
         if self.file.tell() >= self.limit:
             self.rotate()
 
+    def moved(self):
+        """Is our open file no longer the one at self.path?"""
+        try:
+            return os.stat(self.path).st_ino != os.fstat(self.file.fileno()).st_ino
+        except FileNotFoundError:
+            return True
+
     def rotate(self):
         """Keep one old file: app.log -> app.log.1."""
         self.close()
-        os.replace(self.path, self.path + ".1")
+        try:
+            os.replace(self.path, self.path + ".1")
+        except FileNotFoundError:
+            pass
 
     def close(self):
         if self.file is not None:
@@ -87,6 +99,14 @@ def tail(path, count, ps=None):
 def follow(path, ps, out, stop, interval=0.2):
     """Copy lines appended to path to out until stop() is true; survives rotation."""
     handle = _open_at_end(path)
+    try:
+        _follow(handle, path, ps, out, stop, interval)
+    finally:
+        if handle is not None:
+            handle.close()
+
+
+def _follow(handle, path, ps, out, stop, interval):
     partial = ""
     while not stop():
         if handle is None:

@@ -7,6 +7,14 @@ from .errors import TinyservError
 APP_NAME = re.compile(r"[a-z][a-z0-9-]{0,29}\Z")
 CONFIG_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 PROCESS_TYPE = re.compile(r"[A-Za-z0-9_-]+\Z")
+NUMBER = re.compile(r"[0-9]+(\.[0-9]+)?\Z")
+
+
+def number(text, default, kind=int, minimum=1):
+    """A numeric setting from an environment or config value; default when unset or not a number."""
+    if text and NUMBER.match(text) and (kind is float or "." not in text) and kind(text) >= minimum:
+        return kind(text)
+    return default
 
 
 def check_app_name(name):
@@ -43,7 +51,7 @@ def parse_scale(words):
     formation = {}
     for word in words:
         ptype, sep, count = word.partition("=")
-        if not sep or not PROCESS_TYPE.match(ptype) or not count.isdigit():
+        if not sep or not PROCESS_TYPE.match(ptype) or not re.match(r"[0-9]+\Z", count):
             raise TinyservError("%r is not TYPE=N (N a whole number, 0 or more)" % (word,))
         formation[ptype] = int(count)
     return formation

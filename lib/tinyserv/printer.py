@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import sys
 
 ARROW = "-----> "
@@ -33,14 +34,22 @@ class Steps:
         self.out.flush()
 
 
+ANSI = re.compile(r"\033\[[0-9;]*m")
+
+
+def visible_len(text):
+    """Width on screen: colour codes take none."""
+    return len(ANSI.sub("", text))
+
+
 def table(rows, headers):
     """Rows of strings as left-aligned columns under a header line."""
     rows = [[str(c) for c in row] for row in rows]
-    widths = [max(len(r[i]) for r in rows + [headers]) for i in range(len(headers))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(headers, widths)).rstrip()]
-    lines.append("  ".join("-" * w for w in widths))
-    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows]
-    return "\n".join(lines)
+    widths = [max(visible_len(r[i]) for r in rows + [headers]) for i in range(len(headers))]
+
+    def line(cells):
+        return "  ".join(c + " " * (w - visible_len(c)) for c, w in zip(cells, widths)).rstrip()
+    return "\n".join([line(headers), "  ".join("-" * w for w in widths)] + [line(r) for r in rows])
 
 
 def heading(text):

@@ -17,6 +17,7 @@ import time
 from . import appenv, procs, releases, store
 from .errors import TinyservError
 from .logs import LogFile
+from .names import number
 from .procfile import process_types
 
 POLL = 0.5
@@ -65,8 +66,7 @@ class Desired:
 
 def stop_timeout(config):
     """Grace between SIGTERM and SIGKILL (config TINYSERV_STOP_TIMEOUT, default 30 s)."""
-    value = config.get("TINYSERV_STOP_TIMEOUT", "")
-    return float(value) if value.replace(".", "", 1).isdigit() else 30.0
+    return number(config.get("TINYSERV_STOP_TIMEOUT"), 30.0, float, minimum=0)
 
 
 def desired_state(layout, app):
@@ -120,7 +120,7 @@ class Supervisor:
         for name, inst in list(instances.items()):
             if name not in wanted or inst["version"] != version:
                 if inst["state"] in RUNNING:
-                    self.begin_stop(app, inst, want.grace if want else 30.0)
+                    self.begin_stop(app, inst, want.grace if want else inst.get("grace", 30.0))
                 elif inst["state"] != "stopping":
                     self.forget(app, name)
         for name, command in wanted.items():
@@ -155,7 +155,7 @@ class Supervisor:
             "name": name, "type": name.split(".")[0], "version": version, "command": command,
             "pid": pid, "pgid": pid, "starttime": self.sys.starttime(pid), "child": True,
             "state": "starting", "since": now, "started": now, "restarts": restarts,
-            "exit_code": None, "next_try": None, "fifo": fifo, "port": port,
+            "exit_code": None, "next_try": None, "fifo": fifo, "port": port, "grace": want.grace,
         }
         if inst["type"] != "web":
             inst["state"] = "up"
@@ -268,7 +268,7 @@ class Supervisor:
                     self.begin_stop(app, inst, want.grace if want else 30.0)
                 elif inst["state"] == "crashed":
                     self.forget(app, inst["name"])
-        self.dirty.add(app)
+        self.reconcile(app)
 
     # --- output ----------------------------------------------------------------
 

@@ -27,11 +27,15 @@ def parse_remote(spec):
         return None, None
     if spec.startswith("ssh://"):
         url = urllib.parse.urlsplit(spec)
-        if not url.hostname or url.path not in ("", "/"):
+        try:
+            port = url.port
+        except ValueError:
+            port = 0
+        if not url.hostname or url.path not in ("", "/") or port == 0:
             raise TinyservError("TINYSERV_REMOTE %r is not ssh://[user@]host[:port]" % spec)
         host = ("%s@%s" % (url.username, url.hostname)) if url.username else url.hostname
-        return host, url.port
-    if any(c.isspace() for c in spec) or spec.startswith("-"):
+        return host, port
+    if any(c.isspace() for c in spec) or spec.startswith("-") or ":" in spec:
         raise TinyservError("TINYSERV_REMOTE %r is not user@host, host, ssh://user@host:port or localhost" % spec)
     return spec, None
 

@@ -1,0 +1,134 @@
+"""client.Client with a fake remote: what is sent, and exactly what is printed."""
+
+import argparse
+import io
+
+import pytest
+
+from tinyserv import client
+from tinyserv.errors import TinyservError
+
+
+class FakeRemote:
+    """Answers call() from a table and remembers what was asked."""
+
+    def __init__(self, answers=None):
+        self.answers = answers or {}
+        self.calls = []
+
+    def call(self, words, data=None):
+        self.calls.append((words, data))
+        return self.answers[words[0]]
+
+    def git_url(self, path):
+        return "deploy@host:" + path
+
+    def web_host(self):
+        return "host"
+
+
+@pytest.fixture(autouse=True)
+def no_colour(monkeypatch):
+    monkeypatch.setenv("NO_COLOR", "1")
+
+
+def run(method, answers=None, **args):
+    args.setdefault("app", "myapp")
+    remote = FakeRemote(answers)
+    out = io.StringIO()
+    getattr(client.Client(argparse.Namespace(**args), remote, out), method)()
+    return out.getvalue(), remote.calls
+
+
+def test_config_set_sends_values_as_data_not_as_words():
+    out, calls = run("config_set", {"config:set": {"release": {"version": 5}, "web": "up"}},
+                     pairs=["MSG=it's \"x\" $HOME", "B=1"])
+    words, data = calls[0]
+    assert words == ["config:set", "myapp"]
+    assert data["vars"] == {"MSG": "it's \"x\" $HOME", "B": "1"}
+    assert out == ("Setting MSG, B and restarting ⬢ myapp... done, v5\n"
+                   "B:   1\n"
+                   "MSG: it's \"x\" $HOME\n")
+
+
+def test_config_set_warns_when_web_crashed_after_the_restart(capsys):
+    run("config_set", {"config:set": {"release": {"version": 5}, "web": "crashed"}}, pairs=["A=1"])
+    assert capsys.readouterr().err == " !    web crashed after the restart: see 'tinyserv logs'\n"
+
+
+@pytest.mark.parametrize("method, args, message", [
+    ("config_set", {"pairs": []}, "config:set needs KEY=VALUE"),
+    ("config_set", {"pairs": ["novalue"]}, "'novalue' is not KEY=VALUE"),
+    ("config_unset", {"keys": []}, "config:unset needs a KEY"),
+    ("config_unset", {"keys": ["1BAD"]}, "invalid config key '1BAD'"),
+    ("config_get", {"key": "a-b"}, "invalid config key 'a-b'"),
+    ("ps_scale", {"changes": []}, "ps:scale needs TYPE=N"),
+    ("ps_scale", {"changes": ["web=two"]}, "'web=two' is not TYPE=N"),
+    ("run", {"command": []}, "run needs a command"),
+])
+def test_bad_input_is_refused_before_anything_is_sent(method, args, message):
+    remote = FakeRemote()
+    with pytest.raises(TinyservError, match=message):
+        getattr(client.Client(argparse.Namespace(app="myapp", **args), remote, io.StringIO()), method)()
+    assert remote.calls == []
+
+
+def test_config_shell_prints_lines_a_shell_can_source():
+    out, _ = run("config", {"config": {"B": "it's", "A": "x y"}}, shell=True, json=False)
+    assert out == "A='x y'\nB='it'\"'\"'s'\n"
+
+
+def test_config_prints_aligned_pairs_under_a_heading():
+    out, _ = run("config", {"config": {"GREETING": "hello", "A": "1"}}, shell=False, json=False)
+    assert out == "=== myapp Config Vars\nA:        1\nGREETING: hello\n"
+
+
+def test_config_get_prints_only_the_value():
+    out, _ = run("config_get", {"config": {"GREETING": "hello world"}}, key="GREETING")
+    assert out == "hello world\n"
+
+
+def test_apps_info_prints_urls_and_state():
+    out, _ = run("apps_info", {"apps:info": {
+        "name": "myapp", "port": 5001, "repo": "/srv/repos/myapp.git", "release": "v3", "commit": None,
+        "deployed_at": None, "state": "not deployed"}}, json=False)
+    assert out == ("=== myapp\n"
+                   "Git URL:  deploy@host:/srv/repos/myapp.git\n"
+                   "Port:     5001\n"
+                   "Web URL:  http://host:5001/\n"
+                   "Release:  v3\n"
+                   "Commit:   (not deployed)\n"
+                   "Deployed: -\n"
+                   "State:    not deployed\n")
+
+
+def test_releases_prints_a_table_newest_first():
+    history = [
+        {"version": 2, "description": "Deploy abc1234", "by": "ann@laptop", "created_at": "2026-11-28T05:00:00Z"},
+        {"version": 1, "description": "Initial release", "by": "ann", "created_at": "2026-11-27T05:00:00Z"},
+    ]
+    out, calls = run("releases", {"releases": history}, num=None, json=False)
+    assert calls == [(["releases", "myapp"], None)]
+    assert out == ("=== myapp Releases - Current: v2\n"
+                   "VERSION  DESCRIPTION      BY          CREATED\n"
+                   "-------  ---------------  ----------  --------------------\n"
+                   "v2       Deploy abc1234   ann@laptop  2026-11-28T05:00:00Z\n"
+                   "v1       Initial release  ann         2026-11-27T05:00:00Z\n")
+
+
+def test_releases_json_prints_what_the_remote_answered():
+    out, calls = run("releases", {"releases": [{"version": 1}]}, num=1, json=True)
+    assert calls == [(["releases", "myapp", "-n", "1"], None)]
+    assert out == '[\n  {\n    "version": 1\n  }\n]\n'
+
+
+def test_ps_scale_reports_the_new_formation():
+    out, calls = run("ps_scale", {"ps:scale": {"worker": {"quantity": 2}, "web": {"quantity": 1}}},
+                     changes=["worker=2"], json=False)
+    assert calls == [(["ps:scale", "myapp"], {"formation": {"worker": 2}})]
+    assert out == "Scaling processes... done, now running web at 1, worker at 2\n"
+
+
+def test_ps_of_an_app_never_deployed_says_how_to_deploy():
+    out, _ = run("ps", {"ps": {"formation": {}, "instances": [], "release": 1}}, json=False)
+    assert out == "myapp has not been deployed yet: git push tinyserv main\n"

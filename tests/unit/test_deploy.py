@@ -1,0 +1,110 @@
+"""deploy.py: the pure parts of a push (hook input, settings, the hook script, formation)."""
+
+import os
+import subprocess
+
+import pytest
+
+from tinyserv import deploy, store
+from tinyserv.layout import Layout
+
+OLD = "a" * 40
+NEW = "b" * 40
+
+
+@pytest.mark.parametrize("text, updates", [
+    ("", []),
+    ("%s %s refs/heads/main\n" % (OLD, NEW), [(OLD, NEW, "refs/heads/main")]),
+    ("%s %s refs/heads/main" % (deploy.ZERO, NEW), [(deploy.ZERO, NEW, "refs/heads/main")]),
+    ("%s %s refs/heads/a\n%s %s refs/tags/v1\n" % (OLD, NEW, deploy.ZERO, NEW),
+     [(OLD, NEW, "refs/heads/a"), (deploy.ZERO, NEW, "refs/tags/v1")]),
+    ("\n  \ngarbage\n%s %s\n%s %s refs/heads/main extra\n" % (OLD, NEW, OLD, NEW), []),
+    ("%s\t%s  refs/heads/main\r\n" % (OLD, NEW), [(OLD, NEW, "refs/heads/main")]),
+])
+def test_parse_updates_reads_old_new_ref_lines(text, updates):
+    assert deploy.parse_updates(text) == updates
+
+
+@pytest.mark.parametrize("config, seconds", [
+    ({}, 60),
+    ({"TINYSERV_BOOT_TIMEOUT": "5"}, 5),
+    ({"TINYSERV_BOOT_TIMEOUT": "600"}, 600),
+    ({"TINYSERV_BOOT_TIMEOUT": "0"}, 60),
+    ({"TINYSERV_BOOT_TIMEOUT": "-5"}, 60),
+    ({"TINYSERV_BOOT_TIMEOUT": "1.5"}, 60),
+    ({"TINYSERV_BOOT_TIMEOUT": "soon"}, 60),
+    ({"TINYSERV_BOOT_TIMEOUT": ""}, 60),
+    ({"TINYSERV_BOOT_TIMEOUT": "²"}, 60),
+])
+def test_boot_timeout_comes_from_the_config_with_a_default(config, seconds):
+    assert deploy.boot_timeout(config) == seconds
+
+
+@pytest.mark.parametrize("environ, keep", [
+    ({}, 5),
+    ({"TINYSERV_KEEP_BUILDS": "2"}, 2),
+    ({"TINYSERV_KEEP_BUILDS": "0"}, 5),
+    ({"TINYSERV_KEEP_BUILDS": "all"}, 5),
+    ({"TINYSERV_KEEP_BUILDS": "²"}, 5),
+])
+def test_keep_builds_comes_from_the_environment_with_a_default(environ, keep):
+    assert deploy.keep_builds(environ) == keep
+
+
+@pytest.fixture
+def printing_remote(tmp_path):
+    """A stand-in for tinyserv-remote that prints $TINYSERV_ROOT and its arguments, NUL-separated."""
+    script = tmp_path / "it's a remote"
+    script.write_text("printf '%s\\0' \"$TINYSERV_ROOT\" \"$@\"\n")
+    return str(script)
+
+
+@pytest.mark.parametrize("root", [
+    "/srv/tinyserv",
+    "/home/ann/my tinyserv",
+    "/tmp/it's \"quoted\" $HOME `id`",
+    "/tmp/new\nline",
+])
+def test_the_hook_exports_the_exact_root_and_runs_the_remote_hook(tmp_path, printing_remote, root):
+    hook = tmp_path / "pre-receive"
+    hook.write_text(deploy.hook_script(Layout(root), "myapp", "/bin/sh", printing_remote))
+    subprocess.run(["sh", "-n", str(hook)], check=True)
+    result = subprocess.run(["sh", str(hook)], capture_output=True, check=True, env={"PATH": os.defpath})
+    assert result.stdout.decode().split("\0")[:-1] == [root, "hook", "myapp"]
+
+
+def test_the_hook_starts_with_a_shebang_and_execs():
+    script = deploy.hook_script(Layout("/srv/t"), "myapp", "/usr/bin/python3", "/opt/tinyserv/bin/tinyserv-remote")
+    assert script.startswith("#!/bin/sh\n")
+    assert script.endswith("export TINYSERV_ROOT=/srv/t\nexec /usr/bin/python3 /opt/tinyserv/bin/tinyserv-remote "
+                           "hook myapp\n")
+
+
+@pytest.fixture
+def app_dir(layout):
+    os.makedirs(layout.app_dir("myapp"))
+    return layout
+
+
+def formation(layout):
+    return store.read_json(layout.app_file("myapp", "formation.json"))
+
+
+def test_ensure_formation_gives_every_process_type_one_instance(app_dir):
+    deploy.ensure_formation(app_dir, "myapp", {"release": "m", "web": "a", "worker": "b"})
+    assert formation(app_dir) == {"quantity": {"web": 1, "worker": 1}, "stopped": []}
+
+
+def test_ensure_formation_keeps_scaled_counts_and_stopped_types(app_dir):
+    store.write_json(app_dir.app_file("myapp", "formation.json"),
+                     {"quantity": {"web": 0, "worker": 3}, "stopped": ["worker"]})
+    deploy.ensure_formation(app_dir, "myapp", {"web": "a", "worker": "b", "clock": "c"})
+    assert formation(app_dir) == {"quantity": {"web": 0, "worker": 3, "clock": 1}, "stopped": ["worker"]}
+
+
+def test_ensure_formation_is_safe_to_run_twice(app_dir):
+    procfile = {"web": "a"}
+    deploy.ensure_formation(app_dir, "myapp", procfile)
+    deploy.ensure_formation(app_dir, "myapp", procfile)
+    assert formation(app_dir) == {"quantity": {"web": 1}, "stopped": []}
+    assert os.stat(app_dir.app_file("myapp", "formation.json")).st_mode & 0o777 == 0o644

@@ -1,0 +1,150 @@
+"""store.py: atomic writes, JSON reads with defaults, and locks."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tinyserv import store
+from tinyserv.errors import TinyservError
+
+VALUES = [
+    {},
+    {"releases": [{"version": 1, "config": {"MSG": "it's \"x\"\n⬢"}}]},
+    [1, 2.5, None, True, "s"],
+    "just a string",
+]
+
+
+@pytest.mark.parametrize("value", VALUES)
+def test_json_written_is_read_back_equal(tmp_path, value):
+    path = str(tmp_path / "state.json")
+    store.write_json(path, value)
+    assert store.read_json(path) == value
+
+
+def test_json_is_written_pretty_with_sorted_keys_and_a_final_newline(tmp_path):
+    path = str(tmp_path / "x.json")
+    store.write_json(path, {"b": 1, "a": [2]})
+    with open(path) as f:
+        assert f.read() == '{\n  "a": [\n    2\n  ],\n  "b": 1\n}\n'
+
+
+def test_a_write_leaves_only_the_file_behind(tmp_path):
+    path = str(tmp_path / "x.json")
+    store.write_json(path, {"a": 1})
+    store.write_json(path, {"a": 2})
+    assert os.listdir(tmp_path) == ["x.json"]
+
+
+@pytest.mark.parametrize("mode", [0o600, 0o644, 0o755])
+def test_the_file_gets_the_requested_mode(tmp_path, mode):
+    path = str(tmp_path / "x")
+    store.write_atomic(path, "data", mode)
+    assert os.stat(path).st_mode & 0o777 == mode
+
+
+def test_the_default_mode_is_private(tmp_path):
+    path = str(tmp_path / "x.json")
+    store.write_json(path, {})
+    assert os.stat(path).st_mode & 0o777 == 0o600
+
+
+def test_a_rewrite_replaces_the_file_instead_of_editing_it(tmp_path):
+    path = str(tmp_path / "x.json")
+    store.write_json(path, {"a": 1})
+    with open(path) as reader:  # a reader that opened the old file still sees it whole
+        store.write_json(path, {"a": 2})
+        assert json.load(reader) == {"a": 1}
+    assert store.read_json(path) == {"a": 2}
+
+
+def test_bytes_are_written_as_they_are(tmp_path):
+    path = str(tmp_path / "x")
+    store.write_atomic(path, b"\x00\xffraw")
+    with open(path, "rb") as f:
+        assert f.read() == b"\x00\xffraw"
+
+
+def test_a_failed_write_keeps_the_old_file_and_leaves_no_temp_file(tmp_path):
+    path = str(tmp_path / "x")
+    store.write_atomic(path, "old")
+    with pytest.raises(TypeError):
+        store.write_atomic(path, 12345)  # not bytes: fails half way through
+    assert os.listdir(tmp_path) == ["x"]
+    with open(path) as f:
+        assert f.read() == "old"
+
+
+@pytest.mark.parametrize("default", [None, {}, {"releases": []}])
+def test_a_missing_file_reads_as_the_default(tmp_path, default):
+    assert store.read_json(str(tmp_path / "missing.json"), default) == default
+
+
+@pytest.mark.parametrize("text", ["", "{", "{'a': 1}", "not json", "\xff"])
+def test_invalid_json_raises_the_project_error_naming_the_file(tmp_path, text):
+    path = tmp_path / "broken.json"
+    path.write_bytes(text.encode("latin-1"))
+    with pytest.raises(TinyservError, match="broken.json is not valid JSON"):
+        store.read_json(str(path))
+
+
+def test_a_lock_excludes_a_second_holder(tmp_path):
+    path = str(tmp_path / "lock")
+    with store.locked(path):
+        with pytest.raises(TinyservError, match="timed out waiting for a lock on .*lock"):
+            with store.locked(path, timeout=0.1):
+                pass
+
+
+def test_a_lock_is_free_again_once_released(tmp_path):
+    path = str(tmp_path / "lock")
+    with store.locked(path):
+        pass
+    with store.locked(path, timeout=0):
+        pass
+
+
+def test_a_lock_says_once_that_it_waits(tmp_path):
+    path = str(tmp_path / "lock")
+    calls = []
+    with store.locked(path):
+        with pytest.raises(TinyservError):
+            with store.locked(path, timeout=0.1, waiting=lambda: calls.append(1)):
+                pass
+    assert calls == [1]
+
+
+def test_a_free_lock_does_not_say_it_waits(tmp_path):
+    calls = []
+    with store.locked(str(tmp_path / "lock"), waiting=lambda: calls.append(1)):
+        pass
+    assert calls == []
+
+
+def test_a_lock_held_by_another_process_excludes_us(tmp_path):
+    path = str(tmp_path / "lock")
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import fcntl, os, sys; fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT);"
+         "fcntl.flock(fd, fcntl.LOCK_EX); print('held', flush=True); sys.stdin.read()", path],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == "held\n"
+        with pytest.raises(TinyservError, match="timed out waiting for a lock"):
+            with store.locked(path, timeout=0.1):
+                pass
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=10)
+        holder.stdout.close()
+    with store.locked(path, timeout=1):
+        pass
+
+
+def test_a_lock_file_is_created_private(tmp_path):
+    path = str(tmp_path / "lock")
+    with store.locked(path):
+        pass
+    assert os.stat(path).st_mode & 0o777 == 0o600

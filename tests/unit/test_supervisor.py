@@ -1,0 +1,652 @@
+"""supervisor.py driven by tick() with a fake System and a real temporary root on disk."""
+
+import os
+import signal
+
+import pytest
+
+from tinyserv import releases, store
+from tinyserv.supervisor import MAX_BACKOFF, STABLE_AFTER, Server, Supervisor, backoff, desired_state, stop_timeout
+
+APP = "myapp"
+PORT = 5123
+PROCFILE = {"release": "./migrate", "web": "node server.js", "worker": "node worker.js"}
+
+
+class FakeSystem:
+    """The world the supervisor acts on, as plain data a test reads and changes.
+
+    A process group is just its leader's pid; SIGKILL ends it, SIGTERM too unless
+    the test says the processes ignore it.
+    """
+
+    def __init__(self, now=1000.0):
+        self.now = now
+        self.next_pid = 100
+        self.spawned = []  # (argv, cwd, env)
+        self.signals = []  # (pgid, signal)
+        self.running = {}  # pid -> starttime
+        self.exit_codes = {}  # pid -> exit code, until reaped
+        self.listening = set()  # ports that accept connections
+        self.ignore_sigterm = False
+        self.output = b""  # what each spawned process writes before spawn returns
+
+    def clock(self):
+        return self.now
+
+    def spawn(self, argv, cwd, env, out_fd):
+        pid = self.next_pid
+        self.next_pid += 1
+        if self.output:
+            os.write(out_fd, self.output)
+        self.spawned.append((argv, cwd, env))
+        self.running[pid] = pid * 10
+        return pid
+
+    def exit(self, pid, code):
+        """The process ends on its own."""
+        del self.running[pid]
+        self.exit_codes[pid] = code
+
+    def signal_group(self, pgid, sig):
+        self.signals.append((pgid, sig))
+        if pgid in self.running and (sig == signal.SIGKILL or not self.ignore_sigterm):
+            self.exit(pgid, 128 + sig)
+
+    def reap(self, pid):
+        return self.exit_codes.pop(pid, None)
+
+    def alive(self, pid, starttime=None):
+        return pid in self.running and starttime in (None, self.running[pid])
+
+    def starttime(self, pid):
+        return self.running.get(pid)
+
+    def group_members(self, pgid):
+        return [pgid] if pgid in self.running else []
+
+    def port_open(self, port):
+        return port in self.listening
+
+    def sent(self, sig):
+        return [pgid for pgid, s in self.signals if s == sig]
+
+
+def make_app(layout, procfile=PROCFILE, config=None, formation=None, build="b1"):
+    """An app deployed once: v1 'Initial release', v2 running build `build`."""
+    for sub in ("builds", "log", "run"):
+        os.makedirs(layout.app_file(APP, sub), exist_ok=True)
+    store.write_json(layout.app_file(APP, "formation.json"), formation or {"quantity": {}, "stopped": []})
+    releases.add(layout, APP, "Initial release", {}, by="test", app_port=PORT)
+    deploy(layout, procfile, config, build)
+
+
+def deploy(layout, procfile=PROCFILE, config=None, build="b2"):
+    """A new build with its meta, and a release that runs it."""
+    os.makedirs(layout.build_dir(APP, build), exist_ok=True)
+    store.write_json(layout.build_meta(APP, build), {"id": build, "procfile": procfile, "path": ["bin"]})
+    return releases.add(layout, APP, "Deploy " + build, config or {}, build=build, commit=build * 10, by="test")
+
+
+def scale(layout, **quantity):
+    path = layout.app_file(APP, "formation.json")
+    saved = store.read_json(path)
+    saved["quantity"].update(quantity)
+    store.write_json(path, saved)
+
+
+@pytest.fixture
+def fake():
+    return FakeSystem()
+
+
+@pytest.fixture
+def sup(layout, fake):
+    supervisor = Supervisor(layout, fake)
+    yield supervisor
+    for fd in list(supervisor.readers):
+        os.close(fd)
+    for app in list(supervisor.logs):
+        supervisor.close_log(app)
+
+
+@pytest.fixture
+def app(layout):
+    make_app(layout)
+    return APP
+
+
+def states(sup):
+    return {name: inst["state"] for name, inst in sorted(sup.apps.get(APP, {}).items())}
+
+
+def inst(sup, name):
+    return sup.apps[APP][name]
+
+
+def log_text(layout):
+    with open(layout.log_file(APP)) as f:
+        return f.read()
+
+
+# --- pure parts --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("streak, delay", [
+    (0, 0), (1, 0), (2, 2), (3, 4), (4, 8), (5, 16), (6, 32), (7, 64), (8, 128), (9, 256),
+    (10, MAX_BACKOFF), (11, MAX_BACKOFF), (100, MAX_BACKOFF),
+])
+def test_backoff_doubles_from_2_seconds_up_to_300(streak, delay):
+    assert backoff(streak) == delay
+    assert MAX_BACKOFF == 300
+
+
+@pytest.mark.parametrize("config, grace", [
+    ({}, 30.0),
+    ({"TINYSERV_STOP_TIMEOUT": "5"}, 5.0),
+    ({"TINYSERV_STOP_TIMEOUT": "2.5"}, 2.5),
+    ({"TINYSERV_STOP_TIMEOUT": "0"}, 0.0),
+    ({"TINYSERV_STOP_TIMEOUT": ""}, 30.0),
+    ({"TINYSERV_STOP_TIMEOUT": "soon"}, 30.0),
+    ({"TINYSERV_STOP_TIMEOUT": "-1"}, 30.0),
+    ({"TINYSERV_STOP_TIMEOUT": "1.2.3"}, 30.0),
+    ({"TINYSERV_STOP_TIMEOUT": "²"}, 30.0),
+])
+def test_stop_timeout_comes_from_the_release_config(config, grace):
+    assert stop_timeout(config) == grace
+
+
+def test_desired_state_lists_one_instance_per_process_type(layout, app):
+    want = desired_state(layout, APP)
+    assert want.instances == {"web.1": "node server.js", "worker.1": "node worker.js"}
+    assert want.release["version"] == 2
+    assert want.build_dir == layout.build_dir(APP, "b1")
+
+
+def test_desired_state_of_an_app_never_deployed_runs_nothing(layout):
+    os.makedirs(layout.app_file(APP, "run"))
+    releases.add(layout, APP, "Initial release", {}, by="test", app_port=PORT)
+    assert desired_state(layout, APP).instances == {}
+
+
+def test_desired_state_of_a_missing_app_is_none(layout):
+    assert desired_state(layout, APP) is None
+
+
+# --- starting ------------------------------------------------------------------------
+
+
+def test_sync_starts_one_instance_per_process_type(sup, fake, app, layout):
+    sup.sync()
+    assert states(sup) == {"web.1": "starting", "worker.1": "up"}
+    assert [(argv, cwd) for argv, cwd, _ in fake.spawned] == [
+        (["/bin/sh", "-c", "node server.js"], layout.build_dir(APP, "b1")),
+        (["/bin/sh", "-c", "node worker.js"], layout.build_dir(APP, "b1")),
+    ]
+
+
+def test_sync_twice_starts_nothing_more(sup, fake, app):
+    sup.sync()
+    sup.sync(APP)
+    sup.tick()
+    assert len(fake.spawned) == 2
+
+
+def test_an_instance_gets_the_release_config_and_its_own_names(sup, fake, layout):
+    make_app(layout, procfile={"web": "serve"}, config={"MSG": "hi there", "PORT": "1"})
+    sup.sync()
+    env = fake.spawned[0][2]
+    assert {k: env[k] for k in ("MSG", "PORT", "DYNO", "PS", "TINYSERV_APP", "TINYSERV_RELEASE")} == {
+        "MSG": "hi there", "PORT": str(PORT), "DYNO": "web.1", "PS": "web.1", "TINYSERV_APP": APP,
+        "TINYSERV_RELEASE": "v2"}
+    assert env["PATH"].startswith(os.path.join(layout.build_dir(APP, "b1"), "bin") + ":")
+
+
+def test_an_instance_records_what_it_runs(sup, fake, app):
+    sup.sync()
+    web = inst(sup, "web.1")
+    assert {k: web[k] for k in ("name", "type", "version", "command", "pid", "pgid", "starttime", "restarts",
+                                "exit_code", "next_try", "port", "since", "started")} == {
+        "name": "web.1", "type": "web", "version": 2, "command": "node server.js", "pid": 100, "pgid": 100,
+        "starttime": 1000, "restarts": 0, "exit_code": None, "next_try": None, "port": PORT,
+        "since": 1000.0, "started": 1000.0}
+
+
+@pytest.mark.parametrize("formation, expected", [
+    ({"quantity": {"worker": 3}, "stopped": []}, ["web.1", "worker.1", "worker.2", "worker.3"]),
+    ({"quantity": {"web": 0}, "stopped": []}, ["worker.1"]),
+    ({"quantity": {"web": 0, "worker": 0}, "stopped": []}, []),
+    ({"quantity": {"worker": 2}, "stopped": ["worker"]}, ["web.1"]),
+    ({"quantity": {}, "stopped": ["web", "worker"]}, []),
+])
+def test_sync_respects_quantity_and_stopped_types(sup, layout, formation, expected):
+    make_app(layout, formation=formation)
+    sup.sync()
+    assert sorted(sup.apps.get(APP, {})) == expected
+
+
+def test_the_release_phase_is_never_started_as_a_process(sup, fake, app):
+    sup.sync()
+    assert all(argv[-1] != "./migrate" for argv, _, _ in fake.spawned)
+
+
+def test_an_app_never_deployed_runs_nothing(sup, fake, layout):
+    os.makedirs(layout.app_file(APP, "run"))
+    releases.add(layout, APP, "Initial release", {}, by="test", app_port=PORT)
+    sup.sync()
+    sup.tick()
+    assert fake.spawned == [] and states(sup) == {}
+
+
+def test_web_is_up_only_once_its_port_accepts_connections(sup, fake, app):
+    sup.sync()
+    fake.now += 5
+    sup.tick()
+    assert states(sup) == {"web.1": "starting", "worker.1": "up"}
+    fake.listening.add(PORT)
+    fake.now += 1
+    sup.tick()
+    assert states(sup) == {"web.1": "up", "worker.1": "up"}
+    assert inst(sup, "web.1")["since"] == 1006.0
+    assert "tinyserv: web.1 accepts connections on port %d" % PORT in log_text(sup.layout)
+
+
+# --- crashes ---------------------------------------------------------------------------
+
+
+def test_an_instance_that_exits_is_restarted_at_once_the_first_time(sup, fake, app):
+    sup.sync()
+    worker = inst(sup, "worker.1")["pid"]
+    fake.now += 10
+    fake.exit(worker, 3)
+    sup.tick()
+    restarted = inst(sup, "worker.1")
+    assert restarted["pid"] != worker and restarted["state"] == "up"
+    assert (restarted["restarts"], restarted["exit_code"], restarted["streak"]) == (1, 3, 1)
+    assert len(fake.spawned) == 3
+    assert "tinyserv: worker.1 exited with 3, restarting now" in log_text(sup.layout)
+
+
+def test_a_crashed_instance_group_is_killed_before_the_restart(sup, fake, app):
+    sup.sync()
+    worker = inst(sup, "worker.1")["pid"]
+    fake.exit(worker, 1)
+    sup.tick()
+    assert (worker, signal.SIGKILL) in fake.signals
+
+
+def test_a_crash_loop_waits_longer_before_each_restart(sup, fake, app):
+    sup.sync()
+    delays = []
+    for crash in range(1, 7):
+        fake.now += 1
+        fake.exit(inst(sup, "worker.1")["pid"], 1)
+        sup.tick()
+        worker = inst(sup, "worker.1")
+        if worker["state"] == "crashed":
+            delay = worker["next_try"] - fake.now
+            fake.now += delay - 0.5
+            sup.tick()
+            assert inst(sup, "worker.1")["state"] == "crashed"  # not before its time
+            fake.now += 0.5
+            sup.tick()
+            delays.append(delay)
+        else:
+            delays.append(0)
+        assert inst(sup, "worker.1")["state"] == "up"
+        assert inst(sup, "worker.1")["restarts"] == crash
+    assert delays == [0, 2, 4, 8, 16, 32]
+
+
+def test_a_crashed_instance_shows_its_next_try_and_exit_code(sup, fake, app):
+    sup.sync()
+    for code in (1, 2):
+        fake.now += 1
+        fake.exit(inst(sup, "worker.1")["pid"], code)
+        sup.tick()
+    worker = inst(sup, "worker.1")
+    assert (worker["state"], worker["next_try"], worker["exit_code"], worker["restarts"]) == (
+        "crashed", fake.now + 2, 2, 2)
+    assert "tinyserv: worker.1 exited with 2, restarting in 2s" in log_text(sup.layout)
+
+
+def test_an_instance_that_ran_longer_than_stable_after_restarts_at_once(sup, fake, app):
+    sup.sync()
+    for _ in range(4):  # a crash loop builds up a long backoff ...
+        fake.exit(inst(sup, "worker.1")["pid"], 1)
+        sup.tick()
+        fake.now = inst(sup, "worker.1")["next_try"] or fake.now
+        sup.tick()
+    assert inst(sup, "worker.1")["streak"] == 4
+    fake.now += STABLE_AFTER  # ... then the instance runs fine for a while
+    fake.exit(inst(sup, "worker.1")["pid"], 1)
+    sup.tick()
+    worker = inst(sup, "worker.1")
+    assert (worker["state"], worker["streak"], worker["restarts"]) == ("up", 1, 5)
+
+
+def test_a_web_that_exits_before_listening_is_restarted(sup, fake, app):
+    sup.sync()
+    web = inst(sup, "web.1")["pid"]
+    fake.exit(web, 127)
+    sup.tick()
+    assert inst(sup, "web.1")["state"] == "starting" and inst(sup, "web.1")["exit_code"] == 127
+
+
+# --- stopping and replacing ---------------------------------------------------------------
+
+
+def test_a_new_release_replaces_running_instances_after_sigterm(sup, fake, app, layout):
+    sup.sync()
+    old = {name: i["pid"] for name, i in sup.apps[APP].items()}
+    deploy(layout)
+    sup.sync(APP)
+    assert sorted(fake.sent(signal.SIGTERM)) == sorted(old.values())
+    assert fake.sent(signal.SIGKILL) == []
+    sup.tick()
+    assert {name: (i["version"], i["state"]) for name, i in sup.apps[APP].items()} == {
+        "web.1": (3, "starting"), "worker.1": (3, "up")}
+    assert fake.spawned[-1][1] == layout.build_dir(APP, "b2")
+
+
+def test_sigkill_comes_only_after_the_release_stop_timeout(sup, fake, app, layout):
+    sup.sync()
+    fake.ignore_sigterm = True
+    old = sorted(i["pid"] for i in sup.apps[APP].values())
+    deploy(layout, config={"TINYSERV_STOP_TIMEOUT": "5"})
+    sup.sync(APP)
+    assert sorted(fake.sent(signal.SIGTERM)) == old
+    fake.now += 4.9
+    sup.tick()
+    assert fake.sent(signal.SIGKILL) == []
+    assert states(sup) == {"web.1": "stopping", "worker.1": "stopping"}
+    fake.now += 0.1
+    sup.tick()
+    assert sorted(fake.sent(signal.SIGKILL)) == old
+    assert "tinyserv: web.1 did not stop in time: SIGKILL" in log_text(layout)
+    sup.tick()
+    assert {name: i["version"] for name, i in sup.apps[APP].items()} == {"web.1": 3, "worker.1": 3}
+
+
+def test_the_old_instance_is_gone_before_its_replacement_starts(sup, fake, app, layout):
+    sup.sync()
+    fake.ignore_sigterm = True
+    deploy(layout)
+    sup.sync(APP)
+    sup.tick()
+    assert len(fake.spawned) == 2  # still the old ones, stopping
+
+
+def stop_type(layout, ptype):
+    path = layout.app_file(APP, "formation.json")
+    saved = store.read_json(path)
+    saved["stopped"].append(ptype)
+    store.write_json(path, saved)
+
+
+@pytest.mark.parametrize("change", [
+    lambda layout: scale(layout, worker=0),
+    lambda layout: stop_type(layout, "worker"),
+], ids=["scaled to 0", "ps:stop"])
+def test_scaling_to_zero_or_stopping_the_type_stops_the_instance(sup, fake, app, layout, change):
+    sup.sync()
+    worker = inst(sup, "worker.1")["pid"]
+    change(layout)
+    sup.sync(APP)
+    assert fake.sent(signal.SIGTERM) == [worker]
+    sup.tick()
+    assert states(sup) == {"web.1": "starting"}
+    assert "tinyserv: worker.1 stopped" in log_text(layout)
+
+
+def test_scaling_to_zero_cancels_a_pending_restart(sup, fake, app, layout):
+    sup.sync()
+    for _ in range(2):
+        fake.exit(inst(sup, "worker.1")["pid"], 1)
+        sup.tick()
+    assert inst(sup, "worker.1")["state"] == "crashed"
+    scale(layout, worker=0)
+    sup.sync(APP)
+    fake.now += MAX_BACKOFF
+    sup.tick()
+    assert states(sup) == {"web.1": "starting"}
+    assert len(fake.spawned) == 3
+
+
+def test_scaling_up_starts_the_extra_instances(sup, fake, app, layout):
+    sup.sync()
+    scale(layout, worker=3)
+    sup.sync(APP)
+    assert states(sup) == {"web.1": "starting", "worker.1": "up", "worker.2": "up", "worker.3": "up"}
+    assert fake.signals == []
+
+
+def test_a_crashed_instance_of_an_old_release_is_replaced_at_once(sup, fake, app, layout):
+    sup.sync()
+    for _ in range(2):
+        fake.exit(inst(sup, "worker.1")["pid"], 1)
+        sup.tick()
+    assert inst(sup, "worker.1")["state"] == "crashed"
+    deploy(layout)
+    sup.sync(APP)
+    assert inst(sup, "worker.1")["state"] == "up" and inst(sup, "worker.1")["version"] == 3
+
+
+def test_a_destroyed_app_has_its_instances_stopped(sup, fake, app, layout):
+    sup.sync()
+    os.unlink(layout.public_release(APP))
+    sup.sync()
+    assert sorted(fake.sent(signal.SIGTERM)) == [100, 101]
+    sup.tick()
+    assert APP not in sup.apps
+
+
+@pytest.mark.parametrize("ptype, other", [("web", "worker"), ("worker", "web")])
+def test_restart_replaces_the_type_and_resets_its_backoff(sup, fake, app, ptype, other):
+    name = ptype + ".1"
+    sup.sync()
+    for _ in range(3):
+        fake.exit(inst(sup, name)["pid"], 1)
+        sup.tick()
+        fake.now = inst(sup, name)["next_try"] or fake.now
+        sup.tick()
+    assert inst(sup, name)["streak"] == 3
+    pid, untouched = inst(sup, name)["pid"], inst(sup, other + ".1")["pid"]
+    sup.restart(APP, ptype)
+    assert fake.sent(signal.SIGTERM) == [pid]
+    sup.tick()
+    assert (inst(sup, name)["restarts"], inst(sup, name).get("streak")) == (0, None)
+    assert inst(sup, name)["state"] in ("starting", "up") and inst(sup, name)["pid"] != pid
+    assert inst(sup, other + ".1")["pid"] == untouched
+    fake.exit(inst(sup, name)["pid"], 1)
+    sup.tick()
+    assert inst(sup, name)["state"] != "crashed"  # first crash after a restart: again at once
+
+
+@pytest.mark.parametrize("target, stopped", [
+    (None, ["web.1", "worker.1"]),
+    ("web", ["web.1"]),
+    ("worker.1", ["worker.1"]),
+    ("worker.2", []),
+])
+def test_restart_targets_all_a_type_or_one_instance(sup, fake, app, target, stopped):
+    sup.sync()
+    pids = {name: i["pid"] for name, i in sup.apps[APP].items()}
+    sup.restart(APP, target)
+    assert sorted(fake.sent(signal.SIGTERM)) == sorted(pids[n] for n in stopped)
+
+
+@pytest.mark.parametrize("ptype, state", [("web", "starting"), ("worker", "up")])
+def test_restart_of_a_crashed_type_starts_it_again_at_once(sup, fake, app, ptype, state):
+    name = ptype + ".1"
+    sup.sync()
+    for _ in range(2):
+        fake.exit(inst(sup, name)["pid"], 1)
+        sup.tick()
+    assert inst(sup, name)["state"] == "crashed"  # waiting 2 s before trying again
+    sup.restart(APP, ptype)
+    sup.save_dirty()  # what Server.handle does after a restart request
+    sup.tick()
+    assert name in sup.apps[APP], "%s was forgotten and never started again" % name
+    assert (inst(sup, name)["state"], inst(sup, name)["restarts"]) == (state, 0)
+
+
+def test_shutdown_stops_everything_and_then_is_idle(sup, fake, app, layout):
+    sup.sync()
+    assert not sup.idle()
+    sup.shutdown()
+    assert sorted(fake.sent(signal.SIGTERM)) == [100, 101]
+    assert not sup.idle()  # still stopping
+    sup.tick()
+    assert sup.idle()
+    assert store.read_json(layout.state_file(APP))["instances"] == []
+
+
+def test_shutdown_sigkills_what_ignores_sigterm_after_the_grace(sup, fake, app):
+    sup.sync()
+    fake.ignore_sigterm = True
+    sup.shutdown()
+    fake.now += 30
+    sup.tick()
+    assert sorted(fake.sent(signal.SIGKILL)) == [100, 101]
+    sup.tick()
+    assert sup.idle()
+
+
+def test_shutdown_starts_nothing_even_when_an_instance_crashes(sup, fake, app):
+    sup.sync()
+    fake.ignore_sigterm = True
+    sup.shutdown()
+    fake.exit(100, 1)
+    fake.exit(101, 1)
+    sup.tick()
+    assert len(fake.spawned) == 2 and sup.idle()
+
+
+# --- state on disk and adoption ------------------------------------------------------------
+
+
+def test_state_json_lists_the_instances(sup, fake, app, layout):
+    sup.sync()
+    sup.save_dirty()
+    saved = store.read_json(layout.state_file(APP))
+    assert saved["supervisor"] == os.getpid()
+    assert [(i["name"], i["state"], i["pid"], i["version"]) for i in saved["instances"]] == [
+        ("web.1", "starting", 100, 2), ("worker.1", "up", 101, 2)]
+    assert all("reader" not in i for i in saved["instances"])
+
+
+def test_state_json_follows_each_tick(sup, fake, app, layout):
+    sup.sync()
+    fake.listening.add(PORT)
+    sup.tick()
+    assert {i["name"]: i["state"] for i in store.read_json(layout.state_file(APP))["instances"]} == {
+        "web.1": "up", "worker.1": "up"}
+
+
+def saved_instance(name, pid, state="up", version=2, fifo="/nonexistent/fifo"):
+    return {"name": name, "type": name.split(".")[0], "version": version, "command": "x", "pid": pid,
+            "pgid": pid, "starttime": pid * 10, "child": True, "state": state, "since": 1.0,
+            "started": 1.0, "restarts": 0, "exit_code": None, "next_try": None, "fifo": fifo, "port": PORT}
+
+
+def test_adopt_takes_over_live_instances_and_starts_no_duplicate(sup, fake, app, layout):
+    fifo = layout.app_file(APP, "run", "web.1.fifo")
+    os.mkfifo(fifo)
+    store.write_json(layout.state_file(APP), {"instances": [
+        saved_instance("web.1", 500, fifo=fifo), saved_instance("worker.1", 501)]})
+    fake.running.update({500: 5000, 501: 5010})
+    sup.adopt()
+    sup.sync()
+    assert fake.spawned == []
+    assert {n: (i["pid"], i["child"]) for n, i in sup.apps[APP].items()} == {
+        "web.1": (500, False), "worker.1": (501, False)}
+    assert "tinyserv: web.1 adopted by a new supervisor (pid %d)" % os.getpid() in log_text(layout)
+
+
+def test_an_adopted_instance_that_dies_is_restarted(sup, fake, app, layout):
+    store.write_json(layout.state_file(APP), {"instances": [saved_instance("worker.1", 501)]})
+    fake.running.update({501: 5010})
+    sup.adopt()
+    sup.sync()
+    del fake.running[501]  # not our child: no exit code to reap
+    sup.tick()
+    worker = inst(sup, "worker.1")
+    assert (worker["state"], worker["restarts"], worker["exit_code"], worker["child"]) == ("up", 1, None, True)
+    assert "tinyserv: worker.1 exited, restarting now" in log_text(layout)
+
+
+@pytest.mark.parametrize("saved, running", [
+    (saved_instance("worker.1", 501), {}),  # dead
+    (saved_instance("worker.1", 501), {501: 9999}),  # pid reused by another process
+    (saved_instance("worker.1", 501, state="crashed"), {501: 5010}),
+])
+def test_adopt_leaves_dead_or_reused_pids_and_starts_afresh(sup, fake, app, layout, saved, running):
+    store.write_json(layout.state_file(APP), {"instances": [saved]})
+    fake.running.update(running)
+    sup.adopt()
+    sup.sync()
+    assert [argv[-1] for argv, _, _ in fake.spawned] == ["node server.js", "node worker.js"]
+    assert inst(sup, "worker.1")["pid"] != 501
+
+
+def test_an_adopted_instance_of_an_old_release_is_replaced(sup, fake, app, layout):
+    store.write_json(layout.state_file(APP), {"instances": [saved_instance("worker.1", 501, version=1)]})
+    fake.running.update({501: 5010})
+    sup.adopt()
+    sup.sync()
+    assert fake.sent(signal.SIGTERM) == [501]
+    sup.tick()
+    assert inst(sup, "worker.1")["version"] == 2
+
+
+def test_an_adopted_stopping_instance_is_killed_soon(sup, fake, app, layout):
+    store.write_json(layout.state_file(APP), {"instances": [saved_instance("worker.1", 501, state="stopping")]})
+    fake.running.update({501: 5010})
+    fake.ignore_sigterm = True
+    sup.adopt()
+    fake.now += 1
+    sup.tick()
+    assert fake.sent(signal.SIGKILL) == [501]
+
+
+# --- output -------------------------------------------------------------------------------
+
+
+def test_instance_output_is_stamped_into_the_app_log(sup, fake, layout):
+    make_app(layout, procfile={"worker": "w"})
+    fake.output = b"hello\nworld \xe2\xac\xa2\nno newline"
+    sup.sync()
+    fd = inst(sup, "worker.1")["reader"]
+    assert sup.drain(fd) is False  # end of file: the fake wrote and closed its end
+    text = log_text(layout)
+    assert "Z worker.1: hello\n" in text
+    assert "Z worker.1: world ⬢\n" in text
+    assert "Z worker.1: no newline\n" in text
+
+
+def test_forgetting_an_instance_removes_its_pipe(sup, fake, app, layout):
+    sup.sync()
+    fifo = inst(sup, "worker.1")["fifo"]
+    assert os.path.exists(fifo)
+    scale(layout, worker=0)
+    sup.sync(APP)
+    sup.tick()
+    assert not os.path.exists(fifo)
+    assert len(sup.readers) == 1  # web.1's
+
+
+# --- control requests --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("message, reply", [
+    ({"cmd": "ping"}, {"ok": True}),
+    ({"cmd": "sync", "app": APP}, {"ok": True}),
+    ({"cmd": "restart", "app": APP, "target": "web"}, {"ok": True}),
+    ({"cmd": "bogus"}, {"ok": False, "error": "unknown request 'bogus'"}),
+    ({}, {"ok": False, "error": "unknown request None"}),
+])
+def test_the_server_answers_control_requests(sup, app, message, reply):
+    answer = Server(sup, "unused.sock").handle(message)
+    answer.pop("pid", None)
+    assert answer == reply

@@ -1,0 +1,239 @@
+"""transport.py: the one quoting function, TINYSERV_REMOTE, ssh argument lists and errors."""
+
+import os
+import shlex
+import stat
+import subprocess
+
+import pytest
+
+from tinyserv import transport
+from tinyserv.errors import TinyservError
+from tinyserv.transport import Remote, command_line, parse_remote, remote_error
+
+NASTY_WORDS = [
+    "plain",
+    "two words",
+    "",
+    " leading and trailing ",
+    "it's",
+    '"double"',
+    "'single' and \"double\"",
+    "$HOME",
+    "${PATH}",
+    "$(id)",
+    "`id`",
+    "back\\slash\\",
+    "\\n",
+    "line one\nline two",
+    "\n",
+    "tab\there",
+    "héllo ⬢ 日本",
+    "a;b && c || d | e",
+    "*",
+    "~",
+    "#not a comment",
+    "-n",
+    "--",
+    "!",
+    "{a,b}",
+    "a=b",
+    "<in >out 2>&1",
+]
+
+
+def echo_through_bash(words):
+    """What bash receives as separate arguments when it runs command_line(words)."""
+    result = subprocess.run(["bash", "-c", "printf '%s\\0' " + command_line(words)],
+                            capture_output=True, check=True)
+    return result.stdout.decode("utf-8").split("\0")[:-1]
+
+
+@pytest.mark.parametrize("word", NASTY_WORDS)
+def test_command_line_brings_each_word_through_bash_unchanged(word):
+    assert echo_through_bash(["before", word, "after"]) == ["before", word, "after"]
+
+
+def test_command_line_brings_all_words_through_bash_together():
+    assert echo_through_bash(NASTY_WORDS) == NASTY_WORDS
+
+
+def test_command_line_turns_numbers_into_words():
+    assert command_line(["logs", "-n", 5]) == "logs -n 5"
+
+
+@pytest.mark.parametrize("spec, expected", [
+    (None, (None, None)),
+    ("", (None, None)),
+    ("localhost", (None, None)),
+    ("host", ("host", None)),
+    ("user@host", ("user@host", None)),
+    ("deploy@example.com", ("deploy@example.com", None)),
+    ("ssh://host", ("host", None)),
+    ("ssh://user@host", ("user@host", None)),
+    ("ssh://user@host:2222", ("user@host", 2222)),
+    ("ssh://user@host:2222/", ("user@host", 2222)),
+    ("ssh://host:22", ("host", 22)),
+])
+def test_parse_remote_understands_every_documented_form(spec, expected):
+    assert parse_remote(spec) == expected
+
+
+@pytest.mark.parametrize("spec", [
+    "ssh://",
+    "ssh://user@host/path",
+    "ssh://host:2222/x",
+    "ssh://host:abc",
+    "ssh://host:99999",
+    "-oProxyCommand=touch /tmp/pwned",
+    "user@host name",
+    "user@host\n",
+    " host",
+])
+def test_parse_remote_refuses_bad_specs_with_one_error(spec):
+    with pytest.raises(TinyservError, match="TINYSERV_REMOTE"):
+        parse_remote(spec)
+
+
+def test_remote_is_local_without_tinyserv_remote():
+    assert Remote({}).local and Remote({"TINYSERV_REMOTE": "localhost"}).local
+    assert not Remote({"TINYSERV_REMOTE": "user@host"}).local
+
+
+def test_a_local_remote_runs_tinyserv_remote_with_bash():
+    argv = Remote({}).argv(["config:set", "myapp", "it's"])
+    assert argv[:2] == ["bash", "-c"]
+    assert shlex.split(argv[2]) == [transport.LOCAL_REMOTE, "config:set", "myapp", "it's"]
+    assert transport.LOCAL_REMOTE.endswith(os.path.join("bin", "tinyserv-remote"))
+
+
+@pytest.mark.parametrize("environ, tty, expected", [
+    ({"TINYSERV_REMOTE": "deploy@host"}, False,
+     ["ssh", "--", "deploy@host", "tinyserv-remote logs myapp -n 5"]),
+    ({"TINYSERV_REMOTE": "deploy@host"}, True,
+     ["ssh", "-t", "--", "deploy@host", "tinyserv-remote logs myapp -n 5"]),
+    ({"TINYSERV_REMOTE": "ssh://deploy@host:2222"}, False,
+     ["ssh", "-p", "2222", "--", "deploy@host", "tinyserv-remote logs myapp -n 5"]),
+    ({"TINYSERV_REMOTE": "ssh://deploy@host:2222"}, True,
+     ["ssh", "-t", "-p", "2222", "--", "deploy@host", "tinyserv-remote logs myapp -n 5"]),
+    ({"TINYSERV_REMOTE": "host", "GIT_SSH_COMMAND": "ssh -i '/keys/my key' -o StrictHostKeyChecking=no"}, False,
+     ["ssh", "-i", "/keys/my key", "-o", "StrictHostKeyChecking=no", "--", "host", "tinyserv-remote logs myapp -n 5"]),
+    ({"TINYSERV_REMOTE": "host", "GIT_SSH_COMMAND": ""}, False,
+     ["ssh", "--", "host", "tinyserv-remote logs myapp -n 5"]),
+])
+def test_ssh_argv_puts_options_before_the_host_and_quotes_the_command(environ, tty, expected):
+    assert Remote(environ).argv(["logs", "myapp", "-n", "5"], tty=tty) == expected
+
+
+def test_ssh_argv_quotes_words_for_the_remote_shell():
+    argv = Remote({"TINYSERV_REMOTE": "host"}).argv(["run", "myapp", "--", "echo", "$HOME; rm -rf /"])
+    assert shlex.split(argv[-1]) == ["tinyserv-remote", "run", "myapp", "--", "echo", "$HOME; rm -rf /"]
+
+
+@pytest.mark.parametrize("spec, expected", [
+    ("", "/srv/tinyserv/repos/myapp.git"),
+    ("localhost", "/srv/tinyserv/repos/myapp.git"),
+    ("deploy@host", "deploy@host:/srv/tinyserv/repos/myapp.git"),
+    ("host", "host:/srv/tinyserv/repos/myapp.git"),
+    ("ssh://deploy@host:2222", "ssh://deploy@host:2222/srv/tinyserv/repos/myapp.git"),
+    ("ssh://deploy@host", "deploy@host:/srv/tinyserv/repos/myapp.git"),
+])
+def test_git_url_is_what_git_push_understands(spec, expected):
+    assert Remote({"TINYSERV_REMOTE": spec}).git_url("/srv/tinyserv/repos/myapp.git") == expected
+
+
+@pytest.mark.parametrize("spec, expected", [
+    ("", "localhost"),
+    ("deploy@example.com", "example.com"),
+    ("example.com", "example.com"),
+    ("ssh://deploy@example.com:2222", "example.com"),
+])
+def test_web_host_is_the_host_without_user_or_port(spec, expected):
+    assert Remote({"TINYSERV_REMOTE": spec}).web_host() == expected
+
+
+@pytest.mark.parametrize("stderr, code, expected", [
+    ("tinyserv: no app named 'x'\n", 1, "no app named 'x'"),
+    ("some warning\ntinyserv: it broke\n\n", 1, "it broke"),
+    ("Traceback...\nValueError: boom\n", 1, "ValueError: boom"),
+    ("", 3, "tinyserv-remote failed (exit 3)"),
+    (None, 2, "tinyserv-remote failed (exit 2)"),
+    ("  \n\n", 1, "tinyserv-remote failed (exit 1)"),
+])
+def test_remote_error_is_the_remote_last_line_without_our_prefix(stderr, code, expected):
+    assert remote_error(stderr, code) == expected
+
+
+def test_ssh_exit_255_is_reported_as_not_reaching_the_host():
+    remote = Remote({"TINYSERV_REMOTE": "deploy@host"})
+    with pytest.raises(TinyservError) as caught:
+        remote.check_reached(255, "debug\nssh: connect to host host port 22: Connection refused\n")
+    assert str(caught.value) == "cannot reach deploy@host over ssh: ssh: connect to host host port 22: Connection refused"
+
+
+def test_ssh_exit_255_without_output_still_names_the_host():
+    with pytest.raises(TinyservError) as caught:
+        Remote({"TINYSERV_REMOTE": "deploy@host"}).check_reached(255)
+    assert str(caught.value) == "cannot reach deploy@host over ssh"
+
+
+@pytest.mark.parametrize("environ, code", [
+    ({"TINYSERV_REMOTE": "deploy@host"}, 1),
+    ({"TINYSERV_REMOTE": "deploy@host"}, 0),
+    ({}, 255),
+])
+def test_other_exit_codes_are_not_blamed_on_ssh(environ, code):
+    Remote(environ).check_reached(code, "tinyserv: whatever")
+
+
+@pytest.fixture
+def fake_ssh(tmp_path):
+    """Make GIT_SSH_COMMAND a script with the given body; return the Remote that uses it."""
+    def make(body):
+        script = tmp_path / "fake ssh"
+        script.write_text("#!/bin/sh\n" + body + "\n")
+        script.chmod(script.stat().st_mode | stat.S_IXUSR)
+        return Remote({"TINYSERV_REMOTE": "deploy@host", "GIT_SSH_COMMAND": shlex.quote(str(script))})
+    return make
+
+
+def test_call_sends_values_as_json_on_stdin_and_reads_json_back(fake_ssh):
+    remote = fake_ssh("cat")
+    data = {"vars": {"MSG": "it's \"quoted\" $HOME\nline ⬢"}, "by": "me@here"}
+    assert remote.call(["config:set", "myapp"], data) == data
+
+
+def test_call_sends_an_empty_object_without_data(fake_ssh):
+    assert fake_ssh("cat").call(["apps"]) == {}
+
+
+def test_call_passes_the_quoted_command_as_ssh_last_argument(fake_ssh):
+    remote = fake_ssh('for a; do last="$a"; done; printf \'{"cmd": "%s"}\' "$last"')
+    assert remote.call(["ps", "myapp"]) == {"cmd": "tinyserv-remote ps myapp"}
+
+
+def test_call_raises_the_remote_one_line_error(fake_ssh):
+    with pytest.raises(TinyservError) as caught:
+        fake_ssh("echo \"tinyserv: no app named 'x'\" >&2; exit 1").call(["ps", "x"])
+    assert str(caught.value) == "no app named 'x'"
+
+
+def test_call_reports_ssh_failures_apart(fake_ssh):
+    with pytest.raises(TinyservError, match="^cannot reach deploy@host over ssh: ssh: Could not resolve"):
+        fake_ssh("echo 'ssh: Could not resolve hostname host' >&2; exit 255").call(["apps"])
+
+
+def test_call_refuses_an_answer_that_is_not_json(fake_ssh):
+    with pytest.raises(TinyservError, match="unexpected answer from tinyserv-remote: 'hello"):
+        fake_ssh("echo hello").call(["apps"])
+
+
+def test_call_says_when_ssh_cannot_be_run(tmp_path):
+    remote = Remote({"TINYSERV_REMOTE": "host", "GIT_SSH_COMMAND": str(tmp_path / "no-such-ssh")})
+    with pytest.raises(TinyservError, match="cannot run .*no-such-ssh"):
+        remote.call(["apps"])
+
+
+def test_stream_returns_the_remote_exit_code(fake_ssh):
+    assert fake_ssh("exit 7").stream(["run", "myapp", "--", "false"]) == 7
+
