@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 
-from . import control, deploy, procs, releases, store
+from . import control, deploy, logs, procs, releases, store
 from .errors import TinyservError
 from .layout import start_port
 from .names import check_app_name, check_config_key
@@ -165,6 +165,8 @@ def scale(layout, name, changes):
         saved = store.read_json(path, {"quantity": {}, "stopped": []})
         saved["quantity"].update(changes)
         store.write_json(path, saved, 0o644)
+    logs.append(layout.log_file(name), "tinyserv", "Scaled to " + ", ".join(
+        "%s@%d" % item for item in sorted(changes.items())))
     control.sync(layout, name)
     if changes.get("web"):
         settle(layout, name)
@@ -187,6 +189,7 @@ def set_stopped(layout, name, ptype, stopped):
         saved = store.read_json(path, {"quantity": {}, "stopped": []})
         saved["stopped"] = sorted(set(saved["stopped"]) - {ptype} | ({ptype} if stopped else set()))
         store.write_json(path, saved, 0o644)
+    logs.append(layout.log_file(name), "tinyserv", "%s %s" % ("Stopped" if stopped else "Started", ptype))
     control.sync(layout, name)
     if ptype == "web" and not stopped:
         settle(layout, name)
@@ -246,7 +249,6 @@ def rollback(layout, name, version=None, by=None):
 
 def apply_release(layout, name, release):
     """Let the supervisor run the new release; report whether web came up."""
-    from . import logs
     logs.append(layout.log_file(name), "tinyserv", "Release v%d: %s" % (release["version"], release["description"]))
     result = {"release": releases.summary(release), "web": "not deployed"}
     if release["build"]:

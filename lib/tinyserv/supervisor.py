@@ -12,7 +12,9 @@ import os
 import select
 import signal
 import socket
+import sys
 import time
+import traceback
 
 from . import appenv, procs, releases, store
 from .errors import TinyservError
@@ -422,17 +424,26 @@ class Server:
         self.sup.sync()
         self.sup.save_dirty()
         while not stop and not self.sup.idle():
-            fds = [self.listener, wake_r] + list(self.sup.readers)
-            ready, _, _ = select.select(fds, [], [], POLL)
-            for fd in ready:
-                if fd is self.listener:
-                    self.serve_one()
-                elif fd == wake_r:
-                    _drain_pipe(wake_r)
-                elif fd in self.sup.readers and not self.sup.drain(fd):
-                    self.close_reader(fd)
-            self.sup.tick()
+            try:
+                self.once(wake_r)
+            except Exception:  # noqa: BLE001 - one bad app or file must not stop every app's supervision
+                traceback.print_exc()
+                sys.stderr.flush()
+                time.sleep(POLL)
         self.close()
+
+    def once(self, wake_r):
+        """Wait for output, a request or a signal (at most POLL s), handle it, then tick."""
+        fds = [self.listener, wake_r] + list(self.sup.readers)
+        ready, _, _ = select.select(fds, [], [], POLL)
+        for fd in ready:
+            if fd is self.listener:
+                self.serve_one()
+            elif fd == wake_r:
+                _drain_pipe(wake_r)
+            elif fd in self.sup.readers and not self.sup.drain(fd):
+                self.close_reader(fd)
+        self.sup.tick()
 
     def close_reader(self, fd):
         """An instance's pipe reached end of file: its processes are all gone."""
