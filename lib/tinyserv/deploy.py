@@ -71,10 +71,23 @@ class Deploy:
         started = time.monotonic()
         lock = self.layout.app_file(self.app, "deploy.lock")
         with store.locked(lock, waiting=lambda: self.steps.step("Waiting for another deploy of %s to finish" % self.app)):
-            current = git_out(self.layout.repo(self.app), "rev-parse", "-q", "--verify", ref) or ZERO
-            if current != old:
+            if self.settled_ref(ref) != old:
                 raise TinyservError("%s changed while this push waited; fetch and push again" % ref)
             self.deploy(new, ref, started)
+
+    def settled_ref(self, ref):
+        """The commit ref points at, once git has recorded the last push we deployed to it.
+
+        git updates the ref only after the hook that deployed it has exited (and let go of
+        the deploy lock), so a push that waited for that lock gives git a moment first.
+        """
+        deployed = [r["commit"] for r in releases.history(self.layout, self.app) if r.get("ref") == ref]
+        deadline = time.monotonic() + 2
+        while True:
+            current = git_out(self.layout.repo(self.app), "rev-parse", "-q", "--verify", ref) or ZERO
+            if not deployed or current == deployed[-1] or time.monotonic() > deadline:
+                return current
+            time.sleep(0.05)
 
     def deploy(self, commit, ref, started):
         short = commit[:7]
@@ -86,7 +99,7 @@ class Deploy:
             if "release" in meta["procfile"]:
                 self.release_phase(build_dir, meta, config)
             self.boot_check(build_dir, meta, config)
-            release = self.switch(meta, commit)
+            release = self.switch(meta, commit, ref)
         except BaseException:
             build.remove(self.layout, self.app, meta["id"])
             raise
@@ -143,13 +156,13 @@ class Deploy:
                 return "web did not listen on $PORT within %d s" % timeout
             time.sleep(0.05)
 
-    def switch(self, meta, commit):
+    def switch(self, meta, commit, ref):
         """Make the build current, let the supervisor swap processes, and verify web."""
         with store.locked(self.layout.app_file(self.app, "lock")):
             config = releases.current_config(self.layout, self.app)
             author = git_out(self.layout.repo(self.app), "log", "-1", "--format=%ae", commit)
             release = releases.add(self.layout, self.app, "Deploy %s" % commit[:7], config,
-                                   build=meta["id"], commit=commit, by=author or None)
+                                   build=meta["id"], commit=commit, by=author or None, ref=ref)
             ensure_formation(self.layout, self.app, meta["procfile"])
         self.steps.step("Launching %s on port %d" % (", ".join(t for t in meta["procfile"] if t != "release"),
                                                      releases.port(self.layout, self.app)))
