@@ -9,7 +9,7 @@ import sys
 import time
 
 from . import __version__, gitlocal, printer
-from .errors import TinyservError
+from .errors import ArgumentParser, TinyservError
 from .names import check_app_name, check_config_key, parse_assignments, parse_scale
 from .printer import color, heading, pairs, table
 from .transport import Remote
@@ -72,7 +72,7 @@ class Client:
             heading("Apps") + "\n" + "\n".join(a["name"] for a in apps) if apps else "You have no apps."))
 
     def apps_create(self):
-        name = check_app_name(self.args.name or gitlocal.default_app_name())
+        name = check_app_name(gitlocal.default_app_name() if self.args.name is None else self.args.name)
         repo = gitlocal.in_repository()
         existing = gitlocal.remote_url() if repo else None
         if existing:
@@ -305,17 +305,12 @@ def add_arguments(name, cmd):
         cmd.add_argument("version", nargs="?", metavar="vN")
 
 
-class Parser(argparse.ArgumentParser):
-    def error(self, message):
-        raise TinyservError("%s (see 'tinyserv %s--help')" % (message, self.prog.partition(" ")[2] + " " if " " in self.prog else ""))
-
-
 def parser():
-    p = Parser(prog="tinyserv", description=__doc__ + "\n\nTINYSERV_REMOTE names the server "
+    p = ArgumentParser(prog="tinyserv", description=__doc__ + "\n\nTINYSERV_REMOTE names the server "
                "(user@host, ssh://user@host:port, or localhost, the default).",
                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--version", action="version", version="tinyserv " + __version__)
-    sub = p.add_subparsers(dest="verb", metavar="COMMAND", parser_class=Parser)
+    sub = p.add_subparsers(dest="verb", metavar="COMMAND", parser_class=ArgumentParser)
     sub.required = True
     for name, method, takes_app, help_text in COMMANDS:
         cmd = sub.add_parser(name, help=help_text, description=help_text)

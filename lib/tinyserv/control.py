@@ -7,7 +7,7 @@ import subprocess
 import sys
 import time
 
-from . import procs, store
+from . import procs, releases, store
 from .errors import TinyservError
 
 REMOTE_SCRIPT = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
@@ -84,6 +84,10 @@ def wait_for_web(layout, app, version, timeout, settle=0.5):
     up_since = None
     restarts = {}
     while True:
+        newest = releases.current(layout, app)
+        if newest and newest["version"] > version:
+            # Another change (a concurrent config:set) superseded this release: watch that one.
+            version, up_since, restarts = newest["version"], None, {}
         webs = [i for i in instances(layout, app) if i["type"] == "web" and i["version"] == version]
         for i in webs:
             restarts.setdefault(i["name"], i["restarts"])

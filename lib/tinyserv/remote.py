@@ -10,7 +10,7 @@ import os
 import sys
 
 from . import printer
-from .errors import TinyservError
+from .errors import ArgumentParser, TinyservError
 from .layout import Layout, server_root
 
 
@@ -28,8 +28,8 @@ def cmd_version(layout, args):
 
 
 def parser():
-    p = argparse.ArgumentParser(prog="tinyserv-remote", description=__doc__)
-    sub = p.add_subparsers(dest="verb", metavar="COMMAND")
+    p = ArgumentParser(prog="tinyserv-remote", description=__doc__)
+    sub = p.add_subparsers(dest="verb", metavar="COMMAND", parser_class=ArgumentParser)
     sub.required = True
 
     def add(name, func, app=True, help=None):

@@ -1,0 +1,302 @@
+"""A tinyserv "server" on this machine for the integration tests: its root, ports, commands and processes.
+
+Every LocalServer has a temporary TINYSERV_ROOT and a TINYSERV_START_PORT of its own (a random, checked range in
+20000-40000), runs with TINYSERV_REMOTE unset (so tinyserv-remote runs here, through bash) and the repo's bin/
+first on PATH. shut_down() runs `tinyserv-remote shutdown` and fails if any process of its root or apps survives.
+"""
+
+import contextlib
+import dataclasses
+import hashlib
+import json
+import os
+import random
+import signal
+import socket
+import time
+import uuid
+
+from support import describe, make_app, run
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+BIN = os.path.join(REPO, "bin")
+TINYSERV = os.path.join(BIN, "tinyserv")
+TINYSERV_REMOTE = os.path.join(BIN, "tinyserv-remote")
+SAMPLE_APP = os.path.join(REPO, "sample-app")
+
+PORT_RANGE = (20000, 40000)
+PORT_SPAN = 20  # ports checked free above TINYSERV_START_PORT: more than any test creates apps
+_ranges_taken = set()  # start ports already handed out in this session
+SHUTDOWN_TIMEOUT = 90
+LINGER_TIMEOUT = 5  # an exiting supervisor or a zombie may take a moment to leave /proc
+
+
+def port_is_free(port):
+    """Can we bind port on every interface (what tinyserv's own allocation checks)?"""
+    with socket.socket() as s:
+        try:
+            s.bind(("0.0.0.0", port))
+            return True
+        except OSError:
+            return False
+
+
+def pick_start_port(rng=random.SystemRandom()):
+    """A random base port whose next PORT_SPAN ports are free and not handed out to another server."""
+    for _ in range(200):
+        base = rng.randrange(PORT_RANGE[0], PORT_RANGE[1] - PORT_SPAN)
+        if any(abs(base - taken) < PORT_SPAN for taken in _ranges_taken):
+            continue
+        if all(port_is_free(p) for p in range(base, base + PORT_SPAN)):
+            _ranges_taken.add(base)
+            return base
+    raise AssertionError(f"no {PORT_SPAN} free consecutive ports found in {PORT_RANGE}")
+
+
+def unique_name(prefix):
+    """A valid app name no other test (here or in a parallel run) uses: prefix plus random hex."""
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def node_app(message, procfile="web: node server.js\n", extra=None):
+    """Files of a node app without dependencies whose web answers `message` and logs its port."""
+    files = {
+        "package.json": json.dumps({"name": "tinyserv-test-app", "version": "1.0.0", "private": True}, indent=2),
+        "Procfile": procfile,
+        "server.js": (
+            'const http = require("http");\n'
+            f"const message = {json.dumps(message)};\n"
+            'http.createServer((req, res) => { res.setHeader("Content-Type", "text/plain"); res.end(message); })\n'
+            '  .listen(process.env.PORT, () => console.log("listening on port " + process.env.PORT));\n'),
+    }
+    files.update(extra or {})
+    return files
+
+
+# --- processes, read from /proc ---------------------------------------------------------------------------
+
+
+def _read(pid, what):
+    try:
+        with open(f"/proc/{pid}/{what}", "rb") as f:
+            return f.read()
+    except OSError:
+        return None
+
+
+def _is_live(pid):
+    """Exists and is not a zombie (zombies linger here until PID 1 reaps them)."""
+    stat = _read(pid, "stat")
+    if stat is None:
+        return False
+    state = stat[stat.rindex(b")") + 2:].split()[0]
+    return state not in (b"Z", b"X")
+
+
+def live_pids():
+    """Every live process but this one."""
+    return [int(n) for n in os.listdir("/proc") if n.isdigit() and int(n) != os.getpid() and _is_live(int(n))]
+
+
+def environ_of(pid):
+    """The process's environment as a set of b'NAME=value' (empty if unreadable)."""
+    data = _read(pid, "environ")
+    return set(data.split(b"\0")) if data else set()
+
+
+def cmdline_of(pid):
+    """The command line, words joined by spaces."""
+    data = _read(pid, "cmdline") or b""
+    return data.replace(b"\0", b" ").decode(errors="replace").strip()
+
+
+def cwd_of(pid):
+    """The working directory ('' if unreadable)."""
+    try:
+        return os.readlink(f"/proc/{pid}/cwd")
+    except OSError:
+        return ""
+
+
+@dataclasses.dataclass(frozen=True)
+class App:
+    """An app as a test holds it: its name and the git repository it deploys from."""
+
+    name: str
+    path: str
+
+
+class LocalServer:
+    """A tinyserv server on this machine: its root, ports and environment, and how to talk to it."""
+
+    def __init__(self, root):
+        self.root = str(root)
+        self.start_port = pick_start_port()
+        self.app_names = set()
+        env = {k: v for k, v in os.environ.items()
+               if not k.startswith("TINYSERV_") and k not in ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE")}
+        env.update(TINYSERV_ROOT=self.root, TINYSERV_START_PORT=str(self.start_port),
+                   PATH=os.pathsep.join([BIN, env.get("PATH", "")]))
+        self.env = env
+
+    # --- commands ---
+
+    def tinyserv(self, *args, cwd=None, input=None, check=True, timeout=120):
+        """Run bin/tinyserv ARGS; with check, fail showing the command, exit code and output."""
+        __tracebackhide__ = True
+        return run([TINYSERV, *map(str, args)], cwd=cwd, env=self.env, input=input, check=check, timeout=timeout)
+
+    def remote(self, *args, check=True, timeout=120):
+        """Run bin/tinyserv-remote ARGS on this server."""
+        __tracebackhide__ = True
+        return run([TINYSERV_REMOTE, *map(str, args)], env=self.env, check=check, timeout=timeout)
+
+    def git(self, *args, cwd, check=True, timeout=300):
+        """Run git ARGS in cwd with this server's environment (a push runs the server's hook)."""
+        __tracebackhide__ = True
+        return run(["git", *map(str, args)], cwd=cwd, env=self.env, check=check, timeout=timeout)
+
+    def push(self, app, check=True):
+        """`git push tinyserv main` from the app's repository; output is in stdout + stderr."""
+        __tracebackhide__ = True
+        return self.git("push", "tinyserv", "main", cwd=app.path, check=check)
+
+    # --- apps ---
+
+    def new_app(self, directory, files, prefix="app"):
+        """Make a repository named like a fresh app under directory, and `tinyserv apps:create` there."""
+        name = unique_name(prefix)
+        self.app_names.add(name)
+        path = make_app(os.path.join(str(directory), name), files)
+        self.tinyserv("apps:create", cwd=path)
+        return App(name, str(path))
+
+    def commit(self, app, files, message="change"):
+        """Make the app's repository hold exactly files ({name: text}, every other file removed) and commit."""
+        for name in self.git("ls-files", "-z", cwd=app.path).stdout.split("\0"):
+            if name and name not in files:
+                os.unlink(os.path.join(app.path, name))
+        for name, text in files.items():
+            with open(os.path.join(app.path, name), "w") as f:
+                f.write(text)
+        self.git("add", "-A", cwd=app.path)
+        self.git("commit", "-q", "--allow-empty", "-m", message, cwd=app.path)
+        return self.git("rev-parse", "HEAD", cwd=app.path).stdout.strip()
+
+    def info(self, app):
+        """`apps:info --json` of app, as a dict."""
+        return json.loads(self.tinyserv("apps:info", "-a", app.name, "--json").stdout)
+
+    def port(self, app):
+        """The app's port, as `apps:info` reports it."""
+        return self.info(app)["port"]
+
+    def url(self, app, path="/"):
+        """The app's URL on 127.0.0.1."""
+        return f"http://127.0.0.1:{self.port(app)}{path}"
+
+    def config(self, app):
+        """`config --json` of app, as a dict."""
+        return json.loads(self.tinyserv("config", "-a", app.name, "--json").stdout)
+
+    def releases(self, app):
+        """`releases --json` of app, newest first."""
+        return json.loads(self.tinyserv("releases", "-a", app.name, "--json").stdout)
+
+    def app_processes(self, app, dyno=None):
+        """Live pids started for app (by TINYSERV_APP in their environment), optionally of one DYNO."""
+        name = app.name if isinstance(app, App) else app
+        wanted = {f"TINYSERV_APP={name}".encode()} | ({f"DYNO={dyno}".encode()} if dyno else set())
+        return [pid for pid in live_pids() if wanted <= environ_of(pid)]
+
+    # --- state on disk ---
+
+    def snapshot(self):
+        """{path: sha256 or 'dir'} of apps/, repos/ and releases/ (the supervisor's run/ and logs: names only)."""
+        state = {}
+        for top in ("apps", "repos", "releases"):
+            for directory, dirs, files in os.walk(os.path.join(self.root, top)):
+                for name in dirs + files:
+                    path = os.path.join(directory, name)
+                    rel = os.path.relpath(path, self.root)
+                    # apps/<app>/log/... and apps/<app>/run/... change whenever an app prints or restarts.
+                    live = rel.split(os.sep)[2:3] in (["log"], ["run"]) and rel.startswith("apps" + os.sep)
+                    if os.path.isfile(path) and not os.path.islink(path) and not live:
+                        with open(path, "rb") as f:
+                            state[rel] = hashlib.sha256(f.read()).hexdigest()
+                    else:
+                        state[rel] = "dir" if os.path.isdir(path) else "other"
+        return state
+
+    def paths_naming(self, name):
+        """Every path under the root whose path (relative to the root) mentions name."""
+        found = []
+        for directory, dirs, files in os.walk(self.root):
+            rels = [os.path.relpath(os.path.join(directory, n), self.root) for n in dirs + files]
+            found += [rel for rel in rels if name in rel]
+        return found
+
+    # --- teardown ---
+
+    def survivors(self):
+        """Live processes of this server: its root in their environment, command line or cwd, or its apps."""
+        root_env = f"TINYSERV_ROOT={self.root}".encode()
+        app_envs = {f"TINYSERV_APP={n}".encode() for n in self.app_names | set(self.app_names_on_disk())}
+        found = []
+        for pid in live_pids():
+            env = environ_of(pid)
+            cwd = cwd_of(pid)
+            if (root_env in env or env & app_envs or self.root in cmdline_of(pid)
+                    or cwd == self.root or cwd.startswith(self.root + os.sep)):
+                found.append(pid)
+        return found
+
+    def app_names_on_disk(self):
+        """The apps the root holds now."""
+        try:
+            return [n[:-5] for n in os.listdir(os.path.join(self.root, "releases")) if n.endswith(".json")]
+        except FileNotFoundError:
+            return []
+
+    def shut_down(self):
+        """`tinyserv-remote shutdown`, then fail if anything of this server still runs (killing it first)."""
+        self.app_names |= set(self.app_names_on_disk())
+        problems = []
+        result = self.remote("shutdown", check=False, timeout=SHUTDOWN_TIMEOUT)
+        if result.returncode != 0:
+            problems.append("tinyserv-remote shutdown failed:\n" + describe(result))
+        deadline = time.monotonic() + LINGER_TIMEOUT
+        left = self.survivors()
+        while left and time.monotonic() < deadline:
+            time.sleep(0.1)
+            left = self.survivors()
+        if left:
+            described = "\n".join(f"  pid {pid}: {cmdline_of(pid)}" for pid in left)
+            for pid in left:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            problems.append(f"processes of {self.root} survived the shutdown (now killed):\n{described}")
+        if problems:
+            raise AssertionError("\n".join(problems))
+
+
+@contextlib.contextmanager
+def local_server(root):
+    """A LocalServer for the duration of the block; shut down and checked in a finally."""
+    os.makedirs(root, exist_ok=True)
+    server = LocalServer(root)
+    try:
+        yield server
+    finally:
+        server.shut_down()
+
+
+def sample_app_files():
+    """The files of sample-app/ (Procfile, index.js, package.json, its lock file) as {name: text}."""
+    files = {}
+    for name in sorted(os.listdir(SAMPLE_APP)):
+        path = os.path.join(SAMPLE_APP, name)
+        if os.path.isfile(path):
+            with open(path) as f:
+                files[name] = f.read()
+    return files

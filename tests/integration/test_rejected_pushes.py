@@ -1,0 +1,98 @@
+"""A push that cannot work is rejected with its reason, and the release that runs keeps serving throughout."""
+
+import json
+import os
+import re
+import threading
+import types
+
+import pytest
+
+from localserver import node_app
+from support import describe, http_get
+
+GOOD = node_app("good v1")
+NO_SUCH_PACKAGE = "tinyserv-integration-no-such-package-7f3c9a"
+
+BAD_PUSHES = [
+    # (id, the tree pushed, words of the reason)
+    ("no Procfile", {k: v for k, v in GOOD.items() if k != "Procfile"}, "no Procfile"),
+    ("a Procfile without web", dict(GOOD, Procfile="worker: node server.js\n"), "no web process"),
+    ("npm in the Procfile but no package.json",
+     {"Procfile": "web: npm start\n", "server.js": GOOD["server.js"]}, "no package.json"),
+    ("a dependency that does not exist",
+     dict(GOOD, **{"package.json": json.dumps({"name": "t", "version": "1.0.0",
+                                               "dependencies": {NO_SUCH_PACKAGE: "^1.0.0"}})}),
+     "npm install failed"),
+    ("an app that throws at boot", dict(GOOD, **{"server.js": 'throw new Error("boom at boot");\n'}),
+     "web exited with 1 at boot"),
+    ("an app that never binds", dict(GOOD, **{"server.js": "setInterval(() => {}, 1000);\n"}),
+     "did not listen on $PORT within 3 s"),
+]
+
+
+@pytest.fixture(scope="module")
+def deployed(module_server, tmp_path_factory):
+    """An app serving 'good v1', with a 3 s boot timeout so that a web that never binds fails fast."""
+    server = module_server
+    app = server.new_app(tmp_path_factory.mktemp("pushes"), GOOD, prefix="pushes")
+    server.tinyserv("config:set", "TINYSERV_BOOT_TIMEOUT=3", cwd=app.path)
+    server.push(app)
+    return types.SimpleNamespace(server=server, app=app, url=server.url(app))
+
+
+class Poller:
+    """GETs a URL over and over in a background thread, keeping every answer (None: nothing answered)."""
+
+    def __init__(self, url):
+        self.url = url
+        self.answers = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        while not self._stop.is_set():
+            self.answers.append(http_get(self.url, timeout=2))
+            self._stop.wait(0.05)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+
+def builds(server, app):
+    return sorted(os.listdir(os.path.join(server.root, "apps", app.name, "builds")))
+
+
+@pytest.mark.parametrize("files, reason", [c[1:] for c in BAD_PUSHES], ids=[c[0] for c in BAD_PUSHES])
+def test_a_bad_push_is_rejected_and_the_running_release_keeps_serving(deployed, files, reason):
+    server, app = deployed.server, deployed.app
+    releases_before, builds_before = server.releases(app), builds(server, app)
+    processes_before = sorted(server.app_processes(app))
+    server.commit(app, files, message=reason)
+
+    with Poller(deployed.url) as poller:
+        pushed = server.push(app, check=False)
+
+    output = pushed.stdout + pushed.stderr
+    assert pushed.returncode != 0, describe(pushed)
+    assert "pre-receive hook declined" in output, describe(pushed)
+    rejected = re.findall(r"^remote:  !     Push rejected: (.*)$", output, re.M)
+    assert len(rejected) == 1 and reason in rejected[0], describe(pushed)
+    assert poller.answers and set(poller.answers) == {(200, "good v1")}, poller.answers
+    assert http_get(deployed.url) == (200, "good v1")
+    assert server.releases(app) == releases_before
+    assert builds(server, app) == builds_before
+    assert sorted(server.app_processes(app)) == processes_before, "the trial web must be gone, the running one kept"
+
+
+def test_a_good_push_after_rejected_ones_deploys(deployed):
+    server, app = deployed.server, deployed.app
+    server.commit(app, node_app("good v2"), message="good again")
+    pushed = server.push(app)
+    assert "Released v" in pushed.stdout + pushed.stderr
+    assert http_get(deployed.url) == (200, "good v2")
