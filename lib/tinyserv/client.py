@@ -22,7 +22,7 @@ def who():
 
 def resolve_app(args):
     """-a/--app, else the app this repository's `tinyserv` git remote names."""
-    if args.app:
+    if args.app is not None:
         return check_app_name(args.app)
     url = gitlocal.remote_url()
     if url:
@@ -89,9 +89,9 @@ class Client:
 
     def apps_destroy(self):
         confirm = self.args.confirm
-        url = gitlocal.remote_url() if not (self.args.name or self.args.app) else None
-        name = check_app_name(self.args.name or self.args.app or (gitlocal.app_from_url(url) if url else confirm)
-                              or self.app)
+        given = [n for n in (self.args.name, self.args.app) if n is not None]
+        url = None if given else gitlocal.remote_url()
+        name = check_app_name(given[0] if given else gitlocal.app_from_url(url) if url else confirm or self.app)
         if confirm is None:
             if not sys.stdin.isatty():
                 raise TinyservError("apps:destroy %s needs --confirm %s when not run on a terminal" % (name, name))
