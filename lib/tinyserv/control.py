@@ -74,20 +74,19 @@ def instances(layout, app):
     return (store.read_json(layout.state_file(app), {}) or {}).get("instances", [])
 
 
-def wait_for_web(layout, app, version, timeout, settle=0.5):
+def wait_for_web(layout, app, version, timeout, settle=0.3):
     """Wait until every web instance of release `version` is up and stays up for `settle` s.
 
     Returns None when they do (or at once if the release runs no web instance);
     otherwise the instance that crashed (a restart while we watch counts), or 'timeout'.
     """
     deadline = time.monotonic() + timeout
-    up_since = None
     restarts = {}
     while True:
         newest = releases.current(layout, app)
         if newest and newest["version"] > version:
             # Another change (a concurrent config:set) superseded this release: watch that one.
-            version, up_since, restarts = newest["version"], None, {}
+            version, restarts = newest["version"], {}
         webs = [i for i in instances(layout, app) if i["type"] == "web" and i["version"] == version]
         for i in webs:
             restarts.setdefault(i["name"], i["restarts"])
@@ -96,12 +95,9 @@ def wait_for_web(layout, app, version, timeout, settle=0.5):
             return failed[0]
         if not webs and not expects_web(layout, app):
             return None
-        if webs and all(i["state"] == "up" for i in webs):
-            up_since = up_since or time.monotonic()
-            if time.monotonic() - up_since >= settle:
-                return None
-        else:
-            up_since = None
+        # "since" is when the supervisor saw the instance accept connections.
+        if webs and all(i["state"] == "up" and time.time() - i["since"] >= settle for i in webs):
+            return None
         if time.monotonic() > deadline:
             return "timeout"
         time.sleep(0.05)

@@ -20,7 +20,7 @@ from .names import number
 ZERO = "0" * 40
 DEFAULT_BOOT_TIMEOUT = 60
 DEFAULT_KEEP = 5
-SETTLE = 0.5  # web must keep running this long after it first accepts a connection
+SETTLE = 0.3  # web must keep running this long after it first accepts a connection
 
 
 def boot_timeout(config):

@@ -22,7 +22,8 @@ from .logs import LogFile
 from .names import number
 from .procfile import process_types
 
-POLL = 0.5
+POLL = 0.5  # how often to look at processes when nothing is changing
+BUSY_POLL = 0.05  # ... and while something is starting or stopping
 STABLE_AFTER = 60  # an instance that ran this long before crashing restarts at once
 MAX_BACKOFF = 300
 RUNNING = ("starting", "up")
@@ -358,6 +359,18 @@ class Supervisor:
         self.event(app, "%s adopted by a new supervisor (pid %d)" % (inst["name"], os.getpid()))
         self.dirty.add(app)
 
+    def poll_interval(self):
+        """Seconds until the next thing to look at: soon while instances start, stop or wait to restart."""
+        now = self.sys.clock()
+        wait = POLL
+        for instances in self.apps.values():
+            for inst in instances.values():
+                if inst["state"] in ("starting", "stopping"):
+                    return BUSY_POLL
+                if inst["state"] == "crashed":
+                    wait = min(wait, max(BUSY_POLL, inst["next_try"] - now))
+        return wait
+
     def idle(self):
         """True when shutting down and nothing runs any more."""
         return self.shutting_down and not any(self.apps.values())
@@ -435,7 +448,7 @@ class Server:
     def once(self, wake_r):
         """Wait for output, a request or a signal (at most POLL s), handle it, then tick."""
         fds = [self.listener, wake_r] + list(self.sup.readers)
-        ready, _, _ = select.select(fds, [], [], POLL)
+        ready, _, _ = select.select(fds, [], [], self.sup.poll_interval())
         for fd in ready:
             if fd is self.listener:
                 self.serve_one()

@@ -1,0 +1,144 @@
+"""Write bench/results/README-tables.md from the JSON results (the lead pastes it into README.md).
+
+memory.py and deploy.py call this after writing their JSON; run it alone to redo the tables.
+"""
+
+import glob
+import json
+import os
+
+RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+
+
+def load(name):
+    path = os.path.join(RESULTS, name + ".json")
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
+def machine_line(m):
+    """'2 cores (CPU), Python 3.11.2 (/usr/bin/python3), node v20, npm 11, tinyserv abc1234, 2026-11-28'."""
+    return "%s cores%s, %s (%s), node %s, npm %s, tinyserv %s, %s" % (
+        m["nproc"], " (%s)" % m["cpu"] if m.get("cpu") else "", m["server_python_version"], m["server_python"],
+        m["node"], m["npm"], m.get("tinyserv", {}).get("commit", "?"), m["date"][:10])
+
+
+def conditions(m):
+    """One line on what else was going on: which tinyserv, and the load average around the run."""
+    return "Measured: tinyserv %s; load average %.1f at the start, %.1f at the end (%s cores)." % (
+        m.get("tinyserv", {}).get("measured", "?"), m.get("loadavg_at_start", 0), m.get("loadavg_at_end", 0),
+        m["nproc"])
+
+
+def seconds(s):
+    """'1.23 s (1.20-1.31)' from a stats dict."""
+    return "%.2f s (%.2f–%.2f)" % (s["median"], s["min"], s["max"])
+
+
+def memory_section(results):
+    lines = ["### Memory of tinyserv's own processes", "",
+             "What: VmRSS (from /proc/PID/status) and PSS/USS (from /proc/PID/smaps_rollup) of every tinyserv "
+             "process on the server while it supervises N no-dependency node apps, each deployed with `git push` "
+             "(localhost mode, temporary root). The only long-lived tinyserv process is the supervisor "
+             "(`tinyserv-remote supervise`); the apps' own memory is shown for scale. Largest of %s samples "
+             "0.5 s apart. Goal: ≤ %d MB resident with 50 apps." % (5, results[0]["goal_mb"]), "",
+             "| Python running tinyserv | apps | when | tinyserv processes | RSS | PSS | USS | the apps' PSS "
+             "| machine |",
+             "|---|---:|---|---:|---:|---:|---:|---:|---|"]
+    for r in results:
+        m = r["machine"]
+        for row in r["rows"]:
+            lines.append("| %s | %d | %s | %d | %.1f MB | %.1f MB | %.1f MB | %.0f MB | %s |" % (
+                m["server_python_version"], row["apps"], row["label"].split(", ", 1)[1], row["own_process_count"],
+                row["own_rss_mb"], row["own_pss_mb"], row["own_uss_mb"], row["apps_pss_mb"], machine_line(m)))
+    lines += [""] + ["%s: %s" % (r["machine"]["server_python_version"], conditions(r["machine"])) for r in results]
+    lines += ["", "### Startup of 50 stopped apps", "",
+              "What: after `tinyserv-remote shutdown`, the time from starting `tinyserv-remote startup` until every "
+              "app answers HTTP on 127.0.0.1 (polled every 10 ms).", "",
+              "| Python running tinyserv | apps | shutdown | first app answers | median app | every app answers "
+              "| `startup` exits | machine |",
+              "|---|---:|---:|---:|---:|---:|---:|---|"]
+    for r in results:
+        s = r["startup"]
+        lines.append("| %s | %d | %.2f s | %.2f s | %.2f s | %.2f s | %.1f s | %s |" % (
+            r["machine"]["server_python_version"], s["apps"], s["shutdown_s"], s["first_answer_s"],
+            s["median_answer_s"], s["all_answer_s"], s["startup_command_exit_s_at_most"], machine_line(r["machine"])))
+    lines += ["", "`startup` itself returns much later than the apps answer: it waits for each app in turn, and each "
+              "wait includes tinyserv's 0.5 s \"stays up\" settle time."]
+    return lines
+
+
+DEPLOY_ROWS = [
+    ("first", "First deploy of a fresh app (`npm ci`)"),
+    ("package_change", "Deploy changing package.json (`npm ci`)"),
+    ("code_only", "Code-only redeploy (dependencies reused)"),
+]
+
+
+def deploy_section(r):
+    m = machine_line(r["machine"])
+    lines = ["### Deploy times (express sample app)", "",
+             "What: seconds from the start of `git push` until the new release answers HTTP with its new content "
+             "(median of %d, min–max in brackets). The floor is measured in the same run: `git push` of the same "
+             "commit to a plain bare repository (no hook) + a fresh checkout + `npm ci` (same warm npm cache) + "
+             "`npm start` (the Procfile's command) until its first HTTP answer. Goal: deploy/floor ≤ 1.15."
+             % r["repeat"],
+             "", "| what | tinyserv | floor | deploy/floor | without npm ci: tinyserv / floor | machine |",
+             "|---|---:|---:|---:|---:|---|"]
+    for key, title in DEPLOY_ROWS:
+        d = r["deploys"][key]
+        floor, bare = d.get("floor"), d.get("without_npm_ci")
+        lines.append("| %s | %s | %s | %s | %s | %s |" % (
+            title, seconds(d["push_to_answer_s"]), seconds(floor["total_s"]) if floor else "–",
+            "%.2f×" % d["ratio"] if d.get("ratio") else "–",
+            "%.2f s / %.2f s" % (bare["tinyserv_s"]["median"], bare["floor_s"]["median"]) if bare else "–", m))
+    rb = r["rollback"]
+    gap = r["switch_gap"]
+    lines.append("| `tinyserv rollback` until the old content answers | %s | – | – | – | %s |" % (
+        seconds(rb["command_to_answer_s"]), m))
+    lines.append("| Longest time without an answer during a code-only redeploy (GET every %d ms) "
+                 "| %s | – | – | – | %s |" % (gap["interval_ms"], seconds(gap["longest_gap_s"]), m))
+    lines += ["", conditions(r["machine"]) + " For code-only redeploys the floor reuses the previous checkout's "
+              "node_modules, as tinyserv does. After the new release answers, the push itself still runs for "
+              "%s (tinyserv's 0.5 s settle check on the new web, then pruning old builds) before `git push` "
+              "returns." % ", ".join(
+                  "%.2f s (%s)" % (r["deploys"][k]["push_ends_after_answer_median_s"], k.replace("_", "-"))
+                  for k, _ in DEPLOY_ROWS if "push_ends_after_answer_median_s" in r["deploys"][k])]
+    lines += ["", "Where a deploy's time goes (median seconds, from the push output's arrival times):", "",
+              "| what | " + " | ".join(p for p in r["phase_names"]) + " |",
+              "|---|" + "---:|" * len(r["phase_names"])]
+    for key, title in DEPLOY_ROWS:
+        phases = r["deploys"][key]["phases_median_s"]
+        lines.append("| %s | %s |" % (title, " | ".join(
+            "%.2f" % phases[p] if phases.get(p) is not None else "–" for p in r["phase_names"])))
+    lines += ["", "Floor phases (median seconds):", "", "| what | push | checkout | npm ci | boot to first answer |",
+              "|---|---:|---:|---:|---:|"]
+    for key, title in DEPLOY_ROWS:
+        f = r["deploys"][key].get("floor")
+        if f:
+            lines.append("| %s | %.2f | %.2f | %s | %.2f |" % (
+                title, f["push_s"]["median"], f["checkout_s"]["median"],
+                "%.2f" % f["npm_ci_s"]["median"] if f.get("npm_ci_s") else "– (reused)", f["boot_s"]["median"]))
+    return lines
+
+
+def main():
+    paths = sorted(glob.glob(os.path.join(RESULTS, "memory*.json")),
+                   key=lambda p: (os.path.basename(p) != "memory.json", p))
+    memory = [load(os.path.basename(p)[:-5]) for p in paths]
+    deploy = load("deploy")
+    lines = ["<!-- Generated by bench/tables.py from bench/results/*.json; re-run the benchmarks to update. -->", ""]
+    if memory:
+        lines += memory_section([m for m in memory if m]) + [""]
+    if deploy:
+        lines += deploy_section(deploy) + [""]
+    lines += ["Re-run: `python3 bench/memory.py`, `python3 bench/deploy.py`, then "
+              "`/tmp/tinyserv-bench-venv/bin/python bench/plot.py` (see bench/README.md).", ""]
+    with open(os.path.join(RESULTS, "README-tables.md"), "w") as f:
+        f.write("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
