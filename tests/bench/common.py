@@ -1,6 +1,6 @@
 """What the benchmarks share: a throwaway tinyserv root, commands, HTTP polling, /proc readers.
 
-Stdlib only, so `python3 bench/memory.py` runs anywhere tinyserv does. Everything
+Stdlib only, so `python3 tests/bench/memory.py` runs anywhere tinyserv does. Everything
 talks to 127.0.0.1, every loop has a deadline, and TinyservRoot.close() leaves no
 process of ours behind.
 """
@@ -18,8 +18,8 @@ import threading
 import time
 import http.client
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-RESULTS = os.path.join(REPO, "bench", "results")
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+RESULTS = os.path.join(REPO, "tests", "bench", "results")
 SERVER_PYTHON = "/usr/bin/python3"  # Debian's, the server's Python in the e2e container
 BASE_PATH = "/usr/local/bin:/usr/bin:/bin"  # what tinyserv gives builds and apps (appenv.BASE_PATH)
 

@@ -8,9 +8,9 @@
   (d) `tinyserv rollback` until the old content answers;
   (e) the longest time without an HTTP answer during a code-only redeploy, polling every 10 ms.
 
-Each is repeated (--repeat, default 3); medians with min/max go to bench/results/deploy.json.
+Each is repeated (--repeat, default 3); medians with min/max go to tests/bench/results/deploy.json.
 
-    python3 bench/deploy.py
+    python3 tests/bench/deploy.py
 """
 
 import argparse
@@ -27,7 +27,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
 from common import BenchError, TinyservRoot  # noqa: E402
 
-SAMPLE = os.path.join(common.REPO, "sample-app")
+SAMPLE = os.path.join(common.REPO, "tests", "sample-app")
 INDEX_JS = """// The sample app, answering with a token so the benchmark can tell releases apart.
 const express = require("express");
 

@@ -5,8 +5,8 @@ Each app is a dependency-free node HTTP server deployed with a real `git push` i
 localhost mode, into a temporary TINYSERV_ROOT. Goal (from the issue): tinyserv's
 own processes <= 30 MB resident in total with 50 apps.
 
-    python3 bench/memory.py                       # Debian's /usr/bin/python3 runs tinyserv
-    python3 bench/memory.py --python ~/.pyenv/versions/3.11.7/bin/python3 --tag pyenv
+    python3 tests/bench/memory.py                       # Debian's /usr/bin/python3 runs tinyserv
+    python3 tests/bench/memory.py --python ~/.pyenv/versions/3.11.7/bin/python3 --tag pyenv
 """
 
 import argparse

@@ -1,11 +1,11 @@
 """Plot tinyserv's own resident memory against the number of apps (bench/results/memory.png).
 
-Reads bench/results/memory*.json (written by memory.py) and needs matplotlib, which
+Reads tests/bench/results/memory*.json (written by memory.py) and needs matplotlib, which
 stays out of the repository: install it into a throwaway venv, e.g.
 
     /usr/bin/python3 -m venv /tmp/tinyserv-bench-venv
     /tmp/tinyserv-bench-venv/bin/pip install matplotlib
-    /tmp/tinyserv-bench-venv/bin/python bench/plot.py
+    /tmp/tinyserv-bench-venv/bin/python tests/bench/plot.py
 """
 
 import glob
@@ -46,7 +46,7 @@ def python_name(machine):
 def main():
     runs = load_all()
     if not runs:
-        raise SystemExit("no bench/results/memory*.json: run bench/memory.py first")
+        raise SystemExit("no tests/bench/results/memory*.json: run bench/memory.py first")
     fig, ax = plt.subplots(figsize=(8, 5.6), dpi=110)
     colors = ["tab:green", "tab:blue", "tab:purple", "tab:orange"]
     top = runs[0]["goal_mb"]

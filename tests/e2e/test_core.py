@@ -15,7 +15,7 @@ import pytest
 from support import describe, http_get, make_app, run, wait_for_http
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-SAMPLE_APP = os.path.join(REPO, "sample-app")
+SAMPLE_APP = os.path.join(REPO, "tests", "sample-app")
 ROOT = "/home/deploy/tinyserv"
 PUSH_TIMEOUT = 240
 REJECTED = " !     Push rejected: "

@@ -18,7 +18,7 @@ from support import describe, http_get, make_app, run, wait_until
 PREFIX = "rel-"
 ROOT = "/home/deploy/tinyserv"
 SAMPLE_APP = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
-                          "sample-app")
+                          "tests", "sample-app")
 PUSH_TIMEOUT = 180
 
 

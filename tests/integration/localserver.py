@@ -22,7 +22,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 BIN = os.path.join(REPO, "bin")
 TINYSERV = os.path.join(BIN, "tinyserv")
 TINYSERV_REMOTE = os.path.join(BIN, "tinyserv-remote")
-SAMPLE_APP = os.path.join(REPO, "sample-app")
+SAMPLE_APP = os.path.join(REPO, "tests", "sample-app")
 
 PORT_RANGE = (20000, 40000)
 PORT_SPAN = 20  # ports checked free above TINYSERV_START_PORT: more than any test creates apps
