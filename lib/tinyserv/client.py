@@ -2,14 +2,13 @@
 
 import argparse
 import getpass
-import os
 import shlex
 import socket
 import sys
 import time
 
 from . import __version__, gitlocal, printer
-from .errors import ArgumentParser, TinyservError
+from .errors import ArgumentParser, TinyservError, guarded, parse
 from .names import check_app_name, check_config_key, parse_assignments, parse_scale
 from .printer import color, heading, pairs, table
 from .transport import Remote
@@ -324,20 +323,10 @@ def parser():
 
 
 def main(argv=None):
-    """Entry point of bin/tinyserv: one line on stderr and exit 1 for any expected failure."""
+    """Entry point of bin/tinyserv."""
     argv = sys.argv[1:] if argv is None else argv
-    try:
-        args = parser().parse_args(argv)
-        if args.verb == "run" and args.command[:1] == ["--"]:
-            args.command = args.command[1:]
-        code = getattr(Client(args, Remote()), args.method)()
-        return code or 0
-    except TinyservError as e:
-        if os.environ.get("TINYSERV_DEBUG") == "1":
-            raise
-        printer.error(str(e))
-        return 1
-    except KeyboardInterrupt:
-        return 130
-    except BrokenPipeError:
-        return 0
+
+    def body():
+        args = parse(parser(), argv)
+        return getattr(Client(args, Remote()), args.method)()
+    return guarded(body)

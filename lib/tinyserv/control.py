@@ -9,6 +9,7 @@ import time
 
 from . import procs, releases, store
 from .errors import TinyservError
+from .supervisor import recv_line
 
 REMOTE_SCRIPT = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.realpath(__file__)))), "bin", "tinyserv-remote")
@@ -20,13 +21,7 @@ def request(layout, message, timeout=10):
         conn.settimeout(timeout)
         conn.connect(layout.supervisor_sock)
         conn.sendall((json.dumps(message) + "\n").encode())
-        data = b""
-        while not data.endswith(b"\n"):
-            chunk = conn.recv(65536)
-            if not chunk:
-                break
-            data += chunk
-    reply = json.loads(data.decode() or "{}")
+        reply = json.loads(recv_line(conn) or "{}")
     if not reply.get("ok"):
         raise TinyservError("the supervisor refused %s: %s" % (message.get("cmd"), reply.get("error")))
     return reply

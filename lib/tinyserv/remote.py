@@ -9,8 +9,7 @@ import argparse
 import os
 import sys
 
-from . import printer
-from .errors import ArgumentParser, TinyservError
+from .errors import ArgumentParser, guarded, parse
 from .layout import Layout, server_root
 
 
@@ -84,18 +83,8 @@ def command(name):
 def main(argv=None):
     """Entry point of bin/tinyserv-remote."""
     argv = sys.argv[1:] if argv is None else argv
-    try:
-        args = parser().parse_args(argv)
-        if args.verb == "run" and args.command[:1] == ["--"]:
-            args.command = args.command[1:]
-        layout = Layout(server_root())
-        return command(args.func)(layout, args) or 0
-    except TinyservError as e:
-        if os.environ.get("TINYSERV_DEBUG") == "1":
-            raise
-        printer.error(str(e))
-        return 1
-    except KeyboardInterrupt:
-        return 130
-    except BrokenPipeError:
-        return 0
+
+    def body():
+        args = parse(parser(), argv)
+        return command(args.func)(Layout(server_root()), args)
+    return guarded(body)

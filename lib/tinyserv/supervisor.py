@@ -409,13 +409,7 @@ class Server:
         with conn:
             conn.settimeout(2)
             try:
-                data = b""
-                while not data.endswith(b"\n"):
-                    chunk = conn.recv(65536)
-                    if not chunk:
-                        break
-                    data += chunk
-                reply = self.handle(json.loads(data.decode() or "{}"))
+                reply = self.handle(json.loads(recv_line(conn) or "{}"))
             except (OSError, ValueError, KeyError, TinyservError) as e:
                 reply = {"ok": False, "error": str(e)}
             try:
@@ -483,6 +477,17 @@ class Server:
             os.unlink(self.sock_path)
         except FileNotFoundError:
             pass
+
+
+def recv_line(conn):
+    """One newline-terminated message from a socket (both ends of the control protocol)."""
+    data = b""
+    while not data.endswith(b"\n"):
+        chunk = conn.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    return data.decode()
 
 
 def _drain_pipe(fd):
