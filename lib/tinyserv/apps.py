@@ -150,6 +150,9 @@ def formation(layout, name):
 def scale(layout, name, changes):
     """ps:scale TYPE=N ...: validate against the Procfile, persist, apply."""
     layout.require(name)
+    if not isinstance(changes, dict) or not changes or not all(
+            isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in changes.values()):
+        raise TinyservError("ps:scale needs TYPE=N pairs with N a whole number, 0 or more")
     with store.locked(layout.app_file(name, "lock")):
         types = formation(layout, name)
         if not types:
@@ -208,8 +211,14 @@ def restart(layout, name, target=None):
 def change_config(layout, name, set_vars=None, unset=(), by=None):
     """config:set / config:unset: a new release with the new config, then a restart."""
     layout.require(name)
+    if not isinstance(set_vars or {}, dict) or not isinstance(unset, (list, tuple)):
+        raise TinyservError("config changes must be a JSON object of vars or a list of keys")
     for key in list(set_vars or {}) + list(unset):
         check_config_key(key)
+    if not all(isinstance(v, str) for v in (set_vars or {}).values()):
+        raise TinyservError("config values must be text")
+    if not set_vars and not unset:
+        raise TinyservError("no config vars given")
     with store.locked(layout.app_file(name, "lock")):
         config = releases.current_config(layout, name)
         missing = [k for k in unset if k not in config]

@@ -5,6 +5,7 @@ Data goes back as JSON where the client parses it; config values arrive as JSON 
 
 import json
 import os
+import re
 import sys
 import time
 
@@ -36,9 +37,12 @@ WantedBy=multi-user.target
 def read_input():
     """The JSON document a client sends on stdin (config values travel this way)."""
     try:
-        return json.loads(sys.stdin.read() or "{}")
+        data = json.loads(sys.stdin.read() or "{}")
     except ValueError as e:
         raise TinyservError("expected JSON on standard input: %s" % e) from None
+    if not isinstance(data, dict):
+        raise TinyservError("expected a JSON object on standard input")
+    return data
 
 
 def emit(value):
@@ -48,7 +52,7 @@ def emit(value):
 def version_arg(text):
     """'v3' or '3' -> 3."""
     digits = text[1:] if text.startswith("v") else text
-    if not digits.isdigit():
+    if not re.match(r"[0-9]+\Z", digits):
         raise TinyservError("%r is not a release version like v3" % text)
     return int(digits)
 
@@ -77,7 +81,7 @@ def cmd_ps(layout, args):
 
 
 def cmd_scale(layout, args):
-    emit(apps.scale(layout, args.app, read_input()["formation"]))
+    emit(apps.scale(layout, args.app, read_input().get("formation")))
 
 
 def cmd_stop(layout, args):
