@@ -128,12 +128,16 @@ def processes(layout, name):
     """The instances ps shows, with what the formation wants."""
     layout.require(name)
     release = releases.current(layout, name)
-    shown = []
-    for inst in sorted(control.instances(layout, name), key=lambda i: (i["type"] != "web", i["name"])):
-        shown.append({k: inst.get(k) for k in ("name", "type", "state", "pid", "since", "restarts",
-                                              "exit_code", "next_try", "command", "version")})
-    return {"formation": formation(layout, name), "instances": shown,
-            "release": release["version"] if release else None}
+    types = formation(layout, name)
+    running = {i["name"]: i for i in control.instances(layout, name)}
+    for ptype, f in types.items():  # what should exist but does not run: stopped
+        for n in range(1, f["quantity"] + 1):
+            running.setdefault("%s.%d" % (ptype, n), {"name": "%s.%d" % (ptype, n), "type": ptype,
+                                                      "state": "stopped", "command": f["command"]})
+    shown = [{k: inst.get(k) for k in ("name", "type", "state", "pid", "since", "restarts",
+                                       "exit_code", "next_try", "command", "version")}
+             for inst in sorted(running.values(), key=lambda i: (i["type"] != "web", i["name"]))]
+    return {"formation": types, "instances": shown, "release": release["version"] if release else None}
 
 
 def formation(layout, name):
