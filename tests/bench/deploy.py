@@ -51,7 +51,7 @@ MARKERS = [
     (("Installing dependencies", "Reusing dependencies"), "extract, detect runtime"),
     ("Discovering process types", "dependencies"),
     ("Checking that web boots", "Procfile, build metadata"),
-    ("web answered on port", "boot check (trial boot, 0.5 s settle, stop)"),
+    ("web answered on port", "boot check (trial boot, settle, stop)"),
     ("Launching ", "record the release"),
 ]
 SWITCH = "switch: stop old web, start new, first answer"
