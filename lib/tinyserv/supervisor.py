@@ -114,9 +114,13 @@ class Supervisor:
         for name in ([app] if app else sorted(self.known_apps())):
             self.reconcile(name)
 
+    def want(self, app):
+        """What should run for app now: nothing once shutting down."""
+        return None if self.shutting_down else desired_state(self.layout, app)
+
     def reconcile(self, app):
         """Stop what should not run, start what should and is not running."""
-        want = None if self.shutting_down else desired_state(self.layout, app)
+        want = self.want(app)
         instances = self.apps.setdefault(app, {})
         version = want.release["version"] if want and want.release else None
         wanted = want.instances if want else {}
@@ -252,7 +256,7 @@ class Supervisor:
 
     def restart_crashed(self, app, inst):
         """Start a crashed instance again in the same slot, keeping its counters."""
-        want = desired_state(self.layout, app)
+        want = self.want(app)
         if not want or inst["name"] not in want.instances or inst["version"] != want.release["version"]:
             self.forget(app, inst["name"])
             self.reconcile(app)
@@ -264,11 +268,11 @@ class Supervisor:
 
     def restart(self, app, target=None):
         """ps:restart: gracefully replace matching instances; resets their backoff."""
-        want = desired_state(self.layout, app)
+        want = self.want(app)
         for inst in list(self.apps.get(app, {}).values()):
             if target in (None, inst["name"], inst["type"]):
                 if inst["state"] in RUNNING:
-                    self.begin_stop(app, inst, want.grace if want else 30.0)
+                    self.begin_stop(app, inst, want.grace if want else inst.get("grace", 30.0))
                 elif inst["state"] == "crashed":
                     self.forget(app, inst["name"])
         self.reconcile(app)
