@@ -327,7 +327,9 @@ def test_ps_restart_ps_stop_ps_start_and_restart_act_on_the_processes(apps):
     app.tinyserv("ps:stop", "worker")
     app.wait_no_processes("worker.1")
     ps = app.ps()
-    assert ps["formation"]["worker"]["stopped"] and not [i for i in ps["instances"] if i["type"] == "worker"], ps
+    workers = [i for i in ps["instances"] if i["type"] == "worker"]
+    assert ps["formation"]["worker"]["stopped"], ps
+    assert [(i["name"], i["state"], i["pid"]) for i in workers] == [("worker.1", "stopped", None)], ps
     shown = app.tinyserv("ps")
     assert "=== worker (node worker.js): stopped" in shown.stdout, describe(shown)
 
