@@ -13,6 +13,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -126,6 +127,26 @@ def machine(server_python=SERVER_PYTHON, commit=None):
         "loadavg_at_start": os.getloadavg()[0],
         "tinyserv": tinyserv_version(commit),  # other work on the machine skews timings
     }
+
+
+def finish(name, result, began):
+    """Stamp the run's duration and end load, write the result, say where; the script's exit code."""
+    result["script_s"] = round(time.monotonic() - began, 1)
+    result["machine"]["loadavg_at_end"] = os.getloadavg()[0]
+    path = write_result(name, result)
+    print("  wrote %s (%.0f s in all)" % (os.path.relpath(path, REPO), result["script_s"]))
+    return 0
+
+
+def run_main(main):
+    """A benchmark's entry point: its own errors are one line and exit 1, Ctrl-C exits 130."""
+    try:
+        sys.exit(main())
+    except BenchError as e:
+        print("bench: %s" % e, file=sys.stderr)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        sys.exit(130)
 
 
 def write_result(name, data):

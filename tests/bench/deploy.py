@@ -371,18 +371,8 @@ def main(argv=None):
         print("  %-44s %.3f s (%.3f-%.3f), failed requests per deploy: %s" % (
             "longest time without an answer during switch", g["median"], g["min"], g["max"],
             [r["failed_requests"] for r in result["switch_gap"]["runs"]]))
-    result["script_s"] = round(time.monotonic() - began, 1)
-    result["machine"]["loadavg_at_end"] = os.getloadavg()[0]
-    path = common.write_result("deploy", result)
-    print("  wrote %s (%.0f s in all)" % (os.path.relpath(path, common.REPO), result["script_s"]))
-    return 0
+    return common.finish("deploy", result, began)
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except BenchError as e:
-        print("bench: %s" % e, file=sys.stderr)
-        sys.exit(1)
-    except KeyboardInterrupt:
-        sys.exit(130)
+    common.run_main(main)

@@ -197,18 +197,8 @@ def main(argv=None):
                   result["startup"]["first_answer_s"], result["startup"]["startup_command_exit_s_at_most"]))
         result["rows"].append(measure(ts, "%d apps, after startup" % len(names), len(names)))
         result["supervisor_exe"] = os.path.realpath("/proc/%d/exe" % ts.supervisor_pid())
-    result["script_s"] = round(time.monotonic() - began, 1)
-    result["machine"]["loadavg_at_end"] = os.getloadavg()[0]
-    path = common.write_result("memory" + ("-" + args.tag if args.tag else ""), result)
-    print("  wrote %s (%.0f s in all)" % (os.path.relpath(path, common.REPO), result["script_s"]))
-    return 0
+    return common.finish("memory" + ("-" + args.tag if args.tag else ""), result, began)
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except BenchError as e:
-        print("bench: %s" % e, file=sys.stderr)
-        sys.exit(1)
-    except KeyboardInterrupt:
-        sys.exit(130)
+    common.run_main(main)
