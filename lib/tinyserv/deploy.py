@@ -141,14 +141,14 @@ class Deploy:
 
     def wait_listening(self, pid, port, timeout):
         """None once port accepts connections and web is still running SETTLE s later; else why not."""
-        from .supervisor import port_open
+        from .supervisor import listening
         deadline = time.monotonic() + timeout
         listening_at = None
         while True:
             code = procs.reap(pid)
             if code is not None:
                 return "web exited with %d at boot" % code
-            if listening_at is None and port_open(port):
+            if listening_at is None and listening(port, pid):
                 listening_at = time.monotonic()
             if listening_at is not None and time.monotonic() - listening_at >= SETTLE:
                 return None

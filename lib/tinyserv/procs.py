@@ -91,3 +91,40 @@ def has_env(pid, assignment):
             return assignment.encode() in f.read().split(b"\0")
     except OSError:
         return False
+
+
+def listening_sockets(port):
+    """Inodes of the TCP sockets listening on port (IPv4 or IPv6), from /proc/net."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as f:
+                rows = f.read().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            fields = row.split()
+            if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:  # 0A: LISTEN
+                inodes.add("socket:[%s]" % fields[9])
+    return inodes
+
+
+def group_listens(pgid, port):
+    """Does a process of group pgid hold a socket listening on port?
+
+    Knocking on the port is not enough: until the old process has let go of it, the
+    port may answer for someone else.
+    """
+    sockets = listening_sockets(port)
+    for pid in group_members(pgid) if sockets else ():
+        try:
+            fds = os.listdir("/proc/%d/fd" % pid)
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                if os.readlink("/proc/%d/fd/%s" % (pid, fd)) in sockets:
+                    return True
+            except OSError:
+                pass
+    return False

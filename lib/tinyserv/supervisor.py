@@ -43,6 +43,11 @@ def port_open(port, host="127.0.0.1"):
         return False
 
 
+def listening(port, pgid):
+    """Is it process group pgid that accepts connections on port?"""
+    return procs.group_listens(pgid, port) and port_open(port)
+
+
 class System:
     """The real world the supervisor acts on; tests pass a fake with the same methods."""
 
@@ -53,7 +58,7 @@ class System:
     alive = staticmethod(procs.alive)
     starttime = staticmethod(procs.starttime)
     group_members = staticmethod(procs.group_members)
-    port_open = staticmethod(port_open)
+    accepts = staticmethod(listening)
 
 
 class Desired:
@@ -224,7 +229,7 @@ class Supervisor:
         state = inst["state"]
         if state in RUNNING and self.exited(inst):
             self.crashed(app, inst, now)
-        elif state == "starting" and self.sys.port_open(inst["port"]):
+        elif state == "starting" and self.sys.accepts(inst["port"], inst["pgid"]):
             inst.update(state="up", since=now)
             self.event(app, "%s accepts connections on port %d" % (inst["name"], inst["port"]))
             self.dirty.add(app)

@@ -65,7 +65,7 @@ class FakeSystem:
     def group_members(self, pgid):
         return [pgid] if pgid in self.running else []
 
-    def port_open(self, port):
+    def accepts(self, port, pgid):
         return port in self.listening
 
     def sent(self, sig):
