@@ -74,20 +74,26 @@ class Deploy:
             if self.settled_ref(ref) != old:
                 raise TinyservError("%s changed while this push waited; fetch and push again" % ref)
             self.deploy(new, ref, started)
+            self.remember_receiver()
 
     def settled_ref(self, ref):
-        """The commit ref points at, once git has recorded the last push we deployed to it.
+        """The commit ref points at, once git has finished with the last push we deployed.
 
         git updates the ref only after the hook that deployed it has exited (and let go of
-        the deploy lock), so a push that waited for that lock gives git a moment first.
+        the deploy lock), so a push that waited for that lock first waits for that push's
+        git-receive-pack, the hook's parent, to finish (for at most 10 s).
         """
-        deployed = [r["commit"] for r in releases.history(self.layout, self.app) if r.get("ref") == ref]
-        deadline = time.monotonic() + 2
-        while True:
-            current = git_out(self.layout.repo(self.app), "rev-parse", "-q", "--verify", ref) or ZERO
-            if not deployed or current == deployed[-1] or time.monotonic() > deadline:
-                return current
+        last = store.read_json(self.layout.app_file(self.app, "last-push.json"), {}) or {}
+        deadline = time.monotonic() + 10
+        while last.get("pid") and procs.alive(last["pid"], last["starttime"]) and time.monotonic() < deadline:
             time.sleep(0.05)
+        return git_out(self.layout.repo(self.app), "rev-parse", "-q", "--verify", ref) or ZERO
+
+    def remember_receiver(self):
+        """Note our git-receive-pack (the hook's parent) for the next push to wait on."""
+        receiver = os.getppid()
+        store.write_json(self.layout.app_file(self.app, "last-push.json"),
+                         {"pid": receiver, "starttime": procs.starttime(receiver)})
 
     def deploy(self, commit, ref, started):
         short = commit[:7]
@@ -99,7 +105,7 @@ class Deploy:
             if "release" in meta["procfile"]:
                 self.release_phase(build_dir, meta, config)
             self.boot_check(build_dir, meta, config)
-            release = self.switch(meta, commit, ref)
+            release = self.switch(meta, commit)
         except BaseException:
             build.remove(self.layout, self.app, meta["id"])
             raise
@@ -156,13 +162,13 @@ class Deploy:
                 return "web did not listen on $PORT within %d s" % timeout
             time.sleep(0.05)
 
-    def switch(self, meta, commit, ref):
+    def switch(self, meta, commit):
         """Make the build current, let the supervisor swap processes, and verify web."""
         with store.locked(self.layout.app_file(self.app, "lock")):
             config = releases.current_config(self.layout, self.app)
             author = git_out(self.layout.repo(self.app), "log", "-1", "--format=%ae", commit)
             release = releases.add(self.layout, self.app, "Deploy %s" % commit[:7], config,
-                                   build=meta["id"], commit=commit, by=author or None, ref=ref)
+                                   build=meta["id"], commit=commit, by=author or None)
             ensure_formation(self.layout, self.app, meta["procfile"])
         self.steps.step("Launching %s on port %d" % (", ".join(t for t in meta["procfile"] if t != "release"),
                                                      releases.port(self.layout, self.app)))

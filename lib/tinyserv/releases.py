@@ -47,7 +47,7 @@ def port(layout, app):
     return store.read_json(layout.public_release(app))["port"]
 
 
-def add(layout, app, description, config, build=None, commit=None, by=None, app_port=None, ref=None):
+def add(layout, app, description, config, build=None, commit=None, by=None, app_port=None):
     """Append a release and publish it; returns the new release."""
     releases = history(layout, app)
     release = {
@@ -59,8 +59,6 @@ def add(layout, app, description, config, build=None, commit=None, by=None, app_
         "by": by or os.environ.get("USER") or "tinyserv",
         "created_at": now_iso(),
     }
-    if ref:
-        release["ref"] = ref
     save(layout, app, releases + [release], app_port)
     return release
 
