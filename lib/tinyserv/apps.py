@@ -46,12 +46,26 @@ def create(layout, name, by=None):
         if layout.exists(name):
             raise TinyservError("an app named %r already exists (see 'tinyserv apps')" % name)
         port = allocate_port(layout, start_port())
-        for sub in ("builds", "deps", "log", "run"):
-            os.makedirs(layout.app_file(name, sub), mode=0o700, exist_ok=True)
-        ensure_repo(layout, name)
-        store.write_json(layout.app_file(name, "formation.json"), {"quantity": {}, "stopped": []}, 0o644)
-        releases.add(layout, name, "Initial release", {}, by=by, app_port=port)
+        try:
+            for sub in ("builds", "deps", "log", "run"):
+                os.makedirs(layout.app_file(name, sub), mode=0o700, exist_ok=True)
+            ensure_repo(layout, name)
+            store.write_json(layout.app_file(name, "formation.json"), {"quantity": {}, "stopped": []}, 0o644)
+            releases.add(layout, name, "Initial release", {}, by=by, app_port=port)  # last: now it exists
+        except BaseException:
+            remove_app_files(layout, name)  # nothing half made stays behind
+            raise
     return info(layout, name)
+
+
+def remove_app_files(layout, name):
+    """Delete an app's public release file, repository and app directory, whichever exist."""
+    try:
+        os.unlink(layout.public_release(name))
+    except FileNotFoundError:
+        pass
+    shutil.rmtree(layout.repo(name), ignore_errors=True)
+    shutil.rmtree(layout.app_dir(name), ignore_errors=True)
 
 
 def ensure_repo(layout, name):
@@ -77,8 +91,7 @@ def destroy(layout, name):
             for pgid in pgids:
                 procs.signal_group(pgid, signal.SIGTERM)
         wait_gone(pgids, timeout=40)
-        shutil.rmtree(layout.repo(name), ignore_errors=True)
-        shutil.rmtree(layout.app_dir(name), ignore_errors=True)
+        remove_app_files(layout, name)
 
 
 def live_groups(layout, name):

@@ -206,7 +206,10 @@ def cmd_hook(layout, args):
     steps = Steps(sys.stdout)
     try:
         deploy.Deploy(layout, args.app, steps).pre_receive(sys.stdin.read())
-    except TinyservError as e:
+    except (TinyservError, OSError) as e:
+        # An OSError too (a full disk, say): the push is refused in one line like any other.
+        if os.environ.get("TINYSERV_DEBUG") == "1":
+            raise
         steps.write("")
         steps.write(" !     Push rejected: %s" % e)
         steps.write("")
