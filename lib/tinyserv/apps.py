@@ -3,11 +3,9 @@
 import errno
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
-import time
 
 from . import control, deploy, logs, procs, releases, store
 from .errors import TinyservError
@@ -60,10 +58,7 @@ def create(layout, name, by=None):
 
 def remove_app_files(layout, name):
     """Delete an app's public release file, repository and app directory, whichever exist."""
-    try:
-        os.unlink(layout.public_release(name))
-    except FileNotFoundError:
-        pass
+    store.remove(layout.public_release(name))
     shutil.rmtree(layout.repo(name), ignore_errors=True)
     shutil.rmtree(layout.app_dir(name), ignore_errors=True)
 
@@ -84,30 +79,17 @@ def destroy(layout, name):
     layout.require(name)
     with store.locked(layout.global_lock), store.locked(layout.app_file(name, "lock")):
         pgids = live_groups(layout, name)
-        os.unlink(layout.public_release(name))
-        if control.running(layout):
+        store.remove(layout.public_release(name))
+        supervised = bool(control.running(layout))
+        if supervised:  # it stops them, with the app's own grace period
             control.request(layout, {"cmd": "sync", "app": name})
-        else:
-            for pgid in pgids:
-                procs.signal_group(pgid, signal.SIGTERM)
-        wait_gone(pgids, timeout=40)
+        procs.stop_groups(pgids, grace=40, term=not supervised)
         remove_app_files(layout, name)
 
 
 def live_groups(layout, name):
     """Process groups of the app's instances whose main process still runs."""
     return [i["pgid"] for i in control.instances(layout, name) if procs.alive(i["pid"], i["starttime"])]
-
-
-def wait_gone(pgids, timeout):
-    """Wait for process groups to end; SIGKILL whatever is left at the deadline."""
-    deadline = time.monotonic() + timeout
-    while any(procs.group_members(g) for g in pgids):
-        if time.monotonic() > deadline:
-            for g in pgids:
-                procs.signal_group(g, signal.SIGKILL)
-            deadline = time.monotonic() + 5
-        time.sleep(0.05)
 
 
 def info(layout, name):

@@ -87,10 +87,7 @@ class Client:
             + ("\nGit remote tinyserv added" if repo else "")))
 
     def apps_destroy(self):
-        confirm = self.args.confirm
-        given = [n for n in (self.args.name, self.args.app) if n is not None]
-        url = None if given else gitlocal.remote_url()
-        name = check_app_name(given[0] if given else gitlocal.app_from_url(url) if url else confirm or self.app)
+        name, confirm = self.destroy_target(), self.args.confirm
         if confirm is None:
             if not sys.stdin.isatty():
                 raise TinyservError("apps:destroy %s needs --confirm %s when not run on a terminal" % (name, name))
@@ -101,6 +98,14 @@ class Client:
         self.remote.call(["apps:destroy", name])
         removed = gitlocal.in_repository() and gitlocal.remove_remote_if(name)
         self.say("Destroying ⬢ %s... done" % name + ("\nGit remote tinyserv removed" if removed else ""))
+
+    def destroy_target(self):
+        """NAME, -a, this repository's app or, with none of those, the name given to --confirm."""
+        if self.args.name is not None:
+            return check_app_name(self.args.name)
+        if self.args.app is None and self.args.confirm and not gitlocal.remote_url():
+            return check_app_name(self.args.confirm)
+        return self.app
 
     def apps_info(self):
         info = self.remote.call(["apps:info", self.app])

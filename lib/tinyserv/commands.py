@@ -9,7 +9,7 @@ import re
 import sys
 import time
 
-from . import apps, control, deploy, logs, printer, releases, store
+from . import apps, control, deploy, logs, printer, procs, releases, store
 from .errors import TinyservError
 from .printer import Steps
 
@@ -163,8 +163,7 @@ def cmd_run(layout, args):
 def cmd_startup(layout, args):
     """At boot: start the supervisor, bring every app to its formation, report."""
     layout.ensure()
-    if os.path.exists(layout.shutdown_marker):
-        os.unlink(layout.shutdown_marker)
+    store.remove(layout.shutdown_marker)
     control.sync(layout)
     failed = []
     for name in layout.apps():
@@ -184,13 +183,8 @@ def cmd_shutdown(layout, args):
     layout.ensure()
     store.write_atomic(layout.shutdown_marker, time.strftime("%Y-%m-%dT%H:%M:%SZ\n", time.gmtime()))
     control.stop_supervisor(layout)
-    leftovers = [g for name in layout.apps() for g in apps.live_groups(layout, name)]
-    if leftovers:
-        import signal
-        from . import procs
-        for pgid in leftovers:
-            procs.signal_group(pgid, signal.SIGTERM)
-        apps.wait_gone(leftovers, timeout=30)
+    # Processes no supervisor was watching (it had been killed) get the same treatment.
+    procs.stop_groups([g for name in layout.apps() for g in apps.live_groups(layout, name)], grace=30)
     print("tinyserv: every app stopped")
 
 

@@ -9,7 +9,7 @@ import time
 
 from . import procs, releases, store
 from .errors import TinyservError
-from .supervisor import recv_line
+from .supervisor import desired_state, recv_line
 
 REMOTE_SCRIPT = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.realpath(__file__)))), "bin", "tinyserv-remote")
@@ -100,7 +100,6 @@ def wait_for_web(layout, app, version, timeout, settle=0.3):
 
 def expects_web(layout, app):
     """Does the formation want at least one web instance?"""
-    from .supervisor import desired_state
     want = desired_state(layout, app)
     return bool(want and any(name.startswith("web.") for name in want.instances))
 

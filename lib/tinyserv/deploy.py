@@ -115,7 +115,7 @@ class Deploy:
             release["version"], short, time.monotonic() - started, url))
 
     def protected(self):
-        """Builds that must not be pruned: the ones releases still point at."""
+        """The build that must survive pruning whatever its age: the current release's."""
         return {r["build"] for r in releases.history(self.layout, self.app)[-1:] if r["build"]}
 
     def release_phase(self, build_dir, meta, config):
@@ -137,7 +137,8 @@ class Deploy:
             try:
                 failure = self.wait_listening(pid, port, timeout)
             finally:
-                stop_group(pid)
+                procs.stop_groups([pid], grace=5)
+                procs.reap(pid)
             if failure:
                 out.seek(0)
                 for line in collections.deque(out.read().decode("utf-8", "replace").splitlines(), 15):
@@ -183,7 +184,6 @@ class Deploy:
         self.steps.detail("done, web is up")
         return release
 
-
     def switch_back(self, release):
         """The new release failed on the app's port: drop it and wait for the old one to serve."""
         with store.locked(self.layout.app_file(self.app, "lock")):
@@ -206,19 +206,6 @@ def ensure_formation(layout, app, procfile):
         if ptype != "release":
             formation["quantity"].setdefault(ptype, 1)
     store.write_json(path, formation, mode=0o644)
-
-
-def stop_group(pid, grace=5):
-    """SIGTERM a process group, SIGKILL it after grace seconds, reap the leader."""
-    import signal
-    procs.signal_group(pid, signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    while procs.group_members(pid) and time.monotonic() < deadline:
-        procs.reap(pid)
-        time.sleep(0.05)
-    procs.signal_group(pid, signal.SIGKILL)
-    while procs.reap(pid) is None and procs.alive(pid):
-        time.sleep(0.02)
 
 
 def hook_script(layout, app, python, remote_script):

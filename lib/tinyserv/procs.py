@@ -2,6 +2,7 @@
 
 import os
 import signal
+import time
 
 
 def proc_stat(pid):
@@ -49,6 +50,24 @@ def signal_group(pgid, sig):
         os.killpg(pgid, sig)
     except (ProcessLookupError, PermissionError):
         pass
+
+
+def stop_groups(pgids, grace, term=True):
+    """SIGTERM the groups (unless term is False: already asked), wait for them to end,
+    SIGKILL whatever is left after grace seconds; give up 5 s after that."""
+    if term:
+        for pgid in pgids:
+            signal_group(pgid, signal.SIGTERM)
+    deadline, killed = time.monotonic() + grace, False
+    while any(group_members(g) for g in pgids):
+        if time.monotonic() > deadline:
+            if killed:
+                return False
+            for pgid in pgids:
+                signal_group(pgid, signal.SIGKILL)
+            deadline, killed = time.monotonic() + 5, True
+        time.sleep(0.05)
+    return True
 
 
 def spawn(argv, cwd, env, out_fd):

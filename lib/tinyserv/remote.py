@@ -6,7 +6,6 @@ supervisor process does not carry them.
 """
 
 import argparse
-import os
 import sys
 
 from .errors import ArgumentParser, guarded, parse
@@ -16,8 +15,9 @@ from .layout import Layout, server_root
 def cmd_supervise(layout, args):
     """Run the supervisor in the foreground (systemd's ExecStart, or started on demand)."""
     from . import supervisor
-    if args.boot and os.path.exists(layout.shutdown_marker):
-        os.unlink(layout.shutdown_marker)
+    if args.boot:
+        from .store import remove
+        remove(layout.shutdown_marker)
     return supervisor.main(layout, wait=not args.if_none)
 
 

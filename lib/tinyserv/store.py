@@ -33,6 +33,14 @@ def write_json(path, value, mode=0o600):
     write_atomic(path, json.dumps(value, indent=2, sort_keys=True) + "\n", mode)
 
 
+def remove(path):
+    """Delete a file if it is there."""
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
 def read_json(path, default=None):
     """Read JSON from path; default when the file does not exist."""
     try:

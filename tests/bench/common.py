@@ -21,6 +21,9 @@ import http.client
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 RESULTS = os.path.join(REPO, "tests", "bench", "results")
+
+sys.path.insert(0, os.path.join(REPO, "lib"))
+from tinyserv.apps import port_free  # noqa: E402  the same "is this port free" tinyserv asks
 SERVER_PYTHON = "/usr/bin/python3"  # Debian's, the server's Python in the e2e container
 BASE_PATH = "/usr/local/bin:/usr/bin:/bin"  # what tinyserv gives builds and apps (appenv.BASE_PATH)
 
@@ -71,17 +74,6 @@ def wait_for_body(port, contains, started, timeout=120, interval=0.01):
             return time.monotonic() - started
         time.sleep(interval)
     raise BenchError("port %d did not answer with %r within %d s" % (port, contains, timeout))
-
-
-def port_free(port):
-    """Nothing listens on port, on any address (what tinyserv's own check asks)."""
-    with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind(("0.0.0.0", port))
-            return True
-        except OSError:
-            return False
 
 
 def free_block(first, count, last=39000):
