@@ -7,11 +7,17 @@ same environment, so nothing is inherited from whoever happened to start them.
 import os
 import pwd
 
+from .procs import MARK
+
 BASE_PATH = "/usr/local/bin:/usr/bin:/bin"
 
 
-def base_env(build_dir, meta):
-    """HOME, USER, LANG and a PATH with the build's own tool directories first."""
+def base_env(build_dir, meta, mark):
+    """HOME, USER, LANG, a PATH with the build's own tool directories first, and the process mark.
+
+    TINYSERV_INSTANCE (mark) is how tinyserv finds every process a build or an instance
+    started, even daemons that left its process group.
+    """
     user = pwd.getpwuid(os.getuid())
     path = [os.path.join(build_dir, p) for p in meta.get("path", [])] + [BASE_PATH]
     env = {
@@ -22,13 +28,14 @@ def base_env(build_dir, meta):
         "PATH": ":".join(path),
     }
     env.update(meta.get("env", {}))
+    env[MARK] = mark
     return env
 
 
-def process_env(build_dir, meta, config, app, name, port, version):
+def process_env(build_dir, meta, config, app, name, port, version, mark):
     """Environment of one process: base, then config vars, then what tinyserv sets."""
-    env = base_env(build_dir, meta)
+    env = base_env(build_dir, meta, mark)
     env.update(config)
     env.update(PORT=str(port), DYNO=name, PS=name, TINYSERV_APP=app,
-               TINYSERV_RELEASE="v%d" % version)
+               TINYSERV_RELEASE="v%d" % version, TINYSERV_INSTANCE=mark)
     return env

@@ -7,7 +7,7 @@ import socket
 import subprocess
 import sys
 
-from . import control, deploy, logs, procs, releases, store
+from . import appstate, control, deploy, logs, procs, releases, store
 from .errors import TinyservError
 from .layout import start_port
 from .names import check_app_name, check_config_key
@@ -48,7 +48,7 @@ def create(layout, name, by=None):
             for sub in ("builds", "deps", "log", "run"):
                 os.makedirs(layout.app_file(name, sub), mode=0o700, exist_ok=True)
             ensure_repo(layout, name)
-            store.write_json(layout.app_file(name, "formation.json"), {"quantity": {}, "stopped": []}, 0o644)
+            appstate.save_formation(layout, name, {"quantity": {}, "stopped": []})
             releases.add(layout, name, "Initial release", {}, by=by, app_port=port)  # last: now it exists
         except BaseException:
             remove_app_files(layout, name)  # nothing half made stays behind
@@ -140,8 +140,8 @@ def formation(layout, name):
     release = releases.current(layout, name)
     if not release or not release["build"]:
         return {}
-    meta = store.read_json(layout.build_meta(name, release["build"]), {})
-    saved = store.read_json(layout.app_file(name, "formation.json"), {"quantity": {}, "stopped": []})
+    meta = appstate.build_meta(layout, name, release["build"])
+    saved = appstate.formation(layout, name)
     return {t: {"quantity": saved["quantity"].get(t, 1), "stopped": t in saved["stopped"],
                 "command": meta["procfile"][t]} for t in process_types(meta.get("procfile", {}))}
 
@@ -163,10 +163,9 @@ def scale(layout, name, changes):
             if ptype == "web" and count > 1:
                 raise TinyservError("web cannot run more than 1 instance until tinyserv has its "
                                     "reverse proxy (instances would share one port)")
-        path = layout.app_file(name, "formation.json")
-        saved = store.read_json(path, {"quantity": {}, "stopped": []})
+        saved = appstate.formation(layout, name)
         saved["quantity"].update(changes)
-        store.write_json(path, saved, 0o644)
+        appstate.save_formation(layout, name, saved)
     logs.append(layout.log_file(name), "tinyserv", "Scaled to " + ", ".join(
         "%s@%d" % item for item in sorted(changes.items())))
     control.sync(layout, name)
@@ -187,10 +186,9 @@ def set_stopped(layout, name, ptype, stopped):
     with store.locked(layout.app_file(name, "lock")):
         if ptype not in formation(layout, name):
             raise TinyservError("no %r process type in %s's Procfile" % (ptype, name))
-        path = layout.app_file(name, "formation.json")
-        saved = store.read_json(path, {"quantity": {}, "stopped": []})
+        saved = appstate.formation(layout, name)
         saved["stopped"] = sorted(set(saved["stopped"]) - {ptype} | ({ptype} if stopped else set()))
-        store.write_json(path, saved, 0o644)
+        appstate.save_formation(layout, name, saved)
     logs.append(layout.log_file(name), "tinyserv", "%s %s" % ("Stopped" if stopped else "Started", ptype))
     control.sync(layout, name)
     if ptype == "web" and not stopped:

@@ -147,7 +147,7 @@ class Builder:
 
     def env(self, build_dir, meta):
         """What build commands run with: the app's base environment and its config vars."""
-        env = appenv.base_env(build_dir, meta)
+        env = appenv.base_env(build_dir, meta, self.layout.mark(self.app, "build." + meta["id"]))
         env.update(self.config)
         return env
 
@@ -237,7 +237,7 @@ def prune(layout, app, keep, protect):
     doomed = [b for b in ids[:-keep] if b not in protect] if keep > 0 else []
     for build_id in doomed:
         remove(layout, app, build_id)
-    used = {store.read_json(layout.build_meta(app, b)).get("deps") for b in ids if b not in doomed}
+    used = {(store.read_json(layout.build_meta(app, b)) or {}).get("deps") for b in ids if b not in doomed}
     deps_dir = layout.app_file(app, "deps")
     for key in os.listdir(deps_dir) if os.path.isdir(deps_dir) else []:
         if key not in used:

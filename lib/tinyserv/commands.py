@@ -141,15 +141,16 @@ def cmd_rollback(layout, args):
 
 def cmd_run(layout, args):
     """Replace this process with the command, in the current build, with the app's config."""
-    from . import appenv
+    from . import appenv, appstate
     layout.require(args.app)
     release = releases.current(layout, args.app)
     if not release["build"]:
         raise TinyservError("%s has not been deployed yet: push it first" % args.app)
     build_dir = layout.build_dir(args.app, release["build"])
-    meta = store.read_json(layout.build_meta(args.app, release["build"]))
+    meta = appstate.build_meta(layout, args.app, release["build"])
     env = appenv.process_env(build_dir, meta, release["config"], args.app, "run.1",
-                             releases.port(layout, args.app), release["version"])
+                             releases.port(layout, args.app), release["version"],
+                             layout.mark(args.app, "run.%d" % os.getpid()))
     argv = ["/bin/sh", "-c", args.command[0]] if len(args.command) == 1 else args.command
     if not argv:
         raise TinyservError("run needs a command, e.g. 'tinyserv run bash'")

@@ -7,7 +7,7 @@ import subprocess
 import sys
 import time
 
-from . import procs, releases, store
+from . import appstate, procs, releases
 from .errors import TinyservError
 from .supervisor import desired_state, recv_line
 
@@ -66,7 +66,7 @@ def sync(layout, app=None):
 
 def instances(layout, app):
     """The supervisor's last word on app's instances (list of dicts)."""
-    return (store.read_json(layout.state_file(app), {}) or {}).get("instances", [])
+    return appstate.instances(layout, app)
 
 
 def wait_for_web(layout, app, version, timeout, settle=0.3):

@@ -13,7 +13,7 @@ import subprocess
 import tempfile
 import time
 
-from . import appenv, build, control, logs, procs, releases, store
+from . import appenv, appstate, build, control, logs, procs, releases, store
 from .errors import TinyservError
 from .names import number
 
@@ -122,7 +122,7 @@ class Deploy:
         command = meta["procfile"]["release"]
         self.steps.step("Running release command: %s" % command)
         env = appenv.process_env(build_dir, meta, config, self.app, "release.1",
-                                 releases.port(self.layout, self.app), 0)
+                                 releases.port(self.layout, self.app), 0, self.layout.mark(self.app, "release.1"))
         build.run_streamed(["/bin/sh", "-c", command], build_dir, env, self.steps, "the release command")
 
     def boot_check(self, build_dir, meta, config):
@@ -131,7 +131,8 @@ class Deploy:
         port = free_port()
         self.steps.step("Checking that web boots (trial port %d, up to %d s)" % (port, timeout))
         env = appenv.process_env(build_dir, meta, config, self.app, "web.1",
-                                 port, len(releases.history(self.layout, self.app)) + 1)
+                                 port, len(releases.history(self.layout, self.app)) + 1,
+                                 self.layout.mark(self.app, "trial.web.1"))
         with tempfile.TemporaryFile() as out:
             pid = procs.spawn(["/bin/sh", "-c", meta["procfile"]["web"]], build_dir, env, out.fileno())
             try:
@@ -170,7 +171,7 @@ class Deploy:
             author = git_out(self.layout.repo(self.app), "log", "-1", "--format=%ae", commit)
             release = releases.add(self.layout, self.app, "Deploy %s" % commit[:7], config,
                                    build=meta["id"], commit=commit, by=author or None)
-            ensure_formation(self.layout, self.app, meta["procfile"])
+            appstate.ensure_formation(self.layout, self.app, meta["procfile"])
         self.steps.step("Launching %s on port %d" % (", ".join(t for t in meta["procfile"] if t != "release"),
                                                      releases.port(self.layout, self.app)))
         logs.append(self.layout.log_file(self.app), "tinyserv", "Release v%d: %s" % (
@@ -196,16 +197,6 @@ class Deploy:
         control.sync(self.layout, self.app)
         if previous["build"]:
             control.wait_for_web(self.layout, self.app, previous["version"], boot_timeout(previous["config"]))
-
-
-def ensure_formation(layout, app, procfile):
-    """Give every process type in the Procfile an instance count (1 unless scaled)."""
-    path = layout.app_file(app, "formation.json")
-    formation = store.read_json(path, {"quantity": {}, "stopped": []})
-    for ptype in procfile:
-        if ptype != "release":
-            formation["quantity"].setdefault(ptype, 1)
-    store.write_json(path, formation, mode=0o644)
 
 
 def hook_script(layout, app, python, remote_script):

@@ -11,6 +11,7 @@
   run/                    the supervisor's socket, pid file and own log
 """
 
+import hashlib
 import os
 
 from .errors import TinyservError
@@ -47,6 +48,19 @@ class Layout:
         self.supervisor_pid = os.path.join(self.run_dir, "supervisor.pid")
         self.supervisor_log = os.path.join(self.run_dir, "supervisor.log")
         self.shutdown_marker = os.path.join(self.run_dir, "shut-down")
+
+    @property
+    def tag(self):
+        """A short name of this root, so two roots on one machine never claim each other's processes."""
+        return hashlib.sha256(self.root.encode()).hexdigest()[:8]
+
+    def mark(self, app, ident):
+        """TINYSERV_INSTANCE of one process tree of app (an instance, a build, a trial boot)."""
+        return "%s:%s:%s" % (self.tag, check_app_name(app), ident)
+
+    def app_marks(self, app):
+        """The prefix every TINYSERV_INSTANCE of app starts with."""
+        return "%s:%s:" % (self.tag, check_app_name(app))
 
     def ensure(self):
         """Create the top-level directories (safe to run twice)."""

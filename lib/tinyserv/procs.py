@@ -4,6 +4,8 @@ import os
 import signal
 import time
 
+from .errors import TinyservError
+
 
 def proc_stat(pid):
     """(state letter, process group, start time in ticks) of pid, or None if it is gone."""
@@ -52,22 +54,87 @@ def signal_group(pgid, sig):
         pass
 
 
-def stop_groups(pgids, grace, term=True):
-    """SIGTERM the groups (unless term is False: already asked), wait for them to end,
-    SIGKILL whatever is left after grace seconds; give up 5 s after that."""
-    if term:
+MARK = "TINYSERV_INSTANCE"
+
+
+def env_value(pid, name):
+    """The value of one variable in pid's environment as it was started, or None."""
+    try:
+        with open("/proc/%d/environ" % pid, "rb") as f:
+            data = f.read()
+    except OSError:
+        return None
+    prefix = name.encode() + b"="
+    for item in data.split(b"\0"):
+        if item.startswith(prefix):
+            return item[len(prefix):].decode("utf-8", "replace")
+    return None
+
+
+def marked(marks):
+    """[(pid, starttime)] of live processes whose TINYSERV_INSTANCE matches one of marks.
+
+    A mark ending in ':' matches every value it starts with (all of an app's processes);
+    any other mark matches exactly (one instance). Daemons that left their process group
+    (setsid, double fork) still carry the variable they were started with.
+    """
+    found = []
+    me = os.getpid()
+    for name in os.listdir("/proc"):
+        if not name.isdigit() or int(name) == me:
+            continue
+        value = env_value(int(name), MARK)
+        if value is not None and any(value == m or (m.endswith(":") and value.startswith(m)) for m in marks):
+            stat = proc_stat(int(name))
+            if stat and stat[0] not in "ZX":
+                found.append((int(name), stat[2]))
+    return found
+
+
+def signal_pids(pids, sig):
+    """Send sig to each (pid, starttime) that is still that process."""
+    for pid, started in pids:
+        if alive(pid, started):
+            try:
+                os.kill(pid, sig)
+            except (ProcessLookupError, PermissionError):
+                pass
+
+
+def stop_groups(pgids, grace, term=True, marks=()):
+    """Stop process groups and every process carrying one of marks; return the survivors.
+
+    SIGTERM (unless term is False: already asked), wait up to grace seconds, SIGKILL what
+    is left, wait 5 s more. Returns the pids still alive then ([] when everything ended).
+    """
+    strays = marked(marks) if marks else []
+
+    def left():
+        return [p for g in pgids for p in group_members(g)] + [p for p, s in strays if alive(p, s)]
+
+    def send(sig):
         for pgid in pgids:
-            signal_group(pgid, signal.SIGTERM)
+            signal_group(pgid, sig)
+        signal_pids(strays, sig)
+    if term:
+        send(signal.SIGTERM)
     deadline, killed = time.monotonic() + grace, False
-    while any(group_members(g) for g in pgids):
+    while left():
         if time.monotonic() > deadline:
             if killed:
-                return False
-            for pgid in pgids:
-                signal_group(pgid, signal.SIGKILL)
+                return left()
+            send(signal.SIGKILL)
             deadline, killed = time.monotonic() + 5, True
         time.sleep(0.05)
-    return True
+    return []
+
+
+def stop(pgids, grace, what, term=True, marks=()):
+    """stop_groups, but processes that survive SIGKILL are an error the caller must act on."""
+    survivors = stop_groups(pgids, grace, term, marks)
+    if survivors:
+        raise TinyservError("%s: processes %s did not stop even after SIGKILL (stuck in the kernel?); "
+                            "check them with ps and try again" % (what, ", ".join(map(str, survivors))))
 
 
 def spawn(argv, cwd, env, out_fd):
@@ -105,11 +172,8 @@ def reap(pid):
 
 def has_env(pid, assignment):
     """Was pid started with this exact NAME=value in its environment?"""
-    try:
-        with open("/proc/%d/environ" % pid, "rb") as f:
-            return assignment.encode() in f.read().split(b"\0")
-    except OSError:
-        return False
+    name, _, value = assignment.partition("=")
+    return env_value(pid, name) == value
 
 
 def listening_sockets(port):

@@ -10,6 +10,12 @@ import time
 
 from . import store
 from .errors import TinyservError
+from .store import mapping_of
+
+RELEASE = {"version": int, "description": str, "config": mapping_of(str), "build": (str, None),
+           "commit": (str, None), "by": str, "created_at": str, "?ref": (str, None)}
+HISTORY = {"releases": [RELEASE]}
+PUBLIC = {"port": int}
 
 
 def now_iso(clock=time.time):
@@ -19,7 +25,7 @@ def now_iso(clock=time.time):
 
 def history(layout, app):
     """All releases of app, oldest first."""
-    return store.read_json(layout.app_file(app, "history.json"), {"releases": []})["releases"]
+    return store.load(layout.app_file(app, "history.json"), HISTORY, {"releases": []})["releases"]
 
 
 def current(layout, app):
@@ -44,7 +50,7 @@ def find(layout, app, version):
 
 def port(layout, app):
     """The app's port, from its public release file."""
-    return store.read_json(layout.public_release(app))["port"]
+    return store.load(layout.public_release(app), PUBLIC)["port"]
 
 
 def add(layout, app, description, config, build=None, commit=None, by=None, app_port=None):

@@ -14,6 +14,13 @@ def write_atomic(path, data, mode=0o600):
     if isinstance(data, str):
         data = data.encode("utf-8")
     tmp = os.path.join(os.path.dirname(path) or ".", ".tmp-%d-%d" % (os.getpid(), time.time_ns()))
+    try:
+        _write_then_rename(tmp, path, data, mode)
+    except OSError as e:
+        raise TinyservError("cannot write %s: %s" % (path, e.strerror)) from None
+
+
+def _write_then_rename(tmp, path, data, mode):
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         with os.fdopen(fd, "wb") as out:
@@ -44,18 +51,101 @@ def remove(path):
 def read_json(path, default=None):
     """Read JSON from path; default when the file does not exist."""
     try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
+        with open(path, "rb") as f:
+            data = f.read(MAX_STATE_BYTES + 1)
     except FileNotFoundError:
         return default
+    except OSError as e:
+        raise TinyservError("cannot read %s: %s" % (path, e.strerror)) from None
+    if len(data) > MAX_STATE_BYTES:
+        raise TinyservError("%s is damaged (larger than %d bytes)" % (path, MAX_STATE_BYTES))
+    try:
+        return json.loads(data.decode("utf-8"))
     except ValueError as e:
-        raise TinyservError("%s is not valid JSON (%s)" % (path, e)) from e
+        raise TinyservError("%s is damaged (not valid JSON: %s)" % (path, e)) from None
+
+
+MAX_STATE_BYTES = 64 * 1024 * 1024
+MISSING = object()
+
+
+def load(path, shape, default=MISSING):
+    """Read a state file and check that it has shape; the one way state comes off the disk.
+
+    A file that is missing gives default (an error when there is none); one that is not
+    JSON or not of the expected shape is an error that names the file and what is wrong.
+    """
+    value = read_json(path, MISSING)
+    if value is MISSING:
+        if default is MISSING:
+            raise TinyservError("%s is missing" % path)
+        return default
+    problem = mismatch(value, shape, "")
+    if problem:
+        raise TinyservError("%s is damaged (%s)" % (path, problem))
+    return value
+
+
+def mismatch(value, shape, where):
+    """Why value does not have shape, or None. Shapes: a type or tuple of types (None for null),
+    [shape] for a list of them, {key: shape} for an object ('?key' when the key is optional),
+    or a function that returns the problem or None."""
+    at = " at %s" % where if where else ""
+    if isinstance(shape, dict):
+        if not isinstance(value, dict):
+            return "expected an object%s" % at
+        for key, sub in shape.items():
+            name = key.lstrip("?")
+            if name not in value:
+                if key.startswith("?"):
+                    continue
+                return "%s is missing%s" % (name, at)
+            problem = mismatch(value[name], sub, (where + "." if where else "") + name)
+            if problem:
+                return problem
+        return None
+    if isinstance(shape, list):
+        if not isinstance(value, list):
+            return "expected a list%s" % at
+        for n, item in enumerate(value):
+            problem = mismatch(item, shape[0], "%s[%d]" % (where, n))
+            if problem:
+                return problem
+        return None
+    if callable(shape) and not isinstance(shape, type):
+        problem = shape(value)
+        return problem and problem + at
+    types = tuple(type(None) if t is None else t for t in (shape if isinstance(shape, tuple) else (shape,)))
+    if isinstance(value, bool) and bool not in types or not isinstance(value, types):
+        return "expected %s%s, found %s" % (" or ".join(_type_name(t) for t in types), at, _type_name(type(value)))
+    return None
+
+
+def _type_name(t):
+    return {str: "text", int: "a whole number", float: "a number", bool: "true/false", dict: "an object",
+            list: "a list", type(None): "null"}.get(t, t.__name__)
+
+
+def mapping_of(shape):
+    """A shape: an object whose values all have shape (keys are free)."""
+    def check(value):
+        if not isinstance(value, dict):
+            return "expected an object"
+        for key, item in value.items():
+            problem = mismatch(item, shape, key)
+            if problem:
+                return problem
+        return None
+    return check
 
 
 @contextlib.contextmanager
 def locked(path, timeout=None, waiting=None):
     """Hold an exclusive flock on path; wait up to timeout seconds (None: forever)."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as e:
+        raise TinyservError("cannot open the lock %s: %s" % (path, e.strerror)) from None
     try:
         _acquire(fd, timeout, waiting)
         yield

@@ -16,7 +16,7 @@ import sys
 import time
 import traceback
 
-from . import appenv, procs, releases, store
+from . import appenv, appstate, procs, releases, store
 from .errors import TinyservError
 from .logs import LogFile
 from .names import number
@@ -82,11 +82,11 @@ def desired_state(layout, app):
     if not layout.exists(app):
         return None
     release = releases.current(layout, app)
-    meta = store.read_json(layout.build_meta(app, release["build"])) if release and release["build"] else None
+    meta = appstate.build_meta(layout, app, release["build"]) if release and release["build"] else None
     if meta is None:
         return Desired(release, None, None, {}, 30.0)
-    formation = store.read_json(layout.app_file(app, "formation.json"), {})
-    quantity, stopped = formation.get("quantity", {}), formation.get("stopped", [])
+    formation = appstate.formation(layout, app)
+    quantity, stopped = formation["quantity"], formation["stopped"]
     instances = {}
     for ptype in process_types(meta["procfile"]):
         if ptype not in stopped:
@@ -157,7 +157,8 @@ class Supervisor:
         reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
         port = releases.port(self.layout, app)
         version = want.release["version"]
-        env = appenv.process_env(want.build_dir, want.meta, want.release["config"], app, name, port, version)
+        mark = self.layout.mark(app, "%s@%d" % (name, time.time_ns()))
+        env = appenv.process_env(want.build_dir, want.meta, want.release["config"], app, name, port, version, mark)
         try:
             pid = self.sys.spawn(["/bin/sh", "-c", command], want.build_dir, env, out)
         finally:
@@ -167,7 +168,7 @@ class Supervisor:
             "name": name, "type": name.split(".")[0], "version": version, "command": command,
             "pid": pid, "pgid": pid, "starttime": self.sys.starttime(pid), "child": True,
             "state": "starting", "since": now, "started": now, "restarts": restarts,
-            "exit_code": None, "next_try": None, "fifo": fifo, "port": port, "grace": want.grace,
+            "exit_code": None, "next_try": None, "fifo": fifo, "port": port, "grace": want.grace, "mark": mark,
         }
         if inst["type"] != "web":
             inst["state"] = "up"
@@ -339,19 +340,21 @@ class Supervisor:
     def adopt(self):
         """Take over the live instances a previous supervisor left behind."""
         for app in self.layout.apps():
-            saved = store.read_json(self.layout.state_file(app), {}) or {}
-            for inst in saved.get("instances", []):
+            try:
+                saved = appstate.supervisor_state(self.layout, app)
+            except TinyservError as e:
+                self.event(app, "cannot adopt this app's processes: %s" % e)
+                continue
+            for inst in saved["instances"]:
                 if inst.get("state") in RUNNING + ("stopping",) and self.sys.alive(inst["pid"], inst["starttime"]):
                     self.take_over(app, inst)
                 else:
                     self.kill_leftovers(app, inst)
 
     def kill_leftovers(self, app, inst):
-        """Kill processes an instance whose main process died left behind (by their DYNO)."""
-        for pid in self.sys.group_members(inst.get("pgid") or -1):
-            if procs.has_env(pid, "TINYSERV_APP=" + app) and procs.has_env(pid, "DYNO=" + inst["name"]):
-                self.sys.signal_group(inst["pgid"], signal.SIGKILL)
-                return
+        """Kill processes an instance whose main process died left behind (by their mark)."""
+        if inst.get("mark"):
+            procs.signal_pids(procs.marked([inst["mark"]]), signal.SIGKILL)
 
     def take_over(self, app, inst):
         try:

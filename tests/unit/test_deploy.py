@@ -5,7 +5,7 @@ import subprocess
 
 import pytest
 
-from tinyserv import deploy, store
+from tinyserv import appstate, deploy, store
 from tinyserv.layout import Layout
 
 OLD = "a" * 40
@@ -91,20 +91,20 @@ def formation(layout):
 
 
 def test_ensure_formation_gives_every_process_type_one_instance(app_dir):
-    deploy.ensure_formation(app_dir, "myapp", {"release": "m", "web": "a", "worker": "b"})
+    appstate.ensure_formation(app_dir, "myapp", {"release": "m", "web": "a", "worker": "b"})
     assert formation(app_dir) == {"quantity": {"web": 1, "worker": 1}, "stopped": []}
 
 
 def test_ensure_formation_keeps_scaled_counts_and_stopped_types(app_dir):
     store.write_json(app_dir.app_file("myapp", "formation.json"),
                      {"quantity": {"web": 0, "worker": 3}, "stopped": ["worker"]})
-    deploy.ensure_formation(app_dir, "myapp", {"web": "a", "worker": "b", "clock": "c"})
+    appstate.ensure_formation(app_dir, "myapp", {"web": "a", "worker": "b", "clock": "c"})
     assert formation(app_dir) == {"quantity": {"web": 0, "worker": 3, "clock": 1}, "stopped": ["worker"]}
 
 
 def test_ensure_formation_is_safe_to_run_twice(app_dir):
     procfile = {"web": "a"}
-    deploy.ensure_formation(app_dir, "myapp", procfile)
-    deploy.ensure_formation(app_dir, "myapp", procfile)
+    appstate.ensure_formation(app_dir, "myapp", procfile)
+    appstate.ensure_formation(app_dir, "myapp", procfile)
     assert formation(app_dir) == {"quantity": {"web": 1}, "stopped": []}
     assert os.stat(app_dir.app_file("myapp", "formation.json")).st_mode & 0o777 == 0o644

@@ -87,7 +87,7 @@ def test_a_missing_file_reads_as_the_default(tmp_path, default):
 def test_invalid_json_raises_the_project_error_naming_the_file(tmp_path, text):
     path = tmp_path / "broken.json"
     path.write_bytes(text.encode("latin-1"))
-    with pytest.raises(TinyservError, match="broken.json is not valid JSON"):
+    with pytest.raises(TinyservError, match="broken.json is damaged \\(not valid JSON"):
         store.read_json(str(path))
 
 
@@ -148,3 +148,45 @@ def test_a_lock_file_is_created_private(tmp_path):
     with store.locked(path):
         pass
     assert os.stat(path).st_mode & 0o777 == 0o600
+
+
+SHAPE = {"version": int, "name": str, "config": store.mapping_of(str), "build": (str, None), "?ref": str,
+         "items": [{"n": int}]}
+GOOD = {"version": 3, "name": "x", "config": {"A": "1"}, "build": None, "items": [{"n": 1}]}
+
+
+@pytest.mark.parametrize("value, problem", [
+    ([], "expected an object"),
+    ({**GOOD, "version": "3"}, "expected a whole number at version, found text"),
+    ({**GOOD, "version": True}, "expected a whole number at version, found true/false"),
+    ({k: v for k, v in GOOD.items() if k != "name"}, "name is missing"),
+    ({**GOOD, "config": {"A": 1}}, "expected text at A, found a whole number at config"),
+    ({**GOOD, "build": 5}, "expected text or null at build"),
+    ({**GOOD, "ref": None}, "expected text at ref, found null"),
+    ({**GOOD, "items": {}}, "expected a list at items"),
+    ({**GOOD, "items": [{"n": 1}, {"n": "2"}]}, "expected a whole number at items[1].n"),
+])
+def test_load_names_the_file_and_what_is_wrong_with_its_shape(tmp_path, value, problem):
+    path = tmp_path / "state.json"
+    store.write_json(str(path), value)
+    with pytest.raises(TinyservError) as error:
+        store.load(str(path), SHAPE)
+    assert str(error.value).startswith(str(path) + " is damaged (")
+    assert problem in str(error.value)
+
+
+def test_load_returns_a_file_of_the_right_shape_and_the_default_when_it_is_missing(tmp_path):
+    path = tmp_path / "state.json"
+    assert store.load(str(path), SHAPE, "default") == "default"
+    store.write_json(str(path), {**GOOD, "ref": "refs/heads/main"})
+    assert store.load(str(path), SHAPE)["ref"] == "refs/heads/main"
+
+
+def test_load_without_a_default_calls_a_missing_file_an_error(tmp_path):
+    with pytest.raises(TinyservError, match="state.json is missing"):
+        store.load(str(tmp_path / "state.json"), SHAPE)
+
+
+def test_a_write_that_fails_is_one_project_error_naming_the_file(tmp_path):
+    with pytest.raises(TinyservError, match="cannot write .*/no-such-dir/x.json: No such file or directory"):
+        store.write_json(str(tmp_path / "no-such-dir" / "x.json"), {})

@@ -84,7 +84,8 @@ def make_app(layout, procfile=PROCFILE, config=None, formation=None, build="b1")
 def deploy(layout, procfile=PROCFILE, config=None, build="b2"):
     """A new build with its meta, and a release that runs it."""
     os.makedirs(layout.build_dir(APP, build), exist_ok=True)
-    store.write_json(layout.build_meta(APP, build), {"id": build, "procfile": procfile, "path": ["bin"]})
+    store.write_json(layout.build_meta(APP, build), {"id": build, "commit": build * 10, "procfile": procfile,
+                                                 "path": ["bin"], "env": {}})
     return releases.add(layout, APP, "Deploy " + build, config or {}, build=build, commit=build * 10, by="test")
 
 

@@ -1,0 +1,51 @@
+"""An app's state files besides its releases, each read through one loader that checks its shape.
+
+  apps/<app>/formation.json     {"quantity": {type: N}, "stopped": [type]}
+  apps/<app>/builds/<id>.json   what a build made: Procfile, runtime, PATH and env additions
+  apps/<app>/run/state.json     the supervisor's view of the app's instances
+"""
+
+from . import store
+from .procfile import process_types
+from .store import mapping_of
+
+MAX_PER_TYPE = 100  # Heroku caps a process type at 100 dynos
+
+FORMATION = {"quantity": mapping_of(int), "stopped": [str]}
+BUILD = {"id": str, "commit": str, "procfile": mapping_of(str), "path": [str], "env": mapping_of(str),
+         "?runtime": str, "?deps": str}
+INSTANCE = {"name": str, "type": str, "version": int, "pid": int, "pgid": int, "starttime": (int, None),
+            "state": str, "?fifo": (str, None), "?mark": str}
+STATE = {"instances": [INSTANCE], "?broken": (str, None)}
+
+
+def formation(layout, app):
+    """The saved formation (instance counts and stopped types); empty when there is none."""
+    return store.load(layout.app_file(app, "formation.json"), FORMATION, {"quantity": {}, "stopped": []})
+
+
+def save_formation(layout, app, saved):
+    store.write_json(layout.app_file(app, "formation.json"), saved, 0o644)
+
+
+def ensure_formation(layout, app, procfile):
+    """Give every process type in the Procfile an instance count (1 unless scaled)."""
+    saved = formation(layout, app)
+    for ptype in process_types(procfile):
+        saved["quantity"].setdefault(ptype, 1)
+    save_formation(layout, app, saved)
+
+
+def build_meta(layout, app, build_id):
+    """What the build build_id made (its Procfile, runtime, PATH and environment additions)."""
+    return store.load(layout.build_meta(app, build_id), BUILD)
+
+
+def supervisor_state(layout, app):
+    """The supervisor's last word on app: {"instances": [...], "broken": reason or None}."""
+    return store.load(layout.state_file(app), STATE, {"instances": []})
+
+
+def instances(layout, app):
+    """The supervisor's last word on app's instances (list of dicts)."""
+    return supervisor_state(layout, app)["instances"]
