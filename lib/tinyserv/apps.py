@@ -1,5 +1,6 @@
 """What the server does for each client command: apps, config, formation, releases."""
 
+import contextlib
 import errno
 import os
 import shutil
@@ -7,29 +8,36 @@ import socket
 import subprocess
 import sys
 
-from . import appstate, control, deploy, logs, procs, releases, store
+from . import appstate, configvars, control, deploy, logs, procs, releases, rollout, settings, store
 from .errors import TinyservError
 from .layout import start_port
-from .names import check_app_name, check_config_key
+from .names import check_app_name
 from .procfile import process_types
 
 
 def port_free(port):
-    """Is nothing listening on port (any address)?"""
-    with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind(("0.0.0.0", port))
-            return True
-        except OSError as e:
-            if e.errno in (errno.EADDRINUSE, errno.EACCES):
-                return False
-            raise
+    """Is nothing listening on port, on any IPv4 or IPv6 address (a listener on ::1 only counts too)?"""
+    if procs.listening_sockets(port):
+        return False
+    for family, address in ((socket.AF_INET, "0.0.0.0"), (socket.AF_INET6, "::")):
+        with socket.socket(family) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                s.bind((address, port))
+            except OSError as e:
+                if e.errno in (errno.EADDRINUSE, errno.EACCES):
+                    return False
+                if e.errno != errno.EADDRNOTAVAIL:  # no IPv6 on this machine
+                    raise
+    return True
 
 
 def allocate_port(layout, first):
     """The lowest port >= first that no app holds and nothing listens on."""
-    held = {releases.port(layout, app) for app in layout.apps()}
+    held = set()
+    for app in layout.apps():
+        with contextlib.suppress(TinyservError):  # a damaged app's port stays unknown; `apps` reports it
+            held.add(releases.port(layout, app))
     for port in range(first, 65536):
         if port not in held and port_free(port):
             return port
@@ -75,7 +83,7 @@ def ensure_repo(layout, name):
 
 
 def destroy(layout, name):
-    """Stop the app, then remove its repository, builds, releases and logs."""
+    """Stop the app and everything it started, then remove its repository, builds, releases and logs."""
     layout.require(name)
     with store.locked(layout.global_lock), store.locked(layout.app_file(name, "lock")):
         pgids = live_groups(layout, name)
@@ -83,13 +91,28 @@ def destroy(layout, name):
         supervised = bool(control.running(layout))
         if supervised:  # it stops them, with the app's own grace period
             control.request(layout, {"cmd": "sync", "app": name})
-        procs.stop_groups(pgids, grace=40, term=not supervised)
+        procs.stop(pgids, grace=40, what="stopping %s" % name, term=not supervised, marks=[layout.app_marks(name)])
         remove_app_files(layout, name)
 
 
 def live_groups(layout, name):
-    """Process groups of the app's instances whose main process still runs."""
-    return [i["pgid"] for i in control.instances(layout, name) if procs.alive(i["pid"], i["starttime"])]
+    """Process groups of the app's instances whose main process still runs (none if its state is unreadable)."""
+    try:
+        saved = control.instances(layout, name)
+    except TinyservError:
+        return []  # its processes are still found by their marks
+    return [i["pgid"] for i in saved if procs.alive(i["pid"], i["starttime"])]
+
+
+def listing(layout):
+    """What `apps` shows: every app, a damaged one with the reason instead of failing the list."""
+    shown = []
+    for name in layout.apps():
+        try:
+            shown.append(info(layout, name))
+        except TinyservError as e:
+            shown.append({"name": name, "state": "broken", "error": str(e)})
+    return shown
 
 
 def info(layout, name):
@@ -108,11 +131,14 @@ def info(layout, name):
 
 
 def overall_state(layout, name):
-    """'not deployed', 'up', 'starting', 'crashed', 'stopped' for the whole app."""
+    """'not deployed', 'broken', 'up', 'starting', 'crashed', 'stopped' for the whole app."""
     release = releases.current(layout, name)
     if not release or not release["build"]:
         return "not deployed"
-    states = {i["state"] for i in control.instances(layout, name) if i["version"] == release["version"]}
+    saved = appstate.supervisor_state(layout, name)
+    if saved.get("broken"):
+        return "broken"
+    states = {i["state"] for i in saved["instances"] if i["version"] == release["version"]}
     for state in ("crashed", "starting", "stopping", "up"):
         if state in states:
             return state
@@ -132,7 +158,8 @@ def processes(layout, name):
     shown = [{k: inst.get(k) for k in ("name", "type", "state", "pid", "since", "restarts",
                                        "exit_code", "next_try", "command", "version")}
              for inst in sorted(running.values(), key=lambda i: (i["type"] != "web", i["name"]))]
-    return {"formation": types, "instances": shown, "release": release["version"] if release else None}
+    return {"formation": types, "instances": shown, "release": release["version"] if release else None,
+            "broken": appstate.supervisor_state(layout, name).get("broken")}
 
 
 def formation(layout, name):
@@ -160,6 +187,9 @@ def scale(layout, name, changes):
             if ptype not in types:
                 raise TinyservError("no %r process type in %s's Procfile (it has: %s)" % (
                     ptype, name, ", ".join(types)))
+            if count > appstate.MAX_PER_TYPE:
+                raise TinyservError("%s=%d is too many: a process type runs at most %d instances" % (
+                    ptype, count, appstate.MAX_PER_TYPE))
             if ptype == "web" and count > 1:
                 raise TinyservError("web cannot run more than 1 instance until tinyserv has its "
                                     "reverse proxy (instances would share one port)")
@@ -177,7 +207,7 @@ def scale(layout, name, changes):
 def settle(layout, name):
     """After a change that starts web: wait (up to the boot timeout) until it answers."""
     release = releases.current(layout, name)
-    return control.wait_for_web(layout, name, release["version"], deploy.boot_timeout(release["config"]))
+    return control.wait_for_web(layout, name, release["version"], settings.boot_timeout(release["config"]))
 
 
 def set_stopped(layout, name, ptype, stopped):
@@ -198,44 +228,48 @@ def set_stopped(layout, name, ptype, stopped):
 def restart(layout, name, target=None):
     """ps:restart [TYPE | TYPE.N] or restart: replace instances gracefully, reset backoff."""
     layout.require(name)
-    types = formation(layout, name)
-    if target and target.split(".")[0] not in types:
-        raise TinyservError("no %r process in %s (types: %s)" % (target, name, ", ".join(types) or "none"))
+    if target:
+        check_target(formation(layout, name), name, target)
     control.ensure_supervisor(layout)
     control.request(layout, {"cmd": "restart", "app": name, "target": target})
 
 
+def check_target(types, name, target):
+    """TYPE or TYPE.N naming a process of the app's formation."""
+    ptype, dot, number = target.partition(".")
+    if ptype not in types:
+        raise TinyservError("no %r process in %s (types: %s)" % (target, name, ", ".join(types) or "none"))
+    count = types[ptype]["quantity"]
+    if dot and (not number.isdigit() or not 1 <= int(number) <= count):
+        raise TinyservError("no %s in %s: %s runs %d instance%s (%s)" % (
+            target, name, ptype, count, "" if count == 1 else "s",
+            ", ".join("%s.%d" % (ptype, n) for n in range(1, count + 1)) or "none"))
+
+
 def change_config(layout, name, set_vars=None, unset=(), by=None):
-    """config:set / config:unset: a new release with the new config, then a restart."""
+    """config:set / config:unset: a new release with the new config, boot-checked like a push."""
     layout.require(name)
-    if not isinstance(set_vars or {}, dict) or not isinstance(unset, (list, tuple)):
-        raise TinyservError("config changes must be a JSON object of vars or a list of keys")
-    for key in list(set_vars or {}) + list(unset):
-        check_config_key(key)
-    if not all(isinstance(v, str) for v in (set_vars or {}).values()):
-        raise TinyservError("config values must be text")
-    if not set_vars and not unset:
-        raise TinyservError("no config vars given")
-    with store.locked(layout.app_file(name, "lock")):
+    set_vars = {} if set_vars is None else set_vars
+    configvars.check_changes(set_vars, unset)
+    with changing(layout, name):
         config = releases.current_config(layout, name)
         missing = [k for k in unset if k not in config]
         if missing and not set_vars and len(missing) == len(unset):
             raise TinyservError("%s is not set on %s" % (", ".join(missing), name))
-        config.update(set_vars or {})
+        config.update(set_vars)
         for key in unset:
             config.pop(key, None)
+        configvars.check_total(config)
         current = releases.current(layout, name)
-        keys = ", ".join(sorted(set(set_vars or {}) | set(unset)))
+        keys = ", ".join(sorted(set(set_vars) | set(unset)))
         what = "Set" if set_vars else "Remove"
-        release = releases.add(layout, name, "%s %s config vars" % (what, keys), config,
-                               build=current["build"], commit=current["commit"], by=by)
-    return apply_release(layout, name, release)
+        return roll(layout, name, "%s %s config vars" % (what, keys), config, current, by)
 
 
 def rollback(layout, name, version=None, by=None):
-    """Go back to an earlier release's build and config, without rebuilding."""
+    """Go back to an earlier release's build and config, without rebuilding (boot-checked like a push)."""
     layout.require(name)
-    with store.locked(layout.app_file(name, "lock")):
+    with changing(layout, name):
         history = releases.history(layout, name)
         current = history[-1]
         if version is None:
@@ -247,24 +281,32 @@ def rollback(layout, name, version=None, by=None):
             raise TinyservError("v%d has no code (nothing was deployed then)" % version)
         if not os.path.isdir(layout.build_dir(name, target["build"])):
             raise TinyservError("the build of v%d was pruned (TINYSERV_KEEP_BUILDS keeps the last %d)"
-                                % (version, deploy.keep_builds()))
-        release = releases.add(layout, name, "Rollback to v%d" % version, target["config"],
-                               build=target["build"], commit=target["commit"], by=by)
-    return apply_release(layout, name, release)
+                                % (version, settings.keep_builds()))
+        return roll(layout, name, "Rollback to v%d" % version, target["config"], target, by)
 
 
-def apply_release(layout, name, release):
-    """Let the supervisor run the new release; report whether web came up."""
-    logs.append(layout.log_file(name), "tinyserv", "Release v%d: %s" % (release["version"], release["description"]))
-    result = {"release": releases.summary(release), "web": "not deployed"}
-    if release["build"]:
-        control.sync(layout, name)
-        failed = settle(layout, name)
-        result["web"] = "up" if not failed else ("timeout" if failed == "timeout" else "crashed")
-    return result
+@contextlib.contextmanager
+def changing(layout, name):
+    """Hold the app's lock for a change, once any interrupted push has been settled."""
+    deploy.recover(layout, name)
+    with store.locked(layout.app_file(name, "lock")):
+        yield
+
+
+def roll(layout, name, description, config, source, by):
+    """Boot-check (source's build, config), record it as a release, switch to it; report what serves."""
+    if source["build"] and rollout.runs_web(layout, name, appstate.build_meta(layout, name, source["build"])):
+        rollout.check_boot(layout, name, source["build"], config)
+    with rollout.uninterrupted():
+        release = releases.add(layout, name, description, config, build=source["build"], commit=source["commit"],
+                               by=by)
+        rollout.switch(layout, name, release)
+    return {"release": releases.summary(release), "web": "up" if release["build"] else "not deployed"}
 
 
 def history(layout, name, count=None):
     layout.require(name)
+    if count is not None and count < 1:
+        raise TinyservError("-n must be 1 or more, not %d" % count)
     shown = [releases.summary(r) for r in reversed(releases.history(layout, name))]
     return shown[:count] if count else shown

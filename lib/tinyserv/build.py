@@ -5,36 +5,117 @@ dependencies (or reuse them when the manifests did not change), run the build
 script. Any failure raises TinyservError and removes the half-made build.
 """
 
-import collections
 import hashlib
 import json
 import os
+import select
 import shutil
+import stat
 import subprocess
 import time
 
-from . import appenv, store
+from . import appenv, procs, store
 from .errors import TinyservError
 from .procfile import parse_procfile
 
 RUNTIMES = (("node", "package.json"), ("python", "requirements.txt"))
 
 
-def run_streamed(argv, cwd, env, steps, what):
-    """Run argv, indenting its output into the push; raise with its last lines on failure."""
-    last = collections.deque(maxlen=20)
+def run_streamed(argv, cwd, env, steps, what, watch=lambda: None):
+    """Run argv in a session of its own, indenting its output into the push; raise if it fails.
+
+    watch() is called while it runs and may raise (the time limit, a client that went
+    away): the command is then stopped with every process it started.
+    """
     try:
-        proc = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL,
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    except OSError as e:
-        raise TinyservError("%s failed: cannot run %s (%s)" % (what, argv[0], e.strerror)) from e
-    with proc.stdout:
-        for raw in proc.stdout:
-            line = raw.decode("utf-8", "replace").rstrip()
-            last.append(line)
-            steps.detail(line)
+        proc = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+    except (OSError, ValueError) as e:
+        raise TinyservError("%s failed: cannot run %s (%s)" % (what, argv[0], getattr(e, "strerror", e))) from None
+    try:
+        with proc.stdout:
+            _stream(proc, steps, watch)
+    except BaseException:
+        procs.stop([proc.pid], grace=5, what="stopping " + what, marks=[env[procs.MARK]])
+        proc.wait()
+        raise
     if proc.wait() != 0:
         raise TinyservError("%s failed (exit %d)" % (what, proc.returncode))
+
+
+def _stream(proc, steps, watch):
+    """Copy proc's output into the push, line by line, until it has exited and said everything."""
+    fd = proc.stdout.fileno()
+    os.set_blocking(fd, False)
+    rest = b""
+    while True:
+        watch()
+        exited = proc.poll() is not None
+        readable, _, _ = select.select([fd], [], [], 0 if exited else 0.2)
+        chunk = _read(fd) if readable else None
+        if chunk:
+            lines, rest = split_lines(rest + chunk)
+            for line in lines:
+                steps.detail(line.decode("utf-8", "replace").rstrip())
+        elif chunk == b"" or exited:
+            break  # end of output, or it exited and what is left holding its output is a daemon
+    if rest:
+        steps.detail(rest.decode("utf-8", "replace").rstrip())
+
+
+def _read(fd):
+    try:
+        return os.read(fd, 65536)
+    except BlockingIOError:
+        return None
+
+
+def split_lines(data):
+    """(whole lines, unfinished rest) of data; lines are cut at MAX_LINE bytes, as Heroku cuts log lines."""
+    *lines, rest = data.split(b"\n")
+    if len(rest) > MAX_LINE:
+        lines.append(rest)
+        rest = b""
+    return [l if len(l) <= MAX_LINE else l[:MAX_LINE] + CUT for l in lines], rest
+
+
+MAX_LINE = 10000
+CUT = b" [cut at 10000 bytes]"
+MAX_FILE = 1024 * 1024  # Procfile, package.json, requirements.txt, app.json
+MAX_LOCKFILE = 32 * 1024 * 1024
+
+
+def read_pushed(build_dir, name, limit=MAX_FILE):
+    """The bytes of a file tinyserv reads from a push, or None when the push has none.
+
+    It must be a regular file inside the pushed tree (a symlink may point to one) and at
+    most limit bytes: a Procfile linked to /dev/zero or /etc/passwd rejects the push.
+    """
+    path = os.path.join(build_dir, name)
+    if not os.path.lexists(path):
+        return None
+    real, top = os.path.realpath(path), os.path.realpath(build_dir)
+    if not real.startswith(top + os.sep):
+        raise TinyservError("%s points outside the pushed tree: commit the file itself" % name)
+    try:
+        info = os.stat(real)
+        if not stat.S_ISREG(info.st_mode):
+            raise TinyservError("%s is not a regular file" % name)
+        if info.st_size > limit:
+            raise TinyservError("%s is larger than %d KiB" % (name, limit // 1024))
+        with open(real, "rb") as f:
+            return f.read(limit + 1)[:limit]
+    except OSError as e:
+        raise TinyservError("cannot read %s: %s" % (name, e.strerror)) from None
+
+
+def read_pushed_text(build_dir, name, limit=MAX_FILE):
+    """read_pushed, decoded as UTF-8 (None when absent)."""
+    data = read_pushed(build_dir, name, limit)
+    try:
+        return None if data is None else data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise TinyservError("%s is not UTF-8 text" % name) from None
 
 
 def new_build_id(layout, app, commit):
@@ -65,13 +146,10 @@ def extract(repo, commit, dest, git_env):
 
 def read_procfile(build_dir):
     """The build's Procfile as {type: command}; it must declare web."""
-    try:
-        with open(os.path.join(build_dir, "Procfile"), encoding="utf-8") as f:
-            types = parse_procfile(f.read())
-    except FileNotFoundError:
-        raise TinyservError("no Procfile: add one with a web process, e.g. 'web: npm start'") from None
-    except UnicodeDecodeError:
-        raise TinyservError("the Procfile is not UTF-8 text") from None
+    text = read_pushed_text(build_dir, "Procfile", 64 * 1024)
+    if text is None:
+        raise TinyservError("no Procfile: add one with a web process, e.g. 'web: npm start'")
+    types = parse_procfile(text)
     if "web" not in types:
         raise TinyservError("the Procfile declares no web process: add a line like 'web: node index.js'")
     return types
@@ -80,7 +158,7 @@ def read_procfile(build_dir):
 def detect_runtime(build_dir, procfile):
     """'node', 'python' or 'generic' (a Procfile alone)."""
     for runtime, manifest in RUNTIMES:
-        if os.path.exists(os.path.join(build_dir, manifest)):
+        if read_pushed(build_dir, manifest) is not None:
             return runtime
     for command in procfile.values():
         if command.split()[0] in ("npm", "node", "npx", "yarn"):
@@ -93,11 +171,8 @@ def digest(build_dir, names, extra):
     """A hash of the dependency manifests that exist, plus extra (a runtime version)."""
     h = hashlib.sha256(extra.encode())
     for name in names:
-        path = os.path.join(build_dir, name)
         h.update(b"\0" + name.encode() + b"\0")
-        if os.path.exists(path):
-            with open(path, "rb") as f:
-                h.update(f.read())
+        h.update(read_pushed(build_dir, name, MAX_LOCKFILE) or b"")
     return h.hexdigest()[:16]
 
 
@@ -110,25 +185,29 @@ def tool_version(argv):
 
 def read_package_json(build_dir):
     try:
-        with open(os.path.join(build_dir, "package.json"), encoding="utf-8") as f:
-            return json.load(f)
+        package = json.loads(read_pushed_text(build_dir, "package.json"))
     except ValueError as e:
         raise TinyservError("package.json is not valid JSON: %s" % e) from None
+    if not isinstance(package, dict):
+        raise TinyservError("package.json is not a JSON object")
+    return package
 
 
 class Builder:
     """Builds one commit of one app, printing Heroku-style steps."""
 
-    def __init__(self, layout, app, steps, config):
+    def __init__(self, layout, app, steps, config, watch=lambda: None):
         self.layout = layout
         self.app = app
         self.steps = steps
         self.config = config
+        self.watch = watch  # raises when the build must stop (time limit, client gone)
 
     def build(self, commit, git_env):
         """Make a complete build directory for commit; return its metadata."""
         build_id = new_build_id(self.layout, self.app, commit)
         build_dir = self.layout.build_dir(self.app, build_id)
+        self.mark = self.layout.mark(self.app, "build.%s" % build_id)
         try:
             extract(self.layout.repo(self.app), commit, build_dir, git_env)
             meta = {"id": build_id, "commit": commit, "path": [], "env": {}}
@@ -144,10 +223,13 @@ class Builder:
         except BaseException:
             shutil.rmtree(build_dir, ignore_errors=True)
             raise
+        finally:
+            # What the build started and left running (a postinstall's daemon) ends with it.
+            procs.stop([], grace=5, what="stopping what the build left running", marks=[self.mark])
 
     def env(self, build_dir, meta):
         """What build commands run with: the app's base environment and its config vars."""
-        env = appenv.base_env(build_dir, meta, self.layout.mark(self.app, "build." + meta["id"]))
+        env = appenv.base_env(build_dir, meta, self.mark)
         env.update(self.config)
         return env
 
@@ -177,7 +259,7 @@ class Builder:
             lock = os.path.exists(os.path.join(build_dir, "package-lock.json"))
             argv = ["npm", "ci"] if lock else ["npm", "install"]
             self.steps.step("Installing dependencies (%s)" % " ".join(argv))
-            run_streamed(argv, build_dir, self.env(build_dir, meta), self.steps, " ".join(argv))
+            run_streamed(argv, build_dir, self.env(build_dir, meta), self.steps, " ".join(argv), self.watch)
             shutil.rmtree(self.deps_dir(key), ignore_errors=True)
             os.makedirs(self.deps_dir(key))
             installed = os.path.join(build_dir, "node_modules")
@@ -189,7 +271,8 @@ class Builder:
         _replace_with_link(os.path.join(build_dir, "node_modules"), target)
         if "build" in (package.get("scripts") or {}):
             self.steps.step("Running build script (npm run build)")
-            run_streamed(["npm", "run", "build"], build_dir, self.env(build_dir, meta), self.steps, "npm run build")
+            run_streamed(["npm", "run", "build"], build_dir, self.env(build_dir, meta), self.steps, "npm run build",
+                         self.watch)
 
     def install_python(self, build_dir, meta):
         """A virtualenv per requirements.txt, reused when requirements.txt did not change."""
@@ -203,9 +286,10 @@ class Builder:
         self.steps.step("Installing dependencies (pip install -r requirements.txt)")
         env = self.env(build_dir, meta)
         try:
-            run_streamed(["python3", "-m", "venv", venv], build_dir, env, self.steps, "creating the virtualenv")
+            run_streamed(["python3", "-m", "venv", venv], build_dir, env, self.steps, "creating the virtualenv",
+                         self.watch)
             run_streamed([os.path.join(venv, "bin", "pip"), "install", "--disable-pip-version-check",
-                          "-r", "requirements.txt"], build_dir, env, self.steps, "pip install")
+                          "-r", "requirements.txt"], build_dir, env, self.steps, "pip install", self.watch)
         except TinyservError:
             shutil.rmtree(self.deps_dir(key), ignore_errors=True)
             raise

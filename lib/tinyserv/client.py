@@ -92,7 +92,10 @@ class Client:
             if not sys.stdin.isatty():
                 raise TinyservError("apps:destroy %s needs --confirm %s when not run on a terminal" % (name, name))
             self.say(" !    This deletes ⬢ %s: its processes, code, releases, config and logs." % name)
-            confirm = input(" !    To proceed, type %s: " % name).strip()
+            try:
+                confirm = input(" !    To proceed, type %s: " % name).strip()
+            except EOFError:
+                raise TinyservError("no confirmation given: nothing was destroyed") from None
         if confirm != name:
             raise TinyservError("confirmation %r does not match %r: nothing was destroyed" % (confirm, name))
         self.remote.call(["apps:destroy", name])

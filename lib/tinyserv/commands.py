@@ -9,9 +9,8 @@ import re
 import sys
 import time
 
-from . import apps, control, deploy, logs, printer, procs, releases, store
+from . import apps, boot, control, logs, printer, procs, releases, settings, store
 from .errors import TinyservError
-from .printer import Steps
 
 UNIT = """[Unit]
 Description=tinyserv: keeps the apps of {user} running
@@ -58,7 +57,7 @@ def version_arg(text):
 
 
 def cmd_apps(layout, args):
-    emit([apps.info(layout, name) for name in layout.apps()])
+    emit(apps.listing(layout))
 
 
 def cmd_create(layout, args):
@@ -170,10 +169,10 @@ def cmd_startup(layout, args):
     for name in layout.apps():
         release = releases.current(layout, name)
         if release and release["build"]:
-            result = control.wait_for_web(layout, name, release["version"], deploy.boot_timeout(release["config"]))
-            state = "up" if not result else ("timed out" if result == "timeout" else "crashed")
+            result = control.wait_for_web(layout, name, release["version"], settings.boot_timeout(release["config"]))
+            state = {boot.Up: "up", boot.Crashed: "crashed", boot.TimedOut: "timed out"}[type(result)]
             print("%s: %s" % (name, state))
-            if result:
+            if state != "up":
                 failed.append(name)
     if failed:
         raise TinyservError("%d app(s) did not come up: %s (see 'tinyserv logs')" % (len(failed), ", ".join(failed)))
@@ -198,15 +197,5 @@ def cmd_systemd_unit(layout, args):
 
 def cmd_hook(layout, args):
     """The pre-receive hook: deploy, or reject the push with the reason."""
-    steps = Steps(sys.stdout)
-    try:
-        deploy.Deploy(layout, args.app, steps).pre_receive(sys.stdin.read())
-    except (TinyservError, OSError) as e:
-        # An OSError too (a full disk, say): the push is refused in one line like any other.
-        if os.environ.get("TINYSERV_DEBUG") == "1":
-            raise
-        steps.write("")
-        steps.write(" !     Push rejected: %s" % e)
-        steps.write("")
-        return 1
-    return 0
+    from . import hook
+    return hook.run(layout, args.app, sys.stdin.read(), sys.stdout)

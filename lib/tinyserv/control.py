@@ -8,6 +8,7 @@ import sys
 import time
 
 from . import appstate, procs, releases
+from .boot import SETTLE, Crashed, TimedOut, Up
 from .errors import TinyservError
 from .supervisor import desired_state, recv_line
 
@@ -69,32 +70,32 @@ def instances(layout, app):
     return appstate.instances(layout, app)
 
 
-def wait_for_web(layout, app, version, timeout, settle=0.3):
+def wait_for_web(layout, app, version, timeout, settle=SETTLE):
     """Wait until every web instance of release `version` is up and stays up for `settle` s.
 
-    Returns None when they do (or at once if the release runs no web instance);
-    otherwise the instance that crashed (a restart while we watch counts), or 'timeout'.
+    Returns boot.Up (also when the release runs no web), boot.Crashed when an instance
+    crashed or restarted while we watched, or boot.TimedOut.
     """
     deadline = time.monotonic() + timeout
     restarts = {}
     while True:
         newest = releases.current(layout, app)
         if newest and newest["version"] > version:
-            # Another change (a concurrent config:set) superseded this release: watch that one.
+            # Another change (a concurrent ps:scale, say) superseded this release: watch that one.
             version, restarts = newest["version"], {}
         webs = [i for i in instances(layout, app) if i["type"] == "web" and i["version"] == version]
         for i in webs:
-            restarts.setdefault(i["name"], i["restarts"])
-        failed = [i for i in webs if i["state"] == "crashed" or i["restarts"] > restarts[i["name"]]]
+            restarts.setdefault(i["name"], i.get("restarts", 0))
+        failed = [i for i in webs if i["state"] == "crashed" or i.get("restarts", 0) > restarts[i["name"]]]
         if failed:
-            return failed[0]
+            return Crashed(failed[0].get("exit_code"), [])
         if not webs and not expects_web(layout, app):
-            return None
+            return Up(None)
         # "since" is when the supervisor saw the instance accept connections.
         if webs and all(i["state"] == "up" and time.time() - i["since"] >= settle for i in webs):
-            return None
+            return Up(webs[0].get("port"))
         if time.monotonic() > deadline:
-            return "timeout"
+            return TimedOut(timeout, [])
         time.sleep(0.05)
 
 

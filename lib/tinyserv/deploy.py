@@ -1,202 +1,224 @@
-"""A push, from the pre-receive hook: build, release phase, boot check, switch.
+"""A push: build, release phase, boot check, then a transaction that ends when git moves the ref.
 
-Runs while git waits, so any failure rejects the push and the running release is
-never touched: the new build only replaces it once its web has answered on a
-trial port, and if the switch itself fails the app goes back on its own.
+The deploy runs in a process of its own (see hook.py), so a client that goes away stops a
+build but never a switch. From the moment the new release is recorded until git moves
+the ref, the deploy finishes or undoes itself, and the ref is the judge: once
+git-receive-pack is done, the release stays if the branch points at the pushed commit
+and is undone otherwise. apps/<app>/pending.json records an open transaction, so one whose
+process was killed is settled by the next command that touches the app (recover()).
 """
 
 import collections
 import os
 import shlex
-import socket
+import signal
 import subprocess
-import tempfile
 import time
 
-from . import appenv, appstate, build, control, logs, procs, releases, store
+from . import appstate, build, logs, procs, releases, rollout, settings, store
 from .errors import TinyservError
-from .names import number
 
 ZERO = "0" * 40
-DEFAULT_BOOT_TIMEOUT = 60
-DEFAULT_KEEP = 5
-SETTLE = 0.3  # web must keep running this long after it first accepts a connection
+RECEIVER_GRACE = 60  # seconds git-receive-pack gets to move the ref once the hook has said yes
 
-
-def boot_timeout(config):
-    """Seconds web gets to listen (config TINYSERV_BOOT_TIMEOUT, default 60)."""
-    return number(config.get("TINYSERV_BOOT_TIMEOUT"), DEFAULT_BOOT_TIMEOUT)
-
-
-def keep_builds(environ=os.environ):
-    """How many builds to keep for rollback (TINYSERV_KEEP_BUILDS, default 5)."""
-    return number(environ.get("TINYSERV_KEEP_BUILDS"), DEFAULT_KEEP)
-
-
-def parse_updates(text):
-    """pre-receive input lines 'old new ref' -> [(old, new, ref)]."""
-    return [tuple(line.split()) for line in text.splitlines() if len(line.split()) == 3]
-
-
-def host_name():
-    return os.environ.get("TINYSERV_HOST") or socket.gethostname()
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+Push = collections.namedtuple("Push", "old new ref")
+PENDING = {"version": int, "build": str, "ref": str, "old": str, "new": str,
+           "receiver": int, "receiver_start": (int, None)}
 
 
 def git_out(repo, *args):
+    """stdout of a git command on the app's repository (the push's own quarantine included)."""
     env = {k: v for k, v in os.environ.items() if k not in ("GIT_DIR", "GIT_WORK_TREE")}
     env["GIT_DIR"] = repo
     return subprocess.run(["git", *args], env=env, capture_output=True, text=True).stdout.strip()
 
 
-class Deploy:
-    """One push to one app."""
+def read_ref(repo, ref):
+    """The commit ref points at now, or ZERO (refs only: works after the push's quarantine is gone)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
+    result = subprocess.run(["git", "--git-dir", repo, "for-each-ref", "--format=%(objectname)", ref],
+                            env=env, capture_output=True, text=True)
+    return result.stdout.strip() or ZERO
 
-    def __init__(self, layout, app, steps):
+
+class Deploy:
+    """One push to one app, run by the deployer process.
+
+    cancelled() raises when the push's client has gone away (honoured until the switch);
+    settle(code) tells git the verdict now and goes on in the background.
+    """
+
+    def __init__(self, layout, app, steps, cancelled=lambda: None, settle=lambda code: None):
         self.layout = layout
         self.app = app
         self.steps = steps
+        self.cancelled = cancelled
+        self.settle = settle
+        self.repo = layout.repo(app)
 
-    def pre_receive(self, text):
-        """Entry point of the hook: deploy the last branch pushed; raise to reject."""
-        updates = [u for u in parse_updates(text) if u[1] != ZERO]
-        if not updates:
-            return
-        old, new, ref = updates[-1]
+    def run(self, push, receiver):
+        """Deploy push; receiver is git-receive-pack's (pid, starttime), whose end settles the ref."""
         started = time.monotonic()
-        lock = self.layout.app_file(self.app, "deploy.lock")
-        with store.locked(lock, waiting=lambda: self.steps.step("Waiting for another deploy of %s to finish" % self.app)):
-            if self.settled_ref(ref) != old:
-                raise TinyservError("%s changed while this push waited; fetch and push again" % ref)
-            self.deploy(new, ref, started)
-            self.remember_receiver()
+        waiting = lambda: self.steps.step("Waiting for another deploy of %s to finish" % self.app)  # noqa: E731
+        with store.locked(self.layout.app_file(self.app, "deploy.lock"), waiting=waiting, cancelled=self.cancelled):
+            recover_locked(self.layout, self.app)
+            if read_ref(self.repo, push.ref) != push.old:
+                raise TinyservError("%s changed while this push waited; fetch and push again" % push.ref)
+            meta = self.build(push)
+            self.transaction(meta, push, receiver, started)
 
-    def settled_ref(self, ref):
-        """The commit ref points at, once git has finished with the last push we deployed.
-
-        git updates the ref only after the hook that deployed it has exited (and let go of
-        the deploy lock), so a push that waited for that lock first waits for that push's
-        git-receive-pack, the hook's parent, to finish (for at most 10 s).
-        """
-        last = store.read_json(self.layout.app_file(self.app, "last-push.json"), {}) or {}
-        deadline = time.monotonic() + 10
-        while last.get("pid") and procs.alive(last["pid"], last["starttime"]) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        return git_out(self.layout.repo(self.app), "rev-parse", "-q", "--verify", ref) or ZERO
-
-    def remember_receiver(self):
-        """Note our git-receive-pack (the hook's parent) for the next push to wait on."""
-        receiver = os.getppid()
-        store.write_json(self.layout.app_file(self.app, "last-push.json"),
-                         {"pid": receiver, "starttime": procs.starttime(receiver)})
-
-    def deploy(self, commit, ref, started):
-        short = commit[:7]
-        self.steps.step("Building %s (%s, %s)" % (self.app, short, ref.replace("refs/heads/", "")))
+    def build(self, push):
+        """Build, run the release command and boot-check web, within the build time limit."""
         config = releases.current_config(self.layout, self.app)
-        meta = build.Builder(self.layout, self.app, self.steps, config).build(commit, dict(os.environ))
-        build_dir = self.layout.build_dir(self.app, meta["id"])
+        limit = settings.build_timeout(config)
+        deadline = time.monotonic() + limit
+
+        def watch():
+            self.cancelled()
+            if time.monotonic() > deadline:
+                raise TinyservError("the build took longer than %d s (TINYSERV_BUILD_TIMEOUT); it was stopped" % limit)
+        self.steps.step("Building %s (%s, %s)" % (self.app, push.new[:7], branch(push.ref)))
+        meta = build.Builder(self.layout, self.app, self.steps, config, watch).build(push.new, dict(os.environ))
         try:
             if "release" in meta["procfile"]:
-                self.release_phase(build_dir, meta, config)
-            self.boot_check(build_dir, meta, config)
-            release = self.switch(meta, commit)
+                self.release_phase(meta, config, watch)
+            timeout = settings.boot_timeout(config)
+            self.steps.step("Checking that web boots (up to %d s)" % timeout)
+            up = rollout.check_boot(self.layout, self.app, meta["id"], config, watch)
+            self.steps.detail("web answered on trial port %d" % up.port)
+        except TinyservError as e:
+            for line in e.details:
+                self.steps.detail(line)
+            build.remove(self.layout, self.app, meta["id"])
+            raise
         except BaseException:
             build.remove(self.layout, self.app, meta["id"])
             raise
-        build.prune(self.layout, self.app, keep_builds(), protect=self.protected())
-        url = "http://%s:%d" % (host_name(), releases.port(self.layout, self.app))
-        self.steps.step("Released v%d (%s) in %.1f s — %s" % (
-            release["version"], short, time.monotonic() - started, url))
+        return meta
 
-    def protected(self):
-        """The build that must survive pruning whatever its age: the current release's."""
-        return {r["build"] for r in releases.history(self.layout, self.app)[-1:] if r["build"]}
-
-    def release_phase(self, build_dir, meta, config):
+    def release_phase(self, meta, config, watch):
+        from . import appenv
         command = meta["procfile"]["release"]
         self.steps.step("Running release command: %s" % command)
-        env = appenv.process_env(build_dir, meta, config, self.app, "release.1",
-                                 releases.port(self.layout, self.app), 0, self.layout.mark(self.app, "release.1"))
-        build.run_streamed(["/bin/sh", "-c", command], build_dir, env, self.steps, "the release command")
+        build_dir = self.layout.build_dir(self.app, meta["id"])
+        env = appenv.process_env(build_dir, meta, config, self.app, "release.1", releases.port(self.layout, self.app),
+                                 releases.current(self.layout, self.app)["version"] + 1,
+                                 self.layout.mark(self.app, "release.%s" % meta["id"]))
+        build.run_streamed(["/bin/sh", "-c", command], build_dir, env, self.steps, "the release command", watch)
 
-    def boot_check(self, build_dir, meta, config):
-        """Start web on a trial port; it must accept connections before we switch."""
-        timeout = boot_timeout(config)
-        port = free_port()
-        self.steps.step("Checking that web boots (trial port %d, up to %d s)" % (port, timeout))
-        env = appenv.process_env(build_dir, meta, config, self.app, "web.1",
-                                 port, len(releases.history(self.layout, self.app)) + 1,
-                                 self.layout.mark(self.app, "trial.web.1"))
-        with tempfile.TemporaryFile() as out:
-            pid = procs.spawn(["/bin/sh", "-c", meta["procfile"]["web"]], build_dir, env, out.fileno())
-            try:
-                failure = self.wait_listening(pid, port, timeout)
-            finally:
-                procs.stop_groups([pid], grace=5)
-                procs.reap(pid)
-            if failure:
-                out.seek(0)
-                for line in collections.deque(out.read().decode("utf-8", "replace").splitlines(), 15):
-                    self.steps.detail(line)
-                raise TinyservError(failure + "; the running release was not touched")
-        self.steps.detail("web answered on port %d" % port)
-
-    def wait_listening(self, pid, port, timeout):
-        """None once port accepts connections and web is still running SETTLE s later; else why not."""
-        from .supervisor import listening
-        deadline = time.monotonic() + timeout
-        listening_at = None
-        while True:
-            code = procs.reap(pid)
-            if code is not None:
-                return "web exited with %d at boot" % code
-            if listening_at is None and listening(port, pid):
-                listening_at = time.monotonic()
-            if listening_at is not None and time.monotonic() - listening_at >= SETTLE:
-                return None
-            if listening_at is None and time.monotonic() > deadline:
-                return "web did not listen on $PORT within %d s" % timeout
-            time.sleep(0.05)
-
-    def switch(self, meta, commit):
-        """Make the build current, let the supervisor swap processes, and verify web."""
+    def transaction(self, meta, push, receiver, started):
+        """Record the release, switch to it, tell git yes, and keep it only if git moves the ref."""
         with store.locked(self.layout.app_file(self.app, "lock")):
             config = releases.current_config(self.layout, self.app)
-            author = git_out(self.layout.repo(self.app), "log", "-1", "--format=%ae", commit)
-            release = releases.add(self.layout, self.app, "Deploy %s" % commit[:7], config,
-                                   build=meta["id"], commit=commit, by=author or None)
+            version = releases.current(self.layout, self.app)["version"] + 1
+            store.write_json(pending_file(self.layout, self.app), {
+                "version": version, "build": meta["id"], "ref": push.ref, "old": push.old, "new": push.new,
+                "receiver": receiver[0], "receiver_start": receiver[1]})
+            author = git_out(self.repo, "log", "-1", "--format=%ae", push.new)
+            release = releases.add(self.layout, self.app, "Deploy %s" % push.new[:7], config,
+                                   build=meta["id"], commit=push.new, by=author or None, ref=push.ref)
             appstate.ensure_formation(self.layout, self.app, meta["procfile"])
-        self.steps.step("Launching %s on port %d" % (", ".join(t for t in meta["procfile"] if t != "release"),
-                                                     releases.port(self.layout, self.app)))
-        logs.append(self.layout.log_file(self.app), "tinyserv", "Release v%d: %s" % (
-            release["version"], release["description"]))
-        control.sync(self.layout, self.app)
-        failed = control.wait_for_web(self.layout, self.app, release["version"], boot_timeout(config), SETTLE)
-        if failed:
-            self.switch_back(release)
-            why = "timed out" if failed == "timeout" else "crashed (exit %s)" % failed.get("exit_code")
-            raise TinyservError("web %s after the switch; the previous release is serving again" % why)
-        self.steps.detail("done, web is up")
-        return release
+            self.steps.step("Launching %s on port %d" % (", ".join(t for t in meta["procfile"] if t != "release"),
+                                                         releases.port(self.layout, self.app)))
+            try:
+                rollout.switch(self.layout, self.app, release, self.steps)
+            except BaseException:
+                close(self.layout, self.app, load_pending(self.layout, self.app), kept=False)
+                raise
+            self.steps.detail("done, web is up")
+            url = "http://%s:%d" % (settings.host_name(), releases.port(self.layout, self.app))
+            self.steps.step("Released v%d (%s) in %.1f s — %s" % (
+                release["version"], push.new[:7], time.monotonic() - started, url))
+            self.settle(0)
+            settle_by_ref(self.layout, self.app, load_pending(self.layout, self.app))
 
-    def switch_back(self, release):
-        """The new release failed on the app's port: drop it and wait for the old one to serve."""
-        with store.locked(self.layout.app_file(self.app, "lock")):
-            releases.drop_last(self.layout, self.app, release["version"])
-            previous = releases.current(self.layout, self.app)
-        self.steps.detail("web failed on port %d: going back to v%d" % (
-            releases.port(self.layout, self.app), previous["version"]))
-        logs.append(self.layout.log_file(self.app), "tinyserv", "Release v%d failed; back to v%d" % (
-            release["version"], previous["version"]))
-        control.sync(self.layout, self.app)
-        if previous["build"]:
-            control.wait_for_web(self.layout, self.app, previous["version"], boot_timeout(previous["config"]))
+
+def branch(ref):
+    return ref[len("refs/heads/"):] if ref.startswith("refs/heads/") else ref
+
+
+def pending_file(layout, app):
+    return layout.app_file(app, "pending.json")
+
+
+def load_pending(layout, app):
+    """The open push transaction of app, or None."""
+    return store.load(pending_file(layout, app), PENDING, None)
+
+
+def settle_by_ref(layout, app, pending):
+    """Wait for git-receive-pack to move the ref (or give up on it), then keep or undo the release."""
+    receiver = (pending["receiver"], pending["receiver_start"])
+    deadline = time.monotonic() + RECEIVER_GRACE
+    repo = layout.repo(app)
+    while read_ref(repo, pending["ref"]) != pending["new"] and procs.alive(*receiver):
+        if time.monotonic() > deadline:
+            # It had its chance: make sure it can no longer move the ref behind our back.
+            procs.signal_pids([receiver], signal.SIGKILL)
+        time.sleep(0.01)  # git moves the ref milliseconds after the hook exits: notice it soon
+    close(layout, app, pending, kept=read_ref(repo, pending["ref"]) == pending["new"])
+
+
+def close(layout, app, pending, kept):
+    """End a transaction: keep its release (prune old builds) or undo it (and delete its build)."""
+    if kept:
+        store.remove(pending_file(layout, app))
+        build.prune(layout, app, settings.keep_builds(), protect=protected(layout, app))
+        return
+    newest = releases.current(layout, app)
+    if newest["version"] == pending["version"] and newest["build"] == pending["build"]:
+        rollout.undo(layout, app, pending["version"], "git did not take the push of %s" % pending["new"][:7])
+    store.remove(pending_file(layout, app))
+    if pending["build"] not in protected(layout, app):
+        build.remove(layout, app, pending["build"])
+
+
+def protected(layout, app):
+    """Builds that must survive pruning whatever their age: the current release's."""
+    return {r["build"] for r in releases.history(layout, app)[-1:] if r["build"]}
+
+
+def recover(layout, app):
+    """Settle a push transaction whose process was killed (no-op when there is none, or one is running)."""
+    if not os.path.exists(pending_file(layout, app)):
+        return
+    with store.lock_if_free(layout.app_file(app, "deploy.lock")) as free:
+        if free:
+            recover_locked(layout, app)
+
+
+def recover_locked(layout, app):
+    """recover(), for a caller that holds the app's deploy lock."""
+    pending = load_pending(layout, app)
+    if pending is not None:
+        with store.locked(layout.app_file(app, "lock")):
+            logs.append(layout.log_file(app), "tinyserv", "Settling the interrupted push of %s" % pending["new"][:7])
+            settle_by_ref(layout, app, pending)
+
+
+def plan(updates, deployed_commit):
+    """What a push asks for: the Push to deploy, or None (nothing to deploy); raise to refuse it."""
+    if not updates:
+        return None
+    for old, new, ref in updates:
+        if not ref.startswith("refs/heads/"):
+            raise TinyservError("tinyserv deploys branches, and %s is not one: push a branch "
+                                "(git push tinyserv main)" % ref)
+    if len(updates) > 1:
+        raise TinyservError("this push updates %d branches (%s): push one branch at a time, the one to deploy" % (
+            len(updates), ", ".join(branch(u[2]) for u in updates)))
+    old, new, ref = updates[0]
+    if new == ZERO:
+        if deployed_commit and old == deployed_commit:
+            raise TinyservError("%s is what this app runs: deleting it is refused "
+                                "(remove the app with 'tinyserv apps:destroy')" % branch(ref))
+        return None
+    return Push(old, new, ref)
+
+
+def parse_updates(text):
+    """pre-receive input lines 'old new ref' -> [(old, new, ref)]."""
+    return [tuple(line.split()) for line in text.splitlines() if len(line.split()) == 3]
 
 
 def hook_script(layout, app, python, remote_script):

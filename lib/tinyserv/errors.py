@@ -6,7 +6,14 @@ import sys
 
 
 class TinyservError(Exception):
-    """Something the user can fix; main() prints it as one line and exits 1."""
+    """Something the user can fix; main() prints it as one line and exits 1.
+
+    details: lines that explain it (a web's last output), printed above that line.
+    """
+
+    def __init__(self, message, details=()):
+        super().__init__(message)
+        self.details = list(details)
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -18,21 +25,34 @@ class ArgumentParser(argparse.ArgumentParser):
 
 
 def guarded(body):
-    """Run a CLI's body: a TinyservError is one line on stderr and exit 1, Ctrl-C exit 130."""
+    """Run a CLI's body: every failure is one line on stderr and exit 1 (a traceback only with
+    TINYSERV_DEBUG=1); Ctrl-C is exit 130; a reader that went away ends output quietly."""
     try:
         return body() or 0
-    except TinyservError as e:
-        if os.environ.get("TINYSERV_DEBUG") == "1":
-            raise
-        from .printer import error
-        error(str(e))
-        return 1
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:
         # The reader went away (a pipe into head): say nothing, and let exit's flush go nowhere.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except Exception as e:  # noqa: BLE001 - the one boundary: whatever happened, one line
+        if os.environ.get("TINYSERV_DEBUG") == "1":
+            raise
+        from .printer import error
+        error(one_line(e), getattr(e, "details", ()))
+        return 1
+
+
+def one_line(e):
+    """What went wrong, in one line, for any exception that reaches main()."""
+    if isinstance(e, TinyservError):
+        return str(e)
+    if isinstance(e, OSError):
+        where = " (%s)" % e.filename if e.filename else ""
+        return "%s%s" % (e.strerror or e, where)
+    if isinstance(e, EOFError):
+        return "no answer: standard input was closed"
+    return "unexpected error: %s: %s (set TINYSERV_DEBUG=1 to see where)" % (type(e).__name__, e)
 
 
 def parse(parser, argv):

@@ -68,8 +68,10 @@ def dumps(value):
     return json.dumps(value, indent=2, sort_keys=True)
 
 
-def error(message, stream=None):
-    """The one-line error every failure ends in."""
+def error(message, details=(), stream=None):
+    """The one-line error every failure ends in, below the lines that explain it (if any)."""
     stream = stream or sys.stderr
-    stream.write(color("tinyserv: " + message, "31", stream) + "\n")
+    for line in details:
+        stream.write(INDENT + line.rstrip("\n") + "\n")
+    stream.write(color("tinyserv: " + message.replace("\n", " "), "31", stream) + "\n")
     stream.flush()

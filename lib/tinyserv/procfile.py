@@ -14,6 +14,8 @@ def parse_procfile(text):
         stripped = line.strip()
         if not stripped or stripped.startswith("#"):
             continue
+        if "\0" in line:
+            raise TinyservError("Procfile line %d contains a NUL byte" % number)
         match = LINE.match(stripped)
         if not match or not match.group(2):
             raise TinyservError("Procfile line %d is not 'type: command': %r" % (number, line))

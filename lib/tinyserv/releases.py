@@ -53,8 +53,8 @@ def port(layout, app):
     return store.load(layout.public_release(app), PUBLIC)["port"]
 
 
-def add(layout, app, description, config, build=None, commit=None, by=None, app_port=None):
-    """Append a release and publish it; returns the new release."""
+def add(layout, app, description, config, build=None, commit=None, by=None, app_port=None, ref=None):
+    """Append a release and publish it; returns the new release (ref: the branch a deploy came from)."""
     releases = history(layout, app)
     release = {
         "version": releases[-1]["version"] + 1 if releases else 1,
@@ -65,6 +65,8 @@ def add(layout, app, description, config, build=None, commit=None, by=None, app_
         "by": by or os.environ.get("USER") or "tinyserv",
         "created_at": now_iso(),
     }
+    if ref:
+        release["ref"] = ref
     save(layout, app, releases + [release], app_port)
     return release
 

@@ -86,5 +86,9 @@ def main(argv=None):
 
     def body():
         args = parse(parser(), argv)
-        return command(args.func)(Layout(server_root()), args)
+        layout = Layout(server_root())
+        if getattr(args, "app", None) and args.verb != "hook" and layout.exists(args.app):
+            from .deploy import recover
+            recover(layout, args.app)  # a push whose process was killed is settled before anything else
+        return command(args.func)(layout, args)
     return guarded(body)

@@ -140,20 +140,43 @@ def mapping_of(shape):
 
 
 @contextlib.contextmanager
-def locked(path, timeout=None, waiting=None):
-    """Hold an exclusive flock on path; wait up to timeout seconds (None: forever)."""
+def locked(path, timeout=None, waiting=None, cancelled=None):
+    """Hold an exclusive flock on path; wait up to timeout seconds (None: forever).
+
+    waiting() is called once if we have to wait; cancelled() is called while we wait
+    and may raise to give up (the client that asked went away).
+    """
+    fd = _open_lock(path)
     try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-    except OSError as e:
-        raise TinyservError("cannot open the lock %s: %s" % (path, e.strerror)) from None
-    try:
-        _acquire(fd, timeout, waiting)
+        _acquire(fd, timeout, waiting, cancelled)
         yield
     finally:
         os.close(fd)
 
 
-def _acquire(fd, timeout, waiting):
+@contextlib.contextmanager
+def lock_if_free(path):
+    """Hold path's lock if nobody holds it; yields whether we do."""
+    fd = _open_lock(path)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+    finally:
+        os.close(fd)
+
+
+def _open_lock(path):
+    try:
+        return os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as e:
+        raise TinyservError("cannot open the lock %s: %s" % (path, e.strerror)) from None
+
+
+def _acquire(fd, timeout, waiting, cancelled):
     """Take the lock, calling waiting() once if we have to wait for it."""
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -161,16 +184,18 @@ def _acquire(fd, timeout, waiting):
     except BlockingIOError:
         if waiting:
             waiting()
-    if timeout is None:
+    if timeout is None and cancelled is None:
         fcntl.flock(fd, fcntl.LOCK_EX)
         return
-    deadline = time.monotonic() + timeout
+    deadline = None if timeout is None else time.monotonic() + timeout
     while True:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             return
         except BlockingIOError:
-            if time.monotonic() > deadline:
+            if cancelled:
+                cancelled()
+            if deadline is not None and time.monotonic() > deadline:
                 raise TinyservError("timed out waiting for a lock on %s" % path_of(fd)) from None
             time.sleep(0.05)
 

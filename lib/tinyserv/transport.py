@@ -46,7 +46,7 @@ class Remote:
     def __init__(self, environ=os.environ):
         self.spec = environ.get("TINYSERV_REMOTE", "")
         self.host, self.port = parse_remote(self.spec)
-        self.ssh = shlex.split(environ.get("GIT_SSH_COMMAND") or "ssh")
+        self.ssh = ssh_command(environ.get("GIT_SSH_COMMAND") or "ssh")
 
     @property
     def local(self):
@@ -72,11 +72,11 @@ class Remote:
         try:
             result = subprocess.run(self.argv(words), input=json.dumps(data or {}),
                                     capture_output=True, text=True)
-        except FileNotFoundError as e:
-            raise TinyservError("cannot run %s: %s" % (e.filename, e.strerror)) from None
+        except OSError as e:
+            raise cannot_run(self.argv(words)[0], e) from None
         self.check_reached(result.returncode, result.stderr)
         if result.returncode != 0:
-            raise TinyservError(remote_error(result.stderr, result.returncode))
+            raise TinyservError(remote_error(result.stderr, result.returncode), remote_details(result.stderr))
         try:
             return json.loads(result.stdout)
         except ValueError:
@@ -85,7 +85,11 @@ class Remote:
     def stream(self, words, tty=False, keep_stdin=False):
         """Run a remote command with its output on our terminal; return its exit code."""
         stdin = subprocess.PIPE if keep_stdin else None
-        proc = subprocess.Popen(self.argv(words, tty=tty), stdin=stdin)
+        argv = self.argv(words, tty=tty)
+        try:
+            proc = subprocess.Popen(argv, stdin=stdin)
+        except OSError as e:
+            raise cannot_run(argv[0], e) from None
         try:
             code = proc.wait()
         except KeyboardInterrupt:
@@ -106,6 +110,29 @@ class Remote:
     def web_host(self):
         """The host name apps are reached at over HTTP."""
         return "localhost" if self.local else self.host.rpartition("@")[2]
+
+
+def ssh_command(text):
+    """GIT_SSH_COMMAND as an argument list (the way git splits it: shell words)."""
+    try:
+        words = shlex.split(text)
+    except ValueError as e:
+        raise TinyservError("GIT_SSH_COMMAND %r cannot be split into words: %s" % (text, e)) from None
+    if not words:
+        raise TinyservError("GIT_SSH_COMMAND is blank: unset it, or name the ssh to run")
+    return words
+
+
+def cannot_run(program, error):
+    """The error for a local program that could not be started (ssh, bash)."""
+    hint = " (check GIT_SSH_COMMAND)" if program != "bash" else ""
+    return TinyservError("cannot run %s: %s%s" % (program, error.strerror, hint))
+
+
+def remote_details(stderr):
+    """The lines the remote printed above its error (a web's last output), without their indent."""
+    lines = [l for l in (stderr or "").rstrip().splitlines() if l.strip()]
+    return [l.strip() for l in lines[:-1]][-20:]
 
 
 def remote_error(stderr, code):

@@ -16,7 +16,7 @@ import socket
 import time
 import uuid
 
-from support import describe, make_app, run
+from support import describe, make_app, run, wait_until
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BIN = os.path.join(REPO, "bin")
@@ -157,9 +157,17 @@ class LocalServer:
         return run(["git", *map(str, args)], cwd=cwd, env=self.env, check=check, timeout=timeout)
 
     def push(self, app, check=True):
-        """`git push tinyserv main` from the app's repository; output is in stdout + stderr."""
+        """`git push tinyserv main` from the app's repository, once its deploy has closed; output in stdout + stderr."""
         __tracebackhide__ = True
-        return self.git("push", "tinyserv", "main", cwd=app.path, check=check)
+        result = self.git("push", "tinyserv", "main", cwd=app.path, check=check)
+        self.wait_settled(app)
+        return result
+
+    def wait_settled(self, app, timeout=30):
+        """Wait until the app's last push is settled: git has moved the ref (or not) and the deploy kept
+        (or undid) its release, which happens milliseconds after `git push` returns."""
+        pending = os.path.join(self.root, "apps", app.name, "pending.json")
+        wait_until(lambda: not os.path.exists(pending), timeout, interval=0.01, message=f"{pending} to go away")
 
     # --- apps ---
 

@@ -5,7 +5,8 @@ import subprocess
 
 import pytest
 
-from tinyserv import appstate, deploy, store
+from tinyserv import appstate, deploy, settings, store
+from tinyserv.errors import TinyservError
 from tinyserv.layout import Layout
 
 OLD = "a" * 40
@@ -37,7 +38,7 @@ def test_parse_updates_reads_old_new_ref_lines(text, updates):
     ({"TINYSERV_BOOT_TIMEOUT": "²"}, 60),
 ])
 def test_boot_timeout_comes_from_the_config_with_a_default(config, seconds):
-    assert deploy.boot_timeout(config) == seconds
+    assert settings.boot_timeout(config) == seconds
 
 
 @pytest.mark.parametrize("environ, keep", [
@@ -48,7 +49,32 @@ def test_boot_timeout_comes_from_the_config_with_a_default(config, seconds):
     ({"TINYSERV_KEEP_BUILDS": "²"}, 5),
 ])
 def test_keep_builds_comes_from_the_environment_with_a_default(environ, keep):
-    assert deploy.keep_builds(environ) == keep
+    assert settings.keep_builds(environ) == keep
+
+
+DEPLOYED = "c" * 40
+
+
+@pytest.mark.parametrize("updates, push", [
+    ([], None),
+    ([(OLD, NEW, "refs/heads/main")], deploy.Push(OLD, NEW, "refs/heads/main")),
+    ([(deploy.ZERO, NEW, "refs/heads/feature")], deploy.Push(deploy.ZERO, NEW, "refs/heads/feature")),
+    ([(OLD, deploy.ZERO, "refs/heads/old-branch")], None),  # deleting a branch that is not deployed: fine
+])
+def test_plan_deploys_one_pushed_branch_and_lets_other_branches_be_deleted(updates, push):
+    assert deploy.plan(updates, DEPLOYED) == push
+
+
+@pytest.mark.parametrize("updates, message", [
+    ([(deploy.ZERO, NEW, "refs/tags/v1")], "tinyserv deploys branches, and refs/tags/v1 is not one"),
+    ([(OLD, NEW, "refs/heads/main"), (deploy.ZERO, NEW, "refs/tags/v1")], "refs/tags/v1 is not one"),
+    ([(OLD, NEW, "refs/notes/commits")], "refs/notes/commits is not one"),
+    ([(OLD, NEW, "refs/heads/a"), (OLD, NEW, "refs/heads/b")], "push one branch at a time"),
+    ([(DEPLOYED, deploy.ZERO, "refs/heads/main")], "main is what this app runs: deleting it is refused"),
+])
+def test_plan_refuses_tags_several_branches_and_deleting_the_deployed_branch(updates, message):
+    with pytest.raises(TinyservError, match=message.replace("[", r"\[")):
+        deploy.plan(updates, DEPLOYED)
 
 
 @pytest.fixture

@@ -102,15 +102,22 @@ def test_steps_print_heroku_arrows_and_indented_details():
 
 def test_error_is_one_prefixed_line():
     err = io.StringIO()
-    printer.error("no app named 'x'", err)
+    printer.error("no app named 'x'", stream=err)
     assert err.getvalue() == "tinyserv: no app named 'x'\n"
 
 
 def test_error_is_red_on_a_terminal(colour_allowed):
     err = Terminal()
-    printer.error("boom", err)
+    printer.error("boom", stream=err)
     assert err.getvalue() == "\033[31mtinyserv: boom\033[0m\n"
 
 
 def test_dumps_is_indented_sorted_json():
     assert printer.dumps({"b": [1], "a": "⬢"}) == '{\n  "a": "\\u2b22",\n  "b": [\n    1\n  ]\n}'
+
+
+def test_an_error_with_details_prints_them_indented_above_its_one_line():
+    err = io.StringIO()
+    printer.error("web exited with 1 at boot", ["Error: no DATABASE_URL", "    at index.js:3"], stream=err)
+    assert err.getvalue() == ("       Error: no DATABASE_URL\n           at index.js:3\n"
+                              "tinyserv: web exited with 1 at boot\n")
