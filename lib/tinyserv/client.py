@@ -228,6 +228,8 @@ class Client:
     # --- releases ---
 
     def releases(self):
+        if self.args.num is not None and self.args.num < 1:
+            raise TinyservError("-n must be 1 or more, not %d" % self.args.num)
         words = ["releases", self.app] + (["-n", str(self.args.num)] if self.args.num else [])
         self.json_or(self.remote.call(words), self.render_releases)
 

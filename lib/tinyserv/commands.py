@@ -100,6 +100,8 @@ def cmd_restart(layout, args):
 
 def cmd_logs(layout, args):
     layout.require(args.app)
+    if args.num < 0:
+        raise TinyservError("-n must be 0 or more, not %d" % args.num)
     path = layout.log_file(args.app)
     sys.stdout.writelines(logs.tail(path, args.num, args.ps))
     sys.stdout.flush()

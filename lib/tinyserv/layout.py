@@ -62,6 +62,13 @@ class Layout:
         """The prefix every TINYSERV_INSTANCE of app starts with."""
         return "%s:%s:" % (self.tag, check_app_name(app))
 
+    def check(self):
+        """Refuse a root that cannot be one (a file), before anything is read or written under it."""
+        if os.path.exists(self.root) and not os.path.isdir(self.root):
+            raise TinyservError("TINYSERV_ROOT %s is not a directory: point it at a directory "
+                                "(it is created if missing)" % self.root)
+        return self
+
     def ensure(self):
         """Create the top-level directories (safe to run twice)."""
         for path in (self.releases_dir, self.repos_dir, self.apps_dir, self.run_dir):

@@ -86,7 +86,7 @@ def main(argv=None):
 
     def body():
         args = parse(parser(), argv)
-        layout = Layout(server_root())
+        layout = Layout(server_root()).check()
         if getattr(args, "app", None) and args.verb != "hook" and layout.exists(args.app):
             from .deploy import recover
             recover(layout, args.app)  # a push whose process was killed is settled before anything else

@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import random
+import shutil
 import signal
 import socket
 import time
@@ -118,6 +119,24 @@ def cwd_of(pid):
         return ""
 
 
+class Link(str):
+    """A file of an app's tree that is a symbolic link to this target (see LocalServer.commit)."""
+
+
+def write_file(path, content):
+    """Make path hold content (text, bytes or a Link), whatever was there before (a file, a link, a directory)."""
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path)
+    elif os.path.lexists(path):
+        os.unlink(path)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    if isinstance(content, Link):
+        os.symlink(content, path)
+    else:
+        with open(path, "wb") as f:
+            f.write(content if isinstance(content, bytes) else content.encode())
+
+
 @dataclasses.dataclass(frozen=True)
 class App:
     """An app as a test holds it: its name and the git repository it deploys from."""
@@ -180,13 +199,14 @@ class LocalServer:
         return App(name, str(path))
 
     def commit(self, app, files, message="change"):
-        """Make the app's repository hold exactly files ({name: text}, every other file removed) and commit."""
+        """Make the app's repository hold exactly files ({name: text, bytes or Link}, nothing else) and commit."""
         for name in self.git("ls-files", "-z", cwd=app.path).stdout.split("\0"):
             if name and name not in files:
                 os.unlink(os.path.join(app.path, name))
-        for name, text in files.items():
-            with open(os.path.join(app.path, name), "w") as f:
-                f.write(text)
+                with contextlib.suppress(OSError):
+                    os.removedirs(os.path.dirname(os.path.join(app.path, name)))
+        for name, content in files.items():
+            write_file(os.path.join(app.path, name), content)
         self.git("add", "-A", cwd=app.path)
         self.git("commit", "-q", "--allow-empty", "-m", message, cwd=app.path)
         return self.git("rev-parse", "HEAD", cwd=app.path).stdout.strip()

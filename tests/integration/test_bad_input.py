@@ -5,6 +5,7 @@ All cases share one server holding one deployed app ({app} in the tables) whose 
 """
 
 import os
+import time
 import types
 
 import pytest
@@ -55,17 +56,52 @@ CLIENT_CASES = [
     ("apps:destroy with the wrong --confirm", "repo", ["apps:destroy", "--confirm", "wrong-name"], ["wrong-name"]),
     ("rollback to a release that does not exist", "repo", ["rollback", "v99"], ["v99"]),
     ("releases:info of garbage", "repo", ["releases:info", "latest"], ["latest"]),
+    # Names tinyserv sets itself, and settings with values they cannot take.
+    *[(f"config:set {key}", "repo", ["config:set", f"{key}=1"], [key, "set by tinyserv"])
+      for key in ("PORT", "DYNO", "PS", "TINYSERV_APP", "TINYSERV_RELEASE", "TINYSERV_INSTANCE")],
+    ("config:set TINYSERV_BOOT_TIMEOUT=soon", "repo", ["config:set", "TINYSERV_BOOT_TIMEOUT=soon"],
+     ["TINYSERV_BOOT_TIMEOUT", "'soon'"]),
+    ("config:set TINYSERV_BOOT_TIMEOUT=0", "repo", ["config:set", "TINYSERV_BOOT_TIMEOUT=0"], ["from 1 to 3600"]),
+    ("config:set TINYSERV_STOP_TIMEOUT=-1", "repo", ["config:set", "TINYSERV_STOP_TIMEOUT=-1"], ["'-1'"]),
+    ("config:set TINYSERV_BUILD_TIMEOUT=1e9", "repo", ["config:set", "TINYSERV_BUILD_TIMEOUT=1e9"], ["'1e9'"]),
+    ("config:set of 40 KB", "repo", ["config:set", "BIG=" + "x" * 40000], ["over the limit", "32 KiB"]),
+    ("ps:restart of an instance that does not exist", "repo", ["ps:restart", "web.99"], ["web.99", "web.1"]),
+    ("ps:restart web.0", "repo", ["ps:restart", "web.0"], ["web.0"]),
+    ("ps:restart web.x", "repo", ["ps:restart", "web.x"], ["web.x"]),
+    ("ps:scale over 100 of a type", "repo", ["ps:scale", "web=101"], ["at most 100"]),
+    ("ps:scale 1100 of a type", "repo", ["ps:scale", "web=1100"], ["at most 100"]),
+    ("releases -n -1", "repo", ["releases", "-n", "-1"], ["-n"]),
+    ("releases -n 0", "repo", ["releases", "-n", "0"], ["-n"]),
+    ("logs -n -1", "repo", ["logs", "-n", "-1"], ["-n"]),
 ]
 
 REMOTE_CASES = [
-    # tinyserv-remote checks names itself: over ssh, its arguments come from anyone with a key.
-    ("apps:create '../x'", ["apps:create", "../x"]),
-    ("apps:create 'a;b'", ["apps:create", "a;b"]),
-    ("apps:destroy '../x'", ["apps:destroy", "../x"]),
-    ("ps '../../etc'", ["ps", "../../etc"]),
-    ("config:set 'Caps'", ["config:set", "Caps"]),
-    ("logs '../x'", ["logs", "../x"]),
-    ("unknown command", ["frobnicate"]),
+    # tinyserv-remote checks everything itself: over ssh, its arguments and input come from anyone with a key.
+    # (id, arguments, standard input, words the message must contain)
+    ("apps:create '../x'", ["apps:create", "../x"], "{}", ["invalid app name"]),
+    ("apps:create 'a;b'", ["apps:create", "a;b"], "{}", ["invalid app name"]),
+    ("apps:destroy '../x'", ["apps:destroy", "../x"], "{}", ["invalid app name"]),
+    ("ps '../../etc'", ["ps", "../../etc"], "{}", ["invalid app name"]),
+    ("config:set 'Caps'", ["config:set", "Caps"], "{}", ["invalid app name"]),
+    ("logs '../x'", ["logs", "../x"], "{}", ["invalid app name"]),
+    ("unknown command", ["frobnicate"], "{}", ["frobnicate"]),
+    ("a NUL byte in a config value", ["config:set", "{app}"], '{"vars": {"A": "x\\u0000y"}}', ["NUL byte"]),
+    ("a 1 MB config value", ["config:set", "{app}"], '{"vars": {"A": "%s"}}' % ("x" * 1000000), ["32 KiB"]),
+    ("a config value that is not text", ["config:set", "{app}"], '{"vars": {"A": 1}}', ["must be text"]),
+    ("config vars that are not an object", ["config:set", "{app}"], '{"vars": ["A=1"]}', ["JSON object"]),
+    ("config:set PORT", ["config:set", "{app}"], '{"vars": {"PORT": "1"}}', ["PORT", "set by tinyserv"]),
+    ("config:set TINYSERV_APP", ["config:set", "{app}"], '{"vars": {"TINYSERV_APP": "x"}}', ["TINYSERV_APP"]),
+    ("config:set a key with a NUL", ["config:set", "{app}"], '{"vars": {"A\\u0000B": "1"}}', ["invalid config key"]),
+    ("config:unset keys that are not text", ["config:unset", "{app}"], '{"keys": [1]}', ["must be text"]),
+    ("standard input that is not JSON", ["config:set", "{app}"], "A=1", ["expected JSON"]),
+    ("standard input that is a JSON list", ["config:set", "{app}"], "[]", ["JSON object"]),
+    ("ps:scale to a negative count", ["ps:scale", "{app}"], '{"formation": {"web": -1}}', ["TYPE=N"]),
+    ("ps:scale to true", ["ps:scale", "{app}"], '{"formation": {"web": true}}', ["TYPE=N"]),
+    ("ps:scale to 1100", ["ps:scale", "{app}"], '{"formation": {"web": 1100}}', ["at most 100"]),
+    ("ps:restart web.99", ["ps:restart", "{app}", "web.99"], "{}", ["web.99"]),
+    ("releases -n -1", ["releases", "{app}", "-n", "-1"], "{}", ["-n"]),
+    ("logs -n -1", ["logs", "{app}", "-n", "-1"], "{}", ["-n"]),
+    ("rollback v0", ["rollback", "{app}", "v0"], "{}", ["v0"]),
 ]
 
 
@@ -107,11 +143,120 @@ def test_bad_input_to_tinyserv_is_refused_in_one_line_and_changes_nothing(world,
         f"/{world.app.name}.git")
 
 
-@pytest.mark.parametrize("args", [c[1] for c in REMOTE_CASES], ids=[c[0] for c in REMOTE_CASES])
-def test_bad_input_to_tinyserv_remote_is_refused_in_one_line_and_changes_nothing(world, args):
+@pytest.mark.parametrize("args, stdin, must_contain", [c[1:] for c in REMOTE_CASES], ids=[c[0] for c in REMOTE_CASES])
+def test_bad_input_to_tinyserv_remote_is_refused_in_one_line_and_changes_nothing(world, args, stdin, must_contain):
     server = world.server
     before = server.snapshot()
-    result = run([TINYSERV_REMOTE, *args], env=server.env, input="{}", cwd=world.plain, check=False)
-    assert_refused_in_one_line(result, [])
+    result = run([TINYSERV_REMOTE, *[fill(a, world) for a in args]], env=server.env, input=stdin, cwd=world.plain,
+                 check=False)
+    assert_refused_in_one_line(result, must_contain)
     assert server.snapshot() == before
     assert not os.path.exists(os.path.join(server.root, "x"))
+
+
+# --- the environment: a root that cannot be one, a full disk, a read-only root, a broken ssh, Ctrl-D ---------------
+
+
+def in_namespace(server, script, mount):
+    """Run sh -c script as root of a user and mount namespace of its own, after `mount` (a mount command line
+    acting on $ROOT, the server's root): works for root and other users alike, and touches nothing outside."""
+    env = dict(server.env, ROOT=server.root)
+    return run(["unshare", "--user", "--map-root-user", "--mount", "sh", "-c", f"{mount} && {script}"],
+               env=env, check=False)
+
+
+def assert_one_line_from_namespace(result, must_contain):
+    """The script ends with `echo exit=$?` after the command under test: its stderr is the command's."""
+    __tracebackhide__ = True
+    shown = describe(result)
+    assert result.stdout.strip().splitlines()[-1:] == ["exit=1"], shown
+    assert "Traceback" not in result.stderr and len(result.stderr.splitlines()) == 1, shown
+    assert result.stderr.startswith("tinyserv: ") and all(w in result.stderr for w in must_contain), shown
+
+
+def test_a_root_that_is_a_file_is_refused_in_one_line(tmp_path):
+    from localserver import LocalServer
+    server = LocalServer(tmp_path / "not-a-directory")
+    (tmp_path / "not-a-directory").write_text("")
+    for args in (["apps"], ["apps:create", "x"]):
+        result = server.tinyserv(*args, cwd=str(tmp_path), check=False)
+        assert_refused_in_one_line(result, ["TINYSERV_ROOT", "is not a directory"])
+    assert (tmp_path / "not-a-directory").read_text() == ""
+
+
+def test_a_full_disk_is_one_line_and_leaves_no_half_made_app(server, tmp_path):
+    script = ('tinyserv-remote apps:create first </dev/null >/dev/null && '
+              '(head -c 4000000 /dev/zero > "$ROOT/filler" 2>/dev/null; true) && '
+              'tinyserv-remote apps:create second </dev/null; echo "exit=$?"; '
+              'ls "$ROOT/releases" "$ROOT/repos" >&2')
+    result = in_namespace(server, script, 'mount -t tmpfs -o size=2m tmpfs "$ROOT"')
+    shown = describe(result)
+    assert result.stdout.strip().splitlines()[-1:] == ["exit=1"], shown
+    lines = result.stderr.splitlines()
+    assert lines[0].startswith("tinyserv: ") and "No space left on device" in lines[0], shown
+    assert "Traceback" not in result.stderr and "second" not in result.stderr.split("\n", 1)[1], shown
+
+
+def test_config_set_on_a_full_disk_is_one_line_and_changes_nothing(server, tmp_path):
+    script = ('tinyserv-remote apps:create first </dev/null >/dev/null && '
+              '(head -c 4000000 /dev/zero > "$ROOT/filler" 2>/dev/null; true) && '
+              'echo \'{"vars": {"A": "1"}}\' | tinyserv-remote config:set first; echo "exit=$?"; '
+              'tinyserv-remote config first </dev/null >&2')
+    result = in_namespace(server, script, 'mount -t tmpfs -o size=2m tmpfs "$ROOT"')
+    shown = describe(result)
+    assert result.stdout.strip().splitlines()[-1:] == ["exit=1"], shown
+    first, rest = result.stderr.split("\n", 1)
+    assert first.startswith("tinyserv: cannot write ") and first.endswith("No space left on device"), shown
+    assert rest.strip() == "{}", "the config must be unchanged\n" + shown
+
+
+def test_a_read_only_root_is_one_line(server, tmp_path):
+    server.remote("apps:create", "ro-app")
+    result = in_namespace(server, 'tinyserv-remote apps:create other </dev/null; echo "exit=$?"',
+                          'mount --bind "$ROOT" "$ROOT" && mount -o remount,bind,ro "$ROOT"')
+    assert_one_line_from_namespace(result, ["Read-only file system"])
+
+
+@pytest.mark.parametrize("ssh", ["/nonexistent/ssh", "ssh -o 'unbalanced", " "])
+@pytest.mark.parametrize("command", [["logs", "-a", "x"], ["run", "-a", "x", "true"], ["ps", "-a", "x"]])
+def test_a_broken_git_ssh_command_is_one_line(tmp_path, ssh, command):
+    env = dict(os.environ, TINYSERV_REMOTE="deploy@tinyserv.invalid", GIT_SSH_COMMAND=ssh)
+    result = run([os.path.join(os.path.dirname(TINYSERV_REMOTE), "tinyserv"), *command], env=env,
+                 cwd=str(tmp_path), check=False)
+    assert_refused_in_one_line(result, ["GIT_SSH_COMMAND"])
+
+
+def read_pty(fd, until, timeout=30):
+    """Read a terminal's output until `until` appears in it (None: until it closes); fail after timeout s."""
+    import select
+    output, deadline = b"", time.monotonic() + timeout
+    while until is None or until not in output:
+        assert time.monotonic() < deadline, f"timed out waiting for {until!r} on the terminal: {output!r}"
+        if select.select([fd], [], [], 0.1)[0]:
+            try:
+                chunk = os.read(fd, 1024)
+            except OSError:  # the other side closed: EIO on Linux
+                chunk = b""
+            if not chunk:
+                assert until is None, f"the terminal closed before {until!r}: {output!r}"
+                break
+            output += chunk
+    return output
+
+
+def test_ctrl_d_at_the_destroy_prompt_destroys_nothing(world):
+    import pty
+    server = world.server
+    before = server.snapshot()
+    pid, fd = pty.fork()
+    if pid == 0:
+        os.chdir(world.app.path)
+        os.execve(os.path.join(os.path.dirname(TINYSERV_REMOTE), "tinyserv"), ["tinyserv", "apps:destroy"], server.env)
+    output = read_pty(fd, until=b"To proceed, type")
+    os.write(fd, b"\x04")  # Ctrl-D: end of input on a terminal
+    output += read_pty(fd, until=None)
+    _, status = os.waitpid(pid, 0)
+    text = output.decode(errors="replace")
+    assert os.waitstatus_to_exitcode(status) == 1, text
+    assert "tinyserv: no confirmation given: nothing was destroyed" in text and "Traceback" not in text, text
+    assert server.snapshot() == before

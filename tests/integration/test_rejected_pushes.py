@@ -8,7 +8,7 @@ import types
 
 import pytest
 
-from localserver import node_app
+from localserver import Link, node_app
 from support import describe, http_get
 
 GOOD = node_app("good v1")
@@ -34,6 +34,24 @@ BAD_PUSHES = [
      "web exited with 1 at boot"),
     ("an app that never binds", dict(GOOD, **{"server.js": "setInterval(() => {}, 1000);\n"}),
      "did not listen on $PORT within 3 s"),
+    # Files tinyserv reads from a push must be regular files inside the pushed tree, of a reasonable size.
+    ("a Procfile linked to /dev/zero", dict(GOOD, Procfile=Link("/dev/zero")), "Procfile points outside the pushed"),
+    ("a Procfile linked to /etc/passwd", dict(GOOD, Procfile=Link("/etc/passwd")), "Procfile points outside"),
+    ("a Procfile linked out of the tree by ..", dict(GOOD, Procfile=Link("../../../../../etc/hostname")),
+     "Procfile points outside"),
+    ("a Procfile that is a directory", dict({k: v for k, v in GOOD.items() if k != "Procfile"},
+                                            **{"Procfile/web": "node server.js"}), "Procfile is not a regular file"),
+    ("a Procfile of 100 KB", dict(GOOD, Procfile="web: node server.js\n" + "# padding\n" * 10000),
+     "Procfile is larger than 64 KiB"),
+    ("a NUL byte in the release command", dict(GOOD, Procfile="web: node server.js\nrelease: echo a\0b\n"),
+     "Procfile line 2 contains a NUL byte"),
+    ("a Procfile that is not UTF-8", dict(GOOD, Procfile=b"web: node server.js # \xff\n"), "not UTF-8"),
+    ("a package.json linked to /etc/passwd", dict(GOOD, **{"package.json": Link("/etc/passwd")}),
+     "package.json points outside"),
+    ("a package.json that is a list", dict(GOOD, **{"package.json": "[]"}), "package.json is not a JSON object"),
+    ("a requirements.txt linked to /dev/zero",
+     {"Procfile": "web: python3 -m http.server $PORT\n", "requirements.txt": Link("/dev/zero")},
+     "requirements.txt points outside"),
 ]
 
 
@@ -94,6 +112,37 @@ def test_a_bad_push_is_rejected_and_the_running_release_keeps_serving(deployed, 
     assert server.releases(app) == releases_before
     assert builds(server, app) == builds_before
     assert sorted(server.app_processes(app)) == processes_before, "the trial web must be gone, the running one kept"
+
+
+def tip(server, app):
+    repo = os.path.join(server.root, "repos", app.name + ".git")
+    return server.git("--git-dir", repo, "rev-parse", "-q", "--verify", "refs/heads/main", cwd=server.root,
+                      check=False).stdout.strip()
+
+
+REF_PUSHES = [
+    # (id, git push arguments, words of the reason) — only a branch deploys, one at a time, and not its deletion
+    ("a tag", ["tinyserv", "v1"], "refs/tags/v1 is not one"),
+    ("a branch and a tag", ["tinyserv", "main", "v1"], "refs/tags/v1 is not one"),
+    ("two branches at once", ["tinyserv", "main:main", "main:other"], "push one branch at a time"),
+    ("deleting the deployed branch", ["tinyserv", ":main"], "main is what this app runs: deleting it is refused"),
+    ("a ref outside refs/heads", ["tinyserv", "main:refs/notes/x"], "refs/notes/x is not one"),
+]
+
+
+@pytest.mark.parametrize("args, reason", [c[1:] for c in REF_PUSHES], ids=[c[0] for c in REF_PUSHES])
+def test_a_push_of_anything_but_one_branch_is_rejected_and_changes_nothing(deployed, args, reason):
+    server, app = deployed.server, deployed.app
+    server.git("tag", "-f", "v1", cwd=app.path)
+    before, tip_before = server.snapshot(), tip(server, app)
+    pushed = server.git("push", *args, cwd=app.path, check=False)
+    output = pushed.stdout + pushed.stderr
+    assert pushed.returncode != 0 and "Traceback" not in output, describe(pushed)
+    rejected = re.findall(r"^remote:  !     Push rejected: (.*)$", output, re.M)
+    assert len(rejected) == 1 and reason in rejected[0], describe(pushed)
+    assert server.snapshot() == before
+    assert tip(server, app) == tip_before
+    assert http_get(deployed.url) == (200, "good v1")
 
 
 def test_a_good_push_after_rejected_ones_deploys(deployed):
