@@ -68,7 +68,13 @@ class Client:
 
     def apps(self):
         self.json_or(self.remote.call(["apps"]), lambda apps: self.say(
-            heading("Apps") + "\n" + "\n".join(a["name"] for a in apps) if apps else "You have no apps."))
+            heading("Apps") + "\n" + "\n".join(self.app_line(a) for a in apps) if apps else "You have no apps."))
+
+    @staticmethod
+    def app_line(app):
+        """An app's name, and what is wrong when its state cannot be read."""
+        return app["name"] if app.get("state") != "broken" else "%s  %s" % (
+            app["name"], color("broken: " + app.get("error", "?"), "31"))
 
     def apps_create(self):
         name = check_app_name(gitlocal.default_app_name() if self.args.name is None else self.args.name)
@@ -127,6 +133,8 @@ class Client:
         self.json_or(self.remote.call(["ps", self.app]), self.render_ps)
 
     def render_ps(self, ps):
+        if ps.get("broken"):
+            self.say(color(" !    the supervisor cannot run %s: %s" % (self.app, ps["broken"]), "31"))
         if not ps["formation"]:
             self.say("%s has not been deployed yet: git push tinyserv main" % self.app)
             return

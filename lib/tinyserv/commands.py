@@ -185,8 +185,10 @@ def cmd_shutdown(layout, args):
     layout.ensure()
     store.write_atomic(layout.shutdown_marker, time.strftime("%Y-%m-%dT%H:%M:%SZ\n", time.gmtime()))
     control.stop_supervisor(layout)
-    # Processes no supervisor was watching (it had been killed) get the same treatment.
-    procs.stop_groups([g for name in layout.apps() for g in apps.live_groups(layout, name)], grace=30)
+    # Processes no supervisor was watching (it had been killed), and daemons that left their group, too.
+    names = layout.apps()
+    procs.stop([g for name in names for g in apps.live_groups(layout, name)], grace=30, what="shutdown",
+               marks=[layout.app_marks(name) for name in names])
     print("tinyserv: every app stopped")
 
 
