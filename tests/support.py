@@ -1,6 +1,7 @@
 """Helpers shared by every test layer: running commands, polling, HTTP, making app repositories."""
 
 import os
+import select
 import shlex
 import subprocess
 import time
@@ -84,3 +85,54 @@ def make_app(path, files):
     run(["git", "add", "-A"], cwd=path)
     run(["git", "commit", "-q", "-m", "app"], cwd=path)
     return path
+
+
+class Running:
+    """A command started in a session of its own, its output (stdout and stderr) read as it comes.
+
+    For tests that act in the middle of a command: wait_for(text), then signal or kill it, then finish().
+    """
+
+    def __init__(self, args, *, cwd=None, env=None):
+        self.args = args
+        self.read_fd, write_fd = os.pipe()
+        self.proc = subprocess.Popen(args, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=write_fd,
+                                     stderr=write_fd, start_new_session=True)
+        os.close(write_fd)
+        self.output = ""
+
+    def _read(self, timeout):
+        ready, _, _ = select.select([self.read_fd], [], [], timeout)
+        if ready:
+            self.output += os.read(self.read_fd, 65536).decode(errors="replace")
+
+    def wait_for(self, text, timeout=90):
+        """Read the output until text appears in it; fail (showing the output) if it ends or times out first."""
+        __tracebackhide__ = True
+        deadline = time.monotonic() + timeout
+        while text not in self.output:
+            ended = self.proc.poll() is not None
+            if ended or time.monotonic() > deadline:
+                self._read(0)
+                if text in self.output:
+                    break
+                raise AssertionError(f"{shlex.join(map(str, self.args))} did not print {text!r} "
+                                     f"({'exit code %s' % self.proc.returncode if ended else 'timed out'}):\n"
+                                     f"{self.output}")
+            self._read(0.05)
+
+    def signal_group(self, sig):
+        """What a terminal does on Ctrl-C (SIGINT) or a hang-up (SIGHUP): signal the whole process group."""
+        os.killpg(self.proc.pid, sig)
+
+    def finish(self, timeout=120):
+        """The exit code, once the command has ended (reading what it still prints)."""
+        __tracebackhide__ = True
+        deadline = time.monotonic() + timeout
+        while self.proc.poll() is None:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{shlex.join(map(str, self.args))} did not end:\n{self.output}")
+            self._read(0.05)
+        self._read(0)
+        os.close(self.read_fd)
+        return self.proc.returncode

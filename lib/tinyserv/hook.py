@@ -132,38 +132,59 @@ def _deployer(body, session, note):
 
 
 def _relay(r, pid, out):
-    """Copy the deployer's output to ours until it exits; return its exit code as the hook's."""
-    receiver = os.getppid()
+    """Copy the deployer's output to ours until it exits; return its exit code as the hook's.
+
+    Gives up (exit 1) as soon as the push's client is gone: git-receive-pack ended, or lost
+    its own parent (git push locally, sshd over ssh). Over ssh git-receive-pack outlives a
+    dropped connection but no longer reads what we print, so our writes must never block.
+    """
+    client = Client()
     os.set_blocking(r, False)
+    os.set_blocking(out.fileno(), False)
     eof = False
     while True:
         if not eof:
             readable, _, _ = select.select([r], [], [], 0.2)
-            eof = readable and not _copy(r, out)
+            eof = readable and not _copy(r, out, client)
         got, status = os.waitpid(pid, os.WNOHANG)
         if got:
-            while _copy(r, out):
+            while _copy(r, out, client):
                 pass
             return _verdict(status, out)
-        if os.getppid() != receiver:
-            return 1  # git-receive-pack is gone: nobody will act on what we say
+        if client.gone():
+            os._exit(1)  # the deployer notices we are gone; nobody would act on a verdict
         if eof:
             select.select([], [], [], 0.1)
 
 
-def _copy(r, out):
+class Client:
+    """Is the push's client still there? Its git-receive-pack (our parent) and that one's parent."""
+
+    def __init__(self):
+        self.receiver = os.getppid()
+        self.parent = procs.parent(self.receiver)
+
+    def gone(self):
+        return os.getppid() != self.receiver or procs.parent(self.receiver) != self.parent
+
+
+def _copy(r, out, client):
     """Pass on one chunk of output; False at end of output or when nothing is waiting."""
     try:
         data = os.read(r, 65536)
     except BlockingIOError:
         return False
-    if data:
+    fd, got = out.fileno(), bool(data)
+    while data:
         try:
-            out.buffer.write(data)
-            out.flush()
-        except (BrokenPipeError, OSError):
+            data = data[os.write(fd, data):]
+        except BlockingIOError:
+            select.select([], [fd], [], 0.2)
+        except OSError:
             os._exit(1)  # our reader is gone: so is the push's client; the deployer will notice
-    return bool(data)
+        if data and client.gone():
+            os._exit(1)
+    return got
 
 
 def _verdict(status, out):

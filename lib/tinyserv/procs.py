@@ -18,6 +18,16 @@ def proc_stat(pid):
     return fields[0], int(fields[2]), int(fields[19])
 
 
+def parent(pid):
+    """The parent pid of pid (None if it is gone)."""
+    try:
+        with open("/proc/%d/stat" % pid, "rb") as f:
+            data = f.read().decode("ascii", "replace")
+    except OSError:
+        return None
+    return int(data[data.rindex(")") + 2:].split()[1])
+
+
 def alive(pid, starttime=None):
     """True if pid exists, is not a zombie and (if given) started at starttime.
 

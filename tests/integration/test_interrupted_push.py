@@ -8,15 +8,13 @@ suffer: Ctrl-C (SIGINT to the push's process group), a hang-up (SIGHUP), the hoo
 """
 
 import os
-import select
 import signal
-import subprocess
 import time
 
 import pytest
 
 from localserver import environ_of, live_pids, node_app
-from support import http_get, wait_until
+from support import Running, http_get, wait_until
 
 SLOW_BUILD = "slow build: started"
 DELAY_WEB = (
@@ -41,39 +39,18 @@ def version(message, delay_ms=0, build_script=None):
 SLOW_BUILD_JS = f'console.log("{SLOW_BUILD}"); setInterval(() => console.log("still building"), 200);\n'
 
 
-class PushInProgress:
-    """`git push tinyserv main` in a session of its own, its output read as it comes, interrupted on demand."""
+class PushInProgress(Running):
+    """`git push tinyserv main` running, to be interrupted in the middle."""
 
     def __init__(self, server, app):
-        self.server, self.app = server, app
-        self.read_fd, write_fd = os.pipe()
-        self.proc = subprocess.Popen(["git", "push", "tinyserv", "main"], cwd=app.path, env=server.env,
-                                     stdin=subprocess.DEVNULL, stdout=write_fd, stderr=write_fd,
-                                     start_new_session=True)
-        os.close(write_fd)
-        self.output = ""
-
-    def read(self, timeout):
-        if self.read_fd is None:
-            return
-        ready, _, _ = select.select([self.read_fd], [], [], timeout)
-        if ready:
-            self.output += os.read(self.read_fd, 65536).decode(errors="replace")
-
-    def wait_for(self, text, timeout=90):
-        """Read the push's output until text appears in it."""
-        __tracebackhide__ = True
-        deadline = time.monotonic() + timeout
-        while text not in self.output:
-            assert time.monotonic() < deadline and self.proc.poll() is None or text in self.output, (
-                f"the push did not print {text!r} (exit code {self.proc.poll()}):\n{self.output}")
-            self.read(0.05)
+        super().__init__(["git", "push", "tinyserv", "main"], cwd=app.path, env=server.env)
+        self.app = app
 
     def interrupt(self, how):
         if how == "ctrl-c":
-            os.killpg(self.proc.pid, signal.SIGINT)
+            self.signal_group(signal.SIGINT)
         elif how == "hang-up":
-            os.killpg(self.proc.pid, signal.SIGHUP)
+            self.signal_group(signal.SIGHUP)
         elif how == "receiver-killed":  # what a dropped ssh session does: the hook's reader goes away
             os.kill(parent_of(hook_pid(self.app.name)), signal.SIGKILL)
         elif how == "client-killed":
@@ -82,17 +59,6 @@ class PushInProgress:
             os.kill(hook_pid(self.app.name), signal.SIGKILL)
         else:
             raise ValueError(how)
-
-    def finish(self, timeout=120):
-        """The push's exit code, once it has ended (reading what it still prints)."""
-        deadline = time.monotonic() + timeout
-        while self.proc.poll() is None:
-            assert time.monotonic() < deadline, f"the push did not end:\n{self.output}"
-            self.read(0.05)
-        self.read(0)
-        if self.read_fd is not None:
-            os.close(self.read_fd)
-        return self.proc.returncode
 
 
 def hook_pid(app):
