@@ -1,4 +1,8 @@
-"""What the server does for each client command: apps, config, formation, releases."""
+"""What the server does to an app for each client command: create, destroy, processes, config, releases.
+
+Each public function here is named by a declaration in commands.py and called by tinyserv-remote as
+f(layout, app, **arguments); what it returns goes back to the client as JSON.
+"""
 
 import contextlib
 import errno
@@ -11,7 +15,7 @@ import sys
 from . import appstate, configvars, control, deploy, logs, procs, releases, rollout, settings, store
 from .errors import TinyservError
 from .layout import start_port
-from .names import check_app_name
+from .names import check_app_name, parse_assignments, parse_scale
 from .procfile import process_types
 
 
@@ -93,6 +97,7 @@ def destroy(layout, name):
             control.request(layout, {"cmd": "sync", "app": name})
         procs.stop(pgids, grace=40, what="stopping %s" % name, term=not supervised, marks=[layout.app_marks(name)])
         remove_app_files(layout, name)
+    return {"destroyed": name}
 
 
 def live_groups(layout, name):
@@ -148,6 +153,7 @@ def overall_state(layout, name):
 def processes(layout, name):
     """The instances ps shows, with what the formation wants."""
     layout.require(name)
+    control.ensure_supervisor(layout)
     release = releases.current(layout, name)
     types = formation(layout, name)
     running = {i["name"]: i for i in control.instances(layout, name)}
@@ -176,9 +182,7 @@ def formation(layout, name):
 def scale(layout, name, changes):
     """ps:scale TYPE=N ...: validate against the Procfile, persist, apply."""
     layout.require(name)
-    if not isinstance(changes, dict) or not changes or not all(
-            isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in changes.values()):
-        raise TinyservError("ps:scale needs TYPE=N pairs with N a whole number, 0 or more")
+    changes = parse_scale(words(changes, "ps:scale needs TYPE=N, e.g. 'tinyserv ps:scale worker=2'"))
     with store.locked(layout.app_file(name, "lock")):
         types = formation(layout, name)
         if not types:
@@ -210,6 +214,25 @@ def settle(layout, name):
     return control.wait_for_web(layout, name, release["version"], settings.boot_timeout(release["config"]))
 
 
+def words(value, needed):
+    """A non-empty list of text from a request; one line saying what is needed otherwise."""
+    if not isinstance(value, list) or not value or not all(isinstance(w, str) for w in value):
+        raise TinyservError(needed)
+    return value
+
+
+def stop(layout, name, target):
+    """ps:stop TYPE: the type stays stopped across deploys until ps:start."""
+    set_stopped(layout, name, target, True)
+    return processes(layout, name)
+
+
+def start(layout, name, target):
+    """ps:start TYPE."""
+    set_stopped(layout, name, target, False)
+    return processes(layout, name)
+
+
 def set_stopped(layout, name, ptype, stopped):
     """ps:stop TYPE / ps:start TYPE: the type stays stopped across deploys until started."""
     layout.require(name)
@@ -232,6 +255,7 @@ def restart(layout, name, target=None):
         check_target(formation(layout, name), name, target)
     control.ensure_supervisor(layout)
     control.request(layout, {"cmd": "restart", "app": name, "target": target})
+    return {"restarted": target or "all"}
 
 
 def check_target(types, name, target):
@@ -244,6 +268,24 @@ def check_target(types, name, target):
         raise TinyservError("no %s in %s: %s runs %d instance%s (%s)" % (
             target, name, ptype, count, "" if count == 1 else "s",
             ", ".join("%s.%d" % (ptype, n) for n in range(1, count + 1)) or "none"))
+
+
+def config(layout, name):
+    """The config vars of the current release."""
+    layout.require(name)
+    return releases.current_config(layout, name)
+
+
+def set_config(layout, name, pairs, by=None):
+    """config:set KEY=VALUE ..."""
+    needed = "config:set needs KEY=VALUE, e.g. 'tinyserv config:set GREETING=hello'"
+    return change_config(layout, name, set_vars=parse_assignments(words(pairs, needed)), by=by)
+
+
+def unset_config(layout, name, keys, by=None):
+    """config:unset KEY ..."""
+    return change_config(layout, name, unset=words(keys, "config:unset needs a KEY, e.g. 'tinyserv config:unset "
+                                                         "GREETING'"), by=by)
 
 
 def change_config(layout, name, set_vars=None, unset=(), by=None):
@@ -269,6 +311,7 @@ def change_config(layout, name, set_vars=None, unset=(), by=None):
 def rollback(layout, name, version=None, by=None):
     """Go back to an earlier release's build and config, without rebuilding (boot-checked like a push)."""
     layout.require(name)
+    version = releases.version_number(version) if version is not None else None
     with changing(layout, name):
         history = releases.history(layout, name)
         current = history[-1]
@@ -304,9 +347,39 @@ def roll(layout, name, description, config, source, by):
     return {"release": releases.summary(release), "web": "up" if release["build"] else "not deployed"}
 
 
-def history(layout, name, count=None):
+def history(layout, name, num=None):
+    """releases [-n N]: newest first."""
     layout.require(name)
-    if count is not None and count < 1:
-        raise TinyservError("-n must be 1 or more, not %d" % count)
+    if num is not None and num < 1:
+        raise TinyservError("-n must be 1 or more, not %d" % num)
     shown = [releases.summary(r) for r in reversed(releases.history(layout, name))]
-    return shown[:count] if count else shown
+    return shown[:num] if num else shown
+
+
+def release_info(layout, name, version=None):
+    """releases:info [vN]: one release (the current one by default)."""
+    layout.require(name)
+    release = (releases.find(layout, name, releases.version_number(version)) if version
+               else releases.current(layout, name))
+    return releases.summary(release)
+
+
+def run(layout, name, command):
+    """Replace this process with the command, in the current build, with the app's config (stream)."""
+    from . import appenv
+    layout.require(name)
+    release = releases.current(layout, name)
+    if not release["build"]:
+        raise TinyservError("%s has not been deployed yet: push it first" % name)
+    argv = ["/bin/sh", "-c", command[0]] if len(command) == 1 else command
+    if not argv:
+        raise TinyservError("run needs a command, e.g. 'tinyserv run bash'")
+    build_dir = layout.build_dir(name, release["build"])
+    meta = appstate.build_meta(layout, name, release["build"])
+    env = appenv.process_env(build_dir, meta, release["config"], name, "run.1", releases.port(layout, name),
+                             release["version"], layout.mark(name, "run.%d" % os.getpid()))
+    os.chdir(build_dir)
+    try:
+        os.execvpe(argv[0], argv, env)
+    except (OSError, ValueError) as e:
+        raise TinyservError("cannot run %s: %s" % (argv[0], getattr(e, "strerror", None) or e)) from None

@@ -7,7 +7,7 @@ import socket
 import sys
 import time
 
-from . import __version__, gitlocal, printer
+from . import __version__, commands, configvars, gitlocal, printer
 from .errors import ArgumentParser, TinyservError, guarded, parse
 from .names import check_app_name, check_config_key, parse_assignments, parse_scale
 from .printer import color, heading, pairs, table
@@ -44,7 +44,11 @@ def iso(epoch):
 
 
 class Client:
-    """One invocation: the parsed arguments, the remote, and the output stream."""
+    """One invocation: the parsed arguments, the remote, and the output stream.
+
+    Each command's client side is the method named like it (ps:scale -> ps_scale); its
+    name, help and arguments are declared in commands.py.
+    """
 
     def __init__(self, args, remote, out=None):
         self.args = args
@@ -64,10 +68,22 @@ class Client:
     def app(self):
         return resolve_app(self.args)
 
+    def call(self, name=None, app=None):
+        """Run a command (this one by default) on the server with our arguments; its JSON answer."""
+        cmd = commands.BY_NAME[name or self.args.verb]
+        words, payload = commands.request(cmd, self.args, (app or self.app) if cmd.app else None, who())
+        return self.remote.call(words, payload)
+
+    def stream(self, **options):
+        """Run this (streaming) command on the server with its output on our terminal; its exit code."""
+        cmd = commands.BY_NAME[self.args.verb]
+        words, _ = commands.request(cmd, self.args, self.app)
+        return self.remote.stream(words, **options)
+
     # --- apps ---
 
     def apps(self):
-        self.json_or(self.remote.call(["apps"]), lambda apps: self.say(
+        self.json_or(self.call(), lambda apps: self.say(
             heading("Apps") + "\n" + "\n".join(self.app_line(a) for a in apps) if apps else "You have no apps."))
 
     @staticmethod
@@ -83,7 +99,7 @@ class Client:
         if existing:
             raise TinyservError("this repository already points at app %r (git remote 'tinyserv'); "
                                 "remove it with 'git remote remove tinyserv' first" % gitlocal.app_from_url(existing))
-        created = self.remote.call(["apps:create", name], {"by": who()})
+        created = self.call(app=name)
         url = self.remote.git_url(created["repo"])
         if repo:
             gitlocal.add_remote(url)
@@ -104,7 +120,7 @@ class Client:
                 raise TinyservError("no confirmation given: nothing was destroyed") from None
         if confirm != name:
             raise TinyservError("confirmation %r does not match %r: nothing was destroyed" % (confirm, name))
-        self.remote.call(["apps:destroy", name])
+        self.call(app=name)
         removed = gitlocal.in_repository() and gitlocal.remove_remote_if(name)
         self.say("Destroying ⬢ %s... done" % name + ("\nGit remote tinyserv removed" if removed else ""))
 
@@ -117,7 +133,7 @@ class Client:
         return self.app
 
     def apps_info(self):
-        info = self.remote.call(["apps:info", self.app])
+        info = self.call()
         info.update(git_url=self.remote.git_url(info["repo"]), web_url=self.web_url(info["port"]))
         self.json_or(info, lambda i: self.say(heading(i["name"]) + "\n" + pairs([
             ("Git URL", i["git_url"]), ("Port", i["port"]), ("Web URL", i["web_url"]),
@@ -130,7 +146,7 @@ class Client:
     # --- processes ---
 
     def ps(self):
-        self.json_or(self.remote.call(["ps", self.app]), self.render_ps)
+        self.json_or(self.call(), self.render_ps)
 
     def render_ps(self, ps):
         if ps.get("broken"):
@@ -155,26 +171,27 @@ class Client:
                 "" if i["exit_code"] is None else i["exit_code"], next_try]
 
     def ps_scale(self):
-        changes = parse_scale(self.args.changes)
-        if not changes:
+        parse_scale(self.args.changes)  # refused here before anything travels; the server checks again
+        if not self.args.changes:
             raise TinyservError("ps:scale needs TYPE=N, e.g. 'tinyserv ps:scale worker=2'")
-        result = self.remote.call(["ps:scale", self.app], {"formation": changes})
-        self.json_or(result, lambda f: self.say("Scaling processes... done, now running " + ", ".join(
-            "%s at %d" % (t, v["quantity"]) for t, v in sorted(f.items()))))
+        result = self.call()
+        self.say("Scaling processes... done, now running " + ", ".join(
+            "%s at %d" % (t, v["quantity"]) for t, v in sorted(result.items())))
 
     def ps_restart(self):
         target = getattr(self.args, "target", None)
-        words = ["ps:restart", self.app] + ([target] if target else [])
-        self.remote.call(words)
+        self.call()
         self.say("Restarting %s on ⬢ %s... done" % (target or "all processes", self.app))
 
+    restart = ps_restart
+
     def ps_stop(self):
-        self.remote.call(["ps:stop", self.app, self.args.target])
+        self.call()
         self.say("Stopping %s on ⬢ %s... done (start it again with 'tinyserv ps:start %s')" % (
             self.args.target, self.app, self.args.target))
 
     def ps_start(self):
-        self.remote.call(["ps:start", self.app, self.args.target])
+        self.call()
         self.say("Starting %s on ⬢ %s... done" % (self.args.target, self.app))
 
     # --- logs and run ---
@@ -182,24 +199,17 @@ class Client:
     def logs(self):
         if self.args.num < 0:
             raise TinyservError("-n must be 0 or more")
-        words = ["logs", self.remote_app(), "-n", str(self.args.num)]
-        words += ["--ps", self.args.ps] if self.args.ps else []
-        words += ["-t"] if self.args.tail else []
-        return self.remote.stream(words, keep_stdin=self.args.tail)
-
-    def remote_app(self):
-        return self.app
+        return self.stream(keep_stdin=self.args.following)
 
     def run(self):
         if not self.args.command:
             raise TinyservError("run needs a command, e.g. 'tinyserv run bash'")
-        tty = sys.stdin.isatty() and sys.stdout.isatty()
-        return self.remote.stream(["run", self.app, "--", *self.args.command], tty=tty)
+        return self.stream(tty=sys.stdin.isatty() and sys.stdout.isatty())
 
     # --- config ---
 
     def config(self):
-        config = self.remote.call(["config", self.app])
+        config = self.call()
         if self.args.shell:
             self.say("\n".join("%s=%s" % (k, shlex.quote(v)) for k, v in sorted(config.items())))
             return
@@ -208,7 +218,7 @@ class Client:
 
     def config_get(self):
         key = check_config_key(self.args.key)
-        value = self.remote.call(["config", self.app]).get(key)
+        value = self.call("config").get(key)
         if value is not None:
             self.say(value)
 
@@ -216,7 +226,8 @@ class Client:
         changes = parse_assignments(self.args.pairs)
         if not changes:
             raise TinyservError("config:set needs KEY=VALUE, e.g. 'tinyserv config:set GREETING=hello'")
-        result = self.remote.call(["config:set", self.app], {"vars": changes, "by": who()})
+        configvars.check_changes(changes, [])  # refused here before anything travels; the server checks again
+        result = self.call()
         self.report_release("Setting %s and restarting" % ", ".join(changes), result)
         self.say(pairs(sorted(changes.items())))
 
@@ -224,22 +235,17 @@ class Client:
         keys = [check_config_key(k) for k in self.args.keys]
         if not keys:
             raise TinyservError("config:unset needs a KEY, e.g. 'tinyserv config:unset GREETING'")
-        result = self.remote.call(["config:unset", self.app], {"keys": keys, "by": who()})
-        self.report_release("Unsetting %s and restarting" % ", ".join(keys), result)
+        self.report_release("Unsetting %s and restarting" % ", ".join(keys), self.call())
 
     def report_release(self, doing, result):
         self.say("%s ⬢ %s... done, v%d" % (doing, self.app, result["release"]["version"]))
-        if result["web"] not in ("up", "not deployed"):
-            sys.stderr.write(" !    web %s after the restart: see 'tinyserv logs'\n" % (
-                "did not come up in time" if result["web"] == "timeout" else "crashed"))
 
     # --- releases ---
 
     def releases(self):
         if self.args.num is not None and self.args.num < 1:
             raise TinyservError("-n must be 1 or more, not %d" % self.args.num)
-        words = ["releases", self.app] + (["-n", str(self.args.num)] if self.args.num else [])
-        self.json_or(self.remote.call(words), self.render_releases)
+        self.json_or(self.call(), self.render_releases)
 
     def render_releases(self, history):
         current = "v%d" % history[0]["version"] if history else "-"
@@ -248,79 +254,20 @@ class Client:
         self.say(table(rows, ["VERSION", "DESCRIPTION", "BY", "CREATED"]))
 
     def releases_info(self):
-        words = ["releases:info", self.app] + ([self.args.version] if self.args.version else [])
-        self.json_or(self.remote.call(words), lambda r: self.say(heading("Release v%d" % r["version"]) + "\n" + pairs([
+        self.json_or(self.call(), lambda r: self.say(heading("Release v%d" % r["version"]) + "\n" + pairs([
             ("Description", r["description"]), ("By", r["by"]), ("When", r["created_at"]),
             ("Commit", r["commit"] or "-"), ("Build", r["build"] or "-"),
             ("Config vars", ", ".join(r["config_keys"]) or "(none)")])))
 
     def rollback(self):
-        words = ["rollback", self.app] + ([self.args.version] if self.args.version else [])
-        result = self.remote.call(words, {"by": who()})
+        result = self.call()
         self.report_release("Rolling back", result)
         self.say(result["release"]["description"])
 
 
-COMMANDS = [
-    # name, method, takes -a, help
-    ("apps", "apps", False, "list your apps"),
-    ("apps:create", "apps_create", False, "create an app (and a 'tinyserv' git remote)"),
-    ("apps:destroy", "apps_destroy", True, "stop an app and delete everything it has"),
-    ("apps:info", "apps_info", True, "show an app's port, URLs, release and state"),
-    ("ps", "ps", True, "list the app's processes"),
-    ("ps:scale", "ps_scale", True, "set how many instances of each process type run"),
-    ("ps:restart", "ps_restart", True, "restart processes (all, a TYPE, or TYPE.N)"),
-    ("ps:stop", "ps_stop", True, "stop a process type until ps:start"),
-    ("ps:start", "ps_start", True, "start a stopped process type"),
-    ("restart", "ps_restart", True, "restart every process of the app"),
-    ("logs", "logs", True, "show the app's log (-t to follow it)"),
-    ("run", "run", True, "run a one-off command in the app's environment"),
-    ("config", "config", True, "show config vars"),
-    ("config:get", "config_get", True, "print one config var"),
-    ("config:set", "config_set", True, "set config vars and restart the app"),
-    ("config:unset", "config_unset", True, "remove config vars and restart the app"),
-    ("releases", "releases", True, "list releases"),
-    ("releases:info", "releases_info", True, "show one release"),
-    ("rollback", "rollback", True, "go back to an earlier release, without rebuilding"),
-]
-
-
-def add_arguments(name, cmd):
-    """Each command's own arguments."""
-    json_flag = lambda: cmd.add_argument("--json", action="store_true", help="print JSON")  # noqa: E731
-    if name in ("apps", "apps:info", "ps", "releases", "releases:info"):
-        json_flag()
-    if name == "apps:create":
-        cmd.add_argument("name", nargs="?", help="app name (default: this directory's name)")
-        json_flag()
-    elif name == "apps:destroy":
-        cmd.add_argument("name", nargs="?", help="app name (default: this repository's app)")
-        cmd.add_argument("--confirm", metavar="NAME", help="the app's name, to skip the question")
-    elif name == "ps:scale":
-        cmd.add_argument("changes", nargs="*", metavar="TYPE=N")
-    elif name == "ps:restart":
-        cmd.add_argument("target", nargs="?", metavar="TYPE|TYPE.N")
-    elif name in ("ps:stop", "ps:start"):
-        cmd.add_argument("target", metavar="TYPE")
-    elif name == "logs":
-        cmd.add_argument("-n", "--num", type=int, default=100, help="how many lines (default 100)")
-        cmd.add_argument("-t", "--tail", action="store_true", help="keep following the log")
-        cmd.add_argument("--ps", metavar="TYPE", help="only this process type (web) or instance (web.1)")
-    elif name == "run":
-        cmd.add_argument("command", nargs=argparse.REMAINDER, metavar="COMMAND ...")
-    elif name == "config":
-        cmd.add_argument("--json", action="store_true", help="print JSON")
-        cmd.add_argument("--shell", action="store_true", help="print KEY='value' lines for a shell")
-    elif name == "config:get":
-        cmd.add_argument("key", metavar="KEY")
-    elif name == "config:set":
-        cmd.add_argument("pairs", nargs="*", metavar="KEY=VALUE")
-    elif name == "config:unset":
-        cmd.add_argument("keys", nargs="*", metavar="KEY")
-    elif name == "releases":
-        cmd.add_argument("-n", "--num", type=int, help="only the newest N")
-    elif name in ("releases:info", "rollback"):
-        cmd.add_argument("version", nargs="?", metavar="vN")
+def method_name(name):
+    """The Client method of a command: ps:scale -> ps_scale."""
+    return name.replace(":", "_").replace("-", "_")
 
 
 def parser():
@@ -330,14 +277,16 @@ def parser():
     p.add_argument("--version", action="version", version="tinyserv " + __version__)
     sub = p.add_subparsers(dest="verb", metavar="COMMAND", parser_class=ArgumentParser)
     sub.required = True
-    for name, method, takes_app, help_text in COMMANDS:
-        cmd = sub.add_parser(name, help=help_text, description=help_text)
-        cmd.set_defaults(method=method)
-        if takes_app:
-            cmd.add_argument("-a", "--app", metavar="NAME", help="the app (default: this repository's)")
+    for cmd in commands.client_commands():
+        sp = sub.add_parser(cmd.name, help=cmd.help, description=cmd.help)
+        if cmd.app and cmd.app_flag:
+            sp.add_argument("-a", "--app", metavar="NAME", help="the app (default: this repository's)")
         else:
-            cmd.set_defaults(app=None)
-        add_arguments(name, cmd)
+            sp.set_defaults(app=None)
+        for a in cmd.args:
+            sp.add_argument(*a.flags, **a.options)
+        if cmd.json:
+            sp.add_argument("--json", action="store_true", help="print JSON")
     return p
 
 
@@ -347,5 +296,5 @@ def main(argv=None):
 
     def body():
         args = parse(parser(), argv)
-        return getattr(Client(args, Remote()), args.method)()
+        return getattr(Client(args, Remote()), method_name(args.verb))()
     return guarded(body)

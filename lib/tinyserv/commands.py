@@ -1,205 +1,149 @@
-"""What each tinyserv-remote command does; remote.py parses the command line and calls these.
+"""Every command tinyserv has, declared once: name, help, arguments, whether it needs an app, what the server runs.
 
-Data goes back as JSON where the client parses it; config values arrive as JSON on stdin.
+Made from this table: the client's command line (bin/tinyserv), the server's (bin/tinyserv-remote),
+the request the client sends, shell completion, and the README's command table (a test compares
+them). The client's side of a command is the Client method named like it (client.py); the server's
+side is the function `serves` names, called as f(layout, app, **arguments) — its JSON result goes
+back on stdout. Arguments travel on the remote command line (quoted once, in transport.py) or, for
+text users type freely (config values), as JSON on standard input.
 """
 
-import json
-import os
-import re
-import sys
-import time
+import collections
 
-from . import apps, boot, control, logs, printer, procs, releases, settings, store
-from .errors import TinyservError
+Arg = collections.namedtuple("Arg", "flags options to")
+Command = collections.namedtuple("Command", "name help serves app args json stream who client server app_flag")
 
-UNIT = """[Unit]
-Description=tinyserv: keeps the apps of {user} running
-After=network.target
-
-[Service]
-Type=simple
-User={user}
-Environment=TINYSERV_ROOT={root}
-Environment=TINYSERV_START_PORT={port}
-ExecStart={python} {script} supervise --boot
-ExecStop={python} {script} shutdown
-Restart=always
-RestartSec=1
-KillMode=process
-TimeoutStopSec=120
-
-[Install]
-WantedBy=multi-user.target
-"""
+ARGV, STDIN, LOCAL = "argv", "stdin", "local"  # where an argument goes: the remote's command line, its stdin, nowhere
 
 
-def read_input():
-    """The JSON document a client sends on stdin (config values travel this way)."""
-    try:
-        data = json.loads(sys.stdin.read() or "{}")
-    except ValueError as e:
-        raise TinyservError("expected JSON on standard input: %s" % e) from None
-    if not isinstance(data, dict):
-        raise TinyservError("expected a JSON object on standard input")
-    return data
+def arg(*flags, to=ARGV, **options):
+    """One argument: argparse's flags and options, and where it travels (ARGV, STDIN or LOCAL)."""
+    return Arg(flags, options, to)
 
 
-def emit(value):
-    print(printer.dumps(value))
+def command(name, help, serves, app=True, args=(), json=False, stream=False, who=False, client=True,
+            app_flag=True):
+    """A command: serves is "module.function" on the server (None: the client answers alone); app: it acts on
+    one app (-a/--app on the client unless app_flag is False, APP on the server); json: a --json flag;
+    stream: the server writes to the terminal itself; who: the client says who asks (for releases)."""
+    return Command(name, help, serves, app, tuple(args), json, stream, who, client, serves is not None, app_flag)
 
 
-def version_arg(text):
-    """'v3' or '3' -> 3."""
-    digits = text[1:] if text.startswith("v") else text
-    if not re.match(r"[0-9]+\Z", digits):
-        raise TinyservError("%r is not a release version like v3" % text)
-    return int(digits)
+def dest(a):
+    """The name an argument has in the parsed arguments and in the server function's call."""
+    return a.options.get("dest") or a.flags[-1].lstrip("-").replace("-", "_")
 
 
-def cmd_apps(layout, args):
-    emit(apps.listing(layout))
+def sent(cmd, to=None):
+    """The arguments of cmd that go to the server (to one place, if given)."""
+    return [a for a in cmd.args if a.to != LOCAL and (to is None or a.to == to)]
 
 
-def cmd_create(layout, args):
-    emit(apps.create(layout, args.app, by=read_input().get("by")))
+NUM = arg("-n", "--num", type=int, metavar="N")
+VERSION = arg("version", nargs="?", metavar="vN")
+
+COMMANDS = [
+    command("apps", "list your apps", "apps.listing", app=False, json=True),
+    command("apps:create", "create an app (and a 'tinyserv' git remote)", "apps.create", json=True, who=True,
+            app_flag=False, args=[arg("name", nargs="?", to=LOCAL, help="app name (default: this directory's name)")]),
+    command("apps:destroy", "stop an app and delete everything it has", "apps.destroy", args=[
+        arg("name", nargs="?", to=LOCAL, help="app name (default: this repository's app)"),
+        arg("--confirm", metavar="NAME", to=LOCAL, help="the app's name, to skip the question")]),
+    command("apps:info", "show an app's port, URLs, release and state", "apps.info", json=True),
+    command("ps", "list the app's processes", "apps.processes", json=True),
+    command("ps:scale", "set how many instances of each process type run", "apps.scale",
+            args=[arg("changes", nargs="*", metavar="TYPE=N")]),
+    command("ps:restart", "restart processes (all, a TYPE, or TYPE.N)", "apps.restart",
+            args=[arg("target", nargs="?", metavar="TYPE|TYPE.N")]),
+    command("ps:stop", "stop a process type until ps:start", "apps.stop", args=[arg("target", metavar="TYPE")]),
+    command("ps:start", "start a stopped process type", "apps.start", args=[arg("target", metavar="TYPE")]),
+    command("restart", "restart every process of the app", "apps.restart"),
+    command("logs", "show the app's log (-t to follow it)", "logs.show", stream=True, args=[
+        arg("-n", "--num", type=int, default=100, metavar="N", help="how many lines (default 100)"),
+        arg("-t", "--tail", action="store_true", dest="following", help="keep following the log"),
+        arg("--ps", metavar="TYPE", help="only this process type (web) or instance (web.1)")]),
+    command("run", "run a one-off command in the app's environment", "apps.run", stream=True,
+            args=[arg("command", nargs="...", metavar="COMMAND ...")]),
+    command("config", "show config vars", "apps.config", json=True,
+            args=[arg("--shell", action="store_true", to=LOCAL, help="print KEY='value' lines for a shell")]),
+    command("config:get", "print one config var", None, args=[arg("key", metavar="KEY", to=LOCAL)]),
+    command("config:set", "set config vars and restart the app", "apps.set_config", who=True,
+            args=[arg("pairs", nargs="*", metavar="KEY=VALUE", to=STDIN)]),
+    command("config:unset", "remove config vars and restart the app", "apps.unset_config", who=True,
+            args=[arg("keys", nargs="*", metavar="KEY", to=STDIN)]),
+    command("releases", "list releases", "apps.history", json=True, args=[NUM._replace(options=dict(
+        NUM.options, help="only the newest N"))]),
+    command("releases:info", "show one release", "apps.release_info", json=True, args=[VERSION]),
+    command("rollback", "go back to an earlier release, without rebuilding", "apps.rollback", who=True,
+            args=[VERSION]),
+    # The server's own commands: at boot and shutdown, and what git and systemd run.
+    command("startup", "at boot: start every app", "lifecycle.startup", app=False, client=False, stream=True),
+    command("shutdown", "stop every app and the supervisor", "lifecycle.shutdown", app=False, client=False,
+            stream=True),
+    command("systemd-unit", "print a systemd unit that runs tinyserv", "lifecycle.systemd_unit", app=False,
+            client=False, stream=True),
+    command("supervise", "run the supervisor in the foreground", "lifecycle.supervise", app=False, client=False,
+            stream=True, args=[arg("--boot", action="store_true", help="clear a previous shutdown first"),
+                               arg("--if-none", action="store_true", help="exit at once if a supervisor runs")]),
+    command("hook", None, "hook.main", client=False, stream=True),
+    command("version", "print the version", "lifecycle.version", app=False, client=False, stream=True),
+]
+
+BY_NAME = {c.name: c for c in COMMANDS}
 
 
-def cmd_destroy(layout, args):
-    apps.destroy(layout, args.app)
-    emit({"destroyed": args.app})
+def client_commands():
+    return [c for c in COMMANDS if c.client]
 
 
-def cmd_info(layout, args):
-    emit(apps.info(layout, args.app))
+def server_commands():
+    return [c for c in COMMANDS if c.server]
 
 
-def cmd_ps(layout, args):
-    layout.require(args.app)
-    control.ensure_supervisor(layout)
-    emit(apps.processes(layout, args.app))
+def request(cmd, args, app=None, by=None):
+    """The remote command line (after `tinyserv-remote`) and the stdin object for cmd with parsed args."""
+    options, positionals = [], []
+    for a in sent(cmd, ARGV):
+        value = getattr(args, dest(a))
+        if a.flags[0].startswith("-"):
+            if a.options.get("action") == "store_true":
+                options += [a.flags[-1]] if value else []
+            elif value is not None:
+                options += [a.flags[-1], str(value)]
+        elif a.options.get("nargs") in ("*", "..."):
+            positionals += [str(v) for v in value]
+        elif value is not None:
+            positionals.append(str(value))
+    positionals = ([app] if cmd.app else []) + positionals
+    words = [cmd.name] + options + (["--"] + positionals if positionals else [])
+    payload = {dest(a): getattr(args, dest(a)) for a in sent(cmd, STDIN)}
+    if cmd.who:
+        payload["by"] = by
+    return words, payload
 
 
-def cmd_scale(layout, args):
-    emit(apps.scale(layout, args.app, read_input().get("formation")))
+def usage(cmd):
+    """How the README shows a command: `tinyserv ps:scale TYPE=N ...`."""
+    words = ["tinyserv", cmd.name]
+    for a in cmd.args:
+        words.append(_usage_word(a))
+    if cmd.json:
+        words.append("[--json]")
+    return " ".join(words)
 
 
-def cmd_stop(layout, args):
-    apps.set_stopped(layout, args.app, args.target, True)
-    emit(apps.processes(layout, args.app))
+def _usage_word(a):
+    name = a.options.get("metavar") or dest(a).upper()
+    if a.flags[0].startswith("-"):
+        flag = a.flags[0]
+        return "[%s]" % flag if a.options.get("action") == "store_true" else "[%s %s]" % (flag, name)
+    nargs = a.options.get("nargs")
+    return {"?": "[%s]" % name, "*": "%s ..." % name, "...": name}.get(nargs, name)
 
 
-def cmd_start(layout, args):
-    apps.set_stopped(layout, args.app, args.target, False)
-    emit(apps.processes(layout, args.app))
-
-
-def cmd_restart(layout, args):
-    apps.restart(layout, args.app, getattr(args, "target", None))
-    emit({"restarted": getattr(args, "target", None) or "all"})
-
-
-def cmd_logs(layout, args):
-    layout.require(args.app)
-    if args.num < 0:
-        raise TinyservError("-n must be 0 or more, not %d" % args.num)
-    path = layout.log_file(args.app)
-    sys.stdout.writelines(logs.tail(path, args.num, args.ps))
-    sys.stdout.flush()
-    if args.tail:
-        logs.follow(path, args.ps, sys.stdout, logs.stdin_closed)
-
-
-def cmd_config(layout, args):
-    layout.require(args.app)
-    emit(releases.current_config(layout, args.app))
-
-
-def cmd_config_set(layout, args):
-    data = read_input()
-    emit(apps.change_config(layout, args.app, set_vars=data.get("vars", {}), by=data.get("by")))
-
-
-def cmd_config_unset(layout, args):
-    data = read_input()
-    emit(apps.change_config(layout, args.app, unset=data.get("keys", []), by=data.get("by")))
-
-
-def cmd_releases(layout, args):
-    emit(apps.history(layout, args.app, args.num))
-
-
-def cmd_release_info(layout, args):
-    layout.require(args.app)
-    release = (releases.find(layout, args.app, version_arg(args.version)) if args.version
-               else releases.current(layout, args.app))
-    emit(releases.summary(release))
-
-
-def cmd_rollback(layout, args):
-    version = version_arg(args.version) if args.version else None
-    emit(apps.rollback(layout, args.app, version, by=read_input().get("by")))
-
-
-def cmd_run(layout, args):
-    """Replace this process with the command, in the current build, with the app's config."""
-    from . import appenv, appstate
-    layout.require(args.app)
-    release = releases.current(layout, args.app)
-    if not release["build"]:
-        raise TinyservError("%s has not been deployed yet: push it first" % args.app)
-    build_dir = layout.build_dir(args.app, release["build"])
-    meta = appstate.build_meta(layout, args.app, release["build"])
-    env = appenv.process_env(build_dir, meta, release["config"], args.app, "run.1",
-                             releases.port(layout, args.app), release["version"],
-                             layout.mark(args.app, "run.%d" % os.getpid()))
-    argv = ["/bin/sh", "-c", args.command[0]] if len(args.command) == 1 else args.command
-    if not argv:
-        raise TinyservError("run needs a command, e.g. 'tinyserv run bash'")
-    os.chdir(build_dir)
-    try:
-        os.execvpe(argv[0], argv, env)
-    except OSError as e:
-        raise TinyservError("cannot run %s: %s" % (argv[0], e.strerror)) from None
-
-
-def cmd_startup(layout, args):
-    """At boot: start the supervisor, bring every app to its formation, report."""
-    layout.ensure()
-    store.remove(layout.shutdown_marker)
-    control.sync(layout)
-    failed = []
-    for name in layout.apps():
-        release = releases.current(layout, name)
-        if release and release["build"]:
-            result = control.wait_for_web(layout, name, release["version"], settings.boot_timeout(release["config"]))
-            state = {boot.Up: "up", boot.Crashed: "crashed", boot.TimedOut: "timed out"}[type(result)]
-            print("%s: %s" % (name, state))
-            if state != "up":
-                failed.append(name)
-    if failed:
-        raise TinyservError("%d app(s) did not come up: %s (see 'tinyserv logs')" % (len(failed), ", ".join(failed)))
-
-
-def cmd_shutdown(layout, args):
-    """Stop every app gracefully and the supervisor; nothing keeps running."""
-    layout.ensure()
-    store.write_atomic(layout.shutdown_marker, time.strftime("%Y-%m-%dT%H:%M:%SZ\n", time.gmtime()))
-    control.stop_supervisor(layout)
-    # Processes no supervisor was watching (it had been killed), and daemons that left their group, too.
-    names = layout.apps()
-    procs.stop([g for name in names for g in apps.live_groups(layout, name)], grace=30, what="shutdown",
-               marks=[layout.app_marks(name) for name in names])
-    print("tinyserv: every app stopped")
-
-
-def cmd_systemd_unit(layout, args):
-    import getpass
-    from .layout import start_port
-    print(UNIT.format(user=getpass.getuser(), root=layout.root, port=start_port(),
-                      python=sys.executable, script=control.REMOTE_SCRIPT), end="")
-
-
-def cmd_hook(layout, args):
-    """The pre-receive hook: deploy, or reject the push with the reason."""
-    from . import hook
-    return hook.run(layout, args.app, sys.stdin.read(), sys.stdout)
+def readme_table():
+    """The README's command table, made from the declarations."""
+    rows = ["| command | what it does |", "|---|---|"]
+    for cmd in client_commands():
+        rows.append("| `%s` | %s |" % (usage(cmd).replace("|", "\\|"), cmd.help))
+    return "\n".join(rows) + "\n"

@@ -19,6 +19,11 @@ from .errors import TinyservError
 from .printer import Steps
 
 
+def main(layout, app):
+    """`tinyserv-remote hook APP`, which the app's pre-receive hook runs: its exit code is git's verdict."""
+    return run(layout, app, sys.stdin.read(), sys.stdout)
+
+
 def run(layout, app, text, out):
     """The hook's body: deploy what was pushed, or refuse it; returns the hook's exit code."""
     try:

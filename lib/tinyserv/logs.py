@@ -73,6 +73,19 @@ def append(path, source, text):
         log.close()
 
 
+def show(layout, app, num, following, ps):
+    """logs: the last num lines of the app's log (of one process type or instance); then follow it."""
+    from .errors import TinyservError
+    layout.require(app)
+    if num < 0:
+        raise TinyservError("-n must be 0 or more, not %d" % num)
+    path = layout.log_file(app)
+    sys.stdout.writelines(tail(path, num, ps))
+    sys.stdout.flush()
+    if following:
+        follow(path, ps, sys.stdout, stdin_closed)
+
+
 def matches(line, ps):
     """Does a log line come from process type or instance ps ('web' or 'web.1')?"""
     if not ps:

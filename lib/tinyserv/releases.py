@@ -48,6 +48,14 @@ def find(layout, app, version):
     raise TinyservError("%s has no release v%d (see 'tinyserv releases')" % (app, version))
 
 
+def version_number(text):
+    """'v3' or '3' -> 3."""
+    digits = text[1:] if isinstance(text, str) and text.startswith("v") else text
+    if not isinstance(digits, str) or not digits.isdigit() or not digits.isascii():
+        raise TinyservError("%r is not a release version like v3" % (text,))
+    return int(digits)
+
+
 def port(layout, app):
     """The app's port, from its public release file."""
     return store.load(layout.public_release(app), PUBLIC)["port"]

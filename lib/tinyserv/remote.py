@@ -1,83 +1,60 @@
 """tinyserv-remote: the server side. The client calls it over ssh; JSON goes back where parsed.
 
-Public commands mirror the client's; `hook` and `supervise` are internal. Command
-bodies live in commands.py and are imported only when needed, so the long-lived
-supervisor process does not carry them.
+Its command line is made from the table in commands.py: `tinyserv-remote VERB [APP] ARGS`,
+with the arguments declared to travel on standard input read from a JSON object there. Each
+command runs the function its declaration names; only that module is imported, so the
+long-lived supervisor process does not carry the others.
 """
 
 import argparse
+import importlib
+import json
 import sys
 
-from .errors import ArgumentParser, guarded, parse
+from . import commands
+from .commands import ARGV, STDIN, dest, sent
+from .errors import ArgumentParser, TinyservError, guarded, parse
 from .layout import Layout, server_root
-
-
-def cmd_supervise(layout, args):
-    """Run the supervisor in the foreground (systemd's ExecStart, or started on demand)."""
-    from . import supervisor
-    if args.boot:
-        from .store import remove
-        remove(layout.shutdown_marker)
-    return supervisor.main(layout, wait=not args.if_none)
-
-
-def cmd_version(layout, args):
-    from . import __version__
-    print(__version__)
 
 
 def parser():
     p = ArgumentParser(prog="tinyserv-remote", description=__doc__)
     sub = p.add_subparsers(dest="verb", metavar="COMMAND", parser_class=ArgumentParser)
     sub.required = True
-
-    def add(name, func, app=True, help=None):
-        cmd = sub.add_parser(name, help=help)
-        cmd.set_defaults(func=func)
-        if app:
-            cmd.add_argument("app")
-        return cmd
-
-    add("apps", "apps", app=False, help="list apps (JSON)")
-    add("apps:create", "create", help="create an app")
-    add("apps:destroy", "destroy", help="stop and delete an app")
-    add("apps:info", "info", help="describe an app (JSON)")
-    add("ps", "ps", help="the app's processes (JSON)")
-    add("ps:scale", "scale", help="set instance counts ({'formation': {...}} on stdin)")
-    add("ps:stop", "stop", help="stop a process type").add_argument("target")
-    add("ps:start", "start", help="start a stopped process type").add_argument("target")
-    add("ps:restart", "restart", help="restart processes").add_argument("target", nargs="?")
-    add("restart", "restart", help="restart every process of an app")
-    lg = add("logs", "logs", help="show (and follow) the app's log")
-    lg.add_argument("-n", "--num", type=int, default=100)
-    lg.add_argument("-t", "--tail", action="store_true")
-    lg.add_argument("--ps", default=None)
-    add("config", "config", help="config vars (JSON)")
-    add("config:set", "config_set", help="set config vars ({'vars': {...}} on stdin)")
-    add("config:unset", "config_unset", help="unset config vars ({'keys': [...]} on stdin)")
-    rl = add("releases", "releases", help="release history (JSON)")
-    rl.add_argument("-n", "--num", type=int, default=None)
-    add("releases:info", "release_info", help="one release (JSON)").add_argument("version", nargs="?")
-    add("rollback", "rollback", help="roll back to a release").add_argument("version", nargs="?")
-    run = add("run", "run", help="run a one-off command in the app's environment")
-    run.add_argument("command", nargs=argparse.REMAINDER)
-    add("startup", "startup", app=False, help="at boot: start every app")
-    add("shutdown", "shutdown", app=False, help="stop every app and the supervisor")
-    add("systemd-unit", "systemd_unit", app=False, help="print a systemd unit that runs tinyserv")
-    add("hook", "hook", help=argparse.SUPPRESS)
-    sv = add("supervise", "supervise", app=False, help="run the supervisor in the foreground")
-    sv.add_argument("--boot", action="store_true", help="clear a previous shutdown first")
-    sv.add_argument("--if-none", action="store_true", help="exit at once if a supervisor runs")
-    add("version", "version", app=False, help="print the version")
+    for cmd in commands.server_commands():
+        sp = sub.add_parser(cmd.name, help=cmd.help or argparse.SUPPRESS, description=cmd.help)
+        if cmd.app:
+            sp.add_argument("app")
+        for a in sent(cmd, ARGV):
+            sp.add_argument(*a.flags, **a.options)
     return p
 
 
-def command(name):
-    """The function for a command: supervise and version here, the rest in commands.py."""
-    if name in ("supervise", "version"):
-        return globals()["cmd_" + name]
-    from . import commands
-    return getattr(commands, "cmd_" + name.replace("-", "_"))
+def read_input(cmd):
+    """The JSON object the client sends on stdin: the command's STDIN arguments (and who asks)."""
+    try:
+        data = json.loads(sys.stdin.read() or "{}")
+    except ValueError as e:
+        raise TinyservError("expected JSON on standard input: %s" % e) from None
+    if not isinstance(data, dict):
+        raise TinyservError("expected a JSON object on standard input")
+    allowed = {dest(a) for a in sent(cmd, STDIN)} | ({"by"} if cmd.who else set())
+    unexpected = sorted(set(data) - allowed)
+    if unexpected:
+        raise TinyservError("%s does not take %s on standard input" % (cmd.name, ", ".join(map(repr, unexpected))))
+    if "by" in data and not isinstance(data["by"], str):
+        raise TinyservError("'by' must be text")
+    return data
+
+
+def call(layout, cmd, args):
+    """Run the server function of cmd with the parsed arguments (and stdin's); return its result."""
+    module, _, function = cmd.serves.partition(".")
+    kwargs = {dest(a): getattr(args, dest(a)) for a in sent(cmd, ARGV)}
+    if not cmd.stream:
+        kwargs.update(read_input(cmd))
+    target = getattr(importlib.import_module("tinyserv." + module), function)
+    return target(layout, args.app, **kwargs) if cmd.app else target(layout, **kwargs)
 
 
 def main(argv=None):
@@ -86,9 +63,14 @@ def main(argv=None):
 
     def body():
         args = parse(parser(), argv)
+        cmd = commands.BY_NAME[args.verb]
         layout = Layout(server_root()).check()
-        if getattr(args, "app", None) and args.verb != "hook" and layout.exists(args.app):
+        if cmd.app and cmd.name != "hook" and layout.exists(args.app):
             from .deploy import recover
             recover(layout, args.app)  # a push whose process was killed is settled before anything else
-        return command(args.func)(layout, args)
+        result = call(layout, cmd, args)
+        if cmd.stream:
+            return result
+        from .printer import dumps
+        print(dumps(result))
     return guarded(body)

@@ -122,10 +122,10 @@ def node_index_text(text):
 
 
 @pytest.mark.parametrize("stdin, words", [
-    ('{"vars": {"A": "x\\u0000y"}}', "NUL byte"),
-    ('{"vars": {"A": "%s"}}' % ("x" * 100000), "32 KiB"),
-    ('{"vars": {"PORT": "1"}}', "set by tinyserv"),
-    ('{"vars": {"TINYSERV_BOOT_TIMEOUT": "soon"}}', "TINYSERV_BOOT_TIMEOUT"),
+    ('{"pairs": ["A=x\\u0000y"]}', "NUL byte"),
+    ('{"pairs": ["A=%s"]}' % ("x" * 100000), "32 KiB"),
+    ('{"pairs": ["PORT=1"]}', "set by tinyserv"),
+    ('{"pairs": ["TINYSERV_BOOT_TIMEOUT=soon"]}', "TINYSERV_BOOT_TIMEOUT"),
     ("[]", "JSON object"),
 ])
 def test_hostile_config_over_ssh_is_refused_in_one_line_and_changes_nothing(new_app, stdin, words):

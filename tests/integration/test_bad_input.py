@@ -85,19 +85,22 @@ REMOTE_CASES = [
     ("config:set 'Caps'", ["config:set", "Caps"], "{}", ["invalid app name"]),
     ("logs '../x'", ["logs", "../x"], "{}", ["invalid app name"]),
     ("unknown command", ["frobnicate"], "{}", ["frobnicate"]),
-    ("a NUL byte in a config value", ["config:set", "{app}"], '{"vars": {"A": "x\\u0000y"}}', ["NUL byte"]),
-    ("a 1 MB config value", ["config:set", "{app}"], '{"vars": {"A": "%s"}}' % ("x" * 1000000), ["32 KiB"]),
-    ("a config value that is not text", ["config:set", "{app}"], '{"vars": {"A": 1}}', ["must be text"]),
-    ("config vars that are not an object", ["config:set", "{app}"], '{"vars": ["A=1"]}', ["JSON object"]),
-    ("config:set PORT", ["config:set", "{app}"], '{"vars": {"PORT": "1"}}', ["PORT", "set by tinyserv"]),
-    ("config:set TINYSERV_APP", ["config:set", "{app}"], '{"vars": {"TINYSERV_APP": "x"}}', ["TINYSERV_APP"]),
-    ("config:set a key with a NUL", ["config:set", "{app}"], '{"vars": {"A\\u0000B": "1"}}', ["invalid config key"]),
-    ("config:unset keys that are not text", ["config:unset", "{app}"], '{"keys": [1]}', ["must be text"]),
+    ("a NUL byte in a config value", ["config:set", "{app}"], '{"pairs": ["A=x\\u0000y"]}', ["NUL byte"]),
+    ("a 1 MB config value", ["config:set", "{app}"], '{"pairs": ["A=%s"]}' % ("x" * 1000000), ["32 KiB"]),
+    ("a config pair that is not text", ["config:set", "{app}"], '{"pairs": [1]}', ["KEY=VALUE"]),
+    ("config pairs that are not a list", ["config:set", "{app}"], '{"pairs": {"A": "1"}}', ["KEY=VALUE"]),
+    ("config:set PORT", ["config:set", "{app}"], '{"pairs": ["PORT=1"]}', ["PORT", "set by tinyserv"]),
+    ("config:set TINYSERV_APP", ["config:set", "{app}"], '{"pairs": ["TINYSERV_APP=x"]}', ["TINYSERV_APP"]),
+    ("config:set a key with a NUL", ["config:set", "{app}"], '{"pairs": ["A\\u0000B=1"]}', ["invalid config key"]),
+    ("config:set a field it does not take", ["config:set", "{app}"], '{"vars": {"A": "1"}}', ["'vars'"]),
+    ("config:set with 'by' that is not text", ["config:set", "{app}"], '{"pairs": ["A=1"], "by": 5}', ["'by'"]),
+    ("config:unset keys that are not text", ["config:unset", "{app}"], '{"keys": [1]}', ["config:unset needs"]),
     ("standard input that is not JSON", ["config:set", "{app}"], "A=1", ["expected JSON"]),
     ("standard input that is a JSON list", ["config:set", "{app}"], "[]", ["JSON object"]),
-    ("ps:scale to a negative count", ["ps:scale", "{app}"], '{"formation": {"web": -1}}', ["TYPE=N"]),
-    ("ps:scale to true", ["ps:scale", "{app}"], '{"formation": {"web": true}}', ["TYPE=N"]),
-    ("ps:scale to 1100", ["ps:scale", "{app}"], '{"formation": {"web": 1100}}', ["at most 100"]),
+    ("ps:scale to a negative count", ["ps:scale", "{app}", "web=-1"], "{}", ["TYPE=N"]),
+    ("ps:scale to a word", ["ps:scale", "{app}", "web=true"], "{}", ["TYPE=N"]),
+    ("ps:scale to 1100", ["ps:scale", "{app}", "web=1100"], "{}", ["at most 100"]),
+    ("ps:scale of nothing", ["ps:scale", "{app}"], "{}", ["ps:scale needs TYPE=N"]),
     ("ps:restart web.99", ["ps:restart", "{app}", "web.99"], "{}", ["web.99"]),
     ("releases -n -1", ["releases", "{app}", "-n", "-1"], "{}", ["-n"]),
     ("logs -n -1", ["logs", "{app}", "-n", "-1"], "{}", ["-n"]),
@@ -200,7 +203,7 @@ def test_a_full_disk_is_one_line_and_leaves_no_half_made_app(server, tmp_path):
 def test_config_set_on_a_full_disk_is_one_line_and_changes_nothing(server, tmp_path):
     script = ('tinyserv-remote apps:create first </dev/null >/dev/null && '
               '(head -c 4000000 /dev/zero > "$ROOT/filler" 2>/dev/null; true) && '
-              'echo \'{"vars": {"A": "1"}}\' | tinyserv-remote config:set first; echo "exit=$?"; '
+              'echo \'{"pairs": ["A=1"]}\' | tinyserv-remote config:set first; echo "exit=$?"; '
               'tinyserv-remote config first </dev/null >&2')
     result = in_namespace(server, script, 'mount -t tmpfs -o size=2m tmpfs "$ROOT"')
     shown = describe(result)

@@ -5,7 +5,7 @@ import subprocess
 
 import pytest
 
-from tinyserv import client, gitlocal
+from tinyserv import client, commands, gitlocal
 from tinyserv.errors import TinyservError
 
 
@@ -17,39 +17,39 @@ def parse(*argv):
 
 
 @pytest.mark.parametrize("argv, expected", [
-    (["apps"], {"method": "apps", "app": None, "json": False}),
+    (["apps"], {"app": None, "json": False}),
     (["apps", "--json"], {"json": True}),
-    (["apps:create"], {"method": "apps_create", "name": None, "app": None}),
+    (["apps:create"], {"name": None, "app": None}),
     (["apps:create", "myapp", "--json"], {"name": "myapp", "json": True}),
-    (["apps:destroy", "myapp", "--confirm", "myapp"], {"method": "apps_destroy", "name": "myapp", "confirm": "myapp"}),
+    (["apps:destroy", "myapp", "--confirm", "myapp"], {"name": "myapp", "confirm": "myapp"}),
     (["apps:destroy", "-a", "myapp"], {"name": None, "app": "myapp", "confirm": None}),
-    (["apps:info", "-a", "myapp", "--json"], {"method": "apps_info", "app": "myapp", "json": True}),
-    (["ps"], {"method": "ps", "app": None, "json": False}),
+    (["apps:info", "-a", "myapp", "--json"], {"app": "myapp", "json": True}),
+    (["ps"], {"app": None, "json": False}),
     (["ps", "--app", "myapp"], {"app": "myapp"}),
-    (["ps:scale", "web=1", "worker=2", "-a", "myapp"], {"method": "ps_scale", "changes": ["web=1", "worker=2"]}),
+    (["ps:scale", "web=1", "worker=2", "-a", "myapp"], {"changes": ["web=1", "worker=2"]}),
     (["ps:scale"], {"changes": []}),
-    (["ps:restart"], {"method": "ps_restart", "target": None}),
+    (["ps:restart"], {"target": None}),
     (["ps:restart", "web.1"], {"target": "web.1"}),
-    (["ps:stop", "worker"], {"method": "ps_stop", "target": "worker"}),
-    (["ps:start", "worker", "-a", "myapp"], {"method": "ps_start", "target": "worker", "app": "myapp"}),
-    (["restart", "-a", "myapp"], {"method": "ps_restart", "app": "myapp"}),
-    (["logs"], {"method": "logs", "num": 100, "tail": False, "ps": None}),
-    (["logs", "-n", "5", "-t", "--ps", "web"], {"num": 5, "tail": True, "ps": "web"}),
-    (["logs", "--num", "0", "--tail"], {"num": 0, "tail": True}),
-    (["run", "bash"], {"method": "run", "command": ["bash"]}),
+    (["ps:stop", "worker"], {"target": "worker"}),
+    (["ps:start", "worker", "-a", "myapp"], {"target": "worker", "app": "myapp"}),
+    (["restart", "-a", "myapp"], {"app": "myapp"}),
+    (["logs"], {"num": 100, "following": False, "ps": None}),
+    (["logs", "-n", "5", "-t", "--ps", "web"], {"num": 5, "following": True, "ps": "web"}),
+    (["logs", "--num", "0", "--tail"], {"num": 0, "following": True}),
+    (["run", "bash"], {"command": ["bash"]}),
     (["run", "-a", "myapp", "ls", "-la", "/"], {"app": "myapp", "command": ["ls", "-la", "/"]}),
     (["run", "sh", "-c", "echo $PORT", "-a", "x"], {"app": None, "command": ["sh", "-c", "echo $PORT", "-a", "x"]}),
     (["run"], {"command": []}),
-    (["config"], {"method": "config", "json": False, "shell": False}),
+    (["config"], {"json": False, "shell": False}),
     (["config", "--shell"], {"shell": True}),
-    (["config:get", "GREETING"], {"method": "config_get", "key": "GREETING"}),
-    (["config:set", "A=1", "B=x y", "C=a=b"], {"method": "config_set", "pairs": ["A=1", "B=x y", "C=a=b"]}),
-    (["config:unset", "A", "B"], {"method": "config_unset", "keys": ["A", "B"]}),
-    (["releases"], {"method": "releases", "num": None, "json": False}),
+    (["config:get", "GREETING"], {"key": "GREETING"}),
+    (["config:set", "A=1", "B=x y", "C=a=b"], {"pairs": ["A=1", "B=x y", "C=a=b"]}),
+    (["config:unset", "A", "B"], {"keys": ["A", "B"]}),
+    (["releases"], {"num": None, "json": False}),
     (["releases", "-n", "3"], {"num": 3}),
-    (["releases:info"], {"method": "releases_info", "version": None}),
+    (["releases:info"], {"version": None}),
     (["releases:info", "v3", "--json"], {"version": "v3", "json": True}),
-    (["rollback"], {"method": "rollback", "version": None}),
+    (["rollback"], {"version": None}),
     (["rollback", "v2", "-a", "myapp"], {"version": "v2", "app": "myapp"}),
 ])
 def test_each_command_accepts_its_arguments(argv, expected):
@@ -58,10 +58,11 @@ def test_each_command_accepts_its_arguments(argv, expected):
     assert {k: parsed[k] for k in expected} == expected
 
 
-def test_every_command_is_in_the_parser():
-    for name, method, _, _ in client.COMMANDS:
-        assert parse(*([name, "x"] if name in ("ps:stop", "ps:start", "config:get") else [name]))["method"] == method
-        assert hasattr(client.Client, method)
+def test_every_declared_client_command_is_in_the_parser_and_has_a_client_method():
+    for cmd in commands.client_commands():
+        assert parse(*([cmd.name, "x"] if cmd.name in ("ps:stop", "ps:start", "config:get") else [cmd.name]))[
+            "verb"] == cmd.name
+        assert callable(getattr(client.Client, client.method_name(cmd.name)))
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -165,3 +166,35 @@ def test_ago_shows_the_largest_whole_unit(seconds, shown):
 ])
 def test_iso_shows_utc_or_nothing(epoch, shown):
     assert client.iso(epoch) == shown
+
+
+def test_the_server_parses_what_the_client_sends_for_every_command():
+    """One declaration, two parsers: each client command's request parses on the server to the same values."""
+    from tinyserv import remote
+    server = remote.parser()
+    samples = {"ps:stop": ["web"], "ps:start": ["web"], "config:get": ["KEY"], "ps:scale": ["web=1", "worker=0"],
+               "ps:restart": ["web.1"], "logs": ["-n", "5", "-t", "--ps", "web"], "run": ["ls", "-la", "--", "x"],
+               "releases": ["-n", "3"], "releases:info": ["v2"], "rollback": ["v1"]}
+    for cmd in commands.client_commands():
+        if cmd.serves is None:
+            continue
+        parsed = PARSER.parse_args([cmd.name, *samples.get(cmd.name, [])])
+        words, payload = commands.request(cmd, parsed, "myapp" if cmd.app else None, "me@here")
+        back = vars(server.parse_args(words))
+        assert back.get("app") == ("myapp" if cmd.app else None)
+        for a in commands.sent(cmd, commands.ARGV):
+            assert back[commands.dest(a)] == getattr(parsed, commands.dest(a)), cmd.name
+        assert set(payload) == {commands.dest(a) for a in commands.sent(cmd, commands.STDIN)} | (
+            {"by"} if cmd.who else set()), cmd.name
+
+
+def test_the_readme_command_table_is_made_from_the_declarations():
+    import os
+    readme = os.path.join(os.path.dirname(__file__), "..", "..", "README.md")
+    with open(readme) as f:
+        text = f.read()
+    table = text.split("<!-- commands:start -->\n", 1)[1].split("<!-- commands:end -->", 1)[0]
+    assert table == commands.readme_table(), (
+        "README.md's command table differs from lib/tinyserv/commands.py; make it from the declarations with:\n"
+        "  python3 -c 'import sys; sys.path.insert(0, \"lib\"); from tinyserv import commands; "
+        "print(commands.readme_table(), end=\"\")'")
