@@ -2,6 +2,7 @@
 
 import argparse
 import getpass
+import os
 import shlex
 import socket
 import sys
@@ -19,15 +20,40 @@ def who():
     return "%s@%s" % (getpass.getuser(), socket.gethostname())
 
 
+def app_option(args):
+    """-a/--app, given before or after the command (None when not given)."""
+    return args.app if getattr(args, "app", None) is not None else getattr(args, "app_first", None)
+
+
+def git_remote_option(args):
+    """-r/--remote: the git remote naming the app and its server, before or after the command."""
+    return getattr(args, "git_remote", None) or getattr(args, "git_remote_first", None)
+
+
 def resolve_app(args):
-    """-a/--app, else the app this repository's `tinyserv` git remote names."""
-    if args.app is not None:
-        return check_app_name(args.app)
-    url = gitlocal.remote_url()
+    """-a/--app, else the app the repository's `tinyserv` git remote (or -r's) names."""
+    if app_option(args) is not None:
+        return check_app_name(app_option(args))
+    name = git_remote_option(args) or gitlocal.REMOTE_NAME
+    url = gitlocal.remote_url(name)
     if url:
         return check_app_name(gitlocal.app_from_url(url))
+    if git_remote_option(args):
+        raise TinyservError("no git remote named %r in this repository" % name)
     raise TinyservError("no app here: run this in a repository with a 'tinyserv' git remote "
                         "(see 'tinyserv apps:create') or pass -a NAME")
+
+
+def find_remote(args, environ=os.environ):
+    """The server to ask: the one the app's git remote names, as Heroku's CLI finds the app, else
+    TINYSERV_REMOTE (for -a NAME without -r, for apps and apps:create, and outside a repository)."""
+    cmd = commands.BY_NAME.get(args.verb)
+    named = app_option(args) is not None or getattr(args, "name", None) is not None
+    if cmd and cmd.app and cmd.app_flag and (git_remote_option(args) or not named):
+        url = gitlocal.remote_url(git_remote_option(args) or gitlocal.REMOTE_NAME)
+        if url:
+            return Remote.for_url(url, environ)
+    return Remote(environ)
 
 
 def ago(epoch, now=None):
@@ -50,10 +76,17 @@ class Client:
     name, help and arguments are declared in commands.py.
     """
 
-    def __init__(self, args, remote, out=None):
+    def __init__(self, args, remote=None, out=None):
         self.args = args
-        self.remote = remote
+        self._remote = remote
         self.out = out or sys.stdout
+
+    @property
+    def remote(self):
+        """The server this command goes to (found once, from the app's git remote or TINYSERV_REMOTE)."""
+        if self._remote is None:
+            self._remote = find_remote(self.args)
+        return self._remote
 
     def say(self, text=""):
         self.out.write(text + "\n")
@@ -128,7 +161,7 @@ class Client:
         """NAME, -a, this repository's app or, with none of those, the name given to --confirm."""
         if self.args.name is not None:
             return check_app_name(self.args.name)
-        if self.args.app is None and self.args.confirm and not gitlocal.remote_url():
+        if app_option(self.args) is None and self.args.confirm and not gitlocal.remote_url():
             return check_app_name(self.args.confirm)
         return self.app
 
@@ -275,12 +308,17 @@ def parser():
                "(user@host, ssh://user@host:port, or localhost, the default).",
                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--version", action="version", version="tinyserv " + __version__)
+    p.add_argument("-a", "--app", dest="app_first", metavar="NAME", help="the app, for any command that takes one")
+    p.add_argument("-r", "--remote", dest="git_remote_first", metavar="GIT_REMOTE",
+                   help="the git remote that names the app and its server (default: tinyserv)")
     sub = p.add_subparsers(dest="verb", metavar="COMMAND", parser_class=ArgumentParser)
     sub.required = True
     for cmd in commands.client_commands():
         sp = sub.add_parser(cmd.name, help=cmd.help, description=cmd.help)
         if cmd.app and cmd.app_flag:
             sp.add_argument("-a", "--app", metavar="NAME", help="the app (default: this repository's)")
+            sp.add_argument("-r", "--remote", dest="git_remote", metavar="GIT_REMOTE",
+                            help="the git remote that names the app and its server (default: tinyserv)")
         else:
             sp.set_defaults(app=None)
         for a in cmd.args:
@@ -296,5 +334,8 @@ def main(argv=None):
 
     def body():
         args = parse(parser(), argv)
-        return getattr(Client(args, Remote()), method_name(args.verb))()
+        if app_option(args) is not None and not (commands.BY_NAME[args.verb].app and
+                                                 commands.BY_NAME[args.verb].app_flag):
+            raise TinyservError("%s does not take -a/--app" % args.verb)
+        return getattr(Client(args), method_name(args.verb))()
     return guarded(body)

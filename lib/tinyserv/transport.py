@@ -6,6 +6,7 @@ quotes every word; values users type travel as JSON on stdin instead.
 
 import json
 import os
+import re
 import shlex
 import subprocess
 import urllib.parse
@@ -40,13 +41,43 @@ def parse_remote(spec):
     return spec, None
 
 
+def server_of(url):
+    """The server a git remote's URL points at: (TINYSERV_REMOTE spec, root or None).
+
+    apps:create writes the app's server into its git remote, so the URL says where the app
+    lives: ssh://user@host:port/..., user@host:/... (scp-like) or a local path, whose
+    TINYSERV_ROOT is the directory above repos/.
+    """
+    if url.startswith("ssh://"):
+        parts = urllib.parse.urlsplit(url)
+        return "ssh://%s" % parts.netloc, None
+    scp = re.match(r"([^/:]+):", url)
+    if scp and not url.startswith("/"):
+        return scp.group(1), None
+    path = os.path.abspath(url)
+    return "localhost", os.path.dirname(os.path.dirname(path.rstrip("/")))
+
+
+def bracketed(host):
+    """A host for a URL: an IPv6 literal goes in brackets."""
+    return "[%s]" % host if ":" in host else host
+
+
 class Remote:
     """Where tinyserv-remote runs, and how to run it there."""
 
-    def __init__(self, environ=os.environ):
-        self.spec = environ.get("TINYSERV_REMOTE", "")
+    def __init__(self, environ=os.environ, spec=None, root=None):
+        self.spec = environ.get("TINYSERV_REMOTE", "") if spec is None else spec
         self.host, self.port = parse_remote(self.spec)
         self.ssh = ssh_command(environ.get("GIT_SSH_COMMAND") or "ssh")
+        # A local server named by its repository's path runs with that root, whatever TINYSERV_ROOT says.
+        self.env = dict(environ, TINYSERV_ROOT=root) if root and self.local else None
+
+    @classmethod
+    def for_url(cls, url, environ=os.environ):
+        """The server of an app whose git remote has this URL."""
+        spec, root = server_of(url)
+        return cls(environ, spec, root)
 
     @property
     def local(self):
@@ -71,7 +102,7 @@ class Remote:
         """Run a remote command that answers JSON; raise with its one-line error."""
         try:
             result = subprocess.run(self.argv(words), input=json.dumps(data or {}),
-                                    capture_output=True, text=True)
+                                    capture_output=True, text=True, env=self.env)
         except OSError as e:
             raise cannot_run(self.argv(words)[0], e) from None
         self.check_reached(result.returncode, result.stderr)
@@ -87,7 +118,7 @@ class Remote:
         stdin = subprocess.PIPE if keep_stdin else None
         argv = self.argv(words, tty=tty)
         try:
-            proc = subprocess.Popen(argv, stdin=stdin)
+            proc = subprocess.Popen(argv, stdin=stdin, env=self.env)
         except OSError as e:
             raise cannot_run(argv[0], e) from None
         try:
@@ -103,13 +134,14 @@ class Remote:
         """The URL `git push` uses for a repository at path on the server."""
         if self.local:
             return path
-        if self.port:
-            return "ssh://%s:%d%s" % (self.host, self.port, path)
+        user, at, host = self.host.rpartition("@")
+        if self.port or ":" in host:  # scp-like URLs cannot carry a port or an IPv6 literal
+            return "ssh://%s%s%s%s%s" % (user, at, bracketed(host), ":%d" % self.port if self.port else "", path)
         return "%s:%s" % (self.host, path)
 
     def web_host(self):
         """The host name apps are reached at over HTTP."""
-        return "localhost" if self.local else self.host.rpartition("@")[2]
+        return "localhost" if self.local else bracketed(self.host.rpartition("@")[2])
 
 
 def ssh_command(text):

@@ -198,3 +198,41 @@ def test_the_readme_command_table_is_made_from_the_declarations():
         "README.md's command table differs from lib/tinyserv/commands.py; make it from the declarations with:\n"
         "  python3 -c 'import sys; sys.path.insert(0, \"lib\"); from tinyserv import commands; "
         "print(commands.readme_table(), end=\"\")'")
+
+
+@pytest.mark.parametrize("argv, app", [
+    (["-a", "shop", "ps"], "shop"),
+    (["ps", "-a", "shop"], "shop"),
+    (["--app", "shop", "releases", "-n", "2"], "shop"),
+    (["-a", "first", "ps", "-a", "second"], "second"),  # the one nearer the command wins
+])
+def test_the_app_option_goes_before_or_after_the_command(argv, app):
+    assert client.resolve_app(PARSER.parse_args(argv)) == app
+
+
+def test_r_names_another_git_remote_for_the_app_and_its_server(tmp_path, monkeypatch):
+    git("init", "-q", str(tmp_path), cwd=tmp_path)
+    git("remote", "add", "tinyserv", "deploy@one:/srv/t/repos/shop.git", cwd=tmp_path)
+    git("remote", "add", "staging", "ssh://deploy@two:2222/srv/t/repos/shop-staging.git", cwd=tmp_path)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("TINYSERV_REMOTE", raising=False)
+    for argv, app, spec in [(["ps"], "shop", "deploy@one"),
+                            (["ps", "-r", "staging"], "shop-staging", "ssh://deploy@two:2222"),
+                            (["-r", "staging", "logs"], "shop-staging", "ssh://deploy@two:2222")]:
+        args = PARSER.parse_args(argv)
+        assert (client.resolve_app(args), client.find_remote(args).spec) == (app, spec)
+    with pytest.raises(TinyservError, match="no git remote named 'prod'"):
+        client.resolve_app(PARSER.parse_args(["ps", "-r", "prod"]))
+
+
+def test_a_named_app_goes_to_tinyserv_remote_and_so_do_apps_and_apps_create(tmp_path, monkeypatch):
+    git("init", "-q", str(tmp_path), cwd=tmp_path)
+    git("remote", "add", "tinyserv", "deploy@one:/srv/t/repos/shop.git", cwd=tmp_path)
+    monkeypatch.chdir(tmp_path)
+    for argv in (["ps", "-a", "other"], ["apps"], ["apps:create", "new"]):
+        assert client.find_remote(PARSER.parse_args(argv), {"TINYSERV_REMOTE": "deploy@three"}).spec == "deploy@three"
+
+
+def test_a_command_without_an_app_refuses_one_before_it(capsys):
+    assert client.main(["-a", "shop", "apps"]) == 1
+    assert capsys.readouterr().err == "tinyserv: apps does not take -a/--app\n"

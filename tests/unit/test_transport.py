@@ -237,3 +237,31 @@ def test_call_says_when_ssh_cannot_be_run(tmp_path):
 def test_stream_returns_the_remote_exit_code(fake_ssh):
     assert fake_ssh("exit 7").stream(["run", "myapp", "--", "false"]) == 7
 
+
+
+@pytest.mark.parametrize("url, server", [
+    ("ssh://deploy@127.0.0.1:2222/home/deploy/tinyserv/repos/app.git", ("ssh://deploy@127.0.0.1:2222", None)),
+    ("ssh://deploy@[::1]:22/srv/t/repos/app.git", ("ssh://deploy@[::1]:22", None)),
+    ("deploy@example.org:/home/deploy/tinyserv/repos/app.git", ("deploy@example.org", None)),
+    ("vps:/srv/tinyserv/repos/app.git", ("vps", None)),
+    ("/home/me/.tinyserv/repos/app.git", ("localhost", "/home/me/.tinyserv")),
+    ("/home/me/.tinyserv/repos/app.git/", ("localhost", "/home/me/.tinyserv")),
+])
+def test_the_server_of_an_app_is_read_from_its_git_remotes_url(url, server):
+    assert transport.server_of(url) == server
+
+
+def test_a_local_server_named_by_its_repository_path_runs_with_that_root():
+    remote = Remote.for_url("/srv/other-root/repos/app.git", {"TINYSERV_ROOT": "/somewhere/else", "PATH": "/bin"})
+    assert remote.local and remote.env["TINYSERV_ROOT"] == "/srv/other-root"
+    assert Remote.for_url("deploy@host:/srv/t/repos/app.git", {"PATH": "/bin"}).env is None
+
+
+@pytest.mark.parametrize("spec, git_url, web_host", [
+    ("ssh://deploy@[::1]:2222", "ssh://deploy@[::1]:2222/srv/t/repos/a.git", "[::1]"),
+    ("ssh://deploy@[2001:db8::5]", "ssh://deploy@[2001:db8::5]/srv/t/repos/a.git", "[2001:db8::5]"),
+    ("ssh://deploy@host:2222", "ssh://deploy@host:2222/srv/t/repos/a.git", "host"),
+])
+def test_ipv6_literal_hosts_are_bracketed_in_urls(spec, git_url, web_host):
+    remote = Remote({"TINYSERV_REMOTE": spec})
+    assert (remote.git_url("/srv/t/repos/a.git"), remote.web_host()) == (git_url, web_host)
