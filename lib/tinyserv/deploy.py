@@ -196,7 +196,17 @@ def recover_locked(layout, app):
             settle_by_ref(layout, app, pending)
 
 
-def plan(updates, deployed_commit):
+def deployed(history):
+    """(commit, branch) the app runs: the branch its current build was pushed from (None before that was
+    recorded, or never deployed)."""
+    current = history[-1] if history else None
+    if not current or not current["build"]:
+        return None, None
+    refs = [r.get("ref") for r in history if r["build"] == current["build"] and r.get("ref")]
+    return current["commit"], refs[-1] if refs else None
+
+
+def plan(updates, deployed_commit, deployed_ref=None):
     """What a push asks for: the Push to deploy, or None (nothing to deploy); raise to refuse it."""
     if not updates:
         return None
@@ -209,7 +219,7 @@ def plan(updates, deployed_commit):
             len(updates), ", ".join(branch(u[2]) for u in updates)))
     old, new, ref = updates[0]
     if new == ZERO:
-        if deployed_commit and old == deployed_commit:
+        if ref == deployed_ref or (deployed_ref is None and deployed_commit and old == deployed_commit):
             raise TinyservError("%s is what this app runs: deleting it is refused "
                                 "(remove the app with 'tinyserv apps:destroy')" % branch(ref))
         return None

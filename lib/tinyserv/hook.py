@@ -27,8 +27,7 @@ def main(layout, app):
 def run(layout, app, text, out):
     """The hook's body: deploy what was pushed, or refuse it; returns the hook's exit code."""
     try:
-        current = releases.current(layout, app)
-        push = deploy.plan(deploy.parse_updates(text), current and current["commit"])
+        push = deploy.plan(deploy.parse_updates(text), *deploy.deployed(releases.history(layout, app)))
     except TinyservError as e:
         reject(Steps(out), e)
         return 1

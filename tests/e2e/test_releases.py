@@ -532,9 +532,11 @@ def web_pid(app):
 def test_pushing_a_branch_deletion_does_not_redeploy(new_app):
     app = new_app("branches", node_app("one"))
     app.git("branch", "somebranch")
-    deployed(app, "one", "main", "somebranch")
+    deployed(app, "one", "somebranch")
+    deployed(app, "one", "main")  # main is now what runs; somebranch is just a branch on the server
     releases = app.releases()
-    assert [r["description"] for r in releases] == [f"Deploy {app.git('rev-parse', 'HEAD')[:7]}", "Initial release"]
+    head = app.git("rev-parse", "HEAD")[:7]
+    assert [r["description"] for r in releases] == [f"Deploy {head}", f"Deploy {head}", "Initial release"]
     pid = wait_until(lambda: web_pid(app), 30, message="one web.1 up")
 
     result = app.push(":somebranch")

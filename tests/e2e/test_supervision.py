@@ -2,8 +2,9 @@
 
 The module deploys two small node apps without dependencies (plain `http`) over real ssh and shares them between
 its tests, each of which leaves them as it found them: `worker_app` (Procfile `web` and a `worker` that prints a
-line every 200 ms) and `web_app` (`web` only). The web answers "<app> is up"; config var CRASH=1 makes it exit at
-boot and STUBBORN=1 makes it ignore SIGTERM.
+line every 200 ms) and `web_app` (`web` only). The web answers "<app> is up"; a file `crash-now` in its build
+(made with `tinyserv run`) makes it exit within 0.2 s and at every boot, and config var STUBBORN=1 makes it
+ignore SIGTERM.
 
 Processes are checked the way an operator would, as deploy through /proc on the server, by the environment
 tinyserv gives them (TINYSERV_APP=<app>, DYNO=<web.1|worker.1>): an instance is one process group whose leader is
@@ -31,10 +32,10 @@ WEB_AND_WORKER = "web: node server.js\nworker: node worker.js\n"
 
 SERVER_JS = """\
 const http = require("http");
-if (process.env.CRASH === "1") {
-  console.log("dying");
-  process.exit(1);
-}
+const fs = require("fs");
+const crashIfAsked = () => { if (fs.existsSync("crash-now")) { console.log("dying"); process.exit(1); } };
+crashIfAsked();
+setInterval(crashIfAsked, 200);
 if (process.env.STUBBORN === "1") {
   process.on("SIGTERM", () => console.log("ignoring SIGTERM"));
 }
@@ -176,6 +177,12 @@ class App:
         """Poll until no process of the app's `dyno` is left on the server."""
         wait_until(lambda: self.processes(dyno) == ([], []), timeout, interval=0.2,
                    message=f"no process with TINYSERV_APP={self.name} DYNO={dyno} on the server")
+
+    def follow_server(self):
+        """Point the app's git remote at the server's ssh port again: published ports change when the container
+        restarts, as a user re-points a remote at a server that moved (the remote names the app's server)."""
+        url = f"ssh://deploy@127.0.0.1:{self.server.port(22)}/home/deploy/tinyserv/repos/{self.name}.git"
+        run(["git", "remote", "set-url", "tinyserv", url], cwd=self.path)
 
     def destroy(self):
         """`tinyserv apps:destroy --confirm NAME`; return how long it took."""
@@ -362,7 +369,7 @@ def test_run_executes_one_off_commands_with_the_apps_port_config_and_exit_code(a
 
 def test_a_web_that_crashes_in_a_loop_is_restarted_with_growing_backoff_until_fixed(apps):
     app = apps.web
-    app.tinyserv("config:set", "CRASH=1")
+    app.tinyserv("run", "touch crash-now")  # a config change that makes web crash would be refused
     try:
 
         def crashed(restarts_over):
@@ -376,8 +383,8 @@ def test_a_web_that_crashes_in_a_loop_is_restarted_with_growing_backoff_until_fi
         waits = [int(n) for n in CRASH_LINE.findall(log)]
         assert len(waits) >= 2 and waits == sorted(waits) and waits[0] < waits[-1], log
     finally:
-        app.tinyserv("config:unset", "CRASH")
-    app.wait_answers(timeout=10)
+        app.tinyserv("run", "rm -f crash-now")
+    app.wait_answers(timeout=40)
     assert app.instance("web.1")["state"] == "up"
 
 
@@ -413,7 +420,7 @@ def test_a_web_that_ignores_sigterm_is_killed_after_the_stop_timeout(deploy):
 def test_a_killed_supervisor_leaves_apps_serving_and_its_successor_adopts_them(server, apps):
     both = [apps.worker, apps.web]
     wanted = {apps.worker.name: ["web.1", "worker.1"], apps.web.name: ["web.1"]}
-    before = {app.name: {name: app.wait_up(name)["pid"] for name in wanted[app.name]} for app in both}
+    before = {app.name: {name: app.wait_up(name) for name in wanted[app.name]} for app in both}
     old_supervisors = supervisors(server)
     assert len(old_supervisors) == 1, old_supervisors
 
@@ -429,16 +436,16 @@ def test_a_killed_supervisor_leaves_apps_serving_and_its_successor_adopts_them(s
     for app in both:
         running = formation_on_server(server, app.name)
         assert sorted(running) == wanted[app.name], running
-        for name, pid in before[app.name].items():
+        for name, was in before[app.name].items():
             leaders, nodes = running[name]
-            assert leaders == [pid] and len(nodes) == 1, f"{app.name} {name}: {running[name]}, before: {pid}"
+            assert leaders == [was["pid"]] and len(nodes) == 1, f"{app.name} {name}: {running[name]}, before: {was}"
             inst = app.instance(name)
-            assert (inst["pid"], inst["state"], inst["restarts"]) == (pid, "up", 0), inst
+            assert (inst["pid"], inst["state"], inst["restarts"]) == (was["pid"], "up", was["restarts"]), inst
         assert f"web.1 adopted by a new supervisor (pid {new_supervisors[0]})" in app.log()
         assert app.answers()
 
     server.ssh(f"kill -9 {apps.worker.node_pid('web.1')}")
-    restarted = apps.worker.wait_up("web.1", other_than=before[apps.worker.name]["web.1"])
+    restarted = apps.worker.wait_up("web.1", other_than=before[apps.worker.name]["web.1"]["pid"])
     assert restarted["restarts"] >= 1, restarted
     apps.worker.wait_answers(timeout=10)
     assert supervisors(server) == new_supervisors
@@ -476,6 +483,7 @@ def test_apps_serve_again_with_their_formation_after_the_server_restarts(server,
 
     server.restart()
     for app in (apps.worker, apps.web):
+        app.follow_server()
         app.wait_answers(timeout=30)
         assert app.wait_up("web.1")
     assert apps.worker.ps()["formation"]["worker"]["quantity"] == 0
