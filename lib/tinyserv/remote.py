@@ -13,12 +13,38 @@ from .layout import Layout, server_root
 
 
 def cmd_supervise(layout, args):
-    """Run the supervisor in the foreground (systemd's ExecStart, or started on demand)."""
-    from . import supervisor
+    """Run the supervisor in the foreground (systemd's ExecStart, started on demand, or as the standby)."""
     if args.boot:
         from .store import remove
         remove(layout.shutdown_marker)
-    return supervisor.main(layout, wait=not args.if_none)
+    lock = None
+    if args.standby:
+        lock = stand_by(layout)
+        if lock is None:
+            return 0
+    from . import supervisor  # only now: a waiting standby stays small
+    return supervisor.main(layout, wait=not args.if_none, lock=lock)
+
+
+def stand_by(layout):
+    """Wait until the active supervisor dies; return its lock, now ours, or None when we should not take over.
+
+    One standby at a time holds run/standby.lock. None also when tinyserv was shut
+    down (run/shut-down exists): then the supervisor went away on purpose.
+    """
+    import fcntl
+    import os
+    mine = os.open(os.path.join(layout.run_dir, "standby.lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(mine, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return None  # another standby waits already
+    lock = os.open(layout.supervisor_lock, os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    if os.path.exists(layout.shutdown_marker):
+        return None  # both locks go with this process, which exits now
+    os.close(mine)  # the next standby may wait now
+    return lock
 
 
 def cmd_version(layout, args):
@@ -68,6 +94,7 @@ def parser():
     sv = add("supervise", "supervise", app=False, help="run the supervisor in the foreground")
     sv.add_argument("--boot", action="store_true", help="clear a previous shutdown first")
     sv.add_argument("--if-none", action="store_true", help="exit at once if a supervisor runs")
+    sv.add_argument("--standby", action="store_true", help="wait to take over when the running supervisor dies")
     add("version", "version", app=False, help="print the version")
     return p
 
