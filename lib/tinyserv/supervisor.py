@@ -238,6 +238,7 @@ class Supervisor:
         self.dirty.add(app)
 
     def clear_broken(self, app):
+        """The app reconciled fine: forget why it was broken (and say so in its log)."""
         if self.broken.pop(app, None) is not None:
             if not self.shutting_down:
                 self.event(app, "this app's files read fine again")
@@ -254,6 +255,7 @@ class Supervisor:
     # --- desired state -------------------------------------------------
 
     def known_apps(self):
+        """Apps on disk and apps we still run processes for."""
         return set(self.layout.apps()) | set(self.apps)
 
     def sync(self, app=None):
@@ -418,6 +420,7 @@ class Supervisor:
         return [(app, inst) for app, instances in list(self.apps.items()) for inst in list(instances.values())]
 
     def advance(self, app, inst, now):
+        """Move one instance on: a running one that exited crashed, a web that listens is up, a stop ends."""
         state = inst["state"]
         if state in RUNNING and self.exited(inst):
             self.crashed(app, inst, now)
@@ -477,6 +480,7 @@ class Supervisor:
         self.sweep()
 
     def replace(self, app, target):
+        """Stop the matching running instances and drop the crashed ones; reconcile starts them anew."""
         want = self.want(app)
         for inst in list(self.apps.get(app, {}).values()):
             if target in (None, inst["name"], inst["type"]):
@@ -489,11 +493,13 @@ class Supervisor:
     # --- output ----------------------------------------------------------------
 
     def log(self, app):
+        """The app's open log file."""
         if app not in self.logs:
             self.logs[app] = LogFile(self.layout.log_file(app), clock=self.sys.clock)
         return self.logs[app]
 
     def close_log(self, app):
+        """Close the app's log file (it is opened again on the next line)."""
         log = self.logs.pop(app, None)
         if log:
             log.close()
@@ -591,6 +597,7 @@ class Supervisor:
     # --- persistence ------------------------------------------------------------
 
     def save_dirty(self):
+        """Write state.json of every app that changed since the last save."""
         for app in list(self.dirty):
             self.dirty.discard(app)
             self.guarded(app, self.save, app)
@@ -633,6 +640,7 @@ class Supervisor:
                 self.sys.signal_pids(table.get(inst["mark"], []), signal.SIGKILL)
 
     def take_over(self, app, inst):
+        """Supervise a live instance another supervisor started: its pid, pipe and mark as saved."""
         now = self.sys.clock()
         for key, default in (("command", ""), ("since", now), ("started", now), ("restarts", 0),
                              ("exit_code", None), ("next_try", None), ("grace", 30.0), ("mark", None)):
@@ -674,6 +682,7 @@ class Supervisor:
         return self.shutting_down and not any(self.apps.values())
 
     def shutdown(self):
+        """Stop every instance of every app and start nothing any more."""
         self.shutting_down = True
         self.sync()
 
@@ -731,6 +740,7 @@ class Server:
         return {"ok": True, "pid": os.getpid()}
 
     def serve_one(self):
+        """Accept one control connection and answer its request."""
         try:
             conn, _ = self.listener.accept()
         except BlockingIOError:
@@ -815,6 +825,7 @@ class Server:
             print("tinyserv supervisor: cannot start a standby: %s" % e, file=sys.stderr, flush=True)
 
     def listen(self):
+        """Bind the control socket (0600) and watch it in the loop."""
         try:
             os.unlink(self.sock_path)
         except FileNotFoundError:
@@ -827,6 +838,7 @@ class Server:
         self.sup.selector.register(self.listener, selectors.EVENT_READ, LISTENER)
 
     def close(self):
+        """Stop listening and remove the socket."""
         self.sup.selector.unregister(self.listener)
         self.listener.close()
         try:
@@ -847,6 +859,7 @@ def recv_line(conn):
 
 
 def _drain_pipe(fd):
+    """Empty the signal wakeup pipe."""
     try:
         while os.read(fd, 512):
             pass
