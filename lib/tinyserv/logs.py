@@ -16,7 +16,8 @@ def max_bytes(environ=os.environ):
     return number(environ.get("TINYSERV_LOG_MAX_BYTES"), DEFAULT_MAX_BYTES)
 
 
-MAX_LINE = 10000  # bytes of one output line kept in the log; Heroku cuts its log lines at 10 KB too
+MAX_LINE = 10000  # bytes of one output line kept in the log: Heroku's limit too (it splits longer lines into
+# 10,000-byte chunks; we keep the first and drop the rest, so a line that never ends cannot fill the log)
 CUT_MARK = " [tinyserv: line cut at %d bytes]"
 
 

@@ -34,13 +34,18 @@ def stand_by(layout):
     """
     import fcntl
     import os
-    mine = os.open(os.path.join(layout.run_dir, "standby.lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    from .errors import TinyservError
     try:
-        fcntl.flock(mine, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return None  # another standby waits already
-    lock = os.open(layout.supervisor_lock, os.O_RDWR | os.O_CREAT, 0o600)
-    fcntl.flock(lock, fcntl.LOCK_EX)
+        # supervisor.standby_lock(layout), not imported: the supervisor's modules are what a standby saves.
+        mine = os.open(os.path.join(layout.run_dir, "standby.lock"), os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(mine, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return None  # another standby waits already
+        lock = os.open(layout.supervisor_lock, os.O_RDWR | os.O_CREAT, 0o600)
+        fcntl.flock(lock, fcntl.LOCK_EX)
+    except OSError as e:
+        raise TinyservError("cannot wait as the standby supervisor in %s: %s" % (layout.run_dir, e.strerror)) from None
     if os.path.exists(layout.shutdown_marker):
         return None  # both locks go with this process, which exits now
     os.close(mine)  # the next standby may wait now

@@ -107,16 +107,38 @@ def test_an_app_that_logs_every_request_keeps_answering_after_the_supervisor_is_
     assert ps_json(server, app)["instances"][0]["state"] == "up"
 
 
-def test_a_daemon_started_by_a_web_is_stopped_with_it(server, tmp_path):
+def daemons_of(server, app):
+    """The app's `sleep 1000` processes (started with setsid by its web)."""
+    return [p for p in server.app_processes(app) if cmdline_of(p) == "sleep 1000"]
+
+
+def wait_no_processes(server, app, timeout=15):
+    wait_until(lambda: not server.app_processes(app), timeout, interval=0.2,
+               message=f"every process of {app.name} to stop (left: {server.app_processes(app)})")
+
+
+def test_a_daemon_started_by_a_web_is_stopped_with_it_by_ps_stop_and_apps_destroy(server, tmp_path):
     app = server.new_app(tmp_path, node_app("daemon", procfile=DAEMON_WEB), prefix="daemon")
     server.push(app)
-    daemons = wait_until(lambda: [p for p in server.app_processes(app, "web.1") if cmdline_of(p) == "sleep 1000"],
-                         10, message="the setsid sleep")
+    daemons = wait_until(lambda: daemons_of(server, app), 10, message="the setsid sleep")
     assert os.getsid(daemons[0]) == daemons[0], "the daemon left the instance's session"
 
     server.tinyserv("ps:stop", "web", cwd=app.path)
-    wait_until(lambda: not server.app_processes(app), 15, interval=0.2,
-               message=f"every process of {app.name} to stop (left: {server.app_processes(app)})")
+    wait_no_processes(server, app)
+
+    server.tinyserv("ps:start", "web", cwd=app.path)
+    wait_until(lambda: daemons_of(server, app), 10, message="the setsid sleep, started again")
+    server.tinyserv("apps:destroy", "--confirm", app.name, cwd=app.path)
+    wait_no_processes(server, app)
+
+
+def test_a_daemon_started_by_a_web_is_stopped_by_shutdown(server, tmp_path):
+    app = server.new_app(tmp_path, node_app("daemon", procfile=DAEMON_WEB), prefix="daemon")
+    server.push(app)
+    wait_until(lambda: daemons_of(server, app), 10, message="the setsid sleep")
+
+    server.remote("shutdown", timeout=60)
+    wait_no_processes(server, app, timeout=5)
 
 
 def test_one_app_with_a_damaged_formation_does_not_keep_the_others_from_starting_up(server, tmp_path):
