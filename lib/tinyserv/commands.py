@@ -84,7 +84,9 @@ COMMANDS = [
             client=False, stream=True),
     command("supervise", "run the supervisor in the foreground", "lifecycle.supervise", app=False, client=False,
             stream=True, args=[arg("--boot", action="store_true", help="clear a previous shutdown first"),
-                               arg("--if-none", action="store_true", help="exit at once if a supervisor runs")]),
+                               arg("--if-none", action="store_true", help="exit at once if a supervisor runs"),
+                               arg("--standby", action="store_true",
+                                   help="wait until the running supervisor dies, then take over")]),
     command("hook", None, "hook.main", client=False, stream=True),
     command("version", "print the version", "lifecycle.version", app=False, client=False, stream=True),
 ]

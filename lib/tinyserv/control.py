@@ -10,7 +10,7 @@ import time
 from . import appstate, procs, releases
 from .boot import SETTLE, Crashed, TimedOut, Up
 from .errors import TinyservError
-from .supervisor import desired_state, recv_line
+from .supervisor import desired_state, lock_held, recv_line
 
 REMOTE_SCRIPT = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.realpath(__file__)))), "bin", "tinyserv-remote")
@@ -44,7 +44,8 @@ def ensure_supervisor(layout, timeout=10):
     if os.path.exists(layout.shutdown_marker):
         raise TinyservError("tinyserv was shut down on this server; run 'tinyserv-remote startup' there first")
     layout.ensure()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("GIT_", "SSH_"))}
+    # Not an app's mark either: the supervisor must not look like one of the processes it stops.
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GIT_", "SSH_", procs.MARK))}
     with open(layout.supervisor_log, "ab") as log:
         # Never the caller's stdout/stderr: a git hook's output pipe held by a
         # long-lived process would keep `git push` waiting.
@@ -106,14 +107,15 @@ def expects_web(layout, app):
 
 
 def stop_supervisor(layout, timeout=60):
-    """Ask the supervisor to stop every app and exit; wait until it has."""
+    """Ask the supervisor to stop every app and exit; wait until it and its standby have gone."""
     pid = running(layout)
     if not pid:
         return False
     request(layout, {"cmd": "shutdown"})
     deadline = time.monotonic() + timeout
+    # The standby takes the supervisor's lock when it exits, sees run/shut-down and leaves too.
     while time.monotonic() < deadline:
-        if not procs.alive(pid):
+        if not procs.alive(pid) and not lock_held(layout.supervisor_lock) and not lock_held(layout.standby_lock):
             return True
         time.sleep(0.05)
     raise TinyservError("the supervisor (pid %d) did not stop within %d s" % (pid, timeout))

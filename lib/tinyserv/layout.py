@@ -11,7 +11,6 @@
   run/                    the supervisor's socket, pid file and own log
 """
 
-import hashlib
 import os
 
 from .errors import TinyservError
@@ -45,6 +44,7 @@ class Layout:
         self.global_lock = os.path.join(root, "lock")
         self.supervisor_sock = os.path.join(self.run_dir, "supervisor.sock")
         self.supervisor_lock = os.path.join(self.run_dir, "supervisor.lock")
+        self.standby_lock = os.path.join(self.run_dir, "standby.lock")
         self.supervisor_pid = os.path.join(self.run_dir, "supervisor.pid")
         self.supervisor_log = os.path.join(self.run_dir, "supervisor.log")
         self.shutdown_marker = os.path.join(self.run_dir, "shut-down")
@@ -52,6 +52,7 @@ class Layout:
     @property
     def tag(self):
         """A short name of this root, so two roots on one machine never claim each other's processes."""
+        import hashlib  # here: a waiting standby supervisor never needs it
         return hashlib.sha256(self.root.encode()).hexdigest()[:8]
 
     def mark(self, app, ident):

@@ -4,11 +4,13 @@ These are tinyserv-remote's own commands (the client has no equivalent): `startu
 `shutdown` are the original README's boot and shutdown hooks.
 """
 
+import os
 import sys
 import time
 
-from . import control, procs, releases, settings, store
 from .errors import TinyservError
+
+# Commands import what they use when they run: `supervise --standby` waits for hours and should weigh little.
 
 UNIT = """[Unit]
 Description=tinyserv: keeps the apps of {user} running
@@ -33,26 +35,30 @@ WantedBy=multi-user.target
 
 def startup(layout):
     """At boot: start the supervisor, bring every app to its formation, report each app's state."""
-    from . import boot
+    from . import boot, control, releases, settings, store
     layout.ensure()
     store.remove(layout.shutdown_marker)
     control.sync(layout)
     failed = []
     for name in layout.apps():
-        release = releases.current(layout, name)
-        if release and release["build"]:
+        try:
+            release = releases.current(layout, name)
+            if not release or not release["build"]:
+                continue
             result = control.wait_for_web(layout, name, release["version"], settings.boot_timeout(release["config"]))
             state = {boot.Up: "up", boot.Crashed: "crashed", boot.TimedOut: "timed out"}[type(result)]
-            print("%s: %s" % (name, state))
-            if state != "up":
-                failed.append(name)
+        except TinyservError as e:  # one damaged app does not keep the others from being reported
+            state = "broken (%s)" % e
+        print("%s: %s" % (name, state))
+        if state != "up":
+            failed.append(name)
     if failed:
         raise TinyservError("%d app(s) did not come up: %s (see 'tinyserv logs')" % (len(failed), ", ".join(failed)))
 
 
 def shutdown(layout):
     """Stop every app gracefully and the supervisor; nothing keeps running."""
-    from . import apps
+    from . import apps, control, procs, store
     layout.ensure()
     store.write_atomic(layout.shutdown_marker, time.strftime("%Y-%m-%dT%H:%M:%SZ\n", time.gmtime()))
     control.stop_supervisor(layout)
@@ -66,17 +72,47 @@ def shutdown(layout):
 def systemd_unit(layout):
     """Print a systemd unit that runs the supervisor for this user and these settings."""
     import getpass
+    from . import control
     from .layout import start_port
     print(UNIT.format(user=getpass.getuser(), root=layout.root, port=start_port(),
                       python=sys.executable, script=control.REMOTE_SCRIPT), end="")
 
 
-def supervise(layout, boot=False, if_none=False):
-    """Run the supervisor in the foreground (systemd's ExecStart, or started on demand)."""
-    from . import supervisor
+def supervise(layout, boot=False, if_none=False, standby=False):
+    """Run the supervisor in the foreground (systemd's ExecStart, started on demand, or as the standby)."""
     if boot:
-        store.remove(layout.shutdown_marker)
-    return supervisor.main(layout, wait=not if_none)
+        from .store import remove
+        remove(layout.shutdown_marker)
+    lock = None
+    if standby:
+        lock = stand_by(layout)
+        if lock is None:
+            return 0
+    from . import supervisor  # only now: a waiting standby stays small
+    return supervisor.main(layout, wait=not if_none, lock=lock)
+
+
+def stand_by(layout):
+    """Wait until the active supervisor dies; return its lock, now ours, or None when we should not take over.
+
+    One standby at a time holds run/standby.lock. None also when tinyserv was shut
+    down (run/shut-down exists): then the supervisor went away on purpose.
+    """
+    import fcntl
+    try:
+        mine = os.open(layout.standby_lock, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(mine, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return None  # another standby waits already
+        lock = os.open(layout.supervisor_lock, os.O_RDWR | os.O_CREAT, 0o600)
+        fcntl.flock(lock, fcntl.LOCK_EX)
+    except OSError as e:
+        raise TinyservError("cannot wait as the standby supervisor in %s: %s" % (layout.run_dir, e.strerror)) from None
+    if os.path.exists(layout.shutdown_marker):
+        return None  # both locks go with this process, which exits now
+    os.close(mine)  # the next standby may wait now
+    return lock
 
 
 def version(layout):

@@ -16,13 +16,75 @@ def max_bytes(environ=os.environ):
     return number(environ.get("TINYSERV_LOG_MAX_BYTES"), DEFAULT_MAX_BYTES)
 
 
+MAX_LINE = 10000  # bytes of one output line kept in the log: Heroku's limit too (it splits longer lines into
+# 10,000-byte chunks; we keep the first and drop the rest, so a line that never ends cannot fill the log)
+CUT_MARK = " [tinyserv: line cut at %d bytes]"
+
+
 def format_line(source, text, clock=time.time):
     """'2026-11-28T05:00:00Z web.1: text' plus a newline."""
     return "%s %s: %s\n" % (now_iso(clock), source, text.rstrip("\r\n"))
 
 
+def utf8_prefix(data, limit):
+    """At most limit bytes of data, not ending inside a UTF-8 character."""
+    cut = data[:limit]
+    start = len(cut)
+    while start > 0 and len(cut) - start < 3 and cut[start - 1] & 0xC0 == 0x80:
+        start -= 1  # step back over continuation bytes to the character's first byte
+    if start > 0 and cut[start - 1] >= 0xC0:
+        needed = 2 if cut[start - 1] < 0xE0 else 3 if cut[start - 1] < 0xF0 else 4
+        if len(cut) - (start - 1) < needed:
+            return cut[:start - 1]
+    return cut
+
+
+class Lines:
+    """Turns an instance's output bytes into text lines of at most `limit` bytes.
+
+    An unfinished line waits for its newline, but never grows past the limit: a
+    longer one is logged cut, with a mark, and its rest is dropped up to its newline.
+    """
+
+    def __init__(self, limit=MAX_LINE):
+        self.limit = limit
+        self.partial = b""
+        self.skipping = False  # inside the dropped rest of a line that was cut
+
+    def feed(self, data):
+        """The lines that data finishes (or cuts); keeps the unfinished rest."""
+        *whole, rest = data.split(b"\n")
+        lines = []
+        for piece in whole:
+            if self.skipping:
+                self.skipping = False
+            else:
+                lines.append(self.text(self.partial + piece))
+                self.partial = b""
+        if not self.skipping:
+            self.partial += rest
+            if len(self.partial) > self.limit:
+                lines.append(self.text(self.partial))
+                self.partial, self.skipping = b"", True
+        return lines
+
+    def flush(self):
+        """The unfinished line, as a line of its own (the output ended without a newline)."""
+        rest, self.partial, self.skipping = self.partial, b"", False
+        return [self.text(rest)] if rest else []
+
+    def text(self, data):
+        """One line as text: invalid UTF-8 replaced, cut with a mark past the limit."""
+        if len(data) <= self.limit:
+            return data.decode("utf-8", "replace")
+        return utf8_prefix(data, self.limit).decode("utf-8", "replace") + CUT_MARK % self.limit
+
+
 class LogFile:
-    """An app log the supervisor appends to; rotates to <path>.1 past a size cap."""
+    """An app log the supervisor appends to; rotates to <path>.1 once it reaches its size cap.
+
+    A file passes its cap by one line at most: rotation happens in the middle of a batch.
+    """
 
     def __init__(self, path, limit=None, clock=time.time):
         self.path = path
@@ -32,15 +94,41 @@ class LogFile:
 
     def write(self, source, text):
         """Append one line from source ('web.1', 'tinyserv')."""
+        self.write_lines(source, [text])
+
+    def write_lines(self, source, texts):
+        """Append one stamped line per text, in as few writes as the size cap allows."""
+        if not texts:
+            return
+        size = self.open()
+        head = "%s %s: " % (now_iso(self.clock), source)
+        batch = []
+        for text in texts:
+            line = (head + text.rstrip("\r\n") + "\n").encode("utf-8", "replace")
+            batch.append(line)
+            size += len(line)
+            if size >= self.limit:
+                self.append(batch)
+                batch, size = [], 0
+                self.rotate()
+        if batch:
+            self.append(batch)
+
+    def open(self):
+        """Open the file at self.path for appending (again, if another writer rotated it); its size."""
         if self.file is not None and self.moved():
             self.close()  # another writer rotated the log: follow it to the new file
         if self.file is None:
             os.makedirs(os.path.dirname(self.path), exist_ok=True)
-            self.file = open(self.path, "a", encoding="utf-8", errors="replace")
-        self.file.write(format_line(source, text, self.clock))
+            self.file = open(self.path, "ab")
+        return os.fstat(self.file.fileno()).st_size
+
+    def append(self, lines):
+        """Write encoded lines to the end of the file, opening it if a rotation closed it."""
+        if self.file is None:
+            self.open()
+        self.file.write(b"".join(lines))
         self.file.flush()
-        if self.file.tell() >= self.limit:
-            self.rotate()
 
     def moved(self):
         """Is our open file no longer the one at self.path?"""
@@ -58,10 +146,13 @@ class LogFile:
             pass
 
     def close(self):
+        """Close the file; a write that failed (disk full) may have left data buffered, which is dropped."""
         if self.file is not None:
-            self.file.close()
+            try:
+                self.file.close()
+            except OSError:
+                pass
             self.file = None
-
 
 def append(path, source, text):
     """One-shot append from a process other than the supervisor (deploys, config changes)."""

@@ -1,6 +1,9 @@
 """Processes on Linux: start one in its own session, inspect it via /proc, stop its group."""
 
+import errno
+import fcntl
 import os
+import resource
 import signal
 import time
 
@@ -46,7 +49,9 @@ def starttime(pid):
 
 
 def group_members(pgid):
-    """Live (non-zombie) pids in process group pgid."""
+    """Live (non-zombie) pids in process group pgid (none for 0 or 1: kernel threads and init, never ours)."""
+    if pgid <= 1 or not group_exists(pgid):
+        return []
     members = []
     for name in os.listdir("/proc"):
         if name.isdigit():
@@ -56,8 +61,24 @@ def group_members(pgid):
     return members
 
 
+def group_exists(pgid):
+    """Is any process (a zombie too) left in group pgid? One system call, no /proc scan."""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return True
+
+
 def signal_group(pgid, sig):
-    """Send sig to a whole process group; a group that is gone is fine."""
+    """Send sig to a whole process group; a group that is gone is fine.
+
+    pgid 0 or 1 is never a group of ours (killpg(0) would hit the caller's own group).
+    """
+    if pgid <= 1:
+        return
     try:
         os.killpg(pgid, sig)
     except (ProcessLookupError, PermissionError):
@@ -89,15 +110,29 @@ def marked(marks):
     (setsid, double fork) still carry the variable they were started with.
     """
     found = []
+    for prefix in {m.rsplit(":", 1)[0] + ":" for m in marks}:
+        for value, pids in marked_by(prefix).items():
+            if any(value == m or (m.endswith(":") and value.startswith(m)) for m in marks):
+                found.extend(pids)
+    return sorted(set(found))
+
+
+def marked_by(prefix):
+    """{mark: [(pid, starttime)]} of live processes whose TINYSERV_INSTANCE starts with prefix.
+
+    One pass over /proc answers for every instance at once: stopping a thousand
+    instances must not read every process's environment a thousand times.
+    """
+    found = {}
     me = os.getpid()
     for name in os.listdir("/proc"):
         if not name.isdigit() or int(name) == me:
             continue
         value = env_value(int(name), MARK)
-        if value is not None and any(value == m or (m.endswith(":") and value.startswith(m)) for m in marks):
+        if value is not None and value.startswith(prefix):
             stat = proc_stat(int(name))
             if stat and stat[0] not in "ZX":
-                found.append((int(name), stat[2]))
+                found.setdefault(value, []).append((int(name), stat[2]))
     return found
 
 
@@ -147,26 +182,117 @@ def stop(pgids, grace, what, term=True, marks=()):
                             "check them with ps and try again" % (what, ", ".join(map(str, survivors))))
 
 
+_nofile_at_start = None  # RLIMIT_NOFILE as we were started with it, once raise_fd_limit() changed ours
+
+
+def raise_fd_limit():
+    """Let this process open as many files as the hard limit allows; children get the original limit back."""
+    global _nofile_at_start
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if _nofile_at_start is None:
+        _nofile_at_start = (soft, hard)
+    if soft != hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return hard
+
+
+def restore_fd_limit():
+    """In a child before exec: the open-files limit this process started with (apps expect the usual one)."""
+    if _nofile_at_start is not None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, _nofile_at_start)
+
+
 def spawn(argv, cwd, env, out_fd):
-    """Start argv in a new session with stdin /dev/null and stdout+stderr on out_fd; return pid."""
-    pid = os.fork()
+    """Start argv in a new session with stdin /dev/null and stdout+stderr on out_fd; return pid.
+
+    A failure to start it (no memory to fork, a directory that is gone, an environment
+    too big for exec) raises OSError here, in the caller; a NUL byte raises ValueError.
+    """
+    for key, value in env.items():
+        if "\0" in key or "\0" in value or "=" in key:
+            raise ValueError("the environment variable %r cannot be passed to a process" % key[:40])
+    report_r, report_w = os.pipe()  # close-on-exec: end of file means exec succeeded
+    try:
+        pid = os.fork()
+    except BaseException:
+        os.close(report_r)
+        os.close(report_w)
+        raise
     if pid == 0:  # child: never return into the caller's code
-        try:
-            os.setsid()
-            os.chdir(cwd)
-            null = os.open(os.devnull, os.O_RDONLY)
-            os.dup2(null, 0)
-            os.dup2(out_fd, 1)
-            os.dup2(out_fd, 2)
-            os.closerange(3, 65536)
-            for sig in (signal.SIGPIPE, signal.SIGTERM, signal.SIGINT, signal.SIGCHLD, signal.SIGHUP):
-                signal.signal(sig, signal.SIG_DFL)
-            os.execvpe(argv[0], argv, env)
-        except BaseException as e:  # noqa: BLE001 - report and die, whatever happened
-            os.write(2, ("tinyserv: cannot start %s: %s\n" % (argv[0], e)).encode())
-        finally:
-            os._exit(127)
+        _exec_child(argv, cwd, env, out_fd, report_w)
+    os.close(report_w)
+    try:
+        report = _read_all(report_r)
+    finally:
+        os.close(report_r)
+    if report:
+        os.waitpid(pid, 0)
+        code, _, message = report.decode("utf-8", "replace").partition(":")
+        raise OSError(int(code) if code.isdigit() else errno.EIO, message)
     return pid
+
+
+def _exec_child(argv, cwd, env, out_fd, report_w):
+    """The child's side of spawn: set up its session and descriptors, then exec; report failure on report_w."""
+    try:
+        os.setsid()
+        os.chdir(cwd)
+        null = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(null, 0)
+        os.dup2(out_fd, 1)
+        os.dup2(out_fd, 2)
+        os.closerange(3, report_w)
+        os.closerange(report_w + 1, 65536)
+        restore_fd_limit()
+        for sig in (signal.SIGPIPE, signal.SIGTERM, signal.SIGINT, signal.SIGCHLD, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_DFL)
+        os.execvpe(argv[0], argv, env)
+    except BaseException as e:  # noqa: BLE001 - report and die, whatever happened
+        code = getattr(e, "errno", None) or errno.EIO
+        text = getattr(e, "strerror", None) or str(e)
+        try:
+            os.write(report_w, ("%d:cannot start %s: %s" % (code, argv[0], text)).encode())
+        except BaseException:  # noqa: BLE001
+            pass
+    finally:
+        os._exit(127)
+
+
+def _read_all(fd):
+    """Everything until end of file from a blocking descriptor."""
+    data = b""
+    while True:
+        try:
+            chunk = os.read(fd, 4096)
+        except InterruptedError:
+            continue
+        if not chunk:
+            return data
+        data += chunk
+
+
+F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)  # Python 3.10 names it; Linux has had it since 2.6.35
+
+
+def enlarge_pipe(fd, size):
+    """Best effort: make the pipe behind fd hold size bytes (capped by /proc/sys/fs/pipe-max-size).
+
+    Past the per-user pipe-buffer soft limit the kernel refuses: the pipe keeps its 64 KiB.
+    """
+    try:
+        fcntl.fcntl(fd, F_SETPIPE_SZ, min(size, pipe_max_size()))
+        return True
+    except OSError:
+        return False
+
+
+def pipe_max_size():
+    """/proc/sys/fs/pipe-max-size (what an unprivileged process may ask for), or 1 MiB."""
+    try:
+        with open("/proc/sys/fs/pipe-max-size") as f:
+            return int(f.read())
+    except (OSError, ValueError):
+        return 1024 * 1024
 
 
 def reap(pid):

@@ -5,28 +5,52 @@ runs, restarts crashed instances with backoff, and stamps their output into the
 app log. Its state is on disk, so a new supervisor adopts the processes of one
 that was killed instead of starting duplicates: every instance writes into a
 named pipe it also holds open for reading, so its output survives the reader.
+A standby supervisor waits on the lock to take over at once when this one dies.
+
+Faults stay where they happen: a damaged file marks one app broken, a process
+that cannot be spawned is one crashed instance, and one instance's output is
+read in bounded slices within a budget, so it cannot starve the others.
 """
 
+import fcntl
 import json
 import os
-import select
+import selectors
 import signal
 import socket
 import sys
 import time
 import traceback
 
-from . import appenv, appstate, procs, releases, store
+from . import appenv, appstate, procs, releases, settings, store
 from .errors import TinyservError
-from .logs import LogFile
-from .names import number
+from .logs import Lines, LogFile
 from .procfile import process_types
 
 POLL = 0.5  # how often to look at processes when nothing is changing
 BUSY_POLL = 0.05  # ... and while something is starting or stopping
 STABLE_AFTER = 60  # an instance that ran this long before crashing restarts at once
 MAX_BACKOFF = 300
+KILL_WAIT = 5  # a crashed instance's leftovers get this long to die of SIGKILL before its restart goes ahead
 RUNNING = ("starting", "up")
+
+# One instance's output: read in slices, within a budget, so it can neither starve the
+# loop nor burn the CPU. Over budget, its pipe is not read until the window ends: the
+# pipe fills and the instance's writes wait (backpressure), nothing is dropped.
+READ_CHUNK = 64 * 1024  # at most this much is read from one instance per turn of the loop
+OUTPUT_BUDGET = 1024 * 1024  # what one instance may log per window: its bytes, plus LINE_COST per line
+BUDGET_WINDOW = 1.0  # seconds
+LINE_COST = 32  # a line costs about its stamp and name more in the log ("2026-11-28T05:00:00Z web.1: ")
+NOTICE_EVERY = 60  # at most one throttling notice per instance per minute
+PIPE_SIZE = 1024 * 1024  # what an instance can write while no supervisor reads (best effort, see procs)
+FLUSH_READS = 2 * PIPE_SIZE // READ_CHUNK  # reads of a dead instance's pipe before the rest is dropped
+
+BROKEN_RETRY = 5  # seconds between attempts at an app whose files could not be read
+STANDBY_CHECK = 3  # seconds between checks that a standby supervisor waits
+APP_FAULTS = (TinyservError, OSError, ValueError, KeyError, TypeError)  # what one app's bad data can raise
+
+REMOTE_SCRIPT = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.realpath(__file__)))), "bin", "tinyserv-remote")  # as in control.py, which imports this module
 
 
 def backoff(streak):
@@ -48,16 +72,47 @@ def listening(port, pgid):
     return procs.group_listens(pgid, port) and port_open(port)
 
 
+def one_line(error):
+    """An exception as one line of text, for a log line or state.json."""
+    return " ".join(str(error).split()) or type(error).__name__
+
+
+def is_instance_mark(mark):
+    """Does a TINYSERV_INSTANCE value belong to an instance (web.1@...), not a build or a one-off run?"""
+    return "@" in mark.rsplit(":", 1)[-1]
+
+
+def lock_held(path):
+    """Does some process hold an flock on path right now?
+
+    Asking takes the lock for a moment: a standby that tries it at that very instant
+    gives up, and the next check (STANDBY_CHECK s later) starts another.
+    """
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+
+
 class System:
     """The real world the supervisor acts on; tests pass a fake with the same methods."""
 
     clock = staticmethod(time.time)
     spawn = staticmethod(procs.spawn)
     signal_group = staticmethod(procs.signal_group)
+    signal_pids = staticmethod(procs.signal_pids)
     reap = staticmethod(procs.reap)
     alive = staticmethod(procs.alive)
     starttime = staticmethod(procs.starttime)
     group_members = staticmethod(procs.group_members)
+    marked_by = staticmethod(procs.marked_by)
     accepts = staticmethod(listening)
 
 
@@ -70,11 +125,6 @@ class Desired:
         self.meta = meta
         self.instances = instances  # {"web.1": "command"}
         self.grace = grace
-
-
-def stop_timeout(config):
-    """Grace between SIGTERM and SIGKILL (config TINYSERV_STOP_TIMEOUT, default 30 s)."""
-    return number(config.get("TINYSERV_STOP_TIMEOUT"), 30.0, float, minimum=0)
 
 
 def desired_state(layout, app):
@@ -93,31 +143,115 @@ def desired_state(layout, app):
             for n in range(1, quantity.get(ptype, 1) + 1):
                 instances["%s.%d" % (ptype, n)] = meta["procfile"][ptype]
     return Desired(release, layout.build_dir(app, release["build"]), meta, instances,
-                   stop_timeout(release["config"]))
+                   settings.stop_timeout(release["config"]))
+
+
+class Budget:
+    """How much output one instance slot may still log in the current window; the clock is passed in."""
+
+    def __init__(self, per_window=OUTPUT_BUDGET, window=BUDGET_WINDOW):
+        self.per_window = per_window
+        self.window = window
+        self.started = None
+        self.left = per_window
+        self.noticed = None  # when the last throttling notice was logged
+
+    def allowance(self, now):
+        """Bytes that may be read now; 0 while over budget, until resumes()."""
+        if self.started is None or now >= self.started + self.window:
+            self.started, self.left = now, self.per_window
+        return max(0, self.left)
+
+    def spend(self, cost):
+        """Charge what was just logged."""
+        self.left -= cost
+
+    def resumes(self):
+        """When the current window ends."""
+        return self.started + self.window
+
+    def notice_due(self, now):
+        """True at most once per NOTICE_EVERY seconds: time to tell the app log about throttling."""
+        if self.noticed is not None and now - self.noticed < NOTICE_EVERY:
+            return False
+        self.noticed = now
+        return True
+
+
+class Stream:
+    """One instance's pipe as the supervisor reads it: whose it is, its unfinished line, its budget."""
+
+    def __init__(self, app, name, budget):
+        self.app = app
+        self.name = name
+        self.lines = Lines()
+        self.budget = budget
 
 
 class Supervisor:
-    """Owns the instances of every app; driven by run() or, in tests, by tick()."""
+    """Owns the instances of every app; driven by Server.run() or, in tests, by tick()."""
 
     def __init__(self, layout, system=None):
         self.layout = layout
         self.sys = system or System()
         self.apps = {}  # app -> {name: instance dict}
-        self.readers = {}  # fd -> (app, name)
-        self.partial = {}  # fd -> unfinished output line
+        self.selector = selectors.DefaultSelector()  # epoll: no limit on descriptor numbers, unlike select()
+        self.streams = {}  # fd -> Stream
+        self.paused = {}  # fd -> when to read it again (over budget)
+        self.budgets = {}  # (app, name) -> Budget, kept across restarts of the slot
+        self.sweeps = {}  # mark -> (instance, signal): marked processes to find and signal
+        self.broken = {}  # app -> why it cannot be supervised right now
+        self.broken_retry = 0
         self.logs = {}
         self.dirty = set()
         self.shutting_down = False
 
+    # --- one app's faults stay with that app ---------------------------------------
+
+    def guarded(self, app, action, *args):
+        """Run action(*args) for app; a fault marks the app broken instead of stopping every app. Did it work?"""
+        try:
+            action(*args)
+        except APP_FAULTS as e:
+            self.mark_broken(app, e)
+            return False
+        return True
+
+    def mark_broken(self, app, error):
+        """Remember (and say once, in the app log and ours) why app cannot be supervised."""
+        reason = one_line(error)
+        if self.broken.get(app) != reason:
+            self.event(app, "cannot supervise this app: %s" % reason)
+            print("tinyserv supervisor: %s: %s" % (app, reason), file=sys.stderr, flush=True)
+        self.broken[app] = reason
+        self.dirty.add(app)
+
+    def clear_broken(self, app):
+        """The app reconciled fine: forget why it was broken (and say so in its log)."""
+        if self.broken.pop(app, None) is not None:
+            if not self.shutting_down:
+                self.event(app, "this app's files read fine again")
+            self.dirty.add(app)
+
+    def retry_broken(self, now):
+        """Every BROKEN_RETRY s, try broken apps again: someone may have repaired their files."""
+        if self.broken and now >= self.broken_retry:
+            self.broken_retry = now + BROKEN_RETRY
+            for app in list(self.broken):
+                self.guarded(app, self.reconcile, app)
+            self.sweep()
+
     # --- desired state -------------------------------------------------
 
     def known_apps(self):
+        """Apps on disk and apps we still run processes for."""
         return set(self.layout.apps()) | set(self.apps)
 
     def sync(self, app=None):
         """Bring one app (or all) in line with what is on disk."""
         for name in ([app] if app else sorted(self.known_apps())):
-            self.reconcile(name)
+            self.guarded(name, self.reconcile, name)
+        self.sweep()
 
     def want(self, app):
         """What should run for app now: nothing once shutting down."""
@@ -137,69 +271,105 @@ class Supervisor:
                     self.forget(app, name)
         for name, command in wanted.items():
             if name not in instances:
-                self.start(app, name, command, want, restarts=0)
+                self.start(app, name, command, want)
         if not instances and want is None:
             self.apps.pop(app, None)
             self.close_log(app)
+        for key in [k for k in self.budgets if k[0] == app and k[1] not in instances]:
+            del self.budgets[key]
+        self.clear_broken(app)
         self.dirty.add(app)
 
     # --- one instance ----------------------------------------------------
 
-    def start(self, app, name, command, want, restarts):
-        """Spawn one instance of the current release."""
-        run_dir = self.layout.app_file(app, "run")
-        os.makedirs(run_dir, exist_ok=True)
-        fifo = os.path.join(run_dir, "%s.%d.fifo" % (name, time.time_ns()))
-        os.mkfifo(fifo, 0o600)
-        # O_RDWR: the instance is also a reader of its own pipe, so its writes never
-        # hit a broken pipe while no supervisor is reading (we are being restarted).
-        out = os.open(fifo, os.O_RDWR)
-        reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+    def start(self, app, name, command, want, carry=None):
+        """Spawn one instance of the current release; one that cannot even be spawned counts as a crash."""
         port = releases.port(self.layout, app)
         version = want.release["version"]
         mark = self.layout.mark(app, "%s@%d" % (name, time.time_ns()))
         env = appenv.process_env(want.build_dir, want.meta, want.release["config"], app, name, port, version, mark)
-        try:
-            pid = self.sys.spawn(["/bin/sh", "-c", command], want.build_dir, env, out)
-        finally:
-            os.close(out)
         now = self.sys.clock()
         inst = {
             "name": name, "type": name.split(".")[0], "version": version, "command": command,
-            "pid": pid, "pgid": pid, "starttime": self.sys.starttime(pid), "child": True,
-            "state": "starting", "since": now, "started": now, "restarts": restarts,
-            "exit_code": None, "next_try": None, "fifo": fifo, "port": port, "grace": want.grace, "mark": mark,
+            "pid": 0, "pgid": 0, "starttime": None, "child": True,
+            "state": "starting", "since": now, "started": now, "restarts": 0,
+            "exit_code": None, "next_try": None, "fifo": None, "port": port, "grace": want.grace, "mark": mark,
         }
+        inst.update(carry or {})
+        self.apps.setdefault(app, {})[name] = inst
+        self.dirty.add(app)
+        try:
+            self.launch(app, inst, want.build_dir, env)
+        except (OSError, ValueError) as e:
+            self.event(app, "%s could not be started: %s" % (name, one_line(e)))
+            self.crashed(app, inst, now)
+            return
+        self.event(app, "Starting %s: %s" % (name, command))
+
+    def launch(self, app, inst, cwd, env):
+        """Make the instance's pipe and spawn its command writing into it."""
+        run_dir = self.layout.app_file(app, "run")
+        os.makedirs(run_dir, exist_ok=True)
+        fifo = os.path.join(run_dir, "%s.%d.fifo" % (inst["name"], time.time_ns()))
+        os.mkfifo(fifo, 0o600)
+        inst["fifo"] = fifo  # from here on, forget() removes it
+        inst["reader"] = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+        self.watch(inst["reader"], app, inst["name"])
+        procs.enlarge_pipe(inst["reader"], PIPE_SIZE)
+        # O_RDWR: the instance is also a reader of its own pipe, so its writes never
+        # hit a broken pipe while no supervisor is reading (we are being replaced).
+        out = os.open(fifo, os.O_RDWR)
+        try:
+            pid = self.sys.spawn(["/bin/sh", "-c", inst["command"]], cwd, env, out)
+        finally:
+            os.close(out)
+        inst.update(pid=pid, pgid=pid, starttime=self.sys.starttime(pid))
         if inst["type"] != "web":
             inst["state"] = "up"
-        self.apps.setdefault(app, {})[name] = inst
-        self.readers[reader] = (app, name)
-        inst["reader"] = reader
-        self.event(app, "Starting %s: %s" % (name, command))
-        self.dirty.add(app)
 
     def begin_stop(self, app, inst, grace):
-        """SIGTERM the instance's group; tick() sends SIGKILL once grace has passed."""
+        """SIGTERM the instance's group and its marked strays; tick() sends SIGKILL once grace has passed."""
         self.sys.signal_group(inst["pgid"], signal.SIGTERM)
-        inst.update(state="stopping", since=self.sys.clock(), kill_at=self.sys.clock() + grace)
+        inst.update(state="stopping", since=self.sys.clock(), kill_at=self.sys.clock() + grace, strays=None)
+        self.find_strays(inst, signal.SIGTERM)
         self.event(app, "Stopping %s (SIGTERM)" % inst["name"])
         self.dirty.add(app)
 
+    def find_strays(self, inst, sig):
+        """Have the next sweep() find the processes carrying inst's mark (daemons too) and send them sig."""
+        if inst.get("mark") and inst["pid"]:
+            self.sweeps[inst["mark"]] = (inst, sig)
+        else:
+            inst["strays"] = []
+
+    def sweep(self):
+        """One /proc scan for every instance that stops or crashed: remember its marked processes, signal them."""
+        if not self.sweeps:
+            return
+        pending, self.sweeps = self.sweeps, {}
+        table = self.sys.marked_by(self.layout.tag + ":")
+        for mark, (inst, sig) in pending.items():
+            inst["strays"] = table.get(mark, [])
+            self.sys.signal_pids(inst["strays"], sig)
+
+    def lingering(self, inst):
+        """Is a process found by the instance's mark still alive?"""
+        return any(self.sys.alive(pid, started) for pid, started in inst.get("strays") or ())
+
     def forget(self, app, name):
-        """Drop an instance whose processes are gone; close and remove its pipe."""
+        """Drop an instance whose processes are gone; log the rest of its output, close and remove its pipe."""
         inst = self.apps.get(app, {}).pop(name, None)
         if inst is None:
             return
-        reader = inst.get("reader")
-        if reader is not None:
-            self.drain(reader)
-            self.readers.pop(reader, None)
-            self.partial.pop(reader, None)
-            os.close(reader)
-        try:
-            os.unlink(inst["fifo"])
-        except (OSError, TypeError):
-            pass
+        reader = inst.pop("reader", None)
+        if reader is not None and reader in self.streams:
+            self.flush_output(reader)
+            self.unwatch(reader)
+        if inst.get("fifo"):
+            try:
+                os.unlink(inst["fifo"])
+            except OSError:
+                pass
         self.dirty.add(app)
 
     def exited(self, inst):
@@ -216,17 +386,30 @@ class Supervisor:
     def tick(self):
         """Advance every instance: notice exits, finish stops, restart, mark web up."""
         now = self.sys.clock()
-        for app, instances in list(self.apps.items()):
-            for inst in list(instances.values()):
-                self.advance(app, inst, now)
+        self.sweep()
+        for app, inst in self.each_instance():
+            self.guarded(app, self.advance, app, inst, now)
+        self.sweep()
+        for app, inst in self.each_instance():
+            if inst["state"] == "crashed" and self.restart_due(inst, now):
+                if not self.guarded(app, self.restart_crashed, app, inst):
+                    inst["next_try"] = now + BROKEN_RETRY
         for app in list(self.apps):
-            if any(i["state"] == "gone" for i in self.apps[app].values()):
-                for name in [n for n, i in self.apps[app].items() if i["state"] == "gone"]:
-                    self.forget(app, name)
-                self.reconcile(app)
+            gone = [name for name, i in self.apps[app].items() if i["state"] == "gone"]
+            for name in gone:
+                self.forget(app, name)
+            if gone:
+                self.guarded(app, self.reconcile, app)
+        self.sweep()
+        self.retry_broken(now)
         self.save_dirty()
 
+    def each_instance(self):
+        """[(app, instance)] of every instance now (a list: the loop body may change the dicts)."""
+        return [(app, inst) for app, instances in list(self.apps.items()) for inst in list(instances.values())]
+
     def advance(self, app, inst, now):
+        """Move one instance on: a running one that exited crashed, a web that listens is up, a stop ends."""
         state = inst["state"]
         if state in RUNNING and self.exited(inst):
             self.crashed(app, inst, now)
@@ -234,31 +417,40 @@ class Supervisor:
             inst.update(state="up", since=now)
             self.event(app, "%s accepts connections on port %d" % (inst["name"], inst["port"]))
             self.dirty.add(app)
-        elif state == "crashed" and now >= inst["next_try"]:
-            self.restart_crashed(app, inst)
         elif state == "stopping":
-            self.exited(inst)
-            if not self.sys.group_members(inst["pgid"]):
-                inst["state"] = "gone"
-                self.event(app, "%s stopped" % inst["name"])
-            elif now >= inst["kill_at"]:
-                self.sys.signal_group(inst["pgid"], signal.SIGKILL)
-                inst["kill_at"] = now + 1
-                self.event(app, "%s did not stop in time: SIGKILL" % inst["name"])
+            self.advance_stop(app, inst, now)
+
+    def advance_stop(self, app, inst, now):
+        """A stopping instance is gone once its group and its marked strays are; SIGKILL both at the deadline."""
+        self.exited(inst)
+        if not self.sys.group_members(inst["pgid"]) and not self.lingering(inst):
+            inst["state"] = "gone"
+            self.event(app, "%s stopped" % inst["name"])
+        elif now >= inst["kill_at"]:
+            self.sys.signal_group(inst["pgid"], signal.SIGKILL)
+            self.sys.signal_pids(inst.get("strays") or [], signal.SIGKILL)
+            inst["kill_at"] = now + 1
+            self.event(app, "%s did not stop in time: SIGKILL" % inst["name"])
 
     def crashed(self, app, inst, now):
-        """The main process ended on its own: clean up its group, schedule a restart."""
-        self.sys.signal_group(inst["pgid"], signal.SIGKILL)
+        """The main process ended on its own (or never started): kill what is left of it, schedule a restart."""
+        if inst["pid"]:
+            self.sys.signal_group(inst["pgid"], signal.SIGKILL)
+        self.find_strays(inst, signal.SIGKILL)
         streak = 1 if now - inst["started"] >= STABLE_AFTER else inst.get("streak", 0) + 1
         delay = backoff(streak)
         inst.update(state="crashed", since=now, streak=streak, next_try=now + delay,
-                    restarts=inst["restarts"] + 1)
+                    restarts=inst["restarts"] + 1, kill_by=now + KILL_WAIT)
         code = inst["exit_code"]
         how = "exited with %s" % code if code is not None else "exited"
+        if not inst["pid"]:
+            how = "could not be started"
         self.event(app, "%s %s, restarting %s" % (inst["name"], how, "in %ds" % delay if delay else "now"))
         self.dirty.add(app)
-        if delay == 0:
-            self.restart_crashed(app, inst)
+
+    def restart_due(self, inst, now):
+        """Is it time to restart a crashed instance: backoff over, and its leftovers dead (or given up on)?"""
+        return now >= inst["next_try"] and (now >= inst.get("kill_by", 0) or not self.lingering(inst))
 
     def restart_crashed(self, app, inst):
         """Start a crashed instance again in the same slot, keeping its counters."""
@@ -267,13 +459,17 @@ class Supervisor:
             self.forget(app, inst["name"])
             self.reconcile(app)
             return
-        kept = {k: inst[k] for k in ("restarts", "streak", "exit_code")}
+        kept = {k: inst.get(k) for k in ("restarts", "streak", "exit_code")}
         self.forget(app, inst["name"])
-        self.start(app, inst["name"], want.instances[inst["name"]], want, kept["restarts"])
-        self.apps[app][inst["name"]].update(streak=kept["streak"], exit_code=kept["exit_code"])
+        self.start(app, inst["name"], want.instances[inst["name"]], want, kept)
 
     def restart(self, app, target=None):
         """ps:restart: gracefully replace matching instances; resets their backoff."""
+        self.guarded(app, self.replace, app, target)
+        self.sweep()
+
+    def replace(self, app, target):
+        """Stop the matching running instances and drop the crashed ones; reconcile starts them anew."""
         want = self.want(app)
         for inst in list(self.apps.get(app, {}).values()):
             if target in (None, inst["name"], inst["type"]):
@@ -286,88 +482,173 @@ class Supervisor:
     # --- output ----------------------------------------------------------------
 
     def log(self, app):
+        """The app's open log file."""
         if app not in self.logs:
             self.logs[app] = LogFile(self.layout.log_file(app), clock=self.sys.clock)
         return self.logs[app]
 
     def close_log(self, app):
+        """Close the app's log file (it is opened again on the next line)."""
         log = self.logs.pop(app, None)
         if log:
             log.close()
 
     def event(self, app, text):
         """A platform event, in the app's log like Heroku's own lines."""
-        if os.path.isdir(self.layout.app_dir(app)):
-            self.log(app).write("tinyserv", text)
+        self.write_lines(app, "tinyserv", [text])
 
-    def drain(self, fd):
-        """Copy whatever an instance wrote into its app's log, line by line."""
-        app, name = self.readers[fd]
-        while True:
-            try:
-                chunk = os.read(fd, 65536)
-            except BlockingIOError:
-                return True
-            except OSError:
-                chunk = b""
-            if not chunk:
-                rest = self.partial.pop(fd, b"")
-                if rest:
-                    self.write_lines(app, name, rest + b"\n")
+    def write_lines(self, app, source, texts):
+        """Append lines to app's log; a log that cannot be written (disk full, app removed) loses them."""
+        if not texts:
+            return
+        try:
+            if os.path.isdir(self.layout.app_dir(app)):
+                self.log(app).write_lines(source, texts)
+        except (OSError, TinyservError):
+            self.close_log(app)
+
+    def watch(self, fd, app, name):
+        """Start reading an instance's pipe in the loop."""
+        self.streams[fd] = Stream(app, name, self.budgets.setdefault((app, name), Budget()))
+        self.selector.register(fd, selectors.EVENT_READ)
+
+    def unwatch(self, fd):
+        """Stop reading a pipe and close it."""
+        self.streams.pop(fd, None)
+        if self.paused.pop(fd, None) is None:
+            self.selector.unregister(fd)
+        os.close(fd)
+
+    def close_output(self, fd):
+        """An instance's pipe reached end of file: its processes are all gone."""
+        stream = self.streams.get(fd)
+        self.unwatch(fd)
+        inst = self.apps.get(stream.app, {}).get(stream.name) if stream else None
+        if inst is not None and inst.get("reader") == fd:
+            del inst["reader"]
+
+    def read_output(self, fd):
+        """Log at most READ_CHUNK bytes of an instance's output, within its budget; False at end of file."""
+        stream = self.streams[fd]
+        now = self.sys.clock()
+        allowed = min(READ_CHUNK, stream.budget.allowance(now))
+        if allowed > 0:
+            chunk = read_some(fd, allowed)
+            if chunk == b"":
+                self.write_lines(stream.app, stream.name, stream.lines.flush())
                 return False
-            self.write_lines(app, name, self.partial.pop(fd, b"") + chunk, fd)
+            if chunk:
+                self.log_output(stream, chunk)
+        if stream.budget.allowance(now) <= 0:
+            self.throttle(fd, stream, now)
+        return True
 
-    def write_lines(self, app, name, data, fd=None):
-        *lines, rest = data.split(b"\n")
-        if rest and fd is not None:
-            self.partial[fd] = rest
-        if os.path.isdir(self.layout.app_dir(app)):
-            for line in lines:
-                self.log(app).write(name, line.decode("utf-8", "replace"))
+    def log_output(self, stream, chunk):
+        """Turn bytes into stamped lines in the app log and charge them to the budget."""
+        lines = stream.lines.feed(chunk)
+        self.write_lines(stream.app, stream.name, lines)
+        stream.budget.spend(len(chunk) + LINE_COST * len(lines))
+
+    def throttle(self, fd, stream, now):
+        """Over budget: leave the pipe unread until the window ends; say so in the app log now and then."""
+        if fd not in self.paused:
+            self.selector.unregister(fd)
+        self.paused[fd] = stream.budget.resumes()
+        if stream.budget.notice_due(now):
+            self.event(stream.app, "Error L10 (output rate limit): %s logs more than %d KiB/s; its output is "
+                       "read at that rate, so its writes wait" % (stream.name, OUTPUT_BUDGET // 1024))
+
+    def resume_due(self, now):
+        """Read again the pipes whose budget window has ended."""
+        for fd, until in list(self.paused.items()):
+            if now >= until:
+                del self.paused[fd]
+                self.selector.register(fd, selectors.EVENT_READ)
+
+    def flush_output(self, fd):
+        """Before a pipe is closed: log what is left in it within the budget, drop and count the rest."""
+        stream = self.streams[fd]
+        now = self.sys.clock()
+        dropped = 0
+        for _ in range(FLUSH_READS):
+            chunk = read_some(fd, READ_CHUNK)
+            if not chunk:
+                break
+            if stream.budget.allowance(now) > 0:
+                self.log_output(stream, chunk)
+            else:
+                dropped += len(chunk)
+        self.write_lines(stream.app, stream.name, stream.lines.flush())
+        if dropped:
+            self.event(stream.app, "Error L10 (output buffer overflow): %d bytes of %s's output dropped" % (
+                dropped, stream.name))
 
     # --- persistence ------------------------------------------------------------
 
     def save_dirty(self):
+        """Write state.json of every app that changed since the last save."""
         for app in list(self.dirty):
             self.dirty.discard(app)
-            if os.path.isdir(self.layout.app_file(app, "run")):
-                shown = [{k: v for k, v in i.items() if k != "reader"} for i in self.apps.get(app, {}).values()]
-                try:
-                    store.write_json(self.layout.state_file(app), {"instances": shown, "supervisor": os.getpid()})
-                except OSError:
-                    pass  # the app is being destroyed under us
+            self.guarded(app, self.save, app)
+
+    def save(self, app):
+        """Write run/state.json: the instances, who supervises them, and why the app is broken, if it is."""
+        run_dir = self.layout.app_file(app, "run")
+        if not os.path.isdir(run_dir):
+            return
+        shown = [{k: v for k, v in i.items() if k != "reader"} for i in self.apps.get(app, {}).values()]
+        try:
+            store.write_json(self.layout.state_file(app), {"instances": shown, "supervisor": os.getpid(),
+                                                           "broken": self.broken.get(app)})
+        except TinyservError:
+            if os.path.isdir(run_dir):
+                raise  # else the app is being destroyed under us: nothing to save
 
     def adopt(self):
-        """Take over the live instances a previous supervisor left behind."""
+        """Take over the live instances a previous supervisor left behind; kill the ones nobody can take over."""
+        table = self.sys.marked_by(self.layout.tag + ":")
+        kept = set()
         for app in self.layout.apps():
-            try:
-                saved = appstate.supervisor_state(self.layout, app)
-            except TinyservError as e:
-                self.event(app, "cannot adopt this app's processes: %s" % e)
-                continue
-            for inst in saved["instances"]:
-                if inst.get("state") in RUNNING + ("stopping",) and self.sys.alive(inst["pid"], inst["starttime"]):
-                    self.take_over(app, inst)
-                else:
-                    self.kill_leftovers(app, inst)
+            self.guarded(app, self.adopt_app, app, table, kept)
+        for mark, pids in table.items():
+            if is_instance_mark(mark) and mark not in kept:
+                self.sys.signal_pids(pids, signal.SIGKILL)  # unrecorded, or its record is unreadable
 
-    def kill_leftovers(self, app, inst):
-        """Kill processes an instance whose main process died left behind (by their mark)."""
-        if inst.get("mark"):
-            procs.signal_pids(procs.marked([inst["mark"]]), signal.SIGKILL)
+    def adopt_app(self, app, table, kept):
+        """Take over one app's live instances, as its run/state.json lists them."""
+        try:
+            saved = appstate.supervisor_state(self.layout, app)
+        except TinyservError as e:
+            self.event(app, "cannot adopt this app's processes (%s); starting them afresh" % e)
+            return
+        for inst in saved["instances"]:
+            if inst["state"] in RUNNING + ("stopping",) and self.sys.alive(inst["pid"], inst["starttime"]):
+                self.take_over(app, inst)
+                kept.add(inst.get("mark"))
+            elif inst.get("mark"):
+                self.sys.signal_pids(table.get(inst["mark"], []), signal.SIGKILL)
 
     def take_over(self, app, inst):
-        try:
-            reader = os.open(inst["fifo"], os.O_RDONLY | os.O_NONBLOCK)
-        except OSError:
-            reader = None
+        """Supervise a live instance another supervisor started: its pid, pipe and mark as saved."""
+        now = self.sys.clock()
+        for key, default in (("command", ""), ("since", now), ("started", now), ("restarts", 0),
+                             ("exit_code", None), ("next_try", None), ("grace", 30.0), ("mark", None)):
+            inst.setdefault(key, default)
+        if "port" not in inst:
+            inst["port"] = releases.port(self.layout, app)
         inst.update(child=False)
         if inst["state"] == "stopping":
-            inst["kill_at"] = self.sys.clock() + 1
+            inst["kill_at"] = now + 1
+            if inst.get("strays") is None:
+                self.find_strays(inst, signal.SIGTERM)
         self.apps.setdefault(app, {})[inst["name"]] = inst
+        try:
+            reader = os.open(inst["fifo"], os.O_RDONLY | os.O_NONBLOCK) if inst.get("fifo") else None
+        except OSError:
+            reader = None
         if reader is not None:
             inst["reader"] = reader
-            self.readers[reader] = (app, inst["name"])
+            self.watch(reader, app, inst["name"])
         self.event(app, "%s adopted by a new supervisor (pid %d)" % (inst["name"], os.getpid()))
         self.dirty.add(app)
 
@@ -381,6 +662,8 @@ class Supervisor:
                     return BUSY_POLL
                 if inst["state"] == "crashed":
                     wait = min(wait, max(BUSY_POLL, inst["next_try"] - now))
+        for until in self.paused.values():
+            wait = min(wait, max(BUSY_POLL, until - now))
         return wait
 
     def idle(self):
@@ -388,17 +671,43 @@ class Supervisor:
         return self.shutting_down and not any(self.apps.values())
 
     def shutdown(self):
+        """Stop every instance of every app and start nothing any more."""
         self.shutting_down = True
         self.sync()
+
+    def close(self):
+        """Close every pipe, log and the selector (tests; a real supervisor just exits)."""
+        for fd in list(self.streams):
+            self.unwatch(fd)
+        for app in list(self.logs):
+            self.close_log(app)
+        self.selector.close()
+
+
+def read_some(fd, size):
+    """Up to size bytes from a non-blocking pipe: b'' at end of file, None when nothing waits."""
+    try:
+        return os.read(fd, size)
+    except BlockingIOError:
+        return None
+    except OSError:
+        return b""
+
+
+LISTENER, WAKE = "listener", "wake"  # selector tags of the server's own descriptors
 
 
 class Server:
     """The supervisor's control socket and event loop."""
 
-    def __init__(self, supervisor, sock_path):
+    def __init__(self, supervisor, sock_path, layout=None):
         self.sup = supervisor
         self.sock_path = sock_path
+        self.layout = layout  # with a layout, keep a standby supervisor waiting
         self.listener = None
+        self.next_tick = 0
+        self.next_check = 0
+        self.standby = None  # pid of the standby we started, until we reap it
 
     def handle(self, message):
         """Answer one control request."""
@@ -414,10 +723,17 @@ class Server:
         else:
             return {"ok": False, "error": "unknown request %r" % cmd}
         self.sup.save_dirty()
+        problem = self.sup.broken.get(message.get("app")) if message.get("app") else None
+        if problem:
+            return {"ok": False, "error": problem, "pid": os.getpid()}
         return {"ok": True, "pid": os.getpid()}
 
     def serve_one(self):
-        conn, _ = self.listener.accept()
+        """Accept one control connection and answer its request."""
+        try:
+            conn, _ = self.listener.accept()
+        except BlockingIOError:
+            return  # the client gave up before we got to it
         with conn:
             conn.settimeout(2)
             try:
@@ -439,41 +755,66 @@ class Server:
         signal.set_wakeup_fd(wake_w)
         signal.signal(signal.SIGCHLD, lambda *_: None)
         self.listen()
+        self.sup.selector.register(wake_r, selectors.EVENT_READ, WAKE)
         self.sup.adopt()
         self.sup.sync()
         self.sup.save_dirty()
         while not stop and not self.sup.idle():
             try:
-                self.once(wake_r)
-            except Exception:  # noqa: BLE001 - one bad app or file must not stop every app's supervision
+                self.once()
+            except Exception:  # noqa: BLE001 - last resort: a bug must not end every app's supervision
                 traceback.print_exc()
                 sys.stderr.flush()
                 time.sleep(POLL)
         self.close()
 
-    def once(self, wake_r):
-        """Wait for output, a request or a signal (at most POLL s), handle it, then tick."""
-        fds = [self.listener, wake_r] + list(self.sup.readers)
-        ready, _, _ = select.select(fds, [], [], self.sup.poll_interval())
-        for fd in ready:
-            if fd is self.listener:
+    def once(self):
+        """Wait for output, a request or a signal (until the next tick is due), handle them, tick when due."""
+        now = self.sup.sys.clock()
+        due = min(self.next_tick, self.next_check) if self.layout else self.next_tick
+        events = self.sup.selector.select(max(0.0, due - now))
+        urgent = False
+        # Output first: a request handled below may close pipes whose numbers are in events.
+        for key, _ in events:
+            if key.data is None and key.fd in self.sup.streams and not self.sup.read_output(key.fd):
+                self.sup.close_output(key.fd)
+                urgent = True  # every process of an instance is gone
+        for key, _ in events:
+            if key.data == LISTENER:
                 self.serve_one()
-            elif fd == wake_r:
-                _drain_pipe(wake_r)
-            elif fd in self.sup.readers and not self.sup.drain(fd):
-                self.close_reader(fd)
-        self.sup.tick()
+                urgent = True
+            elif key.data == WAKE:
+                _drain_pipe(key.fd)
+                urgent = True  # SIGCHLD: one of our children exited
+        now = self.sup.sys.clock()
+        self.sup.resume_due(now)
+        if urgent or now >= self.next_tick:
+            self.sup.tick()
+            self.next_tick = self.sup.sys.clock() + self.sup.poll_interval()
+        if self.layout and now >= self.next_check:
+            self.next_check = now + STANDBY_CHECK
+            self.keep_standby()
 
-    def close_reader(self, fd):
-        """An instance's pipe reached end of file: its processes are all gone."""
-        app, name = self.sup.readers.pop(fd)
-        self.sup.partial.pop(fd, None)
-        os.close(fd)
-        inst = self.sup.apps.get(app, {}).get(name)
-        if inst is not None:
-            inst.pop("reader", None)
+    def keep_standby(self):
+        """Make sure a standby supervisor waits to take over if this one dies (cheap when one does)."""
+        if self.standby is not None and procs.reap(self.standby) is not None:
+            self.standby = None
+        if self.sup.shutting_down or lock_held(self.layout.standby_lock):
+            return
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("GIT_", "SSH_", procs.MARK))}
+        try:
+            out = os.open(self.layout.supervisor_log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            try:
+                # Never our caller's output: a git hook's pipe held by the standby would keep `git push` waiting.
+                self.standby = procs.spawn([sys.executable, REMOTE_SCRIPT, "supervise", "--standby"],
+                                           self.layout.root, env, out)
+            finally:
+                os.close(out)
+        except (OSError, ValueError) as e:
+            print("tinyserv supervisor: cannot start a standby: %s" % e, file=sys.stderr, flush=True)
 
     def listen(self):
+        """Bind the control socket (0600) and watch it in the loop."""
         try:
             os.unlink(self.sock_path)
         except FileNotFoundError:
@@ -481,9 +822,13 @@ class Server:
         self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.listener.bind(self.sock_path)
         os.chmod(self.sock_path, 0o600)
-        self.listener.listen(16)
+        self.listener.listen(64)
+        self.listener.setblocking(False)
+        self.sup.selector.register(self.listener, selectors.EVENT_READ, LISTENER)
 
     def close(self):
+        """Stop listening and remove the socket."""
+        self.sup.selector.unregister(self.listener)
         self.listener.close()
         try:
             os.unlink(self.sock_path)
@@ -503,6 +848,7 @@ def recv_line(conn):
 
 
 def _drain_pipe(fd):
+    """Empty the signal wakeup pipe."""
     try:
         while os.read(fd, 512):
             pass
@@ -510,21 +856,25 @@ def _drain_pipe(fd):
         pass
 
 
-def main(layout, wait=True):
+def main(layout, wait=True, lock=None):
     """`tinyserv-remote supervise`: run the supervisor; one per root holds the lock.
 
     With wait (systemd's instance), stand by until the running one exits, then take
-    over its processes; without, leave at once if one runs.
+    over its processes; without, leave at once if one runs. A standby passes in the
+    lock it already holds.
     """
-    import fcntl
     layout.ensure()
-    lock = os.open(layout.supervisor_lock, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(lock, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
-    except BlockingIOError:
-        return 0
+    if lock is None:
+        lock = os.open(layout.supervisor_lock, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            return 0
+        if os.path.exists(layout.shutdown_marker) and wait:
+            return 0  # tinyserv was shut down while we waited: the last supervisor went away on purpose
+    procs.raise_fd_limit()  # thousands of instances mean thousands of pipes
     store.write_atomic(layout.supervisor_pid, "%d\n" % os.getpid(), 0o644)
-    server = Server(Supervisor(layout), layout.supervisor_sock)
+    server = Server(Supervisor(layout), layout.supervisor_sock, layout)
     server.run()
-    os.unlink(layout.supervisor_pid)
+    store.remove(layout.supervisor_pid)
     return 0

@@ -95,9 +95,22 @@ def is_tinyserv_remote(process, verb):
     return any(os.path.basename(w) == "tinyserv-remote" for w in words) and verb in words
 
 
-def supervisors(server):
-    """Pids of the `tinyserv-remote supervise` processes."""
+def supervise_processes(server):
+    """Pids of every `tinyserv-remote supervise` process: the active supervisor and its standby."""
     return [p["pid"] for p in server_processes(server) if is_tinyserv_remote(p, "supervise")]
+
+
+def supervisors(server):
+    """[pid] of the active supervisor ([] when none runs): the supervise process named in run/supervisor.pid (a
+    standby that took over keeps its `--standby` command line, so only the pid file tells)."""
+    pid = server.ssh("cat ~/tinyserv/run/supervisor.pid 2>/dev/null || true").stdout.strip()
+    return [int(pid)] if pid.isdigit() and int(pid) in supervise_processes(server) else []
+
+
+def standbys(server):
+    """Pids of the supervise processes waiting to take over."""
+    active = supervisors(server)
+    return [pid for pid in supervise_processes(server) if pid not in active]
 
 
 def formation_on_server(server, app):
@@ -424,8 +437,9 @@ def test_a_killed_supervisor_leaves_apps_serving_and_its_successor_adopts_them(s
     old_supervisors = supervisors(server)
     assert len(old_supervisors) == 1, old_supervisors
 
-    server.ssh("pkill -9 -f '[t]inyserv-remote supervise'")
-    wait_until(lambda: not supervisors(server), 10, interval=0.2, message="the supervisor to be gone")
+    server.ssh("pkill -9 -f '[t]inyserv-remote supervise'")  # the active one and its standby, both
+    wait_until(lambda: not supervisors(server) and not standbys(server), 10, interval=0.2,
+               message="the supervisors to be gone")
     for _ in range(3):  # each look at the server's processes spaces the probes out
         assert all(app.answers() for app in both), "an app stopped answering while no supervisor ran"
         assert not supervisors(server), "a supervisor came back before any tinyserv command ran"
@@ -449,6 +463,24 @@ def test_a_killed_supervisor_leaves_apps_serving_and_its_successor_adopts_them(s
     assert restarted["restarts"] >= 1, restarted
     apps.worker.wait_answers(timeout=10)
     assert supervisors(server) == new_supervisors
+
+
+def test_a_killed_supervisor_is_replaced_by_its_standby_at_once_and_apps_never_stop_answering(server, apps):
+    both = [apps.worker, apps.web]
+    for app in both:
+        app.wait_up("web.1")
+    active = wait_until(lambda: supervisors(server), 10, message="an active supervisor")
+    standby = wait_until(lambda: standbys(server), 10, message="a standby supervisor")
+    assert len(active) == 1 and len(standby) == 1, (active, standby)
+
+    server.ssh(f"kill -9 {active[0]}")
+    # The standby becomes the active supervisor (same pid) without any tinyserv command, and makes a new standby.
+    assert wait_until(lambda: supervisors(server) == standby, 5, interval=0.1, message="the standby to take over")
+    assert all(app.answers() for app in both), "an app stopped answering during the hand-over"
+    wait_until(lambda: standbys(server) and standbys(server) != standby, 10, interval=0.2,
+               message="a new standby")
+    for app in both:
+        assert f"web.1 adopted by a new supervisor (pid {standby[0]})" in app.log()
 
 
 def test_shutdown_stops_every_app_and_startup_brings_them_back(server, host, apps):

@@ -257,3 +257,96 @@ def test_a_writer_whose_file_another_writer_rotated_loses_no_lines(tmp_path):
     assert read(path) == line("tinyserv", "Starting") + line("web.1", "1")
     assert logs.tail(path, 10) == [line("web.1", "0"), line("tinyserv", "Release v3"),
                                    line("tinyserv", "Starting"), line("web.1", "1")]
+
+
+# --- an instance's output turned into lines: a cap per line, a bounded partial line ----------------------------
+
+
+def test_a_line_longer_than_10000_bytes_is_cut_there_with_a_visible_mark():
+    lines = logs.Lines()
+    [cut] = lines.feed(b"x" * 10001 + b"\n")
+    assert logs.MAX_LINE == 10000
+    assert cut == "x" * 10000 + " [tinyserv: line cut at 10000 bytes]"
+
+
+def test_a_line_of_exactly_10000_bytes_is_kept_whole():
+    assert logs.Lines().feed(b"x" * 10000 + b"\n") == ["x" * 10000]
+
+
+def test_the_rest_of_a_cut_line_is_dropped_up_to_its_newline_and_the_next_line_is_whole():
+    lines = logs.Lines(limit=10)
+    assert lines.feed(b"0123456789abc") == ["0123456789 [tinyserv: line cut at 10 bytes]"]
+    assert lines.feed(b"def" * 1000) == []
+    assert lines.feed(b"ghi\nnext\nhal") == ["next"]
+    assert lines.feed(b"f\n") == ["half"]
+
+
+def test_the_unfinished_line_never_holds_more_than_the_limit_however_long_the_line():
+    lines = logs.Lines()
+    emitted = []
+    for _ in range(16):  # 1 MiB without a newline, in pipe-sized reads
+        emitted += lines.feed(b"y" * 65536)
+        assert len(lines.partial) <= logs.MAX_LINE
+    emitted += lines.feed(b"\nafter\n")
+    assert len(emitted) == 2 and emitted[1] == "after"
+    assert emitted[0].startswith("y" * 10000 + " [tinyserv")
+
+
+def test_a_line_split_across_reads_is_logged_once_whole():
+    lines = logs.Lines()
+    assert lines.feed(b"hel") == []
+    assert lines.feed(b"lo\nwor") == ["hello"]
+    assert lines.flush() == ["wor"]
+    assert lines.flush() == []
+
+
+@pytest.mark.parametrize("text, kept", [
+    ("aaaa" + "é", "aaaa"),  # 'é' is 2 bytes: only its first would fit
+    ("aaa" + "⬢", "aaa"),  # 3 bytes, 2 would fit
+    ("aa" + "😀", "aa"),  # 4 bytes, 3 would fit
+    ("aaaaa", "aaaaa"),
+    ("aaa" + "é", "aaaé"),  # fits exactly
+])
+def test_a_cut_never_splits_a_utf8_character(text, kept):
+    lines = logs.Lines(limit=5)
+    [line] = lines.feed(text.encode() + b"!\n")
+    assert line == kept + " [tinyserv: line cut at 5 bytes]"
+
+
+def test_invalid_utf8_in_output_is_replaced_not_fatal():
+    assert logs.Lines().feed(b"bad \xff byte\n") == ["bad \ufffd byte"]
+
+
+def test_a_log_file_stays_within_its_cap_plus_one_line_with_a_1_mb_line(tmp_path):
+    path = str(tmp_path / "app.log")
+    cap = 30000
+    log = LogFile(path, limit=cap, clock=clock)
+    lines = logs.Lines()
+    log.write_lines("web.1", lines.feed(b"before\n"))
+    for _ in range(16):
+        log.write_lines("web.1", lines.feed(b"z" * 65536))
+    log.write_lines("web.1", lines.feed(b"\n" + b"after\n" * 3000))
+    log.close()
+    longest = len(line("web.1", "z" * 10000 + " [tinyserv: line cut at 10000 bytes]"))
+    for name in (path, path + ".1"):
+        assert os.path.getsize(name) <= cap + longest
+    assert logs.tail(path, 1) == [line("web.1", "after")]
+
+
+def test_a_batch_of_lines_rotates_as_soon_as_the_cap_is_reached(tmp_path):
+    path = str(tmp_path / "app.log")
+    size = len(line("web.1", "0"))
+    log = LogFile(path, limit=3 * size, clock=clock)
+    log.write_lines("web.1", [str(n) for n in range(5)])
+    log.close()
+    assert read(path + ".1") == line("web.1", "0") + line("web.1", "1") + line("web.1", "2")
+    assert read(path) == line("web.1", "3") + line("web.1", "4")
+
+
+def test_a_batch_writes_every_line_with_one_stamp_and_its_source(tmp_path):
+    path = str(tmp_path / "app.log")
+    log = LogFile(path, limit=10000, clock=clock)
+    log.write_lines("worker.1", ["a\r", "b", ""])
+    log.write_lines("worker.1", [])
+    log.close()
+    assert read(path) == line("worker.1", "a") + line("worker.1", "b") + line("worker.1", "")

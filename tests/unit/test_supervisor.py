@@ -6,7 +6,8 @@ import signal
 import pytest
 
 from tinyserv import releases, store
-from tinyserv.supervisor import MAX_BACKOFF, STABLE_AFTER, Server, Supervisor, backoff, desired_state, stop_timeout
+from tinyserv.settings import stop_timeout
+from tinyserv.supervisor import MAX_BACKOFF, STABLE_AFTER, Server, Supervisor, backoff, desired_state
 
 APP = "myapp"
 PORT = 5123
@@ -17,7 +18,8 @@ class FakeSystem:
     """The world the supervisor acts on, as plain data a test reads and changes.
 
     A process group is just its leader's pid; SIGKILL ends it, SIGTERM too unless
-    the test says the processes ignore it.
+    the test says the processes ignore it. Every spawned process carries its mark;
+    a test adds daemons that left the group with daemon().
     """
 
     def __init__(self, now=1000.0):
@@ -25,22 +27,37 @@ class FakeSystem:
         self.next_pid = 100
         self.spawned = []  # (argv, cwd, env)
         self.signals = []  # (pgid, signal)
+        self.pid_signals = []  # (pid, signal) sent to single processes
         self.running = {}  # pid -> starttime
+        self.marks = {}  # pid -> TINYSERV_INSTANCE
         self.exit_codes = {}  # pid -> exit code, until reaped
         self.listening = set()  # ports that accept connections
         self.ignore_sigterm = False
         self.output = b""  # what each spawned process writes before spawn returns
+        self.spawn_error = None  # an exception spawn raises instead of starting anything
+        self.scans = 0  # how often /proc was scanned for marks
 
     def clock(self):
         return self.now
 
     def spawn(self, argv, cwd, env, out_fd):
+        if self.spawn_error:
+            raise self.spawn_error
         pid = self.next_pid
         self.next_pid += 1
         if self.output:
             os.write(out_fd, self.output)
         self.spawned.append((argv, cwd, env))
         self.running[pid] = pid * 10
+        self.marks[pid] = env["TINYSERV_INSTANCE"]
+        return pid
+
+    def daemon(self, mark):
+        """A process with mark that left its instance's group (setsid); returns its pid."""
+        pid = self.next_pid
+        self.next_pid += 1
+        self.running[pid] = pid * 10
+        self.marks[pid] = mark
         return pid
 
     def exit(self, pid, code):
@@ -52,6 +69,21 @@ class FakeSystem:
         self.signals.append((pgid, sig))
         if pgid in self.running and (sig == signal.SIGKILL or not self.ignore_sigterm):
             self.exit(pgid, 128 + sig)
+
+    def signal_pids(self, pids, sig):
+        for pid, started in pids:
+            if self.alive(pid, started):
+                self.pid_signals.append((pid, sig))
+                if sig == signal.SIGKILL or not self.ignore_sigterm:
+                    self.exit(pid, 128 + sig)
+
+    def marked_by(self, prefix):
+        self.scans += 1
+        found = {}
+        for pid, mark in self.marks.items():
+            if pid in self.running and mark.startswith(prefix):
+                found.setdefault(mark, []).append((pid, self.running[pid]))
+        return found
 
     def reap(self, pid):
         return self.exit_codes.pop(pid, None)
@@ -72,25 +104,25 @@ class FakeSystem:
         return [pgid for pgid, s in self.signals if s == sig]
 
 
-def make_app(layout, procfile=PROCFILE, config=None, formation=None, build="b1"):
+def make_app(layout, procfile=PROCFILE, config=None, formation=None, build="b1", app=APP, port=PORT):
     """An app deployed once: v1 'Initial release', v2 running build `build`."""
     for sub in ("builds", "log", "run"):
-        os.makedirs(layout.app_file(APP, sub), exist_ok=True)
-    store.write_json(layout.app_file(APP, "formation.json"), formation or {"quantity": {}, "stopped": []})
-    releases.add(layout, APP, "Initial release", {}, by="test", app_port=PORT)
-    deploy(layout, procfile, config, build)
+        os.makedirs(layout.app_file(app, sub), exist_ok=True)
+    store.write_json(layout.app_file(app, "formation.json"), formation or {"quantity": {}, "stopped": []})
+    releases.add(layout, app, "Initial release", {}, by="test", app_port=port)
+    deploy(layout, procfile, config, build, app)
 
 
-def deploy(layout, procfile=PROCFILE, config=None, build="b2"):
+def deploy(layout, procfile=PROCFILE, config=None, build="b2", app=APP):
     """A new build with its meta, and a release that runs it."""
-    os.makedirs(layout.build_dir(APP, build), exist_ok=True)
-    store.write_json(layout.build_meta(APP, build), {"id": build, "commit": build * 10, "procfile": procfile,
+    os.makedirs(layout.build_dir(app, build), exist_ok=True)
+    store.write_json(layout.build_meta(app, build), {"id": build, "commit": build * 10, "procfile": procfile,
                                                  "path": ["bin"], "env": {}})
-    return releases.add(layout, APP, "Deploy " + build, config or {}, build=build, commit=build * 10, by="test")
+    return releases.add(layout, app, "Deploy " + build, config or {}, build=build, commit=build * 10, by="test")
 
 
-def scale(layout, **quantity):
-    path = layout.app_file(APP, "formation.json")
+def scale(layout, app=APP, **quantity):
+    path = layout.app_file(app, "formation.json")
     saved = store.read_json(path)
     saved["quantity"].update(quantity)
     store.write_json(path, saved)
@@ -105,10 +137,7 @@ def fake():
 def sup(layout, fake):
     supervisor = Supervisor(layout, fake)
     yield supervisor
-    for fd in list(supervisor.readers):
-        os.close(fd)
-    for app in list(supervisor.logs):
-        supervisor.close_log(app)
+    supervisor.close()
 
 
 @pytest.fixture
@@ -117,16 +146,16 @@ def app(layout):
     return APP
 
 
-def states(sup):
-    return {name: inst["state"] for name, inst in sorted(sup.apps.get(APP, {}).items())}
+def states(sup, app=APP):
+    return {name: inst["state"] for name, inst in sorted(sup.apps.get(app, {}).items())}
 
 
-def inst(sup, name):
-    return sup.apps[APP][name]
+def inst(sup, name, app=APP):
+    return sup.apps[app][name]
 
 
-def log_text(layout):
-    with open(layout.log_file(APP)) as f:
+def log_text(layout, app=APP):
+    with open(layout.log_file(app)) as f:
         return f.read()
 
 
@@ -619,7 +648,8 @@ def test_instance_output_is_stamped_into_the_app_log(sup, fake, layout):
     fake.output = b"hello\nworld \xe2\xac\xa2\nno newline"
     sup.sync()
     fd = inst(sup, "worker.1")["reader"]
-    assert sup.drain(fd) is False  # end of file: the fake wrote and closed its end
+    assert sup.read_output(fd) is True
+    assert sup.read_output(fd) is False  # end of file: the fake wrote and closed its end
     text = log_text(layout)
     assert "Z worker.1: hello\n" in text
     assert "Z worker.1: world ⬢\n" in text
@@ -634,7 +664,7 @@ def test_forgetting_an_instance_removes_its_pipe(sup, fake, app, layout):
     sup.sync(APP)
     sup.tick()
     assert not os.path.exists(fifo)
-    assert len(sup.readers) == 1  # web.1's
+    assert len(sup.streams) == 1  # web.1's
 
 
 # --- control requests --------------------------------------------------------------------------

@@ -1,0 +1,163 @@
+"""The supervisor keeps its promises under ordinary faults, on localhost: a nonstop writer beside a crashing app,
+a supervisor killed with SIGKILL while an app logs every request, a daemon that left its instance's group, and
+one app's damaged file across shutdown and startup."""
+
+import json
+import os
+import signal
+import time
+
+from localserver import cmdline_of, environ_of, live_pids, node_app
+from support import describe, http_get, wait_for_http, wait_until
+
+NOISY = node_app("noisy", procfile="web: node server.js\nworker: yes tinyserv-noisy-output\n")
+# Started only by the instance, not by the push's trial boot of web: deploy.py stops the trial boot's process
+# group, not the daemons it may have left (its TINYSERV_INSTANCE ends in 'trial.web.1').
+DAEMON_WEB = ('web: case "$TINYSERV_INSTANCE" in *trial*) ;; *) setsid sleep 1000 & ;; esac; '
+              'exec node server.js\n')
+
+# A generic (Procfile-only) Python app that logs every request synchronously, about 100 bytes a line: once its
+# pipe is full and nobody reads it, such an app stops answering.
+LOGGING_APP = {
+    "Procfile": "web: python3 -u server.py\n",
+    "server.py": (
+        "import http.server, os, sys\n"
+        "class Handler(http.server.BaseHTTPRequestHandler):\n"
+        "    def do_GET(self):\n"
+        "        self.send_response(200)\n"
+        "        self.send_header('Content-Length', '2')\n"
+        "        self.end_headers()\n"
+        "        self.wfile.write(b'ok')\n"
+        "    def log_message(self, fmt, *args):\n"
+        "        sys.stderr.write('served %s %s\\n' % (self.path, '.' * 80))\n"
+        "http.server.HTTPServer(('127.0.0.1', int(os.environ['PORT'])), Handler).serve_forever()\n"),
+}
+REQUESTS = 3000
+
+
+def node_pids(server, app, dyno):
+    """The node processes (not the sh around them) of one instance."""
+    def is_node(pid):
+        try:
+            with open(f"/proc/{pid}/comm") as f:
+                return f.read().strip() == "node"
+        except OSError:
+            return False
+    return [pid for pid in server.app_processes(app, dyno) if is_node(pid)]
+
+
+def ps_json(server, app, timeout=10):
+    return json.loads(server.tinyserv("ps", "--json", cwd=app.path, timeout=timeout).stdout)
+
+
+def supervisor_pid(server):
+    with open(os.path.join(server.root, "run", "supervisor.pid")) as f:
+        return int(f.read())
+
+
+def standby_pids(server):
+    """Live `tinyserv-remote supervise --standby` processes of this server's root."""
+    root = f"TINYSERV_ROOT={server.root}".encode()
+    return [pid for pid in live_pids() if "supervise --standby" in cmdline_of(pid) and root in environ_of(pid)]
+
+
+def log_of(server, app):
+    with open(os.path.join(server.root, "apps", app.name, "log", "app.log"), errors="replace") as f:
+        return f.read()
+
+
+def test_a_nonstop_writer_does_not_keep_another_app_down_or_ps_waiting(server, tmp_path):
+    noisy = server.new_app(tmp_path, NOISY, prefix="noisy")
+    server.push(noisy)
+    web = server.new_app(tmp_path, node_app("still here"), prefix="web")
+    server.push(web)
+    url = server.url(web)
+    wait_until(lambda: "tinyserv-noisy-output" in log_of(server, noisy), 10, message="the noisy worker's output")
+    [pid] = node_pids(server, web, "web.1")
+
+    killed = time.monotonic()
+    os.kill(pid, signal.SIGKILL)
+    assert wait_for_http(url, contains="still here", timeout=10) == (200, "still here")
+    back_after = time.monotonic() - killed
+    started = time.monotonic()
+    ps = ps_json(server, web)
+    assert [i["name"] for i in ps["instances"]] == ["web.1"]
+    assert time.monotonic() - started < 10 and back_after < 10, (back_after, time.monotonic() - started)
+    assert {i["name"]: i["state"] for i in ps_json(server, noisy)["instances"]}["worker.1"] == "up"
+
+
+def test_an_app_that_logs_every_request_keeps_answering_after_the_supervisor_is_killed(server, tmp_path):
+    app = server.new_app(tmp_path, LOGGING_APP, prefix="logger")
+    server.push(app)
+    port = server.port(app)
+    wait_until(lambda: standby_pids(server), 10, message="a standby supervisor")
+    old = supervisor_pid(server)
+
+    os.kill(old, signal.SIGKILL)
+    for n in range(REQUESTS):
+        assert http_get(f"http://127.0.0.1:{port}/request-{n}", timeout=5) == (200, "ok"), f"request {n}"
+
+    new = wait_until(lambda: (pid := supervisor_pid(server)) != old and pid, 10, message="a new supervisor pid")
+    assert f"web.1 adopted by a new supervisor (pid {new})" in log_of(server, app)
+    wait_until(lambda: f"served /request-{REQUESTS - 1} " in log_of(server, app), 10,
+               message="the last request's line in the app log")
+    text = log_of(server, app)
+    assert all(f"served /request-{n} " in text for n in range(REQUESTS)), "request lines went missing"
+    wait_until(lambda: standby_pids(server), 10, message="a standby for the new supervisor")
+    assert ps_json(server, app)["instances"][0]["state"] == "up"
+
+
+def daemons_of(server, app):
+    """The app's `sleep 1000` processes (started with setsid by its web)."""
+    return [p for p in server.app_processes(app) if cmdline_of(p) == "sleep 1000"]
+
+
+def wait_no_processes(server, app, timeout=15):
+    wait_until(lambda: not server.app_processes(app), timeout, interval=0.2,
+               message=f"every process of {app.name} to stop (left: {server.app_processes(app)})")
+
+
+def test_a_daemon_started_by_a_web_is_stopped_with_it_by_ps_stop_and_apps_destroy(server, tmp_path):
+    app = server.new_app(tmp_path, node_app("daemon", procfile=DAEMON_WEB), prefix="daemon")
+    server.push(app)
+    daemons = wait_until(lambda: daemons_of(server, app), 10, message="the setsid sleep")
+    assert os.getsid(daemons[0]) == daemons[0], "the daemon left the instance's session"
+
+    server.tinyserv("ps:stop", "web", cwd=app.path)
+    wait_no_processes(server, app)
+
+    server.tinyserv("ps:start", "web", cwd=app.path)
+    wait_until(lambda: daemons_of(server, app), 10, message="the setsid sleep, started again")
+    server.tinyserv("apps:destroy", "--confirm", app.name, cwd=app.path)
+    wait_no_processes(server, app)
+
+
+def test_a_daemon_started_by_a_web_is_stopped_by_shutdown(server, tmp_path):
+    app = server.new_app(tmp_path, node_app("daemon", procfile=DAEMON_WEB), prefix="daemon")
+    server.push(app)
+    wait_until(lambda: daemons_of(server, app), 10, message="the setsid sleep")
+
+    server.remote("shutdown", timeout=60)
+    wait_no_processes(server, app, timeout=5)
+
+
+def test_one_app_with_a_damaged_formation_does_not_keep_the_others_from_starting_up(server, tmp_path):
+    damaged = server.new_app(tmp_path, node_app("damaged"), prefix="damaged")
+    server.push(damaged)
+    healthy = server.new_app(tmp_path, node_app("healthy"), prefix="healthy")
+    server.push(healthy)
+    url = server.url(healthy)
+    with open(os.path.join(server.root, "apps", damaged.name, "formation.json"), "w"):
+        pass
+
+    server.remote("shutdown", timeout=60)
+    assert http_get(url) is None
+    started = server.remote("startup", check=False, timeout=60)
+    shown = describe(started)
+    assert started.returncode == 1 and f"did not come up: {damaged.name}" in started.stderr, shown
+    assert f"{healthy.name}: up" in started.stdout, shown
+    assert f"{damaged.name}: broken (" in started.stdout and "formation.json is damaged" in started.stdout, shown
+    assert wait_for_http(url, contains="healthy", timeout=10) == (200, "healthy")
+    assert ps_json(server, healthy)["instances"][0]["state"] == "up"
+    with open(os.path.join(server.root, "apps", damaged.name, "run", "state.json")) as f:
+        assert "formation.json is damaged" in json.load(f)["broken"]
