@@ -22,7 +22,7 @@ import sys
 import time
 import traceback
 
-from . import appenv, appstate, procs, releases, settings, store
+from . import appenv, appstate, procs, releases, services, settings, store
 from .errors import TinyservError
 from .logs import Lines, LogFile
 from .procfile import process_types
@@ -205,6 +205,18 @@ class Supervisor:
         self.logs = {}
         self.dirty = set()
         self.shutting_down = False
+        self.services = services.Keeper(layout, self.sys, self.note)
+
+    def note(self, text):
+        """A line in the supervisor's own log (its stderr)."""
+        print("tinyserv supervisor: %s" % text, file=sys.stderr, flush=True)
+
+    def keep_services(self, action):
+        """Run a services.Keeper action; a damaged declaration is noted, never the end of the apps' supervision."""
+        try:
+            action()
+        except (TinyservError, OSError, ValueError) as e:
+            self.note("services: %s" % one_line(e))
 
     # --- one app's faults stay with that app ---------------------------------------
 
@@ -248,9 +260,11 @@ class Supervisor:
         return set(self.layout.apps()) | set(self.apps)
 
     def sync(self, app=None):
-        """Bring one app (or all) in line with what is on disk."""
+        """Bring one app (or all, and the platform services) in line with what is on disk."""
         for name in ([app] if app else sorted(self.known_apps())):
             self.guarded(name, self.reconcile, name)
+        if not app:
+            self.keep_services(self.services.reconcile)
         self.sweep()
 
     def want(self, app):
@@ -402,6 +416,7 @@ class Supervisor:
                 self.guarded(app, self.reconcile, app)
         self.sweep()
         self.retry_broken(now)
+        self.keep_services(self.services.tick)
         self.save_dirty()
 
     def each_instance(self):
@@ -613,6 +628,7 @@ class Supervisor:
         for mark, pids in table.items():
             if is_instance_mark(mark) and mark not in kept:
                 self.sys.signal_pids(pids, signal.SIGKILL)  # unrecorded, or its record is unreadable
+        self.keep_services(self.services.adopt)
 
     def adopt_app(self, app, table, kept):
         """Take over one app's live instances, as its run/state.json lists them."""
@@ -664,15 +680,17 @@ class Supervisor:
                     wait = min(wait, max(BUSY_POLL, inst["next_try"] - now))
         for until in self.paused.values():
             wait = min(wait, max(BUSY_POLL, until - now))
-        return wait
+        service_wait = self.services.next_due(now, BUSY_POLL)
+        return wait if service_wait is None else min(wait, service_wait)
 
     def idle(self):
         """True when shutting down and nothing runs any more."""
-        return self.shutting_down and not any(self.apps.values())
+        return self.shutting_down and not any(self.apps.values()) and self.services.idle()
 
     def shutdown(self):
         """Stop every instance of every app and start nothing any more."""
         self.shutting_down = True
+        self.services.shutting_down = True
         self.sync()
 
     def close(self):
