@@ -145,15 +145,15 @@ def ssh_wrapper_dir(ssh_key):
 
 @pytest.fixture(scope="session")
 def server_image(docker_client, ssh_key, docker_compose_project_name):
-    """Build tinyserv-e2e:latest (making the Debian base first if needed) with this run's public key.
+    """Build the server image (making the Debian base first if needed) with this run's public key.
 
-    Compose gets it under a tag of this run's own (TINYSERV_E2E_IMAGE), removed again at the end.
+    It is built under a tag of this run's own (TINYSERV_E2E_IMAGE, removed again at the end), so runs from
+    several checkouts at once never swap images (and keys); layers are shared through the build cache.
     """
     images.ensure_base_image(docker_client)
     public_key = ssh_key.with_name(ssh_key.name + ".pub").read_text()
-    images.build_server_image(docker_client, public_key)
     run_tag = f"{images.SERVER_IMAGE.split(':')[0]}:{docker_compose_project_name}"
-    docker_client.images.get(images.SERVER_IMAGE).tag(run_tag)
+    images.build_server_image(docker_client, public_key, tag=run_tag)
     os.environ["TINYSERV_E2E_IMAGE"] = run_tag
     try:
         yield run_tag

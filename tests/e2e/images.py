@@ -111,8 +111,12 @@ def remove_rootfs(rootfs):
 
 
 def build_server_image(client, authorized_keys, tag=SERVER_IMAGE, base=BASE_IMAGE):
-    """Build the server image from docker/Dockerfile with the repo's bin/ and lib/ and the given authorized_keys."""
-    old_id = image_id(client, tag)
+    """Build the server image from docker/Dockerfile with the repo's bin/ and lib/ and the given authorized_keys.
+
+    It is also tagged SERVER_IMAGE: that tag keeps its layers (the slow package installs) in the build cache
+    after a run removes its own tag.
+    """
+    old_id = image_id(client, SERVER_IMAGE)
     context = tempfile.mkdtemp(prefix="tinyserv-context-")
     started = time.monotonic()
     try:
@@ -127,7 +131,9 @@ def build_server_image(client, authorized_keys, tag=SERVER_IMAGE, base=BASE_IMAG
         log(f"built {tag} in {time.monotonic() - started:.0f} s")
     finally:
         shutil.rmtree(context, ignore_errors=True)
-    remove_replaced_image(client, old_id, image_id(client, tag))
+    if tag != SERVER_IMAGE:
+        client.images.get(tag).tag(SERVER_IMAGE)
+    remove_replaced_image(client, old_id, image_id(client, SERVER_IMAGE))
     return tag
 
 
