@@ -416,7 +416,8 @@ BAD_INPUTS = (
         (["apps:destroy", "core-good"], "fresh", None, "needs --confirm core-good"),
         (["apps:destroy", "core-good", "--confirm", "core-goof"], "fresh", None, "does not match"),
         (["apps"], "fresh", UNREACHABLE, "cannot reach deploy@127.0.0.1"),
-        (["ps"], "app", UNREACHABLE, "cannot reach deploy@127.0.0.1"),
+        # -a NAME goes to TINYSERV_REMOTE; without it, the app's git remote names its (reachable) server.
+        (["ps", "-a", "core-good"], "app", UNREACHABLE, "cannot reach deploy@127.0.0.1"),
     ]
 )
 
