@@ -298,6 +298,43 @@ class Client:
         self.say(result["release"]["description"])
 
 
+    # --- deploy keys ---
+
+    def keys(self):
+        self.json_or(self.call(), lambda keys: self.say(heading("Deploy keys") + "\n" + table(
+            [[k["name"], "all (manages keys)" if k["full"] else ",".join(k["apps"] or ["all"]),
+              "push only" if k["push_only"] else "push, commands" + (", run" if not k["push_only"] else ""),
+              k["fingerprint"], k["added"]] for k in keys],
+            ["NAME", "APPS", "MAY", "FINGERPRINT", "ADDED"]) if keys else "No deploy keys: every key in "
+            "authorized_keys has full access (see 'tinyserv keys:add')."))
+
+    def keys_add(self):
+        self.args.key = read_public_key(self.args.file)
+        added = self.call()
+        self.say("Adding deploy key %s (%s)... done, it may %s %s" % (
+            added["name"], added["fingerprint"], "only push to" if added["push_only"] else "push to and manage",
+            "every app" if added["apps"] is None else ", ".join(added["apps"])))
+
+    def keys_remove(self):
+        self.call()
+        self.say("Removing deploy key %s... done" % self.args.name)
+
+
+def read_public_key(path):
+    """The public key to add: FILE, else the user's default ssh public key."""
+    home = os.path.expanduser("~/.ssh")
+    candidates = [path] if path else [os.path.join(home, n) for n in ("id_ed25519.pub", "id_ecdsa.pub", "id_rsa.pub")]
+    for candidate in candidates:
+        try:
+            with open(candidate, encoding="utf-8") as f:
+                return f.read(16385)
+        except FileNotFoundError:
+            continue
+        except OSError as e:
+            raise TinyservError("cannot read %s: %s" % (candidate, e.strerror)) from None
+    raise TinyservError("no public key at %s: name the .pub file (tinyserv keys:add NAME FILE)" % candidates[0])
+
+
 def method_name(name):
     """The Client method of a command: ps:scale -> ps_scale."""
     return name.replace(":", "_").replace("-", "_")
@@ -321,7 +358,7 @@ def parser():
                             help="the git remote that names the app and its server (default: tinyserv)")
         else:
             sp.set_defaults(app=None)
-        for a in cmd.args:
+        for a in commands.client_args(cmd):
             sp.add_argument(*a.flags, **a.options)
         if cmd.json:
             sp.add_argument("--json", action="store_true", help="print JSON")

@@ -10,23 +10,27 @@ text users type freely (config values), as JSON on standard input.
 
 import collections
 
-Arg = collections.namedtuple("Arg", "flags options to")
-Command = collections.namedtuple("Command", "name help serves app args json stream who client server app_flag")
+Arg = collections.namedtuple("Arg", "flags options to typed")
+Command = collections.namedtuple("Command", "name help serves app args json stream who client server app_flag "
+                                            "text_stdin")
 
 ARGV, STDIN, LOCAL = "argv", "stdin", "local"  # where an argument goes: the remote's command line, its stdin, nowhere
 
 
-def arg(*flags, to=ARGV, **options):
-    """One argument: argparse's flags and options, and where it travels (ARGV, STDIN or LOCAL)."""
-    return Arg(flags, options, to)
+def arg(*flags, to=ARGV, typed=True, **options):
+    """One argument: argparse's flags and options, and where it travels (ARGV, STDIN or LOCAL); typed=False:
+    the client's method fills it in (a key read from a file), so it is not on the client's command line."""
+    return Arg(flags, options, to, typed)
 
 
 def command(name, help, serves, app=True, args=(), json=False, stream=False, who=False, client=True,
-            app_flag=True):
+            app_flag=True, text_stdin=None):
     """A command: serves is "module.function" on the server (None: the client answers alone); app: it acts on
     one app (-a/--app on the client unless app_flag is False, APP on the server); json: a --json flag;
-    stream: the server writes to the terminal itself; who: the client says who asks (for releases)."""
-    return Command(name, help, serves, app, tuple(args), json, stream, who, client, serves is not None, app_flag)
+    stream: the server writes to the terminal itself; who: the client says who asks (for releases);
+    text_stdin: the STDIN argument that plain text on the server's stdin fills (an admin piping a .pub file)."""
+    return Command(name, help, serves, app, tuple(args), json, stream, who, client, serves is not None, app_flag,
+                   text_stdin)
 
 
 def dest(a):
@@ -76,6 +80,18 @@ COMMANDS = [
     command("releases:info", "show one release", "apps.release_info", json=True, args=[VERSION]),
     command("rollback", "go back to an earlier release, without rebuilding", "apps.rollback", who=True,
             args=[VERSION]),
+    # Deploy keys: ssh keys that may only push and run these commands (keys.py, door.py).
+    command("keys", "list deploy keys", "keys.listing", app=False, json=True),
+    command("keys:add", "add a deploy key: it may push and run tinyserv commands, and nothing else", "keys.add",
+            app=False, text_stdin="key", args=[
+                arg("name", metavar="NAME", help="a name for the key"),
+                arg("file", nargs="?", metavar="FILE", to=LOCAL,
+                    help="the public key (default: ~/.ssh/id_ed25519.pub, else id_ecdsa.pub, id_rsa.pub)"),
+                arg("--apps", metavar="APP,APP", help="only these apps (default: every app, and managing keys)"),
+                arg("--push-only", action="store_true", help="it may push, and run no command"),
+                arg("key", to=STDIN, typed=False)]),
+    command("keys:remove", "remove a deploy key: it can no longer log in", "keys.remove", app=False,
+            args=[arg("name", metavar="NAME")]),
     # The server's own commands: at boot and shutdown, and what git and systemd run.
     command("startup", "at boot: start every app", "lifecycle.startup", app=False, client=False, stream=True),
     command("shutdown", "stop every app and the supervisor", "lifecycle.shutdown", app=False, client=False,
@@ -88,10 +104,17 @@ COMMANDS = [
                                arg("--standby", action="store_true",
                                    help="wait until the running supervisor dies, then take over")]),
     command("hook", None, "hook.main", client=False, stream=True),
+    command("ssh-serve", None, "door.serve", app=False, client=False, stream=True,
+            args=[arg("--key", metavar="NAME", required=True)]),
     command("version", "print the version", "lifecycle.version", app=False, client=False, stream=True),
 ]
 
 BY_NAME = {c.name: c for c in COMMANDS}
+
+
+def client_args(cmd):
+    """The arguments on the client's command line."""
+    return [a for a in cmd.args if a.typed]
 
 
 def client_commands():
@@ -118,7 +141,7 @@ def request(cmd, args, app=None, by=None):
             positionals.append(str(value))
     positionals = ([app] if cmd.app else []) + positionals
     words = [cmd.name] + options + (["--"] + positionals if positionals else [])
-    payload = {dest(a): getattr(args, dest(a)) for a in sent(cmd, STDIN)}
+    payload = {dest(a): getattr(args, dest(a), None) for a in sent(cmd, STDIN)}
     if cmd.who:
         payload["by"] = by
     return words, payload
@@ -127,7 +150,7 @@ def request(cmd, args, app=None, by=None):
 def usage(cmd):
     """How the README shows a command: `tinyserv ps:scale TYPE=N ...`."""
     words = ["tinyserv", cmd.name]
-    for a in cmd.args:
+    for a in client_args(cmd):
         words.append(_usage_word(a))
     if cmd.json:
         words.append("[--json]")

@@ -32,9 +32,12 @@ def parser():
 
 def read_input(cmd):
     """The JSON object the client sends on stdin: the command's STDIN arguments (and who asks)."""
+    text = sys.stdin.read()
     try:
-        data = json.loads(sys.stdin.read() or "{}")
+        data = json.loads(text or "{}")
     except ValueError as e:
+        if cmd.text_stdin:  # not JSON: the text itself (`tinyserv-remote keys:add ci < key.pub`)
+            return {cmd.text_stdin: text}
         raise TinyservError("expected JSON on standard input: %s" % e) from None
     if not isinstance(data, dict):
         raise TinyservError("expected a JSON object on standard input")

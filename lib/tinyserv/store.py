@@ -89,7 +89,7 @@ def load(path, shape, default=MISSING):
 def mismatch(value, shape, where):
     """Why value does not have shape, or None. Shapes: a type or tuple of types (None for null),
     [shape] for a list of them, {key: shape} for an object ('?key' when the key is optional),
-    or a function that returns the problem or None."""
+    a tuple holding such shapes for "any of them", or a function that returns the problem or None."""
     at = " at %s" % where if where else ""
     if isinstance(shape, dict):
         if not isinstance(value, dict):
@@ -115,6 +115,9 @@ def mismatch(value, shape, where):
     if callable(shape) and not isinstance(shape, type):
         problem = shape(value)
         return problem and problem + at
+    if isinstance(shape, tuple) and any(isinstance(s, (list, dict)) for s in shape):  # alternatives of any shape
+        problems = [mismatch(value, s, where) for s in shape]
+        return None if None in problems else problems[0]
     types = tuple(type(None) if t is None else t for t in (shape if isinstance(shape, tuple) else (shape,)))
     if isinstance(value, bool) and bool not in types or not isinstance(value, types):
         return "expected %s%s, found %s" % (" or ".join(_type_name(t) for t in types), at, _type_name(type(value)))

@@ -151,7 +151,7 @@ def test_a_lock_file_is_created_private(tmp_path):
 
 
 SHAPE = {"version": int, "name": str, "config": store.mapping_of(str), "build": (str, None), "?ref": str,
-         "items": [{"n": int}]}
+         "items": [{"n": int}], "?apps": ([str], None)}
 GOOD = {"version": 3, "name": "x", "config": {"A": "1"}, "build": None, "items": [{"n": 1}]}
 
 
@@ -165,6 +165,8 @@ GOOD = {"version": 3, "name": "x", "config": {"A": "1"}, "build": None, "items":
     ({**GOOD, "ref": None}, "expected text at ref, found null"),
     ({**GOOD, "items": {}}, "expected a list at items"),
     ({**GOOD, "items": [{"n": 1}, {"n": "2"}]}, "expected a whole number at items[1].n"),
+    ({**GOOD, "apps": "shop"}, "expected a list at apps"),
+    ({**GOOD, "apps": ["shop", 2]}, "expected text at apps[1]"),
 ])
 def test_load_names_the_file_and_what_is_wrong_with_its_shape(tmp_path, value, problem):
     path = tmp_path / "state.json"
@@ -178,8 +180,10 @@ def test_load_names_the_file_and_what_is_wrong_with_its_shape(tmp_path, value, p
 def test_load_returns_a_file_of_the_right_shape_and_the_default_when_it_is_missing(tmp_path):
     path = tmp_path / "state.json"
     assert store.load(str(path), SHAPE, "default") == "default"
-    store.write_json(str(path), {**GOOD, "ref": "refs/heads/main"})
+    store.write_json(str(path), {**GOOD, "ref": "refs/heads/main", "apps": None})
     assert store.load(str(path), SHAPE)["ref"] == "refs/heads/main"
+    store.write_json(str(path), {**GOOD, "apps": ["shop"]})
+    assert store.load(str(path), SHAPE)["apps"] == ["shop"]
 
 
 def test_load_without_a_default_calls_a_missing_file_an_error(tmp_path):
