@@ -237,6 +237,16 @@ class LocalServer:
         wanted = {f"TINYSERV_APP={name}".encode()} | ({f"DYNO={dyno}".encode()} if dyno else set())
         return [pid for pid in live_pids() if wanted <= environ_of(pid)]
 
+    def node_processes(self, app, dyno):
+        """The node processes (not the sh around them) of one instance of app."""
+        def is_node(pid):
+            try:
+                with open(f"/proc/{pid}/comm") as f:
+                    return f.read().strip() == "node"
+            except OSError:
+                return False
+        return [pid for pid in self.app_processes(app, dyno) if is_node(pid)]
+
     # --- state on disk ---
 
     def snapshot(self):

@@ -187,12 +187,16 @@ def test_a_root_that_is_a_file_is_refused_in_one_line(tmp_path):
     assert (tmp_path / "not-a-directory").read_text() == ""
 
 
+def on_a_full_disk(server, script):
+    """Make app `first` on a 2 MB tmpfs root, fill the disk, then run script (its `echo exit=$?` on stdout)."""
+    return in_namespace(server, 'tinyserv-remote apps:create first </dev/null >/dev/null && '
+                                '(head -c 4000000 /dev/zero > "$ROOT/filler" 2>/dev/null; true) && ' + script,
+                        'mount -t tmpfs -o size=2m tmpfs "$ROOT"')
+
+
 def test_a_full_disk_is_one_line_and_leaves_no_half_made_app(server, tmp_path):
-    script = ('tinyserv-remote apps:create first </dev/null >/dev/null && '
-              '(head -c 4000000 /dev/zero > "$ROOT/filler" 2>/dev/null; true) && '
-              'tinyserv-remote apps:create second </dev/null; echo "exit=$?"; '
-              'ls "$ROOT/releases" "$ROOT/repos" >&2')
-    result = in_namespace(server, script, 'mount -t tmpfs -o size=2m tmpfs "$ROOT"')
+    result = on_a_full_disk(server, 'tinyserv-remote apps:create second </dev/null; echo "exit=$?"; '
+                                    'ls "$ROOT/releases" "$ROOT/repos" >&2')
     shown = describe(result)
     assert result.stdout.strip().splitlines()[-1:] == ["exit=1"], shown
     lines = result.stderr.splitlines()
@@ -201,11 +205,8 @@ def test_a_full_disk_is_one_line_and_leaves_no_half_made_app(server, tmp_path):
 
 
 def test_config_set_on_a_full_disk_is_one_line_and_changes_nothing(server, tmp_path):
-    script = ('tinyserv-remote apps:create first </dev/null >/dev/null && '
-              '(head -c 4000000 /dev/zero > "$ROOT/filler" 2>/dev/null; true) && '
-              'echo \'{"pairs": ["A=1"]}\' | tinyserv-remote config:set first; echo "exit=$?"; '
-              'tinyserv-remote config first </dev/null >&2')
-    result = in_namespace(server, script, 'mount -t tmpfs -o size=2m tmpfs "$ROOT"')
+    result = on_a_full_disk(server, 'echo \'{"pairs": ["A=1"]}\' | tinyserv-remote config:set first; '
+                                    'echo "exit=$?"; tinyserv-remote config first </dev/null >&2')
     shown = describe(result)
     assert result.stdout.strip().splitlines()[-1:] == ["exit=1"], shown
     first, rest = result.stderr.split("\n", 1)

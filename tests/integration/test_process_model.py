@@ -30,17 +30,6 @@ def instance(server, app, name):
     return next((i for i in ps_json(server, app)["instances"] if i["name"] == name), None)
 
 
-def node_processes(server, app, dyno):
-    """The node processes (not the sh around them) of one instance."""
-    def is_node(pid):
-        try:
-            with open(f"/proc/{pid}/comm") as f:
-                return f.read().strip() == "node"
-        except OSError:
-            return False
-    return [pid for pid in server.app_processes(app, dyno) if is_node(pid)]
-
-
 def test_logs_ps_worker_shows_the_worker_lines_only(server, tmp_path):
     app = deploy(server, tmp_path)
 
@@ -66,14 +55,14 @@ def test_scaling_worker_to_zero_leaves_no_worker_process(server, tmp_path):
 def test_a_web_process_killed_with_sigkill_is_restarted(server, tmp_path):
     app = deploy(server, tmp_path)
     url = server.url(app)
-    [pid] = node_processes(server, app, "web.1")
+    [pid] = server.node_processes(app, "web.1")
 
     os.kill(pid, signal.SIGKILL)
     assert wait_for_http(url, timeout=10) == (200, "one")
     web = wait_until(lambda: (i := instance(server, app, "web.1")) and i["restarts"] >= 1 and i["state"] == "up"
                      and i, timeout=10, message="ps to show web.1 up again after a restart")
     assert web["restarts"] >= 1
-    assert pid not in node_processes(server, app, "web.1")
+    assert pid not in server.node_processes(app, "web.1")
 
 
 def test_run_has_the_app_environment_and_passes_the_exit_code_through(server, tmp_path):

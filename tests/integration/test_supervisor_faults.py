@@ -35,17 +35,6 @@ LOGGING_APP = {
 REQUESTS = 3000
 
 
-def node_pids(server, app, dyno):
-    """The node processes (not the sh around them) of one instance."""
-    def is_node(pid):
-        try:
-            with open(f"/proc/{pid}/comm") as f:
-                return f.read().strip() == "node"
-        except OSError:
-            return False
-    return [pid for pid in server.app_processes(app, dyno) if is_node(pid)]
-
-
 def ps_json(server, app, timeout=10):
     return json.loads(server.tinyserv("ps", "--json", cwd=app.path, timeout=timeout).stdout)
 
@@ -73,7 +62,7 @@ def test_a_nonstop_writer_does_not_keep_another_app_down_or_ps_waiting(server, t
     server.push(web)
     url = server.url(web)
     wait_until(lambda: "tinyserv-noisy-output" in log_of(server, noisy), 10, message="the noisy worker's output")
-    [pid] = node_pids(server, web, "web.1")
+    [pid] = server.node_processes(web, "web.1")
 
     killed = time.monotonic()
     os.kill(pid, signal.SIGKILL)

@@ -38,3 +38,19 @@ def tmp_path(tmp_path_factory):
 def layout(tmp_path):
     """A fresh tinyserv root with its top-level directories."""
     return Layout(str(tmp_path / "root")).ensure()
+
+
+@pytest.fixture
+def fake():
+    """The supervisor's world as plain data (tests/unit/fakes.py)."""
+    from .fakes import FakeSystem
+    return FakeSystem()
+
+
+@pytest.fixture
+def sup(layout, fake):
+    """A supervisor acting on the fake world, driven by tick() (closed afterwards)."""
+    from tinyserv.supervisor import Supervisor
+    supervisor = Supervisor(layout, fake)
+    yield supervisor
+    supervisor.close()

@@ -7,14 +7,8 @@ import pytest
 
 from tinyserv import services, store
 from tinyserv.errors import TinyservError
-from .test_supervisor import FakeSystem
 
 SPEC = dict(argv=["nginx", "-g", "daemon off;"], cwd="/srv", env={"PATH": "/usr/sbin"})
-
-
-@pytest.fixture
-def fake():
-    return FakeSystem()
 
 
 @pytest.fixture

@@ -5,6 +5,8 @@ import signal
 
 import pytest
 
+from .fakes import FakeSystem
+
 from tinyserv import releases, store
 from tinyserv.settings import stop_timeout
 from tinyserv.supervisor import MAX_BACKOFF, STABLE_AFTER, Server, Supervisor, backoff, desired_state
@@ -12,96 +14,6 @@ from tinyserv.supervisor import MAX_BACKOFF, STABLE_AFTER, Server, Supervisor, b
 APP = "myapp"
 PORT = 5123
 PROCFILE = {"release": "./migrate", "web": "node server.js", "worker": "node worker.js"}
-
-
-class FakeSystem:
-    """The world the supervisor acts on, as plain data a test reads and changes.
-
-    A process group is just its leader's pid; SIGKILL ends it, SIGTERM too unless
-    the test says the processes ignore it. Every spawned process carries its mark;
-    a test adds daemons that left the group with daemon().
-    """
-
-    def __init__(self, now=1000.0):
-        self.now = now
-        self.next_pid = 100
-        self.spawned = []  # (argv, cwd, env)
-        self.signals = []  # (pgid, signal)
-        self.pid_signals = []  # (pid, signal) sent to single processes
-        self.running = {}  # pid -> starttime
-        self.marks = {}  # pid -> TINYSERV_INSTANCE
-        self.exit_codes = {}  # pid -> exit code, until reaped
-        self.listening = set()  # ports that accept connections
-        self.ignore_sigterm = False
-        self.output = b""  # what each spawned process writes before spawn returns
-        self.spawn_error = None  # an exception spawn raises instead of starting anything
-        self.scans = 0  # how often /proc was scanned for marks
-
-    def clock(self):
-        return self.now
-
-    def spawn(self, argv, cwd, env, out_fd):
-        if self.spawn_error:
-            raise self.spawn_error
-        pid = self.next_pid
-        self.next_pid += 1
-        if self.output:
-            os.write(out_fd, self.output)
-        self.spawned.append((argv, cwd, env))
-        self.running[pid] = pid * 10
-        self.marks[pid] = env["TINYSERV_INSTANCE"]
-        return pid
-
-    def daemon(self, mark):
-        """A process with mark that left its instance's group (setsid); returns its pid."""
-        pid = self.next_pid
-        self.next_pid += 1
-        self.running[pid] = pid * 10
-        self.marks[pid] = mark
-        return pid
-
-    def exit(self, pid, code):
-        """The process ends on its own."""
-        del self.running[pid]
-        self.exit_codes[pid] = code
-
-    def signal_group(self, pgid, sig):
-        self.signals.append((pgid, sig))
-        if pgid in self.running and (sig == signal.SIGKILL or not self.ignore_sigterm):
-            self.exit(pgid, 128 + sig)
-
-    def signal_pids(self, pids, sig):
-        for pid, started in pids:
-            if self.alive(pid, started):
-                self.pid_signals.append((pid, sig))
-                if sig == signal.SIGKILL or not self.ignore_sigterm:
-                    self.exit(pid, 128 + sig)
-
-    def marked_by(self, prefix):
-        self.scans += 1
-        found = {}
-        for pid, mark in self.marks.items():
-            if pid in self.running and mark.startswith(prefix):
-                found.setdefault(mark, []).append((pid, self.running[pid]))
-        return found
-
-    def reap(self, pid):
-        return self.exit_codes.pop(pid, None)
-
-    def alive(self, pid, starttime=None):
-        return pid in self.running and starttime in (None, self.running[pid])
-
-    def starttime(self, pid):
-        return self.running.get(pid)
-
-    def group_members(self, pgid):
-        return [pgid] if pgid in self.running else []
-
-    def accepts(self, port, pgid):
-        return port in self.listening
-
-    def sent(self, sig):
-        return [pgid for pgid, s in self.signals if s == sig]
 
 
 def make_app(layout, procfile=PROCFILE, config=None, formation=None, build="b1", app=APP, port=PORT):
@@ -126,18 +38,6 @@ def scale(layout, app=APP, **quantity):
     saved = store.read_json(path)
     saved["quantity"].update(quantity)
     store.write_json(path, saved)
-
-
-@pytest.fixture
-def fake():
-    return FakeSystem()
-
-
-@pytest.fixture
-def sup(layout, fake):
-    supervisor = Supervisor(layout, fake)
-    yield supervisor
-    supervisor.close()
 
 
 @pytest.fixture

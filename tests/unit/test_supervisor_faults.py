@@ -15,21 +15,10 @@ from tinyserv import logs, store, supervisor
 from tinyserv.supervisor import (BROKEN_RETRY, KILL_WAIT, LINE_COST, NOTICE_EVERY, OUTPUT_BUDGET, READ_CHUNK,
                                  Budget, Server, Supervisor)
 
-from .test_supervisor import APP, PORT, FakeSystem, inst, log_text, make_app, scale, states
+from .fakes import FakeSystem
+from .test_supervisor import APP, PORT, inst, log_text, make_app, scale, states
 
 OTHER = "other"
-
-
-@pytest.fixture
-def fake():
-    return FakeSystem()
-
-
-@pytest.fixture
-def sup(layout, fake):
-    supervisor = Supervisor(layout, fake)
-    yield supervisor
-    supervisor.close()
 
 
 def worker_app(layout, app=APP, port=PORT, workers=1):
