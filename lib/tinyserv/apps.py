@@ -162,7 +162,7 @@ def processes(layout, name):
             running.setdefault("%s.%d" % (ptype, n), {"name": "%s.%d" % (ptype, n), "type": ptype,
                                                       "state": "stopped", "command": f["command"]})
     shown = [{k: inst.get(k) for k in ("name", "type", "state", "pid", "since", "restarts",
-                                       "exit_code", "next_try", "command", "version")}
+                                       "exit_code", "reason", "next_try", "command", "version")}
              for inst in sorted(running.values(), key=lambda i: (i["type"] != "web", i["name"]))]
     return {"formation": types, "instances": shown, "release": release["version"] if release else None,
             "broken": appstate.supervisor_state(layout, name).get("broken")}
@@ -380,6 +380,7 @@ def run(layout, name, command):
                              release["version"], layout.mark(name, "run.%d" % os.getpid()))
     os.chdir(build_dir)
     try:
+        procs.apply_limits(env)
         os.execvpe(argv[0], argv, env)
     except (OSError, ValueError) as e:
         raise TinyservError("cannot run %s: %s" % (argv[0], getattr(e, "strerror", None) or e)) from None

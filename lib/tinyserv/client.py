@@ -200,8 +200,9 @@ class Client:
         state = color(i["state"], {"up": "32", "crashed": "31"}.get(i["state"], "33"))
         next_try = "in %ds" % max(0, round(i["next_try"] - now)) if i["state"] == "crashed" else ""
         since = "%s (%s ago)" % (iso(i["since"]), ago(i["since"], now)) if i["since"] else ""
-        return [i["name"], state, i["pid"] or "", since, "" if i["restarts"] is None else i["restarts"],
-                "" if i["exit_code"] is None else i["exit_code"], next_try]
+        last = i.get("reason") or ("" if i["exit_code"] is None else i["exit_code"])
+        return [i["name"], state, i["pid"] or "", since, "" if i["restarts"] is None else i["restarts"], last,
+                next_try]
 
     def ps_scale(self):
         parse_scale(self.args.changes)  # refused here before anything travels; the server checks again

@@ -202,6 +202,30 @@ def restore_fd_limit():
         resource.setrlimit(resource.RLIMIT_NOFILE, _nofile_at_start)
 
 
+def apply_limits(env):
+    """The app's own limits, from its environment: TINYSERV_NOFILE open files (soft and hard)."""
+    import resource
+    from .settings import open_files
+    files = open_files(env)
+    if files:
+        hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+        resource.setrlimit(resource.RLIMIT_NOFILE, (files, files if hard == resource.RLIM_INFINITY else
+                                                    min(files, hard)))
+
+
+def group_rss(pgid):
+    """Resident memory of the live processes of group pgid, in bytes."""
+    page = os.sysconf("SC_PAGE_SIZE")
+    total = 0
+    for pid in group_members(pgid):
+        try:
+            with open("/proc/%d/statm" % pid) as f:
+                total += int(f.read().split()[1]) * page
+        except (OSError, IndexError, ValueError):
+            pass
+    return total
+
+
 def spawn(argv, cwd, env, out_fd):
     """Start argv in a new session with stdin /dev/null and stdout+stderr on out_fd; return pid.
 
@@ -244,6 +268,7 @@ def _exec_child(argv, cwd, env, out_fd, report_w):
         os.closerange(3, report_w)
         os.closerange(report_w + 1, 65536)
         restore_fd_limit()
+        apply_limits(env)
         for sig in (signal.SIGPIPE, signal.SIGTERM, signal.SIGINT, signal.SIGCHLD, signal.SIGHUP):
             signal.signal(sig, signal.SIG_DFL)
         os.execvpe(argv[0], argv, env)

@@ -15,6 +15,9 @@ APP_SETTINGS = {
     "TINYSERV_BOOT_TIMEOUT": (60, 1, 3600, int, "seconds a new web gets to accept connections on $PORT"),
     "TINYSERV_STOP_TIMEOUT": (30.0, 0, 3600, float, "seconds between SIGTERM and SIGKILL"),
     "TINYSERV_BUILD_TIMEOUT": (900, 1, 24 * 3600, int, "seconds a build (and its release command) may take"),
+    "TINYSERV_MEMORY_LIMIT": (None, 16, 1024 * 1024, int,
+                              "MB of resident memory one instance may use before it is restarted"),
+    "TINYSERV_NOFILE": (None, 16, 1024 * 1024, int, "open files each process may have (setrlimit)"),
 }
 
 
@@ -22,7 +25,7 @@ def app_setting(config, key):
     """The value of an app setting from the release's config vars (its default when unset or invalid)."""
     default, lowest, highest, kind, _ = APP_SETTINGS[key]
     value = number(config.get(key), default, kind, minimum=lowest)
-    return value if value <= highest else default
+    return value if value is None or value <= highest else default
 
 
 def boot_timeout(config):
@@ -35,6 +38,17 @@ def stop_timeout(config):
 
 def build_timeout(config):
     return app_setting(config, "TINYSERV_BUILD_TIMEOUT")
+
+
+def memory_limit(config):
+    """Bytes of resident memory an instance may use (TINYSERV_MEMORY_LIMIT, in MB), or None."""
+    limit = app_setting(config, "TINYSERV_MEMORY_LIMIT")
+    return limit * 1024 * 1024 if limit else None
+
+
+def open_files(environ):
+    """The open-files limit a process starts with (TINYSERV_NOFILE in its environment), or None."""
+    return app_setting(environ, "TINYSERV_NOFILE")
 
 
 def check_app_setting(key, value):

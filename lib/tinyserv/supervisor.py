@@ -47,6 +47,7 @@ FLUSH_READS = 2 * PIPE_SIZE // READ_CHUNK  # reads of a dead instance's pipe bef
 
 BROKEN_RETRY = 5  # seconds between attempts at an app whose files could not be read
 STANDBY_CHECK = 3  # seconds between checks that a standby supervisor waits
+MEMORY_CHECK = 2  # seconds between looks at the resident memory of instances whose app has a memory limit
 APP_FAULTS = (TinyservError, OSError, ValueError, KeyError, TypeError)  # what one app's bad data can raise
 
 REMOTE_SCRIPT = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
@@ -112,6 +113,7 @@ class System:
     alive = staticmethod(procs.alive)
     starttime = staticmethod(procs.starttime)
     group_members = staticmethod(procs.group_members)
+    group_rss = staticmethod(procs.group_rss)
     marked_by = staticmethod(procs.marked_by)
     accepts = staticmethod(listening)
 
@@ -206,6 +208,7 @@ class Supervisor:
         self.dirty = set()
         self.shutting_down = False
         self.services = services.Keeper(layout, self.sys, self.note)
+        self.next_memory_check = 0
 
     def note(self, text):
         """A line in the supervisor's own log (its stderr)."""
@@ -308,6 +311,7 @@ class Supervisor:
             "pid": 0, "pgid": 0, "starttime": None, "child": True,
             "state": "starting", "since": now, "started": now, "restarts": 0,
             "exit_code": None, "next_try": None, "fifo": None, "port": port, "grace": want.grace, "mark": mark,
+            "memory_limit": settings.memory_limit(want.release["config"]), "reason": None,
         }
         inst.update(carry or {})
         self.apps.setdefault(app, {})[name] = inst
@@ -416,6 +420,7 @@ class Supervisor:
                 self.guarded(app, self.reconcile, app)
         self.sweep()
         self.retry_broken(now)
+        self.check_memory(now)
         self.keep_services(self.services.tick)
         self.save_dirty()
 
@@ -427,6 +432,7 @@ class Supervisor:
         """Move one instance on: a running one that exited crashed, a web that listens is up, a stop ends."""
         state = inst["state"]
         if state in RUNNING and self.exited(inst):
+            inst["reason"] = None
             self.crashed(app, inst, now)
         elif state == "starting" and self.sys.accepts(inst["port"], inst["pgid"]):
             inst.update(state="up", since=now)
@@ -447,6 +453,21 @@ class Supervisor:
             inst["kill_at"] = now + 1
             self.event(app, "%s did not stop in time: SIGKILL" % inst["name"])
 
+    def check_memory(self, now):
+        """Every MEMORY_CHECK s: an instance over its app's TINYSERV_MEMORY_LIMIT is restarted (Heroku's R15)."""
+        if now < self.next_memory_check:
+            return
+        self.next_memory_check = now + MEMORY_CHECK
+        for app, inst in self.each_instance():
+            limit = inst.get("memory_limit")
+            if limit and inst["state"] in RUNNING and inst["pid"]:
+                used = self.sys.group_rss(inst["pgid"])
+                if used > limit:
+                    self.event(app, "Error R15 (Memory quota exceeded): %s used %d MB, over TINYSERV_MEMORY_LIMIT="
+                                    "%d MB; restarting it" % (inst["name"], used // 2 ** 20, limit // 2 ** 20))
+                    inst.update(exit_code=None, reason="memory")
+                    self.crashed(app, inst, now)
+
     def crashed(self, app, inst, now):
         """The main process ended on its own (or never started): kill what is left of it, schedule a restart."""
         if inst["pid"]:
@@ -458,6 +479,8 @@ class Supervisor:
                     restarts=inst["restarts"] + 1, kill_by=now + KILL_WAIT)
         code = inst["exit_code"]
         how = "exited with %s" % code if code is not None else "exited"
+        if inst.get("reason") == "memory":
+            how = "was stopped for using too much memory"
         if not inst["pid"]:
             how = "could not be started"
         self.event(app, "%s %s, restarting %s" % (inst["name"], how, "in %ds" % delay if delay else "now"))
@@ -474,7 +497,7 @@ class Supervisor:
             self.forget(app, inst["name"])
             self.reconcile(app)
             return
-        kept = {k: inst.get(k) for k in ("restarts", "streak", "exit_code")}
+        kept = {k: inst.get(k) for k in ("restarts", "streak", "exit_code", "reason")}
         self.forget(app, inst["name"])
         self.start(app, inst["name"], want.instances[inst["name"]], want, kept)
 

@@ -14,6 +14,7 @@ class FakeSystem:
 
     def __init__(self, now=1000.0):
         self.now = now
+        self.rss = {}  # pgid -> resident bytes, what group_rss answers
         self.next_pid = 100
         self.spawned = []  # (argv, cwd, env)
         self.signals = []  # (pgid, signal)
@@ -92,3 +93,6 @@ class FakeSystem:
 
     def sent(self, sig):
         return [pgid for pgid, s in self.signals if s == sig]
+
+    def group_rss(self, pgid):
+        return self.rss.get(pgid, 0) if pgid in self.running else 0
