@@ -9,7 +9,6 @@ import json
 import os
 import subprocess
 import types
-import uuid
 
 import pytest
 
@@ -78,7 +77,7 @@ def app_arg(door, text):
     return text.format(shop=door.shop.name, blog=door.blog.name, repos=os.path.join(door.server.root, "repos"))
 
 
-PWNED = "/tmp/tinyserv-door-" + uuid.uuid4().hex
+PWNED = "/tmp/tinyserv-door-test-ran-a-command"  # must never exist: the door ran something if it does
 HOSTILE = [
     # (key, SSH_ORIGINAL_COMMAND, words the one line must contain)
     ("ci", "", "no shell here"),
