@@ -212,3 +212,17 @@ def test_a_daemon_started_by_the_build_does_not_outlive_it(module_server, tmp_pa
     assert "left a daemon behind" in result.stderr
     assert branch_tip(server, app) == commit
     assert wait_until(lambda: not leftovers(app), 10, message="the build's daemon to be stopped") is True
+
+
+def test_a_daemon_started_by_a_web_that_fails_its_boot_check_does_not_outlive_the_push(module_server, tmp_path):
+    server = module_server
+    app, v1 = deploy_v1(server, tmp_path)
+    crashing = ('require("child_process").spawn("sleep", ["600"], {detached: true, stdio: "ignore"}).unref();\n'
+                'console.log("left a daemon, now crashing"); process.exit(3);\n')
+    files = version("v2 serving")
+    files["server.js"] = crashing
+    server.commit(app, files)
+    result = server.push(app, check=False)
+    assert result.returncode != 0 and "web exited with 3 at boot" in result.stderr, result.stderr
+    assert "left a daemon, now crashing" in result.stderr
+    assert_agreement(server, app, {v1: "v1 serving"}, result.returncode, result.stderr)
