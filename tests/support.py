@@ -3,6 +3,7 @@
 import os
 import select
 import shlex
+import signal
 import subprocess
 import time
 import urllib.error
@@ -87,6 +88,13 @@ def make_app(path, files):
     return path
 
 
+def default_signals():
+    """In a child: SIGINT and SIGHUP do what they do for a command started from a terminal, even when whoever
+    runs the tests ignores them (nohup, a background job of a script) and the child would inherit that."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
+
+
 class Running:
     """A command started in a session of its own, its output (stdout and stderr) read as it comes.
 
@@ -97,7 +105,7 @@ class Running:
         self.args = args
         self.read_fd, write_fd = os.pipe()
         self.proc = subprocess.Popen(args, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=write_fd,
-                                     stderr=write_fd, start_new_session=True)
+                                     stderr=write_fd, start_new_session=True, preexec_fn=default_signals)
         os.close(write_fd)
         self.output = ""
 
