@@ -102,6 +102,17 @@ def server_commands():
     return [c for c in COMMANDS if c.server]
 
 
+def named_in(argv):
+    """The command names among argv's words (None, meaning all of them, when there is none or help is asked for).
+
+    A command line builds only the parsers of these: a parser for every command costs more than the work.
+    """
+    if any(word in ("-h", "--help") for word in argv):
+        return None
+    names = {word for word in argv if word in BY_NAME}
+    return names or None
+
+
 def request(cmd, args, app=None, by=None):
     """The remote command line (after `tinyserv-remote`) and the stdin object for cmd with parsed args."""
     options, positionals = [], []

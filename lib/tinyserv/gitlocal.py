@@ -39,6 +39,13 @@ def add_remote(url):
         raise TinyservError("could not add git remote %r" % REMOTE_NAME)
 
 
+def share_ssh(ssh_command):
+    """Make git in this repository run ssh as tinyserv does, so `git push` shares its connection
+    (core.sshCommand: git uses it whenever GIT_SSH_COMMAND is unset)."""
+    if git("config", "core.sshCommand", ssh_command)[0] != 0:
+        raise TinyservError("could not set core.sshCommand in this repository's git config")
+
+
 def remove_remote_if(app):
     """Remove the tinyserv remote when it names app; True if it did."""
     url = remote_url()
