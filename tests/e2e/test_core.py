@@ -416,7 +416,9 @@ BAD_INPUTS = (
         (["apps:destroy", "core-good"], "fresh", None, "needs --confirm core-good"),
         (["apps:destroy", "core-good", "--confirm", "core-goof"], "fresh", None, "does not match"),
         (["apps"], "fresh", UNREACHABLE, "cannot reach deploy@127.0.0.1"),
-        (["ps"], "app", UNREACHABLE, "cannot reach deploy@127.0.0.1"),
+        # -a without -r: the server is TINYSERV_REMOTE's (in the app's repository, plain `ps` goes to the server
+        # its git remote names, whatever TINYSERV_REMOTE says)
+        (["ps", "-a", "core-good"], "app", UNREACHABLE, "cannot reach deploy@127.0.0.1"),
     ]
 )
 
