@@ -56,7 +56,8 @@ def find_remote(args, environ=os.environ):
     return Remote(environ)
 
 
-OPENERS = ["xdg-open", "open", "wslview"]  # Linux desktops, macOS, WSL
+# macOS's `open`; elsewhere `open` may be openvt, so only the desktop's opener and WSL's.
+OPENERS = ["open"] if sys.platform == "darwin" else ["xdg-open", "wslview"]
 
 
 def read_text(path):
