@@ -5,7 +5,6 @@ so a running app never depends on a default silently standing in for a typo.
 """
 
 import os
-import socket
 
 from .errors import TinyservError
 from .names import number
@@ -53,6 +52,7 @@ def keep_builds(environ=os.environ):
 
 def host_name(environ=os.environ):
     """The host name printed in URLs after a deploy (TINYSERV_HOST, default the hostname)."""
+    import socket  # here: the client reads settings too, and starts faster without it
     return environ.get("TINYSERV_HOST") or socket.gethostname()
 
 
