@@ -7,7 +7,6 @@ f(layout, app, **arguments); what it returns goes back to the client as JSON.
 import contextlib
 import errno
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -70,6 +69,7 @@ def create(layout, name, by=None):
 
 def remove_app_files(layout, name):
     """Delete an app's public release file, repository and app directory, whichever exist."""
+    import shutil  # here: most commands never need it
     store.remove(layout.public_release(name))
     shutil.rmtree(layout.repo(name), ignore_errors=True)
     shutil.rmtree(layout.app_dir(name), ignore_errors=True)

@@ -7,7 +7,7 @@ import sys
 import time
 
 from . import __version__, commands, configvars, gitlocal, printer
-from .errors import ArgumentParser, TinyservError, guarded, parse
+from .errors import ArgumentParser, RawDescriptionHelpFormatter, TinyservError, guarded, parse
 from .names import check_app_name, check_config_key, parse_assignments, parse_scale
 from .printer import color, heading, pairs, table
 from .transport import Remote
@@ -125,7 +125,10 @@ class Client:
 
     @property
     def app(self):
-        return resolve_app(self.args)
+        """The app this command acts on (found once)."""
+        if getattr(self, "_app", None) is None:
+            self._app = resolve_app(self.args)
+        return self._app
 
     def call(self, name=None, app=None):
         """Run a command (this one by default) on the server with our arguments; its JSON answer."""
@@ -434,12 +437,13 @@ def parser(verbs=None):
     """The command line; with verbs, only those commands' parsers (see commands.named_in)."""
     p = ArgumentParser(prog="tinyserv", description=__doc__ + "\n\nTINYSERV_REMOTE names the server "
                "(user@host, ssh://user@host:port, or localhost, the default).",
-               formatter_class=argparse.RawDescriptionHelpFormatter)
+               formatter_class=RawDescriptionHelpFormatter)
     p.add_argument("--version", action="version", version="tinyserv " + __version__)
     p.add_argument("-a", "--app", dest="app_first", metavar="NAME", help="the app, for any command that takes one")
     p.add_argument("-r", "--remote", dest="git_remote_first", metavar="GIT_REMOTE",
                    help="the git remote that names the app and its server (default: tinyserv)")
-    sub = p.add_subparsers(dest="verb", metavar="COMMAND", parser_class=ArgumentParser)
+    # prog given: else argparse formats a usage line (and imports shutil) just to name the subcommands
+    sub = p.add_subparsers(dest="verb", metavar="COMMAND", parser_class=ArgumentParser, prog="tinyserv")
     sub.required = True
     for cmd in commands.client_commands():
         if verbs is not None and cmd.name not in verbs:

@@ -94,8 +94,13 @@ class Runner:
 
     def write(self, text):
         if text:
-            self.out.write(text)
-            self.out.flush()
+            try:
+                self.out.write(text)
+                self.out.flush()
+            except BrokenPipeError:
+                # The reader went away (a pipe into head): stop the processes, with nothing more to show.
+                self.out = open(os.devnull, "w")
+                raise
 
     def start(self):
         """Start every process: `sh -c COMMAND` in its own session, as the server runs a Procfile line."""
@@ -165,7 +170,9 @@ class Runner:
                 self.pump(0.2)
         except KeyboardInterrupt:
             interrupted = True
-            self.out.write("\n")
+            self.write("\n")
+        except BrokenPipeError:
+            self.first_exit = 0
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)

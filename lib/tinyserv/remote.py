@@ -21,7 +21,8 @@ from .layout import Layout, server_root
 def parser(verbs=None):
     """The command line; with verbs, only those commands' parsers (building all of them is most of the start-up)."""
     p = ArgumentParser(prog="tinyserv-remote", description=__doc__)
-    sub = p.add_subparsers(dest="verb", metavar="COMMAND", parser_class=ArgumentParser)
+    # prog given: else argparse formats a usage line (and imports shutil) just to name the subcommands
+    sub = p.add_subparsers(dest="verb", metavar="COMMAND", parser_class=ArgumentParser, prog="tinyserv-remote")
     sub.required = True
     for cmd in commands.server_commands():
         if verbs is not None and cmd.name not in verbs:

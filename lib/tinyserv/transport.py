@@ -10,7 +10,9 @@ import re
 import shlex
 import stat
 import subprocess
+import time
 import urllib.parse
+import zlib
 
 from . import settings
 from .errors import TinyservError
@@ -111,9 +113,9 @@ class Remote:
     def _sharing_options(self):
         if self.local or not settings.ssh_reuse(self.environ) or not shares_by_option(self.ssh):
             return []
-        config = self._probe([*self.ssh, "-G", *self.port_options(), "--", self.host])
-        directory = control_dir(self.environ) if config is not None and not config_shares(config) else None
-        if directory is None:
+        directory = control_dir(self.environ)
+        if directory is None or ours_to_share(directory, [*self.ssh, "-G", *self.port_options(), "--", self.host],
+                                              self._probe, self.environ) is False:
             return []
         return ["-o", "ControlMaster=auto", "-o", "ControlPath=" + os.path.join(directory, "%C"),
                 "-o", "ControlPersist=%d" % settings.SSH_PERSIST]
@@ -244,6 +246,52 @@ def ssh_config(argv):
     except (OSError, subprocess.TimeoutExpired):
         return None
     return result.stdout if result.returncode == 0 else None
+
+
+SSH_CONFIGS = ["/etc/ssh/ssh_config", "/etc/ssh/ssh_config.d", "~/.ssh/config", "~/.ssh/config.d"]
+DECISION_AGE = 3600  # seconds a decision about sharing is kept while the ssh configuration files stay the same
+
+
+def ours_to_share(directory, probe_argv, probe, environ):
+    """May tinyserv share connections for this ssh and host (True), or does the user's ssh configuration decide
+    (False)? `ssh -G` is asked, and its answer kept in directory while the configuration files do not change,
+    so that a command through a shared connection does not pay for it each time."""
+    stamp = config_stamp(environ)
+    path = os.path.join(directory, "decided-%08x" % zlib.crc32(json.dumps(probe_argv).encode()))
+    try:
+        with open(path) as f:
+            saved = json.load(f)
+        if (saved["argv"], saved["stamp"]) == (probe_argv, stamp) and time.time() - os.stat(path).st_mtime < DECISION_AGE:
+            return saved["ours"]
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    config = probe(probe_argv)
+    ours = config is not None and not config_shares(config)
+    try:
+        with open(path + ".%d" % os.getpid(), "w") as f:
+            json.dump({"argv": probe_argv, "stamp": stamp, "ours": ours}, f)
+        os.replace(path + ".%d" % os.getpid(), path)
+    except OSError:
+        pass  # only a missed saving
+    return ours
+
+
+def config_stamp(environ):
+    """The size and modification time of every ssh configuration file (and of those in the .d directories)."""
+    home = environ.get("HOME") or os.path.expanduser("~")
+    stamp = []
+    for name in SSH_CONFIGS:
+        path = home + name[1:] if name.startswith("~") else name
+        paths = [path]
+        if path.endswith(".d") and os.path.isdir(path):
+            paths = sorted(os.path.join(path, n) for n in os.listdir(path))
+        for p in paths:
+            try:
+                info = os.stat(p)
+                stamp.append([p, info.st_size, info.st_mtime_ns])
+            except OSError:
+                stamp.append([p, None, None])
+    return stamp
 
 
 def config_shares(config):

@@ -59,6 +59,7 @@ def unpack(stream, ident, home):
         for part in PARTS:
             if not os.path.isdir(os.path.join(incoming, part)):
                 raise UnpackError("the code sent has no %s/ directory" % part)
+        pin_python(os.path.join(incoming, "bin"), sys.executable)
         # Compiled now, once: every later command starts without compiling (and a directory of its
         # own is writable, unlike a shared checkout).
         compileall.compile_dir(os.path.join(incoming, "lib"), quiet=1)
@@ -87,6 +88,20 @@ def extract(stream, dest):
                     raise UnpackError("%r in the code sent is neither a file nor a directory" % member.name)
     except (tarfile.TarError, EOFError, OSError) as e:
         raise UnpackError("the code sent could not be unpacked: %s" % e) from None
+
+
+def pin_python(bin_dir, python):
+    """Start the launchers with this Python directly, without site (`#!/usr/bin/python3 -S`): no `env` to run
+    and no site-packages to scan at every command (tinyserv needs only the standard library)."""
+    if not os.path.isabs(python) or any(c.isspace() for c in python):
+        return
+    for name in os.listdir(bin_dir):
+        path = os.path.join(bin_dir, name)
+        with open(path, "rb") as f:
+            text = f.read()
+        if text.startswith(b"#!/usr/bin/env python3\n"):
+            with open(path, "wb") as f:
+                f.write(b"#!" + python.encode() + b" -S\n" + text[len(b"#!/usr/bin/env python3\n"):])
 
 
 def safe_path(dest, name):

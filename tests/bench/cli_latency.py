@@ -21,6 +21,7 @@ import json
 import os
 import shlex
 import shutil
+import stat
 import subprocess
 import sys
 import tempfile
@@ -73,7 +74,8 @@ class Bench:
         directory = os.path.dirname(self.control_path)
         common.run(self.ssh("-O", "exit", shared=True), env=self.env, check=False, timeout=30)
         deadline = time.monotonic() + 10
-        while os.path.isdir(directory) and os.listdir(directory):
+        while os.path.isdir(directory) and any(stat.S_ISSOCK(os.lstat(os.path.join(directory, n)).st_mode)
+                                               for n in os.listdir(directory)):
             if time.monotonic() > deadline:
                 raise BenchError("the shared ssh connection did not close")
             time.sleep(0.01)
@@ -185,6 +187,9 @@ def main():
         result["samples_s"] = samples
         result["stats_ms"] = {k: {"median": round(1000 * common.median(vs), 1), "min": round(1000 * min(vs), 1),
                                   "max": round(1000 * max(vs), 1)} for k, vs in samples.items()}
+        # Each round's own ratio: a round's commands ran within a second of each other, under the same load.
+        result["ratio_per_round"] = {k: round(common.median([v / t for v, t in zip(vs, samples["ssh_true"])]), 3)
+                                     for k, vs in samples.items()}
         result["server"] = server_imports(bench)
         result["client_python"] = common.version_of(["/usr/bin/python3", "--version"])
         result["ssh"] = common.version_of([SSH, "-V"])

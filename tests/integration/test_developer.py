@@ -115,6 +115,16 @@ def test_local_runs_only_the_named_types_and_stops_everything_when_one_exits(tmp
     assert carrying(token) == []
 
 
+def test_local_into_a_reader_that_goes_away_stops_its_processes(tmp_path):
+    token = uuid.uuid4().hex
+    app = make_app(str(tmp_path / "app"), {"Procfile": "web: while true; do echo tick; sleep 0.05; done\n",
+                                           ".env": "TOKEN=%s\n" % token})
+    command = "%s local -p %d | head -n 3" % (TINYSERV, free_ports())
+    result = run(["bash", "-c", command], cwd=app, env=dict(os.environ, NO_COLOR="1"), timeout=60)
+    assert result.stdout.splitlines()[-1] == "web.1  | tick", result.stdout
+    wait_until(lambda: carrying(token) == [], 15, message="tinyserv local's processes to be stopped")
+
+
 @pytest.mark.parametrize("args, files, message", [
     (["local"], {}, "no Procfile here"),
     (["local", "db"], {"Procfile": "web: x\n"}, "the Procfile has no process type 'db' (it has web)"),

@@ -75,6 +75,15 @@ def test_unpack_puts_a_version_in_place_compiled_and_switch_makes_it_current(tmp
     assert not [n for n in os.listdir(tmp_path / "versions") if n.startswith(".")]
 
 
+def test_the_launchers_are_pinned_to_the_python_that_unpacked_them_without_site(tmp_path):
+    code = dict(CODE, **{"bin/tinyserv-remote": "#!/usr/bin/env python3\nprint('hi')\n"})
+    path = unpack.unpack(tar_of(code), "9-abc", str(tmp_path))
+    with open(os.path.join(path, "bin", "tinyserv-remote")) as f:
+        assert f.read() == "#!%s -S\nprint('hi')\n" % sys.executable
+    assert subprocess.run([os.path.join(path, "bin", "tinyserv-remote")], capture_output=True, text=True,
+                          check=True).stdout == "hi\n"
+
+
 def test_unpacking_a_version_again_keeps_the_complete_one(tmp_path):
     unpack.unpack(tar_of(CODE), "9-abc", str(tmp_path))
     unpack.unpack(tar_of({"bin/x": ""}), "9-abc", str(tmp_path))

@@ -406,3 +406,25 @@ def test_a_server_refusing_us_is_not_retried(short_tmp):
     with pytest.raises(TinyservError, match="cannot reach deploy@h over ssh: Permission denied"):
         sharing_remote(short_tmp, {"GIT_SSH_COMMAND": str(script)}).call(["apps"])
     assert (short_tmp / "calls").read_text() == "x\n"
+
+
+def test_the_decision_about_sharing_is_kept_while_the_ssh_configuration_stays_the_same(short_tmp):
+    home = short_tmp / "home"
+    (home / ".ssh").mkdir(parents=True)
+    (home / ".ssh" / "config").write_text("Host *\n")
+    first = sharing_remote(short_tmp, {"HOME": str(home)})
+    assert "ControlMaster=auto" in first.argv(["ps", "a"]) and len(first.probed) == 1
+    again = sharing_remote(short_tmp, {"HOME": str(home)})
+    assert "ControlMaster=auto" in again.argv(["ps", "a"]) and again.probed == []  # no `ssh -G` this time
+    (home / ".ssh" / "config").write_text("Host *\n  ControlMaster auto\n  ControlPath ~/.ssh/cm-%C\n")
+    changed = sharing_remote(short_tmp, {"HOME": str(home)}, config="host h\ncontrolmaster auto\n")
+    assert "ControlMaster=auto" not in changed.argv(["ps", "a"]) and len(changed.probed) == 1
+
+
+def test_a_damaged_saved_decision_is_asked_again(short_tmp):
+    remote = sharing_remote(short_tmp)
+    remote.argv(["ps", "a"])
+    for saved in (short_tmp / "tinyserv-ssh").glob("decided-*"):
+        saved.write_text("{not json")
+    again = sharing_remote(short_tmp)
+    assert "ControlMaster=auto" in again.argv(["ps", "a"]) and len(again.probed) == 1
