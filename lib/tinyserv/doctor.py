@@ -45,6 +45,7 @@ def have(program, which=shutil.which):
 
 
 def missing_programs(programs, which=shutil.which):
+    """The programs of the list that are not there."""
     return [p for p in programs if not have(p, which)]
 
 
@@ -58,6 +59,7 @@ def check_version(code_dir, current_dir):
 
 
 def check_python():
+    """The Python running tinyserv is 3.9 or later."""
     version = "%d.%d.%d" % sys.version_info[:3]
     if sys.version_info < (3, 9):
         return Check(FAIL, "python3", "%s (%s)" % (version, sys.executable), "tinyserv needs 3.9 or later")

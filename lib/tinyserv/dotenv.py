@@ -43,6 +43,7 @@ def parse_env(text, where=".env"):
 
 
 def line_end(text, pos):
+    """Where the line that pos is on ends."""
     end = text.find("\n", pos)
     return len(text) if end < 0 else end
 

@@ -58,6 +58,7 @@ class Prefixer:
 
 
 def read_file(path, what):
+    """A local file's text, or the one error that says why it cannot be read."""
     try:
         with open(path, encoding="utf-8") as f:
             return f.read()
@@ -90,9 +91,11 @@ class Runner:
         self.first_exit = None
 
     def say(self, text):
+        """A line of our own, behind the `system |` prefix."""
         self.write(color("system".ljust(self.width) + " |", "1", self.out) + " " + text + "\n")
 
     def write(self, text):
+        """Show text at once."""
         if text:
             try:
                 self.out.write(text)
@@ -125,6 +128,10 @@ class Runner:
         """Show what the processes printed, waiting up to timeout; note the ones that exited."""
         for key, _ in self.selector.select(timeout):
             self.read(key.fd)
+        self.reap()
+
+    def reap(self):
+        """Note the processes that exited (and let them go)."""
         for pid, p in list(self.running.items()):
             code = procs.reap(pid)
             if code is not None:
@@ -134,6 +141,7 @@ class Runner:
                     self.first_exit = code
 
     def read(self, fd):
+        """Show what one process printed; at the end of its output, stop watching it."""
         try:
             chunk = os.read(fd, 65536)
         except BlockingIOError:
@@ -153,7 +161,13 @@ class Runner:
         if self.running:
             self.say("stopping %s (SIGTERM, then SIGKILL after %g s)" % (", ".join(
                 p.name for p in self.running.values()), grace))
-        procs.stop(list(self.running), grace, "tinyserv local", marks=[self.mark])
+        # Our children are reaped as they exit, so that a group of zombies does not look alive where
+        # procs cannot read /proc (macOS) and can only ask whether the group exists.
+        previous = signal.signal(signal.SIGCHLD, lambda *_: self.reap())
+        try:
+            procs.stop(list(self.running), grace, "tinyserv local", marks=[self.mark])
+        finally:
+            signal.signal(signal.SIGCHLD, previous)
         while self.running:
             self.pump(0.05)
         deadline = time.monotonic() + 2  # the last output; a stray that kept a pipe (and no mark) is not waited for

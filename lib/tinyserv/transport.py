@@ -102,6 +102,7 @@ class Remote:
         return [*self.ssh, *opts, "--", self.host, command]
 
     def port_options(self):
+        """ssh's -p for a server on another port than 22."""
         return ["-p", str(self.port)] if self.port else []
 
     def sharing(self):
