@@ -79,25 +79,27 @@ def install_unit(layout, steps):
         steps.detail("no systemd here: start the apps at boot with 'tinyserv-remote startup' "
                      "(e.g. crontab -e: @reboot tinyserv-remote startup)")
         return
-    unit = unit_text(layout)
     try:
         with open(UNIT_PATH) as f:
             installed = f.read()
     except OSError:
         installed = None
+    done = place_unit(unit_text(layout), installed, can_be_root(), pwd.getpwuid(os.getuid()).pw_name, root_run)
+    steps.detail(done)
+
+
+def place_unit(unit, installed, as_root, user, run):
+    """Write and enable the unit as root (as_root: the prefix, None when we may not) unless it is there
+    already or another user's; what happened, in one line."""
     if installed == unit:
-        steps.detail("systemd unit %s is up to date" % UNIT_PATH)
-        return
-    as_root = can_be_root()
-    user = pwd.getpwuid(os.getuid()).pw_name
+        return "systemd unit %s is up to date" % UNIT_PATH
     if as_root is None or (installed is not None and "\nUser=%s\n" % user not in installed):
-        steps.detail("to start the apps at boot, as root: tinyserv-remote systemd-unit | sudo tee %s && "
-                     "sudo systemctl enable --now tinyserv" % UNIT_PATH)
-        return
-    root_run(as_root + ["tee", UNIT_PATH], unit)
-    root_run(as_root + ["systemctl", "daemon-reload"])
-    root_run(as_root + ["systemctl", "enable", "--now", "tinyserv"])
-    steps.detail("systemd unit installed and enabled: %s" % UNIT_PATH)
+        return ("to start the apps at boot, as root: tinyserv-remote systemd-unit | sudo tee %s && "
+                "sudo systemctl enable --now tinyserv" % UNIT_PATH)
+    run(as_root + ["tee", UNIT_PATH], unit)
+    run(as_root + ["systemctl", "daemon-reload"])
+    run(as_root + ["systemctl", "enable", "--now", "tinyserv"])
+    return "systemd unit installed and enabled: %s" % UNIT_PATH
 
 
 def root_run(argv, data=None):

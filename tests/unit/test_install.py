@@ -187,6 +187,48 @@ def test_ensure_environment_creates_a_missing_bashrc(tmp_path):
     assert (tmp_path / ".bashrc").read_text() == serversetup.environment_block()
 
 
+# --- the boot unit ---
+
+UNIT = "[Service]\nUser=deploy\nExecStart=/usr/bin/python3 /home/deploy/.tinyserv-code/current/bin/tinyserv-remote\n"
+
+
+def place(installed, as_root, user="deploy"):
+    ran = []
+    said = serversetup.place_unit(UNIT, installed, as_root, user, lambda argv, data=None: ran.append((argv, data)))
+    return said, ran
+
+
+def test_the_unit_is_written_and_enabled_as_root_when_this_user_may():
+    said, ran = place(None, ["sudo", "-n"])
+    assert said == "systemd unit installed and enabled: /etc/systemd/system/tinyserv.service"
+    assert ran == [(["sudo", "-n", "tee", "/etc/systemd/system/tinyserv.service"], UNIT),
+                   (["sudo", "-n", "systemctl", "daemon-reload"], None),
+                   (["sudo", "-n", "systemctl", "enable", "--now", "tinyserv"], None)]
+    assert place(UNIT.replace("python3 ", "python3.11 "), [])[1][0][0] == ["tee", "/etc/systemd/system/tinyserv.service"]
+
+
+@pytest.mark.parametrize("installed, as_root, user, expected", [
+    (UNIT, ["sudo", "-n"], "deploy", "is up to date"),
+    (None, None, "deploy", "to start the apps at boot, as root: tinyserv-remote systemd-unit | sudo tee"),
+    (UNIT.replace("User=deploy", "User=alice"), [], "deploy", "to start the apps at boot"),  # not ours to replace
+])
+def test_the_unit_is_left_alone_when_it_is_there_or_not_ours_to_write(installed, as_root, user, expected):
+    said, ran = place(installed, as_root, user)
+    assert expected in said and ran == []
+
+
+def test_the_unit_runs_the_current_version_of_an_installed_tinyserv(tmp_path, monkeypatch):
+    from tinyserv import control, lifecycle
+    from tinyserv.layout import Layout
+    real = tmp_path / ".tinyserv-code" / "versions" / "9-abc" / "bin" / "tinyserv-remote"
+    real.parent.mkdir(parents=True)
+    real.write_text("")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setattr(control, "REMOTE_SCRIPT", str(real))
+    unit = lifecycle.unit_text(Layout(str(tmp_path / "root")))
+    assert "%s/.tinyserv-code/current/bin/tinyserv-remote supervise --boot" % tmp_path in unit
+
+
 # --- the doctor ---
 
 
