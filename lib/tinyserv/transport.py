@@ -272,9 +272,18 @@ def ours_to_share(directory, probe_argv, probe, environ):
         with open(path + ".%d" % os.getpid(), "w") as f:
             json.dump({"argv": probe_argv, "stamp": stamp, "ours": ours}, f)
         os.replace(path + ".%d" % os.getpid(), path)
+        forget_old_decisions(directory)
     except OSError:
         pass  # only a missed saving
     return ours
+
+
+def forget_old_decisions(directory):
+    """Remove saved decisions nobody asked for within DECISION_AGE (servers that are gone, say)."""
+    for name in os.listdir(directory):
+        path = os.path.join(directory, name)
+        if name.startswith("decided-") and time.time() - os.stat(path).st_mtime > DECISION_AGE:
+            os.unlink(path)
 
 
 def config_stamp(environ):

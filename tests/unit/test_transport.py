@@ -428,3 +428,13 @@ def test_a_damaged_saved_decision_is_asked_again(short_tmp):
         saved.write_text("{not json")
     again = sharing_remote(short_tmp)
     assert "ControlMaster=auto" in again.argv(["ps", "a"]) and len(again.probed) == 1
+
+
+def test_old_saved_decisions_are_removed_when_a_new_one_is_saved(short_tmp):
+    sharing_remote(short_tmp).argv(["ps", "a"])
+    directory = short_tmp / "tinyserv-ssh"
+    old = directory / "decided-0000dead"
+    old.write_text("{}")
+    os.utime(old, (1, 1))
+    sharing_remote(short_tmp, {"TINYSERV_REMOTE": "other"}).argv(["ps", "a"])
+    assert not old.exists() and len(list(directory.glob("decided-*"))) == 2
