@@ -7,12 +7,11 @@ f(layout, app, **arguments); what it returns goes back to the client as JSON.
 import contextlib
 import errno
 import os
-import shutil
 import socket
 import subprocess
 import sys
 
-from . import appstate, configvars, control, deploy, logs, procs, releases, rollout, settings, store
+from . import appstate, configvars, control, logs, procs, releases, settings, store
 from .errors import TinyservError
 from .layout import start_port
 from .names import check_app_name, parse_assignments, parse_scale
@@ -70,6 +69,7 @@ def create(layout, name, by=None):
 
 def remove_app_files(layout, name):
     """Delete an app's public release file, repository and app directory, whichever exist."""
+    import shutil  # here: most commands never need it
     store.remove(layout.public_release(name))
     shutil.rmtree(layout.repo(name), ignore_errors=True)
     shutil.rmtree(layout.app_dir(name), ignore_errors=True)
@@ -82,6 +82,7 @@ def ensure_repo(layout, name):
         result = subprocess.run(["git", "init", "--bare", "--quiet", repo], capture_output=True, text=True)
         if result.returncode != 0:
             raise TinyservError("git init failed: %s" % result.stderr.strip())
+    from . import deploy  # here and below, not at the top: `ps`, `config` ... start faster without the deploy code
     hook = os.path.join(repo, "hooks", "pre-receive")
     store.write_atomic(hook, deploy.hook_script(layout, name, sys.executable, control.REMOTE_SCRIPT), 0o755)
 
@@ -331,6 +332,7 @@ def rollback(layout, name, version=None, by=None):
 @contextlib.contextmanager
 def changing(layout, name):
     """Hold the app's lock for a change, once any interrupted push has been settled."""
+    from . import deploy
     deploy.recover(layout, name)
     with store.locked(layout.app_file(name, "lock")):
         yield
@@ -338,6 +340,7 @@ def changing(layout, name):
 
 def roll(layout, name, description, config, source, by):
     """Boot-check (source's build, config), record it as a release, switch to it; report what serves."""
+    from . import rollout
     if source["build"] and rollout.runs_web(layout, name, appstate.build_meta(layout, name, source["build"])):
         rollout.check_boot(layout, name, source["build"], config)
     with rollout.uninterrupted():

@@ -1,15 +1,13 @@
 """tinyserv: the developer's command line. Heroku's verbs, run against your own server."""
 
 import argparse
-import getpass
 import os
 import shlex
-import socket
 import sys
 import time
 
 from . import __version__, commands, configvars, gitlocal, printer
-from .errors import ArgumentParser, TinyservError, guarded, parse
+from .errors import ArgumentParser, RawDescriptionHelpFormatter, TinyservError, guarded, parse
 from .names import check_app_name, check_config_key, parse_assignments, parse_scale
 from .printer import color, heading, pairs, table
 from .transport import Remote
@@ -17,6 +15,8 @@ from .transport import Remote
 
 def who():
     """Who made a change, for the release history."""
+    import getpass
+    import socket
     return "%s@%s" % (getpass.getuser(), socket.gethostname())
 
 
@@ -54,6 +54,32 @@ def find_remote(args, environ=os.environ):
         if url:
             return Remote.for_url(url, environ)
     return Remote(environ)
+
+
+# macOS's `open`; elsewhere `open` may be openvt, so only the desktop's opener and WSL's.
+OPENERS = ["open"] if sys.platform == "darwin" else ["xdg-open", "wslview"]
+
+
+def read_text(path):
+    """A local file's text, or the one error that says why it cannot be read."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    except (OSError, UnicodeDecodeError) as e:
+        raise TinyservError("cannot read %s: %s" % (path, getattr(e, "strerror", None) or e)) from None
+
+
+def write_private(path, text):
+    """Write a local file only its owner can read (config vars are often secrets), replacing it atomically."""
+    import tempfile
+    directory = os.path.dirname(os.path.abspath(path))
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".tinyserv-", dir=directory)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except OSError as e:
+        raise TinyservError("cannot write %s: %s" % (path, e.strerror)) from None
 
 
 def ago(epoch, now=None):
@@ -99,7 +125,10 @@ class Client:
 
     @property
     def app(self):
-        return resolve_app(self.args)
+        """The app this command acts on (found once)."""
+        if getattr(self, "_app", None) is None:
+            self._app = resolve_app(self.args)
+        return self._app
 
     def call(self, name=None, app=None):
         """Run a command (this one by default) on the server with our arguments; its JSON answer."""
@@ -136,6 +165,8 @@ class Client:
         url = self.remote.git_url(created["repo"])
         if repo:
             gitlocal.add_remote(url)
+            if self.remote.git_ssh_command():
+                gitlocal.share_ssh(self.remote.git_ssh_command())
         created.update(git_url=url, web_url=self.web_url(created["port"]))
         self.json_or(created, lambda c: self.say(
             "Creating ⬢ %s... done\n%s | %s" % (c["name"], c["web_url"], c["git_url"])
@@ -208,9 +239,8 @@ class Client:
         parse_scale(self.args.changes)  # refused here before anything travels; the server checks again
         if not self.args.changes:
             raise TinyservError("ps:scale needs TYPE=N, e.g. 'tinyserv ps:scale worker=2'")
-        result = self.call()
-        self.say("Scaling processes... done, now running " + ", ".join(
-            "%s at %d" % (t, v["quantity"]) for t, v in sorted(result.items())))
+        self.json_or(self.call(), lambda result: self.say("Scaling processes... done, now running " + ", ".join(
+            "%s at %d" % (t, v["quantity"]) for t, v in sorted(result.items()))))
 
     def ps_restart(self):
         target = getattr(self.args, "target", None)
@@ -253,7 +283,9 @@ class Client:
     def config_get(self):
         key = check_config_key(self.args.key)
         value = self.call("config").get(key)
-        if value is not None:
+        if getattr(self.args, "json", False):
+            self.say(printer.dumps({key: value}))
+        elif value is not None:
             self.say(value)
 
     def config_set(self):
@@ -261,18 +293,20 @@ class Client:
         if not changes:
             raise TinyservError("config:set needs KEY=VALUE, e.g. 'tinyserv config:set GREETING=hello'")
         configvars.check_changes(changes, [])  # refused here before anything travels; the server checks again
-        result = self.call()
-        self.report_release("Setting %s and restarting" % ", ".join(changes), result)
-        self.say(pairs(sorted(changes.items())))
+        self.json_or(self.call(), lambda result: self.report_release(
+            "Setting %s and restarting" % ", ".join(changes), result, pairs(sorted(changes.items()))))
 
     def config_unset(self):
         keys = [check_config_key(k) for k in self.args.keys]
         if not keys:
             raise TinyservError("config:unset needs a KEY, e.g. 'tinyserv config:unset GREETING'")
-        self.report_release("Unsetting %s and restarting" % ", ".join(keys), self.call())
+        self.json_or(self.call(), lambda result: self.report_release(
+            "Unsetting %s and restarting" % ", ".join(keys), result))
 
-    def report_release(self, doing, result):
+    def report_release(self, doing, result, more=None):
         self.say("%s ⬢ %s... done, v%d" % (doing, self.app, result["release"]["version"]))
+        if more:
+            self.say(more)
 
     # --- releases ---
 
@@ -294,9 +328,105 @@ class Client:
             ("Config vars", ", ".join(r["config_keys"]) or "(none)")])))
 
     def rollback(self):
-        result = self.call()
-        self.report_release("Rolling back", result)
-        self.say(result["release"]["description"])
+        self.json_or(self.call(), lambda result: self.report_release(
+            "Rolling back", result, result["release"]["description"]))
+
+    # --- the developer's side: setting a server up, working on this machine, small things ---
+
+    def server_remote(self):
+        """The server the command line names (REMOTE), else TINYSERV_REMOTE's."""
+        spec = getattr(self.args, "server", None)
+        return Remote(os.environ, spec) if spec else Remote(os.environ)
+
+    def version(self):
+        from .install import server_version
+        remote = self.server_remote()
+        server = server_version(remote)
+        info = {"client": __version__, "server": server, "server_host": remote.host or "localhost",
+                "same": server == __version__}
+        self.json_or(info, lambda i: self.say("tinyserv %s (this machine)\ntinyserv-remote %s (%s)" % (
+            i["client"], i["server"] or "not installed", i["server_host"])))
+        if not info["same"]:
+            printer.warning("the server %s; 'tinyserv server:install%s' installs this version there without "
+                            "stopping apps" % ("has %s, this machine %s" % (server, __version__) if server else
+                                               "has no tinyserv", " " + self.args.server if self.args.server else ""))
+
+    def server_install(self):
+        from .install import install
+        remote = self.server_remote()
+        if remote.local:
+            raise TinyservError("server:install works over ssh: name the server ('tinyserv server:install "
+                                "user@host') or set TINYSERV_REMOTE")
+        code = install(remote, self.say)
+        if code == 0:
+            self.say("-----> tinyserv %s is ready on %s: 'tinyserv apps:create' in an app's repository, then "
+                     "'git push tinyserv main'" % (__version__, remote.host))
+        return code  # the doctor printed what failed, and each fix
+
+    def local(self):
+        from . import local
+        return local.run(self.args.types, self.args.procfile, self.args.env or ".env", self.args.env is not None,
+                         self.args.port, self.args.timeout, self.out)
+
+    def call_with(self, name, **values):
+        """Run another command on the server, with these as its arguments."""
+        cmd = commands.BY_NAME[name]
+        words, payload = commands.request(cmd, argparse.Namespace(**values), self.app, who())
+        return self.remote.call(words, payload)
+
+    def config_pull(self):
+        from . import dotenv
+        path = self.args.env
+        server = self.call("config")
+        local_values = dotenv.parse_env(read_text(path), path) if os.path.exists(path) else {}
+        kept = sorted(k for k in server if k in local_values and local_values[k] != server[k]
+                      and not self.args.overwrite)
+        merged = dict(local_values, **{k: v for k, v in server.items() if k not in kept})
+        write_private(path, dotenv.format_env(merged))
+        result = {"file": path, "pulled": sorted(k for k in server if k not in kept), "kept": kept}
+        self.json_or(result, lambda r: self.say(
+            "Config vars of ⬢ %s written to %s: %s" % (self.app, path, ", ".join(r["pulled"]) or "(none)")
+            + ("\nKept the values %s has for %s (--overwrite replaces them)" % (path, ", ".join(kept))
+               if kept else "")))
+
+    def config_push(self):
+        from . import dotenv
+        path = self.args.env
+        if not os.path.exists(path):
+            raise TinyservError("no %s here: write one (NAME=value lines), or pull the app's with config:pull" % path)
+        wanted = dotenv.parse_env(read_text(path), path)
+        configvars.check_changes(wanted, [])  # refused here before anything travels; the server checks again
+        current = self.call("config")
+        changes = {k: v for k, v in wanted.items() if current.get(k) != v}
+        if not changes:
+            self.json_or({"pushed": [], "release": None}, lambda r: self.say(
+                "Config vars of ⬢ %s already match %s: nothing to push" % (self.app, path)))
+            return
+        result = self.call_with("config:set", pairs=["%s=%s" % item for item in sorted(changes.items())])
+        result["pushed"] = sorted(changes)
+        self.json_or(result, lambda r: self.report_release(
+            "Setting %s from %s and restarting" % (", ".join(r["pushed"]), path), r))
+
+    def open(self):
+        import shutil
+        import subprocess
+        info = self.call("apps:info")
+        url = self.web_url(info["port"]) + self.args.path.lstrip("/")
+        opener = next((shutil.which(p) for p in OPENERS if shutil.which(p)), None)
+        if opener is None:
+            self.say(url)
+            return
+        try:
+            subprocess.Popen([opener, url], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL, start_new_session=True)
+        except OSError:
+            self.say(url)  # the opener cannot run: the address is still what the user wants
+            return
+        self.say("Opening %s" % url)
+
+    def completion(self):
+        from . import completion
+        self.out.write(getattr(completion, self.args.shell)())
 
 
     # --- deploy keys ---
@@ -341,17 +471,21 @@ def method_name(name):
     return name.replace(":", "_").replace("-", "_")
 
 
-def parser():
+def parser(verbs=None):
+    """The command line; with verbs, only those commands' parsers (see commands.named_in)."""
     p = ArgumentParser(prog="tinyserv", description=__doc__ + "\n\nTINYSERV_REMOTE names the server "
                "(user@host, ssh://user@host:port, or localhost, the default).",
-               formatter_class=argparse.RawDescriptionHelpFormatter)
+               formatter_class=RawDescriptionHelpFormatter)
     p.add_argument("--version", action="version", version="tinyserv " + __version__)
     p.add_argument("-a", "--app", dest="app_first", metavar="NAME", help="the app, for any command that takes one")
     p.add_argument("-r", "--remote", dest="git_remote_first", metavar="GIT_REMOTE",
                    help="the git remote that names the app and its server (default: tinyserv)")
-    sub = p.add_subparsers(dest="verb", metavar="COMMAND", parser_class=ArgumentParser)
+    # prog given: else argparse formats a usage line (and imports shutil) just to name the subcommands
+    sub = p.add_subparsers(dest="verb", metavar="COMMAND", parser_class=ArgumentParser, prog="tinyserv")
     sub.required = True
     for cmd in commands.client_commands():
+        if verbs is not None and cmd.name not in verbs:
+            continue
         sp = sub.add_parser(cmd.name, help=cmd.help, description=cmd.help)
         if cmd.app and cmd.app_flag:
             sp.add_argument("-a", "--app", metavar="NAME", help="the app (default: this repository's)")
@@ -371,7 +505,7 @@ def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
 
     def body():
-        args = parse(parser(), argv)
+        args = parse(parser(commands.named_in(argv)), argv)
         if app_option(args) is not None and not (commands.BY_NAME[args.verb].app and
                                                  commands.BY_NAME[args.verb].app_flag):
             raise TinyservError("%s does not take -a/--app" % args.verb)

@@ -44,6 +44,9 @@ def sent(cmd, to=None):
 
 
 NUM = arg("-n", "--num", type=int, metavar="N")
+SERVER = arg("server", nargs="?", metavar="REMOTE", to=LOCAL,
+             help="user@host, ssh://user@host:port or an ssh alias (default: TINYSERV_REMOTE)")
+ENV_FILE = arg("-e", "--env", default=".env", metavar="FILE", to=LOCAL, help="the file (default .env)")
 VERSION = arg("version", nargs="?", metavar="vN")
 
 COMMANDS = [
@@ -55,7 +58,7 @@ COMMANDS = [
         arg("--confirm", metavar="NAME", to=LOCAL, help="the app's name, to skip the question")]),
     command("apps:info", "show an app's port, URLs, release and state", "apps.info", json=True),
     command("ps", "list the app's processes", "apps.processes", json=True),
-    command("ps:scale", "set how many instances of each process type run", "apps.scale",
+    command("ps:scale", "set how many instances of each process type run", "apps.scale", json=True,
             args=[arg("changes", nargs="*", metavar="TYPE=N")]),
     command("ps:restart", "restart processes (all, a TYPE, or TYPE.N)", "apps.restart",
             args=[arg("target", nargs="?", metavar="TYPE|TYPE.N")]),
@@ -70,15 +73,15 @@ COMMANDS = [
             args=[arg("command", nargs="...", metavar="COMMAND ...")]),
     command("config", "show config vars", "apps.config", json=True,
             args=[arg("--shell", action="store_true", to=LOCAL, help="print KEY='value' lines for a shell")]),
-    command("config:get", "print one config var", None, args=[arg("key", metavar="KEY", to=LOCAL)]),
-    command("config:set", "set config vars and restart the app", "apps.set_config", who=True,
+    command("config:get", "print one config var", None, json=True, args=[arg("key", metavar="KEY", to=LOCAL)]),
+    command("config:set", "set config vars and restart the app", "apps.set_config", who=True, json=True,
             args=[arg("pairs", nargs="*", metavar="KEY=VALUE", to=STDIN)]),
-    command("config:unset", "remove config vars and restart the app", "apps.unset_config", who=True,
+    command("config:unset", "remove config vars and restart the app", "apps.unset_config", who=True, json=True,
             args=[arg("keys", nargs="*", metavar="KEY", to=STDIN)]),
     command("releases", "list releases", "apps.history", json=True, args=[NUM._replace(options=dict(
         NUM.options, help="only the newest N"))]),
     command("releases:info", "show one release", "apps.release_info", json=True, args=[VERSION]),
-    command("rollback", "go back to an earlier release, without rebuilding", "apps.rollback", who=True,
+    command("rollback", "go back to an earlier release, without rebuilding", "apps.rollback", who=True, json=True,
             args=[VERSION]),
     # Deploy keys: ssh keys that may only push and run these commands (keys.py, door.py).
     command("keys", "list deploy keys", "keys.listing", app=False, json=True),
@@ -106,7 +109,31 @@ COMMANDS = [
     command("hook", None, "hook.main", client=False, stream=True),
     command("ssh-serve", None, "door.serve", app=False, client=False, stream=True,
             args=[arg("--key", metavar="NAME", required=True)]),
-    command("version", "print the version", "lifecycle.version", app=False, client=False, stream=True),
+    command("version", "show tinyserv's version here and on the server (warns when they differ)",
+            "lifecycle.version", app=False, json=True, args=[SERVER]),
+    # The developer's side: setting a server up and checking it, working on this machine, small things.
+    command("server:install", "install tinyserv on the server over ssh, or upgrade it without stopping apps",
+            None, app=False, args=[SERVER]),
+    command("setup", None, "serversetup.setup", app=False, client=False, stream=True),
+    command("doctor", "check this server: versions, PATH, root, supervisor, boot, disk, programs", "doctor.doctor",
+            app=False, client=False, stream=True),
+    command("local", "run the app's Procfile on this machine, as heroku local does", None, app=False, args=[
+        arg("types", nargs="*", metavar="TYPE", to=LOCAL, help="only these process types (default: all)"),
+        arg("-e", "--env", metavar="FILE", to=LOCAL, help="the environment file (default .env, if there is one)"),
+        arg("-f", "--procfile", default="Procfile", metavar="FILE", to=LOCAL, help="default: Procfile"),
+        arg("-p", "--port", type=int, default=5000, metavar="PORT", to=LOCAL,
+            help="the first process's PORT; each next one gets 100 more (default 5000)"),
+        arg("-t", "--timeout", type=float, default=5, metavar="SECONDS", to=LOCAL,
+            help="seconds between SIGTERM and SIGKILL when stopping (default 5)")]),
+    command("config:pull", "write the app's config vars into .env (keeps the values there unless --overwrite)",
+            None, json=True, args=[ENV_FILE, arg("--overwrite", action="store_true", to=LOCAL,
+                                                 help="replace values .env has already")]),
+    command("config:push", "set the app's config vars from .env (boot-checked, like config:set)", None,
+            json=True, args=[ENV_FILE]),
+    command("open", "open the app in a web browser (prints its address when there is none)", None,
+            args=[arg("path", nargs="?", default="", metavar="PATH", to=LOCAL, help="a path on the app")]),
+    command("completion", "print shell completion for bash or zsh (eval \"$(tinyserv completion bash)\")", None,
+            app=False, args=[arg("shell", choices=["bash", "zsh"], metavar="SHELL", to=LOCAL, help="bash or zsh")]),
 ]
 
 BY_NAME = {c.name: c for c in COMMANDS}
@@ -123,6 +150,17 @@ def client_commands():
 
 def server_commands():
     return [c for c in COMMANDS if c.server]
+
+
+def named_in(argv):
+    """The command names among argv's words (None, meaning all of them, when there is none or help is asked for).
+
+    A command line builds only the parsers of these: a parser for every command costs more than the work.
+    """
+    if any(word in ("-h", "--help") for word in argv):
+        return None
+    names = {word for word in argv if word in BY_NAME}
+    return names or None
 
 
 def request(cmd, args, app=None, by=None):

@@ -16,8 +16,36 @@ class TinyservError(Exception):
         self.details = list(details)
 
 
+def terminal_width():
+    """The width argparse asks shutil for (COLUMNS, else the terminal's, else 80), without importing shutil:
+    argparse makes a formatter for every argument it adds, and most command lines print no help."""
+    try:
+        return int(os.environ["COLUMNS"])
+    except (KeyError, ValueError):
+        pass
+    try:
+        return os.get_terminal_size(sys.__stdout__.fileno()).columns
+    except (AttributeError, ValueError, OSError):
+        return 80
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """argparse's formatter, with the width found without shutil."""
+
+    def __init__(self, prog, indent_increment=2, max_help_position=24, width=None):
+        super().__init__(prog, indent_increment, max_help_position, width or terminal_width() - 2)
+
+
+class RawDescriptionHelpFormatter(HelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """The same, keeping the description's line breaks."""
+
+
 class ArgumentParser(argparse.ArgumentParser):
     """argparse, but a bad command line is a TinyservError like any other (one line, exit 1)."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
 
     def error(self, message):
         command = self.prog.split(" ", 1)

@@ -21,10 +21,16 @@ def in_repository():
     return git("rev-parse", "--is-inside-work-tree")[1] == "true"
 
 
+_urls = {}  # (directory, remote name) -> URL: git is asked once per command (remotes change only below)
+
+
 def remote_url(name=REMOTE_NAME):
     """The URL of the named remote, or None."""
-    code, out = git("remote", "get-url", name)
-    return out if code == 0 and out else None
+    key = (os.getcwd(), name)
+    if key not in _urls:
+        code, out = git("remote", "get-url", name)
+        _urls[key] = out if code == 0 and out else None
+    return _urls[key]
 
 
 def app_from_url(url):
@@ -34,15 +40,24 @@ def app_from_url(url):
 
 
 def add_remote(url):
+    _urls.clear()
     code, _ = git("remote", "add", REMOTE_NAME, url)
     if code != 0:
         raise TinyservError("could not add git remote %r" % REMOTE_NAME)
+
+
+def share_ssh(ssh_command):
+    """Make git in this repository run ssh as tinyserv does, so `git push` shares its connection
+    (core.sshCommand: git uses it whenever GIT_SSH_COMMAND is unset)."""
+    if git("config", "core.sshCommand", ssh_command)[0] != 0:
+        raise TinyservError("could not set core.sshCommand in this repository's git config")
 
 
 def remove_remote_if(app):
     """Remove the tinyserv remote when it names app; True if it did."""
     url = remote_url()
     if url and app_from_url(url) == app:
+        _urls.clear()
         return git("remote", "remove", REMOTE_NAME)[0] == 0
     return False
 

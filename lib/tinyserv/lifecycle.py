@@ -71,11 +71,18 @@ def shutdown(layout):
 
 def systemd_unit(layout):
     """Print a systemd unit that runs the supervisor for this user and these settings."""
+    print(unit_text(layout), end="")
+
+
+def unit_text(layout):
+    """The systemd unit for this user and these settings; it runs the current version of an installed
+    tinyserv (~/.tinyserv-code/current), so an upgrade needs no new unit."""
     import getpass
     from . import control
     from .layout import start_port
-    print(UNIT.format(user=getpass.getuser(), root=layout.root, port=start_port(),
-                      python=sys.executable, script=control.REMOTE_SCRIPT), end="")
+    from .unpack import installed_script
+    return UNIT.format(user=getpass.getuser(), root=layout.root, port=start_port(),
+                       python=sys.executable, script=installed_script(control.REMOTE_SCRIPT))
 
 
 def supervise(layout, boot=False, if_none=False, standby=False):
@@ -116,5 +123,7 @@ def stand_by(layout):
 
 
 def version(layout):
+    """This server's tinyserv: its version and where its code is."""
     from . import __version__
-    print(__version__)
+    code = os.path.dirname(os.path.dirname(os.path.dirname(os.path.realpath(__file__))))
+    return {"version": __version__, "code": code}

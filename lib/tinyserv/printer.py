@@ -75,3 +75,10 @@ def error(message, details=(), stream=None):
         stream.write(INDENT + line.rstrip("\n") + "\n")
     stream.write(color("tinyserv: " + message.replace("\n", " "), "31", stream) + "\n")
     stream.flush()
+
+
+def warning(message, stream=None):
+    """A warning on stderr: something to fix that did not stop the command."""
+    stream = stream or sys.stderr
+    stream.write(color("tinyserv: warning: " + message.replace("\n", " "), "33", stream) + "\n")
+    stream.flush()

@@ -52,8 +52,12 @@ def group_members(pgid):
     """Live (non-zombie) pids in process group pgid (none for 0 or 1: kernel threads and init, never ours)."""
     if pgid <= 1 or not group_exists(pgid):
         return []
+    try:
+        names = os.listdir("/proc")
+    except FileNotFoundError:  # no /proc (tinyserv local on macOS): the group is there, its members unknown
+        return [pgid]
     members = []
-    for name in os.listdir("/proc"):
+    for name in names:
         if name.isdigit():
             stat = proc_stat(int(name))
             if stat and stat[1] == pgid and stat[0] not in "ZX":
@@ -125,7 +129,11 @@ def marked_by(prefix):
     """
     found = {}
     me = os.getpid()
-    for name in os.listdir("/proc"):
+    try:
+        names = os.listdir("/proc")
+    except FileNotFoundError:  # no /proc (tinyserv local on macOS): no process can be found by its mark
+        return found
+    for name in names:
         if not name.isdigit() or int(name) == me:
             continue
         value = env_value(int(name), MARK)

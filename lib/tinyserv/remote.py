@@ -9,6 +9,7 @@ long-lived supervisor process does not carry the others.
 import argparse
 import importlib
 import json
+import os
 import sys
 
 from . import commands
@@ -17,11 +18,15 @@ from .errors import ArgumentParser, TinyservError, guarded, parse
 from .layout import Layout, server_root
 
 
-def parser():
+def parser(verbs=None):
+    """The command line; with verbs, only those commands' parsers (building all of them is most of the start-up)."""
     p = ArgumentParser(prog="tinyserv-remote", description=__doc__)
-    sub = p.add_subparsers(dest="verb", metavar="COMMAND", parser_class=ArgumentParser)
+    # prog given: else argparse formats a usage line (and imports shutil) just to name the subcommands
+    sub = p.add_subparsers(dest="verb", metavar="COMMAND", parser_class=ArgumentParser, prog="tinyserv-remote")
     sub.required = True
     for cmd in commands.server_commands():
+        if verbs is not None and cmd.name not in verbs:
+            continue
         sp = sub.add_parser(cmd.name, help=cmd.help or argparse.SUPPRESS, description=cmd.help)
         if cmd.app:
             sp.add_argument("app")
@@ -65,12 +70,14 @@ def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
 
     def body():
-        args = parse(parser(), argv)
+        args = parse(parser(commands.named_in(argv)), argv)
         cmd = commands.BY_NAME[args.verb]
         layout = Layout(server_root()).check()
-        if cmd.app and cmd.name != "hook" and layout.exists(args.app):
+        # A push whose process was killed is settled before anything else (deploy.pending_file says where
+        # its record is; looked at here first so that most commands need not load the deploy code).
+        if cmd.app and cmd.name != "hook" and os.path.exists(layout.app_file(args.app, "pending.json")):
             from .deploy import recover
-            recover(layout, args.app)  # a push whose process was killed is settled before anything else
+            recover(layout, args.app)
         result = call(layout, cmd, args)
         if cmd.stream:
             return result

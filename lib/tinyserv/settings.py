@@ -5,7 +5,6 @@ so a running app never depends on a default silently standing in for a typo.
 """
 
 import os
-import socket
 
 from .errors import TinyservError
 from .names import number
@@ -67,4 +66,13 @@ def keep_builds(environ=os.environ):
 
 def host_name(environ=os.environ):
     """The host name printed in URLs after a deploy (TINYSERV_HOST, default the hostname)."""
+    import socket  # here: the client reads settings too, and starts faster without it
     return environ.get("TINYSERV_HOST") or socket.gethostname()
+
+
+SSH_PERSIST = 600  # seconds a shared ssh connection stays open after the last command that used it
+
+
+def ssh_reuse(environ=os.environ):
+    """Share one ssh connection between commands (TINYSERV_SSH_REUSE, default 1; 0 turns it off)."""
+    return environ.get("TINYSERV_SSH_REUSE", "1").strip() != "0"

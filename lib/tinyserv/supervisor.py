@@ -20,7 +20,6 @@ import signal
 import socket
 import sys
 import time
-import traceback
 
 from . import appenv, appstate, procs, releases, services, settings, store
 from .errors import TinyservError
@@ -804,6 +803,7 @@ class Server:
             try:
                 self.once()
             except Exception:  # noqa: BLE001 - last resort: a bug must not end every app's supervision
+                import traceback  # only here: `tinyserv-remote ps` imports this module too
                 traceback.print_exc()
                 sys.stderr.flush()
                 time.sleep(POLL)

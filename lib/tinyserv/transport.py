@@ -8,9 +8,13 @@ import json
 import os
 import re
 import shlex
+import stat
 import subprocess
+import time
 import urllib.parse
+import zlib
 
+from . import settings
 from .errors import TinyservError
 
 LOCAL_REMOTE = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
@@ -66,12 +70,15 @@ def bracketed(host):
 class Remote:
     """Where tinyserv-remote runs, and how to run it there."""
 
-    def __init__(self, environ=os.environ, spec=None, root=None):
+    def __init__(self, environ=os.environ, spec=None, root=None, probe=None):
         self.spec = environ.get("TINYSERV_REMOTE", "") if spec is None else spec
         self.host, self.port = parse_remote(self.spec)
+        self.environ = environ
         self.ssh = ssh_command(environ.get("GIT_SSH_COMMAND") or "ssh")
         # A local server named by its repository's path runs with that root, whatever TINYSERV_ROOT says.
         self.env = dict(environ, TINYSERV_ROOT=root) if root and self.local else None
+        self._probe = probe or ssh_config
+        self._sharing = None
 
     @classmethod
     def for_url(cls, url, environ=os.environ):
@@ -83,14 +90,45 @@ class Remote:
     def local(self):
         return self.host is None
 
-    def argv(self, words, tty=False):
+    def argv(self, words, tty=False, share=True):
         """The local argument list that runs `tinyserv-remote WORDS` on the server."""
         if self.local:
             return ["bash", "-c", command_line([LOCAL_REMOTE, *words])]
-        opts = ["-t"] if tty else []
-        if self.port:
-            opts += ["-p", str(self.port)]
-        return [*self.ssh, *opts, "--", self.host, command_line(["tinyserv-remote", *words])]
+        return self.ssh_argv(command_line(["tinyserv-remote", *words]), tty, share)
+
+    def ssh_argv(self, command, tty=False, share=True):
+        """ssh with our options, the host and one remote shell command (already quoted)."""
+        opts = (["-t"] if tty else []) + self.port_options() + (self.sharing() if share else [])
+        return [*self.ssh, *opts, "--", self.host, command]
+
+    def port_options(self):
+        """ssh's -p for a server on another port than 22."""
+        return ["-p", str(self.port)] if self.port else []
+
+    def sharing(self):
+        """The ssh options that make commands share one connection to the server ([] when not ours to decide)."""
+        if self._sharing is None:
+            self._sharing = self._sharing_options()
+        return self._sharing
+
+    def _sharing_options(self):
+        if self.local or not settings.ssh_reuse(self.environ) or not shares_by_option(self.ssh):
+            return []
+        directory = control_dir(self.environ)
+        if directory is None or ours_to_share(directory, [*self.ssh, "-G", *self.port_options(), "--", self.host],
+                                              self._probe, self.environ) is False:
+            return []
+        return ["-o", "ControlMaster=auto", "-o", "ControlPath=" + os.path.join(directory, "%C"),
+                "-o", "ControlPersist=%d" % settings.SSH_PERSIST]
+
+    def git_ssh_command(self):
+        """What git should run as ssh to share tinyserv's connection (None: git's own ssh is right as it is).
+
+        Only without GIT_SSH_COMMAND: git prefers that to a repository's core.sshCommand anyway.
+        """
+        if self.local or self.environ.get("GIT_SSH_COMMAND") or not self.sharing():
+            return None
+        return shlex.join([*self.ssh, *self.sharing()])
 
     def check_reached(self, returncode, stderr=""):
         """ssh exits 255 for its own failures: say so instead of blaming the command."""
@@ -98,13 +136,20 @@ class Remote:
             detail = (stderr or "").strip().splitlines()
             raise TinyservError("cannot reach %s over ssh%s" % (self.host, ": " + detail[-1] if detail else ""))
 
+    def run(self, words, data=None, share=True):
+        """Run a remote command with data on its stdin; the CompletedProcess (text)."""
+        argv = self.argv(words, share=share)
+        try:
+            return subprocess.run(argv, input=data, capture_output=True, text=True, env=self.env)
+        except OSError as e:
+            raise cannot_run(argv[0], e) from None
+
     def call(self, words, data=None):
         """Run a remote command that answers JSON; raise with its one-line error."""
-        try:
-            result = subprocess.run(self.argv(words), input=json.dumps(data or {}),
-                                    capture_output=True, text=True, env=self.env)
-        except OSError as e:
-            raise cannot_run(self.argv(words)[0], e) from None
+        payload = json.dumps(data or {})
+        result = self.run(words, payload)
+        if result.returncode == 255 and self.sharing() and master_failed(result.stderr):
+            result = self.run(words, payload, share=False)  # the shared connection died before the command ran
         self.check_reached(result.returncode, result.stderr)
         if result.returncode != 0:
             raise TinyservError(remote_error(result.stderr, result.returncode), remote_details(result.stderr))
@@ -130,6 +175,23 @@ class Remote:
         self.check_reached(code)
         return code
 
+    def pipe(self, command, data):
+        """Run a shell command on the server (quoted already) with data (bytes) on its stdin and its output
+        on our terminal; its exit code."""
+        argv = ["bash", "-c", command] if self.local else self.ssh_argv(command)
+        try:
+            proc = subprocess.Popen(argv, stdin=subprocess.PIPE, env=self.env)
+        except OSError as e:
+            raise cannot_run(argv[0], e) from None
+        try:
+            proc.communicate(data)
+        except KeyboardInterrupt:
+            proc.terminate()
+            proc.wait()
+            raise
+        self.check_reached(proc.returncode)
+        return proc.returncode
+
     def git_url(self, path):
         """The URL `git push` uses for a repository at path on the server."""
         if self.local:
@@ -153,6 +215,133 @@ def ssh_command(text):
     if not words:
         raise TinyservError("GIT_SSH_COMMAND is blank: unset it, or name the ssh to run")
     return words
+
+
+SSH_VALUE_FLAGS = "BbcDEeFIiJLlmOoPpQRSWw"  # ssh's options that take a value
+
+
+def shares_by_option(ssh):
+    """May we add connection sharing to this ssh? Only to OpenSSH's ssh, and not when its own words
+    (-M, -S, -o Control...) decide it already."""
+    if os.path.basename(ssh[0]) != "ssh":
+        return False
+    words = iter(ssh[1:])
+    for word in words:
+        if not word.startswith("-") or word == "--":
+            break
+        for i, flag in enumerate(word[1:]):
+            if flag == "M":
+                return False
+            if flag in SSH_VALUE_FLAGS:
+                value = word[i + 2:] or next(words, "")
+                if flag == "S" or (flag == "o" and value.lower().startswith("control")):
+                    return False
+                break
+    return True
+
+
+def ssh_config(argv):
+    """`ssh -G ...`: the settings ssh would use for a host, as text (None when this ssh cannot say)."""
+    try:
+        result = subprocess.run(argv, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return result.stdout if result.returncode == 0 else None
+
+
+SSH_CONFIGS = ["/etc/ssh/ssh_config", "/etc/ssh/ssh_config.d", "~/.ssh/config", "~/.ssh/config.d"]
+DECISION_AGE = 3600  # seconds a decision about sharing is kept while the ssh configuration files stay the same
+
+
+def ours_to_share(directory, probe_argv, probe, environ):
+    """May tinyserv share connections for this ssh and host (True), or does the user's ssh configuration decide
+    (False)? `ssh -G` is asked, and its answer kept in directory while the configuration files do not change,
+    so that a command through a shared connection does not pay for it each time."""
+    stamp = config_stamp(environ)
+    path = os.path.join(directory, "decided-%08x" % zlib.crc32(json.dumps(probe_argv).encode()))
+    try:
+        with open(path) as f:
+            saved = json.load(f)
+        if (saved["argv"], saved["stamp"]) == (probe_argv, stamp) and time.time() - os.stat(path).st_mtime < DECISION_AGE:
+            return saved["ours"]
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    config = probe(probe_argv)
+    ours = config is not None and not config_shares(config)
+    try:
+        with open(path + ".%d" % os.getpid(), "w") as f:
+            json.dump({"argv": probe_argv, "stamp": stamp, "ours": ours}, f)
+        os.replace(path + ".%d" % os.getpid(), path)
+        forget_old_decisions(directory)
+    except OSError:
+        pass  # only a missed saving
+    return ours
+
+
+def forget_old_decisions(directory):
+    """Remove saved decisions nobody asked for within DECISION_AGE (servers that are gone, say)."""
+    for name in os.listdir(directory):
+        path = os.path.join(directory, name)
+        if name.startswith("decided-") and time.time() - os.stat(path).st_mtime > DECISION_AGE:
+            os.unlink(path)
+
+
+def config_stamp(environ):
+    """The size and modification time of every ssh configuration file (and of those in the .d directories)."""
+    home = environ.get("HOME") or os.path.expanduser("~")
+    stamp = []
+    for name in SSH_CONFIGS:
+        path = home + name[1:] if name.startswith("~") else name
+        paths = [path]
+        if path.endswith(".d") and os.path.isdir(path):
+            paths = sorted(os.path.join(path, n) for n in os.listdir(path))
+        for p in paths:
+            try:
+                info = os.stat(p)
+                stamp.append([p, info.st_size, info.st_mtime_ns])
+            except OSError:
+                stamp.append([p, None, None])
+    return stamp
+
+
+def config_shares(config):
+    """Does the user's ssh configuration (ssh -G's output) already decide how connections are shared?"""
+    values = dict(line.split(None, 1) for line in config.lower().splitlines() if len(line.split(None, 1)) == 2)
+    return values.get("controlmaster", "false") != "false" or values.get("controlpath", "none") != "none"
+
+
+def control_dir(environ=os.environ):
+    """A directory of ours alone (0700) for the sockets of shared ssh connections, short enough for a
+    socket path; None when there is none."""
+    home = environ.get("HOME") or os.path.expanduser("~")
+    candidates = [os.path.join(environ["XDG_RUNTIME_DIR"], "tinyserv-ssh")] if environ.get("XDG_RUNTIME_DIR") else []
+    candidates += [os.path.join(environ.get("XDG_CACHE_HOME") or os.path.join(home, ".cache"), "tinyserv", "ssh"),
+                   "/tmp/tinyserv-ssh-%d" % os.getuid()]
+    for directory in candidates:
+        # A socket path has room for 103 bytes (macOS), and ssh binds %C (40) plus a 17-byte temporary
+        # suffix first. Spaces and % would need quoting.
+        if len(directory) <= 45 and not re.search(r"[\s%\"']", directory) and private_dir(directory):
+            return directory
+    return None
+
+
+def private_dir(path):
+    """Make path a directory only we can enter; False when it cannot be (someone else's, a symlink)."""
+    try:
+        os.makedirs(path, mode=0o700, exist_ok=True)
+        info = os.lstat(path)
+        if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
+            return False
+        if info.st_mode & 0o077:
+            os.chmod(path, 0o700)
+        return True
+    except OSError:
+        return False
+
+
+def master_failed(stderr):
+    """Did ssh fail because the shared connection it went through broke (not the server refusing us)?"""
+    return bool(re.search(r"mux_client|master (failed|refused|is not)|ControlSocket", stderr or ""))
 
 
 def cannot_run(program, error):

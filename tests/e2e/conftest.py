@@ -3,6 +3,8 @@
 API for tests:
   server            the running server (session-scoped), see `Server`
   host              testinfra host inside the server, as user deploy (same as server.host)
+  bare_servers      two more servers (module-scoped) without tinyserv: Debian, sshd and the deploy user, for
+                    `tinyserv server:install` (docker/docker-compose.bare.yml, the Dockerfile's `bare` stage)
 Without a working Docker engine every e2e test fails: these tests never skip.
 """
 
@@ -23,6 +25,7 @@ from support import describe, run
 
 REPO = images.REPO
 COMPOSE_FILE = os.path.join(REPO, "docker", "docker-compose.yml")
+BARE_COMPOSE_FILE = os.path.join(REPO, "docker", "docker-compose.bare.yml")
 REAL_SSH = shutil.which("ssh") or "/usr/bin/ssh"
 SSH_WAIT_TIMEOUT = 180  # the boot hook runs before sshd starts (see docker/entrypoint.sh)
 
@@ -36,7 +39,8 @@ def ssh_options(key):
 class Server:
     """The server container as a test sees it: ssh, published ports, testinfra, restart."""
 
-    def __init__(self, container, key, ssh_dir, services):
+    def __init__(self, container, key, ssh_dir, services, name="server"):
+        self.name = name
         self.container = container
         self.key = key
         self._ssh_dir = ssh_dir
@@ -229,3 +233,43 @@ def server(docker_services, docker_client, docker_compose_project_name, ssh_key,
 def host(server):
     """testinfra's `host`, pointed at the server (as deploy) instead of this machine."""
     return server.host
+
+
+@pytest.fixture(scope="session")
+def bare_image(docker_client, ssh_key, docker_compose_project_name):
+    """The Dockerfile's `bare` stage with this run's public key, under a tag of this run's own."""
+    images.ensure_base_image(docker_client)
+    public_key = ssh_key.with_name(ssh_key.name + ".pub").read_text()
+    run_tag = f"{images.BARE_IMAGE.split(':')[0]}:{docker_compose_project_name}"
+    images.build_server_image(docker_client, public_key, tag=run_tag, target="bare")
+    os.environ["TINYSERV_E2E_BARE_IMAGE"] = run_tag
+    try:
+        yield run_tag
+    finally:
+        os.environ.pop("TINYSERV_E2E_BARE_IMAGE", None)
+        try:
+            docker_client.images.remove(run_tag)
+        except docker.errors.APIError:
+            pass
+
+
+@pytest.fixture(scope="module")
+def bare_servers(bare_image, docker_compose_command, docker_compose_project_name, docker_client, ssh_key,
+                 ssh_wrapper_dir):
+    """Two servers without tinyserv (bare1, bare2), up and answering ssh; removed after the module."""
+    project = docker_compose_project_name + "bare"
+    compose = DockerComposeExecutor(docker_compose_command, BARE_COMPOSE_FILE, project)
+    try:
+        compose.execute("up -d")
+        services = Services(compose)
+        started = []
+        for name in ("bare1", "bare2"):
+            containers = docker_client.containers.list(filters={"label": [
+                f"com.docker.compose.project={project}", f"com.docker.compose.service={name}"]})
+            assert len(containers) == 1, f"expected one {name} container, found {containers}"
+            started.append(Server(containers[0], ssh_key, ssh_wrapper_dir, services, name=name))
+        for bare in started:
+            bare.wait_for_ssh()
+        yield started
+    finally:
+        compose.execute("down -v --timeout 5")

@@ -17,6 +17,7 @@ import docker.errors
 
 BASE_IMAGE = "debian:bookworm"
 SERVER_IMAGE = "tinyserv-e2e:latest"
+BARE_IMAGE = "tinyserv-e2e-bare:latest"  # the Dockerfile's `bare` stage: a Debian server without tinyserv
 SUITE = "bookworm"
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 HOST_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
@@ -110,20 +111,22 @@ def remove_rootfs(rootfs):
     shutil.rmtree(rootfs, ignore_errors=True)
 
 
-def build_server_image(client, authorized_keys, tag=SERVER_IMAGE, base=BASE_IMAGE):
-    """Build the server image from docker/Dockerfile with the repo's bin/ and lib/ and the given authorized_keys.
+def build_server_image(client, authorized_keys, tag=SERVER_IMAGE, base=BASE_IMAGE, target=None):
+    """Build the server image from docker/Dockerfile with the repo's bin/ and lib/ and the given authorized_keys
+    (target="bare": the stage without tinyserv).
 
-    It is also tagged SERVER_IMAGE: that tag keeps its layers (the slow package installs) in the build cache
-    after a run removes its own tag.
+    It is also tagged SERVER_IMAGE (BARE_IMAGE): that tag keeps its layers (the slow package installs) in the
+    build cache after a run removes its own tag.
     """
-    old_id = image_id(client, SERVER_IMAGE)
+    keep = BARE_IMAGE if target == "bare" else SERVER_IMAGE
+    old_id = image_id(client, keep)
     context = tempfile.mkdtemp(prefix="tinyserv-context-")
     started = time.monotonic()
     try:
         assemble_context(context, authorized_keys)
         log(f"building {tag} on {base}")
         lines = []
-        for chunk in client.api.build(path=context, tag=tag, buildargs={"BASE_IMAGE": base},
+        for chunk in client.api.build(path=context, tag=tag, buildargs={"BASE_IMAGE": base}, target=target,
                                       rm=True, forcerm=True, decode=True):
             lines.append(chunk.get("stream", ""))
             if "error" in chunk:
@@ -131,9 +134,9 @@ def build_server_image(client, authorized_keys, tag=SERVER_IMAGE, base=BASE_IMAG
         log(f"built {tag} in {time.monotonic() - started:.0f} s")
     finally:
         shutil.rmtree(context, ignore_errors=True)
-    if tag != SERVER_IMAGE:
-        client.images.get(tag).tag(SERVER_IMAGE)
-    remove_replaced_image(client, old_id, image_id(client, SERVER_IMAGE))
+    if tag != keep:
+        client.images.get(tag).tag(keep)
+    remove_replaced_image(client, old_id, image_id(client, keep))
     return tag
 
 

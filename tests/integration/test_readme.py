@@ -100,6 +100,7 @@ def test_the_walkthrough_works_exactly_as_written(new_user):
         "nothing answers while web is scaled to 0",         # Scale the app
         "foo is undefined",
         '"express"',                                        # Declare app dependencies
+        "foo is set in .env",                               # Run the app locally
         "this one-off process would listen on 5000",        # Start a console
         "foo is blargey",                                   # Define config vars
         "foo is undefined",

@@ -51,6 +51,16 @@ def parse(*argv):
     (["releases:info", "v3", "--json"], {"version": "v3", "json": True}),
     (["rollback"], {"version": None}),
     (["rollback", "v2", "-a", "myapp"], {"version": "v2", "app": "myapp"}),
+    (["version"], {"server": None, "json": False}),
+    (["version", "ssh://deploy@host:2222", "--json"], {"server": "ssh://deploy@host:2222", "json": True}),
+    (["server:install", "deploy@host"], {"server": "deploy@host"}),
+    (["local"], {"types": [], "env": None, "procfile": "Procfile", "port": 5000, "timeout": 5}),
+    (["local", "web", "worker", "-e", "dev.env", "-p", "6000", "-t", "1.5"],
+     {"types": ["web", "worker"], "env": "dev.env", "port": 6000, "timeout": 1.5}),
+    (["config:pull", "--overwrite"], {"env": ".env", "overwrite": True, "json": False}),
+    (["config:push", "-e", "prod.env", "-a", "myapp"], {"env": "prod.env", "app": "myapp"}),
+    (["open", "/admin"], {"path": "/admin"}),
+    (["completion", "zsh"], {"shell": "zsh"}),
 ])
 def test_each_command_accepts_its_arguments(argv, expected):
     parsed = parse(*argv)
@@ -60,8 +70,9 @@ def test_each_command_accepts_its_arguments(argv, expected):
 
 def test_every_declared_client_command_is_in_the_parser_and_has_a_client_method():
     for cmd in commands.client_commands():
-        assert parse(*([cmd.name, "x"] if cmd.name in ("ps:stop", "ps:start", "config:get", "keys:add", "keys:remove") else [cmd.name]))[
-            "verb"] == cmd.name
+        needed = {"ps:stop": ["x"], "ps:start": ["x"], "config:get": ["x"], "completion": ["bash"],
+                  "keys:add": ["x"], "keys:remove": ["x"]}
+        assert parse(cmd.name, *needed.get(cmd.name, []))["verb"] == cmd.name
         assert callable(getattr(client.Client, client.method_name(cmd.name)))
 
 
@@ -78,6 +89,9 @@ def test_every_declared_client_command_is_in_the_parser_and_has_a_client_method(
     (["logs", "--ps"], "expected one argument"),
     (["releases", "-n", "x"], "invalid int value"),
     (["ps", "-a"], "expected one argument"),
+    (["completion", "fish"], "invalid choice: 'fish'"),
+    (["local", "-p", "x"], "invalid int value: 'x'"),
+    (["server:install", "-a", "myapp"], "unrecognized arguments"),
     (["ps:restart", "web", "worker"], "unrecognized arguments: worker"),
 ])
 def test_bad_commands_and_options_are_refused_with_one_error(argv, message):

@@ -56,3 +56,16 @@ def test_stop_is_silent_when_everything_ended():
     procs.stop([proc.pid], grace=5, what="stopping web.1", marks=["t3:app:"])
     proc.wait()
     assert procs.marked(["t3:app:"]) == []
+
+
+def test_without_proc_a_live_group_is_its_leader_and_nothing_is_found_by_mark(monkeypatch):
+    """tinyserv local on macOS: no /proc, so procs can only ask whether a group exists."""
+    real = os.listdir
+
+    def listdir(path="."):
+        if path == "/proc":
+            raise FileNotFoundError(2, "No such file or directory", "/proc")
+        return real(path)
+    monkeypatch.setattr(procs.os, "listdir", listdir)
+    assert procs.group_members(os.getpgid(0)) == [os.getpgid(0)]
+    assert procs.marked_by("anything:") == {} and procs.marked(["anything:x:"]) == []

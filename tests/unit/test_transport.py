@@ -1,9 +1,12 @@
 """transport.py: the one quoting function, TINYSERV_REMOTE, ssh argument lists and errors."""
 
 import os
+import pathlib
 import shlex
+import shutil
 import stat
 import subprocess
+import tempfile
 
 import pytest
 
@@ -108,17 +111,17 @@ def test_a_local_remote_runs_tinyserv_remote_with_bash():
 
 
 @pytest.mark.parametrize("environ, tty, expected", [
-    ({"TINYSERV_REMOTE": "deploy@host"}, False,
+    ({"TINYSERV_SSH_REUSE": "0", "TINYSERV_REMOTE": "deploy@host"}, False,
      ["ssh", "--", "deploy@host", "tinyserv-remote logs myapp -n 5"]),
-    ({"TINYSERV_REMOTE": "deploy@host"}, True,
+    ({"TINYSERV_SSH_REUSE": "0", "TINYSERV_REMOTE": "deploy@host"}, True,
      ["ssh", "-t", "--", "deploy@host", "tinyserv-remote logs myapp -n 5"]),
-    ({"TINYSERV_REMOTE": "ssh://deploy@host:2222"}, False,
+    ({"TINYSERV_SSH_REUSE": "0", "TINYSERV_REMOTE": "ssh://deploy@host:2222"}, False,
      ["ssh", "-p", "2222", "--", "deploy@host", "tinyserv-remote logs myapp -n 5"]),
-    ({"TINYSERV_REMOTE": "ssh://deploy@host:2222"}, True,
+    ({"TINYSERV_SSH_REUSE": "0", "TINYSERV_REMOTE": "ssh://deploy@host:2222"}, True,
      ["ssh", "-t", "-p", "2222", "--", "deploy@host", "tinyserv-remote logs myapp -n 5"]),
-    ({"TINYSERV_REMOTE": "host", "GIT_SSH_COMMAND": "ssh -i '/keys/my key' -o StrictHostKeyChecking=no"}, False,
+    ({"TINYSERV_SSH_REUSE": "0", "TINYSERV_REMOTE": "host", "GIT_SSH_COMMAND": "ssh -i '/keys/my key' -o StrictHostKeyChecking=no"}, False,
      ["ssh", "-i", "/keys/my key", "-o", "StrictHostKeyChecking=no", "--", "host", "tinyserv-remote logs myapp -n 5"]),
-    ({"TINYSERV_REMOTE": "host", "GIT_SSH_COMMAND": ""}, False,
+    ({"TINYSERV_SSH_REUSE": "0", "TINYSERV_REMOTE": "host", "GIT_SSH_COMMAND": ""}, False,
      ["ssh", "--", "host", "tinyserv-remote logs myapp -n 5"]),
 ])
 def test_ssh_argv_puts_options_before_the_host_and_quotes_the_command(environ, tty, expected):
@@ -126,7 +129,8 @@ def test_ssh_argv_puts_options_before_the_host_and_quotes_the_command(environ, t
 
 
 def test_ssh_argv_quotes_words_for_the_remote_shell():
-    argv = Remote({"TINYSERV_REMOTE": "host"}).argv(["run", "myapp", "--", "echo", "$HOME; rm -rf /"])
+    argv = Remote({"TINYSERV_REMOTE": "host", "TINYSERV_SSH_REUSE": "0"}).argv(
+        ["run", "myapp", "--", "echo", "$HOME; rm -rf /"])
     assert shlex.split(argv[-1]) == ["tinyserv-remote", "run", "myapp", "--", "echo", "$HOME; rm -rf /"]
 
 
@@ -265,3 +269,172 @@ def test_a_local_server_named_by_its_repository_path_runs_with_that_root():
 def test_ipv6_literal_hosts_are_bracketed_in_urls(spec, git_url, web_host):
     remote = Remote({"TINYSERV_REMOTE": spec})
     assert (remote.git_url("/srv/t/repos/a.git"), remote.web_host()) == (git_url, web_host)
+
+
+# --- one shared ssh connection between commands ---------------------------------------------------------
+
+NO_SHARING_CONFIG = "host h\nuser deploy\ncontrolmaster false\ncontrolpersist no\n"
+
+
+@pytest.fixture
+def short_tmp():
+    """A temporary directory with a short path: socket paths must fit in about 100 bytes."""
+    path = tempfile.mkdtemp(prefix="ts-", dir="/tmp")
+    yield pathlib.Path(path)
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def sharing_remote(tmp_path, environ=None, config=NO_SHARING_CONFIG):
+    """A Remote whose `ssh -G` answers config (None: this ssh cannot say), with a private runtime dir; the
+    argument lists asked of `ssh -G` are collected in .probed."""
+    probed = []
+
+    def probe(argv):
+        probed.append(argv)
+        return config
+    env = {"TINYSERV_REMOTE": "ssh://deploy@h:2222", "XDG_RUNTIME_DIR": str(tmp_path), "HOME": str(tmp_path)}
+    remote = Remote(dict(env, **(environ or {})), probe=probe)
+    remote.probed = probed
+    return remote
+
+
+def test_commands_share_one_ssh_connection_in_a_private_directory(short_tmp):
+    remote = sharing_remote(short_tmp)
+    argv = remote.argv(["ps", "myapp"])
+    directory = short_tmp / "tinyserv-ssh"
+    assert argv == ["ssh", "-p", "2222", "-o", "ControlMaster=auto", "-o", "ControlPath=%s/%%C" % directory,
+                    "-o", "ControlPersist=600", "--", "deploy@h", "tinyserv-remote ps myapp"]
+    assert stat.S_IMODE(directory.stat().st_mode) == 0o700
+    assert remote.probed == [["ssh", "-G", "-p", "2222", "--", "deploy@h"]]
+
+
+def test_ssh_is_asked_about_the_users_configuration_once_per_invocation(short_tmp):
+    remote = sharing_remote(short_tmp)
+    remote.argv(["ps", "a"])
+    remote.argv(["logs", "a"], tty=True)
+    assert len(remote.probed) == 1
+
+
+@pytest.mark.parametrize("config", [
+    "host h\ncontrolmaster auto\n",
+    "host h\ncontrolmaster true\n",
+    "host h\ncontrolmaster false\ncontrolpath /home/me/.ssh/cm-%C\n",
+    None,  # an ssh that does not understand -G
+])
+def test_the_users_own_ssh_configuration_decides_when_it_says_anything(short_tmp, config):
+    remote = sharing_remote(short_tmp, config=config)
+    assert remote.argv(["ps", "a"]) == ["ssh", "-p", "2222", "--", "deploy@h", "tinyserv-remote ps a"]
+
+
+@pytest.mark.parametrize("ssh", [
+    "ssh -S /tmp/cm",
+    "ssh -M",
+    "ssh -o ControlMaster=no",
+    "ssh -oControlPath=none",
+    "ssh -i key -o controlpersist=5",
+    "plink",
+    "/usr/local/bin/my-ssh-wrapper",
+])
+def test_an_ssh_command_that_decides_sharing_itself_or_is_not_openssh_is_left_alone(short_tmp, ssh):
+    remote = sharing_remote(short_tmp, {"GIT_SSH_COMMAND": ssh})
+    assert "ControlMaster=auto" not in remote.argv(["ps", "a"]) and remote.probed == []
+
+
+@pytest.mark.parametrize("ssh", ["ssh -i key -o StrictHostKeyChecking=no", "/usr/bin/ssh -4 -v", "ssh -p22 -l me"])
+def test_ordinary_ssh_options_do_not_stop_sharing(short_tmp, ssh):
+    assert "ControlMaster=auto" in sharing_remote(short_tmp, {"GIT_SSH_COMMAND": ssh}).argv(["ps", "a"])
+
+
+def test_tinyserv_ssh_reuse_0_turns_sharing_off_without_asking_ssh(short_tmp):
+    remote = sharing_remote(short_tmp, {"TINYSERV_SSH_REUSE": "0"})
+    assert "ControlMaster=auto" not in remote.argv(["ps", "a"]) and remote.probed == []
+
+
+def test_a_local_server_never_shares_or_asks_ssh(short_tmp):
+    remote = sharing_remote(short_tmp, {"TINYSERV_REMOTE": "localhost"})
+    assert remote.argv(["ps", "a"])[0] == "bash" and remote.sharing() == [] and remote.probed == []
+
+
+def test_the_control_directory_falls_back_when_the_runtime_directory_is_too_long_for_a_socket(short_tmp):
+    home = short_tmp / "home"
+    assert transport.control_dir({"XDG_RUNTIME_DIR": str(short_tmp / ("x" * 60)), "HOME": str(home)}) == str(
+        home / ".cache" / "tinyserv" / "ssh")
+
+
+def test_the_control_directory_falls_back_when_the_runtime_one_is_a_symlink(short_tmp):
+    target = short_tmp / "target"
+    target.mkdir()
+    (short_tmp / "run").mkdir()
+    (short_tmp / "run" / "tinyserv-ssh").symlink_to(target)
+    home = short_tmp / "home"
+    assert transport.control_dir({"XDG_RUNTIME_DIR": str(short_tmp / "run"), "HOME": str(home)}) == str(
+        home / ".cache" / "tinyserv" / "ssh")
+
+
+def test_a_control_directory_made_readable_by_others_is_closed_again(short_tmp):
+    directory = short_tmp / "tinyserv-ssh"
+    directory.mkdir(mode=0o755)
+    directory.chmod(0o755)
+    assert transport.control_dir({"XDG_RUNTIME_DIR": str(short_tmp)}) == str(directory)
+    assert stat.S_IMODE(directory.stat().st_mode) == 0o700
+
+
+def test_git_gets_the_same_sharing_options_when_it_would_run_plain_ssh(short_tmp):
+    remote = sharing_remote(short_tmp)
+    assert shlex.split(remote.git_ssh_command()) == ["ssh"] + remote.sharing()
+    assert sharing_remote(short_tmp, {"GIT_SSH_COMMAND": "ssh -i key"}).git_ssh_command() is None
+    assert sharing_remote(short_tmp, {"TINYSERV_SSH_REUSE": "0"}).git_ssh_command() is None
+
+
+def test_a_call_through_a_broken_shared_connection_is_tried_once_without_it(short_tmp):
+    log = short_tmp / "calls"
+    script = short_tmp / "ssh"
+    script.write_text('#!/bin/sh\necho "$*" >> %s\ncase "$*" in *ControlMaster*) '
+                      'echo "mux_client_request_session: read from master failed: Broken pipe" >&2; exit 255;; esac\n'
+                      'echo \'{"ok": 1}\'\n' % shlex.quote(str(log)))
+    script.chmod(0o755)
+    remote = sharing_remote(short_tmp, {"GIT_SSH_COMMAND": str(script)})
+    assert remote.call(["apps"]) == {"ok": 1}
+    first, second = log.read_text().splitlines()
+    assert "ControlMaster=auto" in first and "ControlMaster" not in second
+
+
+def test_a_server_refusing_us_is_not_retried(short_tmp):
+    script = short_tmp / "ssh"
+    script.write_text('#!/bin/sh\necho x >> %s/calls\necho "Permission denied (publickey)." >&2\nexit 255\n' % short_tmp)
+    script.chmod(0o755)
+    with pytest.raises(TinyservError, match="cannot reach deploy@h over ssh: Permission denied"):
+        sharing_remote(short_tmp, {"GIT_SSH_COMMAND": str(script)}).call(["apps"])
+    assert (short_tmp / "calls").read_text() == "x\n"
+
+
+def test_the_decision_about_sharing_is_kept_while_the_ssh_configuration_stays_the_same(short_tmp):
+    home = short_tmp / "home"
+    (home / ".ssh").mkdir(parents=True)
+    (home / ".ssh" / "config").write_text("Host *\n")
+    first = sharing_remote(short_tmp, {"HOME": str(home)})
+    assert "ControlMaster=auto" in first.argv(["ps", "a"]) and len(first.probed) == 1
+    again = sharing_remote(short_tmp, {"HOME": str(home)})
+    assert "ControlMaster=auto" in again.argv(["ps", "a"]) and again.probed == []  # no `ssh -G` this time
+    (home / ".ssh" / "config").write_text("Host *\n  ControlMaster auto\n  ControlPath ~/.ssh/cm-%C\n")
+    changed = sharing_remote(short_tmp, {"HOME": str(home)}, config="host h\ncontrolmaster auto\n")
+    assert "ControlMaster=auto" not in changed.argv(["ps", "a"]) and len(changed.probed) == 1
+
+
+def test_a_damaged_saved_decision_is_asked_again(short_tmp):
+    remote = sharing_remote(short_tmp)
+    remote.argv(["ps", "a"])
+    for saved in (short_tmp / "tinyserv-ssh").glob("decided-*"):
+        saved.write_text("{not json")
+    again = sharing_remote(short_tmp)
+    assert "ControlMaster=auto" in again.argv(["ps", "a"]) and len(again.probed) == 1
+
+
+def test_old_saved_decisions_are_removed_when_a_new_one_is_saved(short_tmp):
+    sharing_remote(short_tmp).argv(["ps", "a"])
+    directory = short_tmp / "tinyserv-ssh"
+    old = directory / "decided-0000dead"
+    old.write_text("{}")
+    os.utime(old, (1, 1))
+    sharing_remote(short_tmp, {"TINYSERV_REMOTE": "other"}).argv(["ps", "a"])
+    assert not old.exists() and len(list(directory.glob("decided-*"))) == 2
