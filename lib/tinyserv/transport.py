@@ -118,8 +118,17 @@ class Remote:
         if directory is None or ours_to_share(directory, [*self.ssh, "-G", *self.port_options(), "--", self.host],
                                               self._probe, self.environ) is False:
             return []
-        return ["-o", "ControlMaster=auto", "-o", "ControlPath=" + os.path.join(directory, "%C"),
+        return ["-o", "ControlMaster=auto", "-o", "ControlPath=" + os.path.join(directory, self.connection_name()),
                 "-o", "ControlPersist=%d" % settings.SSH_PERSIST]
+
+    def connection_name(self):
+        """The shared connection's socket name: one per ssh command (its identity and options), host and port.
+
+        Not ssh's %C (local host, remote host, port, user): a command with another key (-i) must never ride a
+        connection that a different key opened, or a deploy key would act with another key's rights.
+        """
+        import hashlib
+        return hashlib.sha1(json.dumps([self.ssh, self.host, self.port]).encode()).hexdigest()
 
     def git_ssh_command(self):
         """What git should run as ssh to share tinyserv's connection (None: git's own ssh is right as it is).

@@ -302,10 +302,20 @@ def test_commands_share_one_ssh_connection_in_a_private_directory(short_tmp):
     remote = sharing_remote(short_tmp)
     argv = remote.argv(["ps", "myapp"])
     directory = short_tmp / "tinyserv-ssh"
-    assert argv == ["ssh", "-p", "2222", "-o", "ControlMaster=auto", "-o", "ControlPath=%s/%%C" % directory,
+    assert argv == ["ssh", "-p", "2222", "-o", "ControlMaster=auto",
+                    "-o", "ControlPath=%s/%s" % (directory, remote.connection_name()),
                     "-o", "ControlPersist=600", "--", "deploy@h", "tinyserv-remote ps myapp"]
     assert stat.S_IMODE(directory.stat().st_mode) == 0o700
     assert remote.probed == [["ssh", "-G", "-p", "2222", "--", "deploy@h"]]
+
+
+def test_commands_with_another_key_never_share_a_connection_another_key_opened(short_tmp):
+    plain = sharing_remote(short_tmp)
+    keyed = sharing_remote(short_tmp, {"GIT_SSH_COMMAND": "ssh -i /home/me/.ssh/deploy_ci"})
+    other_port = Remote({"TINYSERV_REMOTE": "ssh://deploy@h:2223", "XDG_RUNTIME_DIR": str(short_tmp)})
+    names = {plain.connection_name(), keyed.connection_name(), other_port.connection_name()}
+    assert len(names) == 3 and all(len(n) == 40 for n in names)
+    assert sharing_remote(short_tmp).connection_name() == plain.connection_name()
 
 
 def test_ssh_is_asked_about_the_users_configuration_once_per_invocation(short_tmp):
