@@ -10,7 +10,7 @@ Destroying one makes a release without its config var, then deletes it with its 
 import contextlib
 import secrets
 
-from . import postgres, redis, releases, rollout, store
+from . import configvars, postgres, redis, releases, rollout, store
 from .errors import TinyservError
 from .names import APP_NAME
 
@@ -27,8 +27,9 @@ def providers():
     return {"postgresql": postgres.Provider(), "redis": redis.Provider()}
 
 
-def provider(kind):
-    return providers()[kind]
+def provider(kind, registry=None):
+    """What provisions add-ons of kind (registry: {kind: provider}, tests pass fakes)."""
+    return (registry or providers())[kind]
 
 
 def kind_of(text):
@@ -112,12 +113,12 @@ def info(layout, app, addon):
     return view(find(layout, app, addon))
 
 
-def create(layout, app, kind, by=None):
+def create(layout, app, kind, by=None, registry=None):
     """addons:create KIND: provision, then a release with its URL; undo everything if a step fails."""
     from . import apps
     layout.require(app)
     kind = kind_of(kind)
-    chosen = provider(kind)
+    chosen = provider(kind, registry)
     chosen.check_available()  # refused here, in one line, before anything is made
     with rollout.uninterrupted(), changing(layout, app):  # half an add-on would outlive a Ctrl-C
         addon = reserve(layout, app, kind, chosen)
@@ -169,7 +170,8 @@ def attach(layout, app, addon, by, apps):
     """A release whose config has the add-on's URL (boot-checked like config:set)."""
     with apps.changing(layout, app):
         config = releases.current_config(layout, app)
-        config[addon["var"]] = addon["url"]
+        config[addon["var"]] = configvars.check_value(addon["var"], addon["url"])
+        configvars.check_total(config)
         return apps.roll(layout, app, "Attach %s as %s" % (addon["name"], addon["var"]), config,
                          releases.current(layout, app), by)
 
@@ -185,14 +187,14 @@ def detach(layout, app, addon, by, apps):
                          releases.current(layout, app), by)
 
 
-def destroy(layout, app, addon, by=None):
+def destroy(layout, app, addon, by=None, registry=None):
     """addons:destroy NAME: a release without its config var, then its database or server and data go."""
     from . import apps
     layout.require(app)
     name = addon
     with rollout.uninterrupted(), changing(layout, app):
         addon = find(layout, app, name)
-        chosen = provider(addon["kind"])
+        chosen = provider(addon["kind"], registry)
         chosen.check_available()  # it must be possible to delete it before the release without it is made
         detach(layout, app, addon, by, apps)
         chosen.deprovision(layout, app, addon)
@@ -200,20 +202,20 @@ def destroy(layout, app, addon, by=None):
     return {"destroyed": name, "var": addon["var"]}
 
 
-def check_all(layout, app):
+def check_all(layout, app, registry=None):
     """For apps:destroy: the app's add-ons, once each has been checked to be deletable now."""
     addons = load(layout, app)
     for addon in addons:
         try:
-            provider(addon["kind"]).check_available()
+            provider(addon["kind"], registry).check_available()
         except TinyservError as e:
             raise TinyservError("cannot delete %s's add-on %s, so nothing was destroyed: %s" % (
                 app, addon["name"], e)) from None
     return addons
 
 
-def delete_all(layout, app, addons):
+def delete_all(layout, app, addons, registry=None):
     """For apps:destroy: delete these add-ons and their data (no releases: the app goes too)."""
     for addon in addons:
-        provider(addon["kind"]).deprovision(layout, app, addon)
+        provider(addon["kind"], registry).deprovision(layout, app, addon)
         forget(layout, app, addon["name"])

@@ -385,7 +385,8 @@ def run(layout, name, command):
     build_dir = layout.build_dir(name, release["build"])
     meta = appstate.build_meta(layout, name, release["build"])
     env = appenv.process_env(build_dir, meta, release["config"], name, "run.1", releases.port(layout, name),
-                             release["version"], layout.mark(name, "run.%d" % os.getpid()), layout.ensure_data_dir(name))
+                             release["version"], layout.mark(name, "run.%d" % os.getpid()),
+                             layout.ensure_data_dir(name))
     os.chdir(build_dir)
     try:
         os.execvpe(argv[0], argv, env)

@@ -7,6 +7,7 @@ argument lists; passwords travel in their environment (PGPASSWORD), never on a c
 Backups (pg:backups) are pg_dump's custom format, kept in apps/<app>/pg-backups/<add-on>/.
 """
 
+import contextlib
 import os
 import re
 import secrets
@@ -21,6 +22,7 @@ from .errors import TinyservError
 ADMIN_VAR = "TINYSERV_POSTGRES_URL"
 IDENT = re.compile(r"[a-z_][a-z0-9_]{0,62}\Z")  # the names tinyserv makes: no quoting needed, none accepted
 BACKUP_ID = re.compile(r"b[0-9]{3,}\Z")
+PASSWORD = re.compile(r"[A-Za-z0-9]{8,128}\Z")
 TIMEOUT = 60  # seconds an administrative psql command may take
 INSTALL = "on Debian: apt install postgresql-client"
 
@@ -117,8 +119,9 @@ class Provider:
     kind = "postgresql"
     var = "DATABASE_URL"
 
-    def __init__(self, environ=os.environ):
+    def __init__(self, environ=os.environ, run_sql=None):
         self.environ = environ
+        self.sql = run_sql or sql  # sql(connection, statements, what) -> output; tests pass a fake
 
     def admin(self):
         return connection(admin_url(self.environ))
@@ -126,11 +129,10 @@ class Provider:
     def check_available(self):
         """PostgreSQL is configured, its client installed, it answers, and our role may do the work."""
         admin = self.admin()
-        tool("psql")
         where = "%s:%s" % (admin["PGHOST"], admin["PGPORT"])
         try:
-            rights = sql(admin, ["SELECT rolcreatedb, rolcreaterole FROM pg_roles WHERE rolname = current_user"],
-                         "PostgreSQL at %s" % where).split()
+            rights = self.sql(admin, ["SELECT rolcreatedb, rolcreaterole FROM pg_roles WHERE rolname = current_user"],
+                              "PostgreSQL at %s" % where).split()
         except TinyservError as e:
             raise TinyservError("%s (is PostgreSQL running, and %s right?)" % (e, ADMIN_VAR)) from None
         if rights != ["t|t"]:
@@ -148,33 +150,31 @@ class Provider:
         admin = self.check_available()
         name = ident(addon["database"])
         password = password or secrets.token_hex(16)
-        made = []
+        if not PASSWORD.match(password):
+            raise TinyservError("the password of %s is not one tinyserv makes (letters and digits)" % addon["name"])
+        ours = False  # from the moment neither name exists, whatever has them is ours to drop
         try:
-            exists = sql(admin, ["SELECT 1 FROM pg_roles WHERE rolname = '%s'" % name,
-                                 "SELECT 1 FROM pg_database WHERE datname = '%s'" % name], "checking the names")
+            exists = self.sql(admin, ["SELECT 1 FROM pg_roles WHERE rolname = '%s'" % name,
+                                      "SELECT 1 FROM pg_database WHERE datname = '%s'" % name], "checking the names")
             if exists.strip():
                 raise TinyservError("PostgreSQL already has a role or database named %s: nothing was changed" % name)
-            sql(admin, ["CREATE ROLE %s LOGIN PASSWORD '%s'" % (name, password)], "creating role %s" % name)
-            made.append("role")
+            ours = True
+            self.sql(admin, ["CREATE ROLE %s LOGIN PASSWORD '%s'" % (name, password)], "creating role %s" % name)
             # Creating a database owned by another role needs membership of that role (PostgreSQL 15).
-            sql(admin, ["GRANT %s TO CURRENT_USER" % name, "CREATE DATABASE %s OWNER %s" % (name, name)],
-                "creating database %s" % name)
-            made.append("database")
-            sql(admin, ["REVOKE ALL ON DATABASE %s FROM PUBLIC" % name], "closing database %s to others" % name)
+            self.sql(admin, ["GRANT %s TO CURRENT_USER" % name, "CREATE DATABASE %s OWNER %s" % (name, name)],
+                     "creating database %s" % name)
+            self.sql(admin, ["REVOKE ALL ON DATABASE %s FROM PUBLIC" % name], "closing database %s to others" % name)
         except BaseException:
-            self.drop(admin, name, made)
+            if ours:
+                with contextlib.suppress(TinyservError):  # the error that got us here is the one to report
+                    self.drop(admin, name)
             raise
         return app_url(admin, name, password, name)
 
-    def drop(self, admin, name, made=("database", "role")):
+    def drop(self, admin, name):
         """Drop the add-on's database (even while the app is connected) and role, as far as they exist."""
-        statements = []
-        if "database" in made:
-            statements.append("DROP DATABASE IF EXISTS %s WITH (FORCE)" % ident(name))
-        if "role" in made:
-            statements.append("DROP ROLE IF EXISTS %s" % ident(name))
-        if statements:
-            sql(admin, statements, "dropping %s" % name)
+        self.sql(admin, ["DROP DATABASE IF EXISTS %s WITH (FORCE)" % ident(name),
+                         "DROP ROLE IF EXISTS %s" % ident(name)], "dropping %s" % name)
 
     def deprovision(self, layout, app, addon):
         """Drop the add-on's database and role, and its backups."""

@@ -168,11 +168,15 @@ class Provider:
     kind = "redis"
     var = "REDIS_URL"
 
+    def __init__(self, find=server_program):
+        self.find = find  # where redis-server is (raises when it is not installed); tests pass a fake
+
     def check_available(self):
         """redis-server is installed and new enough for its multi-part append-only file."""
-        program = server_program()
-        if version(program) < (7, 0):
-            raise TinyservError("redis-server %d.%d is too old: tinyserv needs Redis 7 or later" % version(program))
+        program = self.find()
+        found = version(program)
+        if found < (7, 0):
+            raise TinyservError("redis-server %d.%d is too old: tinyserv needs Redis 7 or later" % found)
         return program
 
     def provision(self, layout, app, addon, password=None):

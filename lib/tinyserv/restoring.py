@@ -83,7 +83,7 @@ class Restore:
         provider = addons.provider("postgresql")
         wanted = [a["database"] for app in names for a in self.staged_addons(app) if a["kind"] == "postgresql"]
         quoted = ", ".join("'%s'" % postgres.ident(n) for n in wanted)
-        taken = postgres.sql(provider.admin(), [
+        taken = provider.sql(provider.admin(), [
             "SELECT rolname FROM pg_roles WHERE rolname IN (%s)" % quoted,
             "SELECT datname FROM pg_database WHERE datname IN (%s)" % quoted], "checking database names").split()
         if taken:
