@@ -6,6 +6,11 @@ set -u
 
 mkdir -p /run/sshd   # /run is a tmpfs in docker-compose.yml, empty at every start
 
+# What systemd starts before tinyserv on a real server, once a test has set it up (tests/e2e/test_data.py).
+if [ -e /etc/tinyserv-e2e/start-postgresql ]; then
+    pg_ctlcluster 15 main start || echo "tinyserv-e2e: PostgreSQL did not start" >&2
+fi
+
 echo "tinyserv-e2e: boot: su - deploy -c 'tinyserv-remote startup'"
 if timeout 300 su - deploy -c 'tinyserv-remote startup' </dev/null; then
     echo "tinyserv-e2e: boot hook finished"

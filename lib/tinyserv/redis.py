@@ -25,8 +25,14 @@ SAVE_TIMEOUT = 600  # seconds a BGSAVE for a backup may take
 INSTALL = "on Debian: apt install redis-server"
 
 
-def server_program():
-    """redis-server's path, or one line saying it is missing."""
+def server_program(environ=os.environ):
+    """redis-server's path (TINYSERV_REDIS_SERVER, else found on PATH), or one line saying it is missing."""
+    chosen = environ.get("TINYSERV_REDIS_SERVER")
+    if chosen:
+        if not os.path.isabs(chosen) or not os.access(chosen, os.X_OK) or os.path.isdir(chosen):
+            raise TinyservError("TINYSERV_REDIS_SERVER is %s, which is not a redis-server tinyserv can run: "
+                                "unset it, or give the absolute path of one (%s)" % (chosen, INSTALL))
+        return chosen
     path = shutil.which("redis-server") or next(
         (p for p in ("/usr/bin/redis-server", "/usr/local/bin/redis-server") if os.access(p, os.X_OK)), None)
     if not path:

@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from tinyserv import addons, postgres, redis, releases, store
+from tinyserv import addons, postgres, redis, releases
 from tinyserv.errors import TinyservError
 
 APP = "shop"
