@@ -95,7 +95,7 @@ def backup_part():
                 "backup_s": round(backup_s, 2), "archive_mb": round(size / 1024 / 1024, 1),
                 "restore_s": round(restore_s, 2), "answer_after_restore_s": round(answer_s, 2),
                 "backup_says": out.stderr.strip().splitlines()[-1],
-                "data": "random bytes (incompressible), %d MB files" % FILE_MB}
+                "data": "random, incompressible bytes in %d MB files" % FILE_MB}
 
 
 # --- memory, inside the e2e image ---------------------------------------------------------------------
