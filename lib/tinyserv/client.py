@@ -334,7 +334,8 @@ class Client:
     def addons_create(self):
         from .addons import kind_of
         kind = kind_of(self.args.kind)  # refused here before anything travels; the server checks again
-        self.say("Creating %s on ⬢ %s..." % (kind, self.app))
+        if not self.args.json:
+            self.say("Creating %s on ⬢ %s..." % (kind, self.app))
         created = self.call()
         self.json_or(created, lambda a: self.say("Created %s as %s (a new release; the app restarted with it)\n"
                                                  "Use 'tinyserv addons:info %s' to see it." % (
