@@ -51,7 +51,11 @@ def load(layout, app):
 
 
 def save(layout, app, addons):
-    store.write_json(addons_file(layout, app), {"addons": addons}, mode=0o600)
+    """Write the app's add-on list (none: no file, as before its first add-on)."""
+    if addons:
+        store.write_json(addons_file(layout, app), {"addons": addons}, mode=0o600)
+    else:
+        store.remove(addons_file(layout, app))
 
 
 def record(layout, app, addon):

@@ -6,6 +6,7 @@ an RDB base, so the data survives restarts, reboots and a SIGKILL (all but the l
 redis-server listens on 127.0.0.1 on a port of its own and asks for the password.
 """
 
+import contextlib
 import os
 import re
 import secrets
@@ -226,6 +227,8 @@ class Provider:
             while services.pid(layout, addon["name"]) is not None and time.monotonic() < deadline:
                 time.sleep(0.05)
         shutil.rmtree(addon_dir(layout, app, addon["name"]), ignore_errors=True)
+        with contextlib.suppress(OSError):  # the app's last add-on leaves no empty addons/ behind
+            os.rmdir(os.path.dirname(addon_dir(layout, app, addon["name"])))
 
     def dump(self, layout, app, addon, path):
         """A consistent RDB snapshot of the add-on's data, copied to path."""

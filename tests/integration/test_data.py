@@ -212,3 +212,36 @@ def test_a_whole_server_restored_elsewhere_serves_the_same_release_config_and_da
         third.remote("restore", archive)
         assert json.loads(third.tinyserv("apps:info", "-a", app.name, "--json").stdout)["port"] == port
         assert json.loads(wait_for_http("http://127.0.0.1:%d/" % port, timeout=30)[1])["visits"] == 2
+
+
+FAILING_REDIS = """#!/bin/sh
+# Says it is Redis 7, and dies at once when started: a redis-server that cannot start (a bad disk, say).
+if [ "$1" = "--version" ]; then echo "Redis server v=7.0.15 sha=00000000:0"; exit 0; fi
+echo "FATAL: cannot open the data directory" >&2
+exit 1
+"""
+
+
+def test_a_redis_add_on_whose_server_does_not_start_leaves_nothing_behind(server, tmp_path):
+    app = server.new_app(tmp_path, data_app(), prefix="addon")
+    server.push(app)
+    program = tmp_path / "redis-server"
+    program.write_text(FAILING_REDIS)
+    program.chmod(0o755)
+    before = server.releases(app), server.config(app)
+    server.env["TINYSERV_REDIS_SERVER"] = str(program)
+    try:
+        result = server.tinyserv("addons:create", "redis", cwd=app.path, check=False)
+    finally:
+        del server.env["TINYSERV_REDIS_SERVER"]
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 1 and len(lines) == 1, result.stderr
+    assert "did not answer on port" in lines[0] and "FATAL: cannot open the data directory" in lines[0]
+    assert (server.releases(app), server.config(app)) == before
+    assert json.loads(server.tinyserv("addons", "--json", cwd=app.path).stdout) == []
+    services = os.path.join(server.root, "services")
+    assert not [n for n in os.listdir(services) if n.endswith(".json")]
+    assert [n for n in os.listdir(os.path.join(server.root, "apps", app.name)) if n.startswith("addons")] == [
+        "addons.lock"]  # the lock file stays, like the app's other locks
+    assert wait_until(lambda: not [p for p in server.survivors() if str(program) in open(
+        "/proc/%d/cmdline" % p, "rb").read().decode(errors="replace")], 10, message="no redis-server left")
