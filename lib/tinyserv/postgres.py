@@ -129,6 +129,8 @@ class Provider:
     def check_available(self):
         """PostgreSQL is configured, its client installed, it answers, and our role may do the work."""
         admin = self.admin()
+        if self.sql is sql:
+            tool("psql")  # missing: say so, not "is PostgreSQL running?"
         where = "%s:%s" % (admin["PGHOST"], admin["PGPORT"])
         try:
             rights = self.sql(admin, ["SELECT rolcreatedb, rolcreaterole FROM pg_roles WHERE rolname = current_user"],
