@@ -42,6 +42,7 @@ def kind_of(text):
 
 
 def addons_file(layout, app):
+    """apps/<app>/addons.json."""
     return layout.app_file(app, "addons.json")
 
 
@@ -64,6 +65,7 @@ def record(layout, app, addon):
 
 
 def forget(layout, app, name):
+    """Drop the add-on called name from the app's list."""
     save(layout, app, [a for a in load(layout, app) if a["name"] != name])
 
 

@@ -128,6 +128,7 @@ class _BytesReader:
         self.data, self.at = data, 0
 
     def read(self, size=-1):
+        """Up to size bytes."""
         size = len(self.data) - self.at if size < 0 else size
         chunk = self.data[self.at:self.at + size]
         self.at += len(chunk)
@@ -141,6 +142,7 @@ class Hashing:
         self.f, self.left, self.hash, self.padded = f, size, hashlib.sha256(), False
 
     def read(self, size=-1):
+        """Up to size bytes."""
         size = self.left if size < 0 else min(size, self.left)
         chunk = self.f.read(size)
         if len(chunk) < size:
@@ -155,6 +157,7 @@ def app_skipper(layout, app, keep_build, keep_deps, raw_addon_data):
     """What of apps/<app>/ stays out of the archive: other builds and their dependencies, run/, log/, locks,
     and a running Redis add-on's live files (its snapshot goes in instead)."""
     def skip(rel, entry):
+        """Leave rel (a path under the app's directory) out of the archive?"""
         parts = rel.split(os.sep)
         if len(parts) == 1:
             return parts[0] in SKIPPED_DIRS or parts[0] in SKIPPED_FILES or parts[0].endswith(".lock")
@@ -259,6 +262,7 @@ def dump_addon(layout, app, addon, path):
 
 
 def human(size):
+    """A size in bytes as text (storage.human)."""
     from .storage import human as as_text
     return as_text(size)
 
@@ -277,6 +281,7 @@ def open_archive(file):
 
 
 def damaged(file, why):
+    """The error for an archive that is not a whole tinyserv backup."""
     return TinyservError("%s is not a whole tinyserv backup (%s): nothing was changed" % (
         "the archive" if file == "-" else file, why))
 

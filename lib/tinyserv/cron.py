@@ -28,6 +28,7 @@ SAVED = {"jobs": [{"name": str, "schedule": str, "command": str, "next_at": (int
 
 
 def job_name(number):
+    """scheduler.N: the one-off instance name of cron job number N (1-based)."""
     return "%s.%d" % (PREFIX, number)
 
 
@@ -75,6 +76,7 @@ def check_job(entry, n, text):
 
 
 def line_of(text, offset):
+    """The 1-based line of text that offset is on."""
     return text.count("\n", 0, offset) + 1
 
 
@@ -146,6 +148,7 @@ class Job:
         self.runs = self.skipped = 0
 
     def shown(self):
+        """What run/cron.json records of the job."""
         return {"name": self.name, "schedule": self.text, "command": self.command, "next_at": self.next_at,
                 "last_started": self.last_started, "last_exit": self.last_exit, "last_finished": self.last_finished,
                 "runs": self.runs, "skipped": self.skipped}
@@ -205,11 +208,13 @@ class Scheduler:
         return found
 
     def started(self, app, job, now):
+        """A run of job began at now."""
         job.last_started = now
         job.runs += 1
         self.save(app)
 
     def skipped_run(self, app, job):
+        """A run of job was skipped: its previous run was still going."""
         job.skipped += 1
         self.save(app)
 
@@ -238,10 +243,12 @@ class Scheduler:
 
 
 def number_of(name):
+    """N of scheduler.N."""
     return int(name.rsplit(".", 1)[1])
 
 
 def cron_file(layout, app):
+    """apps/<app>/run/cron.json."""
     return layout.app_file(app, "run", "cron.json")
 
 

@@ -124,6 +124,7 @@ class Provider:
         self.sql = run_sql or sql  # sql(connection, statements, what) -> output; tests pass a fake
 
     def admin(self):
+        """libpq's environment for tinyserv's own role (TINYSERV_POSTGRES_URL)."""
         return connection(admin_url(self.environ))
 
     def check_available(self):
@@ -209,10 +210,12 @@ class Provider:
 
 
 def backups_dir(layout, app, addon_name):
+    """Where the backups of one PostgreSQL add-on are kept."""
     return layout.app_file(app, "pg-backups", addon_name)
 
 
 def backup_path(layout, app, addon_name, backup_id):
+    """The file of backup bNNN of an add-on (the ID checked first)."""
     if not isinstance(backup_id, str) or not BACKUP_ID.match(backup_id):
         raise TinyservError("%r is not a backup ID like b001 (see 'tinyserv pg:backups')" % (backup_id,))
     return os.path.join(backups_dir(layout, app, addon_name), backup_id + ".dump")

@@ -52,14 +52,17 @@ def version(program):
 
 
 def addon_dir(layout, app, name):
+    """apps/<app>/addons/<name>/: a Redis add-on's configuration and data."""
     return layout.app_file(app, "addons", name)
 
 
 def data_dir(layout, app, name):
+    """Where redis-server keeps the add-on's data (its dir)."""
     return os.path.join(addon_dir(layout, app, name), "data")
 
 
 def conf_file(layout, app, name):
+    """The add-on's redis.conf (0600: it holds the password)."""
     return os.path.join(addon_dir(layout, app, name), "redis.conf")
 
 
@@ -73,6 +76,7 @@ def conf_text(app, name, port, password, data):
 
 
 def url(port, password):
+    """The REDIS_URL of an add-on on 127.0.0.1:port."""
     return "redis://default:%s@127.0.0.1:%d" % (password, port)
 
 

@@ -91,6 +91,7 @@ class Restore:
                                 "nothing was changed" % ", ".join(sorted(set(taken))))
 
     def staged_addons(self, app):
+        """The add-ons listed in the archive's copy of app's addons.json."""
         return store.load(os.path.join(self.staging, "apps", app, "addons.json"), addons.ADDONS,
                           {"addons": []})["addons"]
 
@@ -148,6 +149,7 @@ class Restore:
             self.rewrite_config(app, old_url, addon["url"])
 
     def wait_addons(self, app):
+        """Raise unless each Redis add-on restored for app answers."""
         for addon in self.made.get(app, []):
             if addon["kind"] == "redis":
                 addons.provider("redis").wait(self.layout, addon, urlparts(addon["url"]).password)
@@ -207,6 +209,7 @@ class Restore:
 
 
 def urlparts(url):
+    """An add-on URL split into its parts."""
     return urllib.parse.urlsplit(url)
 
 
