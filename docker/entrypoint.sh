@@ -6,6 +6,11 @@ set -u
 
 mkdir -p /run/sshd   # /run is a tmpfs in docker-compose.yml, empty at every start
 
+# What systemd starts before tinyserv on a real server, once a test has set it up (tests/e2e/test_data.py).
+if [ -e /etc/tinyserv-e2e/start-postgresql ]; then
+    pg_ctlcluster 15 main start || echo "tinyserv-e2e: PostgreSQL did not start" >&2
+fi
+
 if ! su - deploy -c 'command -v tinyserv-remote' >/dev/null 2>&1; then
     # The bare image: `tinyserv server:install` has not put tinyserv there (yet).
     echo "tinyserv-e2e: boot: tinyserv is not installed for deploy: nothing to start"

@@ -32,10 +32,14 @@ def base_env(build_dir, meta, mark):
     return env
 
 
-def process_env(build_dir, meta, config, app, name, port, version, mark):
-    """Environment of one process: base, then config vars, then what tinyserv sets."""
+def process_env(build_dir, meta, config, app, name, port, version, mark, data_dir):
+    """Environment of one process: base, then config vars, then what tinyserv sets.
+
+    data_dir (TINYSERV_DATA_DIR) is the app's persistent directory: every process, the
+    release phase and `run` get it; builds do not (base_env), as their output is code.
+    """
     env = base_env(build_dir, meta, mark)
     env.update(config)
     env.update(PORT=str(port), DYNO=name, PS=name, TINYSERV_APP=app,
-               TINYSERV_RELEASE="v%d" % version, TINYSERV_INSTANCE=mark)
+               TINYSERV_RELEASE="v%d" % version, TINYSERV_INSTANCE=mark, TINYSERV_DATA_DIR=data_dir)
     return env

@@ -37,7 +37,8 @@ def port_free(port):
 
 def allocate_port(layout, first):
     """The lowest port >= first that no app holds and nothing listens on."""
-    held = set()
+    from . import addons
+    held = addons.held_ports(layout)  # a Redis add-on's port is held while its server is stopped, too
     for app in layout.apps():
         with contextlib.suppress(TinyservError):  # a damaged app's port stays unknown; `apps` reports it
             held.add(releases.port(layout, app))
@@ -56,7 +57,7 @@ def create(layout, name, by=None):
             raise TinyservError("an app named %r already exists (see 'tinyserv apps')" % name)
         port = allocate_port(layout, start_port())
         try:
-            for sub in ("builds", "deps", "log", "run"):
+            for sub in ("builds", "deps", "log", "run", "data"):
                 os.makedirs(layout.app_file(name, sub), mode=0o700, exist_ok=True)
             ensure_repo(layout, name)
             appstate.save_formation(layout, name, {"quantity": {}, "stopped": []})
@@ -88,17 +89,24 @@ def ensure_repo(layout, name):
 
 
 def destroy(layout, name):
-    """Stop the app and everything it started, then remove its repository, builds, releases and logs."""
+    """Stop the app and everything it started, delete its add-ons with their data, then remove its repository,
+    builds, releases, logs and data directory."""
+    from . import addons, storage
     layout.require(name)
-    with store.locked(layout.global_lock), store.locked(layout.app_file(name, "lock")):
+    with addons.changing(layout, name), store.locked(layout.global_lock), \
+            store.locked(layout.app_file(name, "lock")):
+        doomed = addons.check_all(layout, name)  # one that cannot be deleted keeps the whole app, untouched
+        data_bytes, data_files = storage.usage(layout.data_dir(name))
         pgids = live_groups(layout, name)
         store.remove(layout.public_release(name))
         supervised = bool(control.running(layout))
         if supervised:  # it stops them, with the app's own grace period
             control.request(layout, {"cmd": "sync", "app": name})
         procs.stop(pgids, grace=40, what="stopping %s" % name, term=not supervised, marks=[layout.app_marks(name)])
+        addons.delete_all(layout, name, doomed)
         remove_app_files(layout, name)
-    return {"destroyed": name}
+    return {"destroyed": name, "addons": [a["name"] for a in doomed], "data_bytes": data_bytes,
+            "data_files": data_files}
 
 
 def live_groups(layout, name):
@@ -380,7 +388,8 @@ def run(layout, name, command):
     build_dir = layout.build_dir(name, release["build"])
     meta = appstate.build_meta(layout, name, release["build"])
     env = appenv.process_env(build_dir, meta, release["config"], name, "run.1", releases.port(layout, name),
-                             release["version"], layout.mark(name, "run.%d" % os.getpid()))
+                             release["version"], layout.mark(name, "run.%d" % os.getpid()),
+                             layout.ensure_data_dir(name))
     os.chdir(build_dir)
     try:
         procs.apply_limits(env)

@@ -13,7 +13,7 @@ MAX_PER_TYPE = 100  # Heroku caps a process type at 100 dynos
 
 FORMATION = {"quantity": mapping_of(int), "stopped": [str]}
 BUILD = {"id": str, "commit": str, "procfile": mapping_of(str), "path": [str], "env": mapping_of(str),
-         "?runtime": str, "?deps": str}
+         "?runtime": str, "?deps": str, "?cron": [{"command": str, "schedule": str}]}
 INSTANCE = {"name": str, "type": str, "version": int, "pid": int, "pgid": int, "starttime": (int, None),
             "state": str, "?fifo": (str, None), "?mark": str}
 STATE = {"instances": [INSTANCE], "?broken": (str, None)}

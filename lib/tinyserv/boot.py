@@ -35,7 +35,7 @@ def check(layout, app, build_dir, meta, config, version, timeout, cancelled=lamb
     """
     port = free_port()
     mark = layout.mark(app, "trial.%d" % time.time_ns())
-    env = appenv.process_env(build_dir, meta, config, app, "web.1", port, version, mark)
+    env = appenv.process_env(build_dir, meta, config, app, "web.1", port, version, mark, layout.ensure_data_dir(app))
     import tempfile  # here: `tinyserv-remote ps` imports this module and starts faster without it
     with tempfile.TemporaryFile() as out:
         pid = procs.spawn(["/bin/sh", "-c", meta["procfile"]["web"]], build_dir, env, out.fileno())

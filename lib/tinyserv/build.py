@@ -14,7 +14,7 @@ import stat
 import subprocess
 import time
 
-from . import appenv, procs, store
+from . import appenv, cron, procs, store
 from .errors import TinyservError
 from .procfile import parse_procfile
 
@@ -212,12 +212,17 @@ class Builder:
             extract(self.layout.repo(self.app), commit, build_dir, git_env)
             meta = {"id": build_id, "commit": commit, "path": [], "env": {}}
             meta["procfile"] = read_procfile(build_dir)
+            meta["cron"] = cron.read_jobs(read_pushed_text(build_dir, "app.json"))
+            cron.check_names(meta["cron"], meta["procfile"])
             meta["runtime"] = detect_runtime(build_dir, meta["procfile"])
             self.steps.step({"node": "Node.js app detected", "python": "Python app detected",
                              "generic": "Generic app detected (Procfile only)"}[meta["runtime"]])
             getattr(self, "install_" + meta["runtime"])(build_dir, meta)
             self.steps.step("Discovering process types")
             self.steps.detail("Procfile declares types -> %s" % ", ".join(meta["procfile"]))
+            if meta["cron"]:
+                self.steps.detail("app.json declares cron jobs -> %s" % ", ".join(
+                    "%s (%s)" % (cron.job_name(n), job["schedule"]) for n, job in enumerate(meta["cron"], 1)))
             store.write_json(self.layout.build_meta(self.app, build_id), meta, mode=0o644)
             return meta
         except BaseException:

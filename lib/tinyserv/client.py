@@ -1,6 +1,8 @@
 """tinyserv: the developer's command line. Heroku's verbs, run against your own server."""
 
 import argparse
+import contextlib
+import getpass
 import os
 import shlex
 import sys
@@ -10,6 +12,7 @@ from . import __version__, commands, configvars, gitlocal, printer
 from .errors import ArgumentParser, RawDescriptionHelpFormatter, TinyservError, guarded, parse
 from .names import check_app_name, check_config_key, parse_assignments, parse_scale
 from .printer import color, heading, pairs, table
+from .storage import human
 from .transport import Remote
 
 
@@ -177,16 +180,28 @@ class Client:
         if confirm is None:
             if not sys.stdin.isatty():
                 raise TinyservError("apps:destroy %s needs --confirm %s when not run on a terminal" % (name, name))
-            self.say(" !    This deletes ⬢ %s: its processes, code, releases, config and logs." % name)
+            self.say(" !    This deletes ⬢ %s: its processes, code, releases, config and logs, %s." % (
+                name, self.data_of(name)))
             try:
                 confirm = input(" !    To proceed, type %s: " % name).strip()
             except EOFError:
                 raise TinyservError("no confirmation given: nothing was destroyed") from None
         if confirm != name:
             raise TinyservError("confirmation %r does not match %r: nothing was destroyed" % (confirm, name))
-        self.call(app=name)
+        result = self.call(app=name)
         removed = gitlocal.in_repository() and gitlocal.remove_remote_if(name)
-        self.say("Destroying ⬢ %s... done" % name + ("\nGit remote tinyserv removed" if removed else ""))
+        deleted = "its data directory (%s)" % human(result.get("data_bytes", 0))
+        if result.get("addons"):
+            deleted += " and add-ons %s, with their data" % ", ".join(result["addons"])
+        self.say("Destroying ⬢ %s... done: %s deleted" % (name, deleted)
+                 + ("\nGit remote tinyserv removed" if removed else ""))
+
+    def data_of(self, name):
+        """What apps:destroy's question says besides code and config: the data directory and add-ons."""
+        size = human(self.call("storage", app=name)["bytes"])
+        listed = self.call("addons", app=name)
+        return "its data directory (%s)%s" % (size, " and its add-ons %s with all their data" % ", ".join(
+            a["name"] for a in listed) if listed else "")
 
     def destroy_target(self):
         """NAME, -a, this repository's app or, with none of those, the name given to --confirm."""
@@ -449,6 +464,152 @@ class Client:
     def keys_remove(self):
         self.call()
         self.say("Removing deploy key %s... done" % self.args.name)
+
+
+    # --- apps that keep data: storage, add-ons, scheduled jobs, backups ---
+
+    def storage(self):
+        self.json_or(self.call(), lambda s: self.say(heading("%s Storage" % s["app"]) + "\n" + pairs([
+            ("Path", s["path"]), ("Size", "%s (%d file%s)" % (human(s["bytes"]), s["files"],
+                                                               "" if s["files"] == 1 else "s")),
+            ("Environment", "TINYSERV_DATA_DIR (processes, the release phase and run; kept across deploys, "
+                            "rollbacks, restarts and reboots)")])))
+
+    def addons(self):
+        self.json_or(self.call(), self.render_addons)
+
+    def render_addons(self, listed):
+        if not listed:
+            self.say("%s has no add-ons. Create one with 'tinyserv addons:create postgresql' (or redis)." % self.app)
+            return
+        self.say(heading("%s Add-ons" % self.app))
+        self.say(table([[a["name"], a["kind"], a["var"], a["state"], a["created_at"]] for a in listed],
+                       ["NAME", "KIND", "CONFIG VAR", "STATE", "CREATED"]))
+
+    def addons_create(self):
+        from .addons import kind_of
+        kind = kind_of(self.args.kind)  # refused here before anything travels; the server checks again
+        if not self.args.json:
+            self.say("Creating %s on ⬢ %s..." % (kind, self.app))
+        created = self.call()
+        self.json_or(created, lambda a: self.say("Created %s as %s (a new release; the app restarted with it)\n"
+                                                 "Use 'tinyserv addons:info %s' to see it." % (
+                                                     a["name"], a["var"], a["name"])))
+
+    def addons_destroy(self):
+        name, app = self.args.addon, self.app
+        self.confirm(self.args.confirm, "This deletes add-on %s of ⬢ %s with all its data, and unsets its "
+                                        "config var." % (name, app))
+        result = self.call()
+        self.say("Destroying %s on ⬢ %s... done (%s unset in a new release)" % (name, app, result["var"]))
+
+    def confirm(self, given, warning):
+        """--confirm APP, or the app's name typed on a terminal; anything else leaves everything as it is."""
+        app = self.app
+        if given is None:
+            if not sys.stdin.isatty():
+                raise TinyservError("this needs --confirm %s when not run on a terminal" % app)
+            self.say(" !    " + warning)
+            try:
+                given = input(" !    To proceed, type %s: " % app).strip()
+            except EOFError:
+                raise TinyservError("no confirmation given: nothing was changed") from None
+        if given != app:
+            raise TinyservError("confirmation %r does not match %r: nothing was changed" % (given, app))
+
+    def addons_info(self):
+        self.json_or(self.call(), lambda a: self.say(heading(a["name"]) + "\n" + pairs(
+            [("Kind", a["kind"]), ("Plan", a["plan"]), ("Config var", a["var"]), ("State", a["state"]),
+             ("Created", a["created_at"])] + ([("Database", a["database"])] if a.get("database") else []))))
+
+    def pg_psql(self):
+        return self.stream(tty=sys.stdin.isatty() and sys.stdout.isatty())
+
+    def pg_backups(self):
+        self.json_or(self.call(), lambda b: self.say(heading("%s Backups" % b["database"]) + "\n" + (table(
+            [[x["id"], x["created_at"], human(x["bytes"])] for x in b["backups"]], ["ID", "CREATED", "SIZE"])
+            if b["backups"] else "No backups. Capture one with 'tinyserv pg:backups:capture'.")))
+
+    def pg_backups_capture(self):
+        self.json_or(self.call(), lambda b: self.say("Backing up %s to %s... done (%s)" % (
+            b["database"], b["id"], human(b["bytes"]))))
+
+    def pg_backups_restore(self):
+        self.confirm(self.args.confirm, "This replaces everything in ⬢ %s's database with the backup %s." % (
+            self.app, self.args.backup or "(the newest)"))
+        result = self.call()
+        self.say("Restoring %s from %s... done" % (result["database"], result["backup"]))
+
+    def pg_backups_download(self):
+        target = self.args.output or "latest.dump"
+        cmd = commands.BY_NAME[self.args.verb]
+        words, _ = commands.request(cmd, self.args, self.app)
+        code = self.save_stream(words, target)
+        if code == 0:
+            self.say("Saved the backup to %s" % target)
+        return code
+
+    def save_stream(self, words, target):
+        """Run a remote command whose standard output is a file's bytes into target (0600, whole or not at all)."""
+        partial = target + ".partial"
+        try:
+            out = os.fdopen(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb")
+        except OSError as e:
+            raise TinyservError("cannot write %s: %s" % (partial, e.strerror)) from None
+        try:
+            with out:
+                code = self.run_to(words, out)
+            if code != 0:
+                raise TinyservError("nothing was saved: the server's command failed (exit %d)" % code)
+            os.replace(partial, target)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(partial)
+            raise
+        return code
+
+    def run_to(self, words, out):
+        """Run tinyserv-remote WORDS with its stdout into out (its stderr on ours); its exit code."""
+        import subprocess
+        argv = self.remote.argv(words)
+        try:
+            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, env=self.remote.env)
+        except OSError as e:
+            raise TinyservError("cannot run %s: %s" % (argv[0], e.strerror)) from None
+        try:
+            code = proc.wait()
+        except KeyboardInterrupt:
+            proc.terminate()
+            proc.wait()
+            raise
+        self.remote.check_reached(code)
+        return code
+
+    def cron(self):
+        self.json_or(self.call(), self.render_cron)
+
+    def render_cron(self, listed):
+        if not listed["jobs"]:
+            self.say("%s has no scheduled jobs%s." % (self.app, "" if listed["deployed"] else " (not deployed yet)")
+                     + " Add them to app.json: {\"cron\": [{\"command\": \"node job.js\", "
+                       "\"schedule\": \"*/5 * * * *\"}]}")
+            return
+        self.say(heading("%s Scheduled jobs (UTC)" % self.app))
+        self.say(table([[j["name"], j["schedule"], j["command"], iso(j["next_at"]),
+                         "running" if j["running"] else ("" if j["last_started"] is None else "%s (exit %s)" % (
+                             iso(j["last_started"]), "?" if j["last_exit"] is None else j["last_exit"])),
+                         j["runs"]] for j in listed["jobs"]],
+                       ["JOB", "SCHEDULE", "COMMAND", "NEXT RUN", "LAST RUN", "RUNS"]))
+
+    def backups_capture(self):
+        target = self.args.file or "tinyserv-backup-%s-%s.tar.gz" % (
+            self.remote.web_host().strip("[]").replace(":", "-"), time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()))
+        if os.path.exists(target):
+            raise TinyservError("%s exists: give a new file name" % target)
+        self.say("Backing up every app on %s into %s (it holds every app's config vars and add-on passwords: "
+                 "it is written 0600)..." % (self.remote.spec or "localhost", target))
+        self.save_stream(["backup", "-"], target)
+        self.say("done, %s" % human(os.path.getsize(target)))
 
 
 def read_public_key(path):

@@ -134,6 +134,40 @@ COMMANDS = [
             args=[arg("path", nargs="?", default="", metavar="PATH", to=LOCAL, help="a path on the app")]),
     command("completion", "print shell completion for bash or zsh (eval \"$(tinyserv completion bash)\")", None,
             app=False, args=[arg("shell", choices=["bash", "zsh"], metavar="SHELL", to=LOCAL, help="bash or zsh")]),
+    # Apps that keep data (issue 10): storage, add-ons, scheduled jobs, backups.
+    command("storage", "show the app's data directory (TINYSERV_DATA_DIR): path and size", "storage.info",
+            json=True),
+    command("addons", "list the app's add-ons", "addons.listing", json=True),
+    command("addons:create", "create an add-on (postgresql or redis) and set its URL config var",
+            "addons.create", json=True, who=True, args=[arg("kind", metavar="KIND", help="postgresql or redis")]),
+    command("addons:destroy", "unset an add-on's config var, then delete it and its data", "addons.destroy",
+            who=True, args=[arg("addon", metavar="NAME", help="the add-on (see 'tinyserv addons')"),
+                            arg("--confirm", metavar="APP", to=LOCAL, help="the app's name, to skip the question")]),
+    command("addons:info", "show one add-on", "addons.info", json=True, args=[arg("addon", metavar="NAME")]),
+    command("pg:psql", "open psql on the app's database", "postgres.psql", stream=True, args=[
+        arg("-c", "--command", metavar="SQL", help="run SQL and exit instead of opening a prompt"),
+        arg("database", nargs="?", metavar="DATABASE", help="the add-on (default: the one in DATABASE_URL)")]),
+    command("pg:backups", "list the database's backups", "postgres.backups", json=True,
+            args=[arg("database", nargs="?", metavar="DATABASE")]),
+    command("pg:backups:capture", "back up the database now (pg_dump)", "postgres.backups_capture", json=True,
+            args=[arg("database", nargs="?", metavar="DATABASE")]),
+    command("pg:backups:restore", "load a backup into the database (pg_restore), replacing what it has",
+            "postgres.backups_restore", args=[
+                arg("backup", nargs="?", metavar="ID", help="the backup (default: the newest)"),
+                arg("database", nargs="?", metavar="DATABASE"),
+                arg("--confirm", metavar="APP", to=LOCAL, help="the app's name, to skip the question")]),
+    command("pg:backups:download", "save a backup to a file here", "postgres.backups_download", stream=True,
+            args=[arg("backup", nargs="?", metavar="ID", help="the backup (default: the newest)"),
+                  arg("-o", "--output", metavar="FILE", to=LOCAL, help="where (default: latest.dump)"),
+                  arg("--database", metavar="DATABASE")]),
+    command("cron", "list the app's scheduled jobs (app.json's cron)", "cron.listing", json=True),
+    command("backups:capture", "back up the whole server into a file here", None, app=False, args=[
+        arg("file", nargs="?", metavar="FILE", to=LOCAL,
+            help="where (default: tinyserv-backup-HOST-TIME.tar.gz)")]),
+    command("backup", "write an archive of every app (FILE, or - for stdout)", "backup.capture", app=False,
+            client=False, stream=True, args=[arg("file", nargs="?", metavar="FILE|-")]),
+    command("restore", "bring back every app of an archive (FILE, or - for stdin)", "backup.restore", app=False,
+            client=False, stream=True, args=[arg("file", metavar="FILE|-")]),
 ]
 
 BY_NAME = {c.name: c for c in COMMANDS}

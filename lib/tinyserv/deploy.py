@@ -103,7 +103,8 @@ class Deploy:
         build_dir = self.layout.build_dir(self.app, meta["id"])
         env = appenv.process_env(build_dir, meta, config, self.app, "release.1", releases.port(self.layout, self.app),
                                  releases.current(self.layout, self.app)["version"] + 1,
-                                 self.layout.mark(self.app, "release.%s" % meta["id"]))
+                                 self.layout.mark(self.app, "release.%s" % meta["id"]),
+                                 self.layout.ensure_data_dir(self.app))
         build.run_streamed(["/bin/sh", "-c", command], build_dir, env, self.steps, "the release command", watch)
 
     def transaction(self, meta, push, receiver, started):

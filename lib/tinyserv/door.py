@@ -17,7 +17,8 @@ from . import commands, keys
 from .errors import TinyservError
 
 GIT = ("git-receive-pack", "git-upload-pack")
-FULL_ONLY = ("apps:create", "keys", "keys:add", "keys:remove")  # commands beyond any one app
+FULL_ONLY = ("apps:create", "keys", "keys:add", "keys:remove", "backup", "doctor")  # beyond any one app
+SERVER_SIDE = ("backup", "doctor")  # server commands a client command runs (backups:capture) or a full key may
 
 
 def refuse(why):
@@ -83,7 +84,7 @@ def serve_command(layout, entry, argv):
     if entry["push_only"]:
         refuse("this key may only push (it was added with --push-only)")
     cmd = commands.BY_NAME.get(argv[0]) if argv else None
-    if cmd is None or not (cmd.client or cmd.name == "version") or not cmd.server:
+    if cmd is None or not (cmd.client or cmd.name in SERVER_SIDE) or not cmd.server:
         refuse("%r is not a client command" % (argv[0] if argv else ""))
     if cmd.name in FULL_ONLY and (entry["apps"] is not None):
         refuse("%s needs a key that is not limited to some apps" % cmd.name)

@@ -7,6 +7,8 @@
   apps/<app>/builds/<id>  one build directory per deploy (last few kept)
   apps/<app>/deps/<hash>  installed dependencies, shared by builds with the same manifests
   apps/<app>/log/app.log  the app's log (rotated to app.log.1)
+  apps/<app>/data/        the app's persistent data directory (TINYSERV_DATA_DIR), outside every build
+  apps/<app>/addons.json  the app's add-ons; apps/<app>/addons/<name>/ what each keeps on disk
   apps/<app>/run/         the supervisor's view: state.json and per-instance pipes
   run/                    the supervisor's socket, pid file and own log
 """
@@ -93,6 +95,19 @@ class Layout:
 
     def build_meta(self, app, build_id):
         return self.app_file(app, "builds", build_id + ".json")
+
+    def data_dir(self, app):
+        """The app's persistent data directory: TINYSERV_DATA_DIR, kept across deploys, rollbacks and reboots."""
+        return self.app_file(app, "data")
+
+    def ensure_data_dir(self, app):
+        """Create the app's data directory if it is missing (apps made before it existed); return its path."""
+        path = self.data_dir(app)
+        try:
+            os.makedirs(path, mode=0o700, exist_ok=True)
+        except OSError as e:
+            raise TinyservError("cannot create %s: %s" % (path, e.strerror)) from None
+        return path
 
     def log_file(self, app):
         return self.app_file(app, "log", "app.log")

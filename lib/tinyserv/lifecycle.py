@@ -14,7 +14,7 @@ from .errors import TinyservError
 
 UNIT = """[Unit]
 Description=tinyserv: keeps the apps of {user} running
-After=network.target
+After=network.target postgresql.service
 
 [Service]
 Type=simple

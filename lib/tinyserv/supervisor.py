@@ -21,7 +21,7 @@ import socket
 import sys
 import time
 
-from . import appenv, appstate, procs, releases, services, settings, store
+from . import appenv, appstate, cron, procs, releases, services, settings, store
 from .errors import TinyservError
 from .logs import Lines, LogFile
 from .procfile import process_types
@@ -208,6 +208,7 @@ class Supervisor:
         self.shutting_down = False
         self.services = services.Keeper(layout, self.sys, self.note)
         self.next_memory_check = 0
+        self.scheduler = cron.Scheduler(layout, self.note)  # asked what is due by the clock in self.sys
 
     def note(self, text):
         """A line in the supervisor's own log (its stderr)."""
@@ -263,10 +264,10 @@ class Supervisor:
 
     def sync(self, app=None):
         """Bring one app (or all, and the platform services) in line with what is on disk."""
+        if not app:  # services first: an app's redis-server should be up before the app connects to it
+            self.keep_services(self.services.reconcile)
         for name in ([app] if app else sorted(self.known_apps())):
             self.guarded(name, self.reconcile, name)
-        if not app:
-            self.keep_services(self.services.reconcile)
         self.sweep()
 
     def want(self, app):
@@ -280,6 +281,8 @@ class Supervisor:
         version = want.release["version"] if want and want.release else None
         wanted = want.instances if want else {}
         for name, inst in list(instances.items()):
+            if inst.get("oneoff") and want is not None:
+                continue  # a cron job's run ends by itself, even after a deploy; only shutdown or destroy stop it
             if name not in wanted or inst["version"] != version:
                 if inst["state"] in RUNNING:
                     self.begin_stop(app, inst, want.grace if want else inst.get("grace", 30.0))
@@ -293,6 +296,7 @@ class Supervisor:
             self.close_log(app)
         for key in [k for k in self.budgets if k[0] == app and k[1] not in instances]:
             del self.budgets[key]
+        self.scheduler.update(app, want.meta.get("cron") if want and want.meta else [], self.sys.clock())
         self.clear_broken(app)
         self.dirty.add(app)
 
@@ -303,7 +307,8 @@ class Supervisor:
         port = releases.port(self.layout, app)
         version = want.release["version"]
         mark = self.layout.mark(app, "%s@%d" % (name, time.time_ns()))
-        env = appenv.process_env(want.build_dir, want.meta, want.release["config"], app, name, port, version, mark)
+        env = appenv.process_env(want.build_dir, want.meta, want.release["config"], app, name, port, version, mark,
+                                 self.layout.data_dir(app))
         now = self.sys.clock()
         inst = {
             "name": name, "type": name.split(".")[0], "version": version, "command": command,
@@ -327,6 +332,7 @@ class Supervisor:
         """Make the instance's pipe and spawn its command writing into it."""
         run_dir = self.layout.app_file(app, "run")
         os.makedirs(run_dir, exist_ok=True)
+        os.makedirs(env["TINYSERV_DATA_DIR"], mode=0o700, exist_ok=True)  # an app made before data dirs existed
         fifo = os.path.join(run_dir, "%s.%d.fifo" % (inst["name"], time.time_ns()))
         os.mkfifo(fifo, 0o600)
         inst["fifo"] = fifo  # from here on, forget() removes it
@@ -421,6 +427,7 @@ class Supervisor:
         self.retry_broken(now)
         self.check_memory(now)
         self.keep_services(self.services.tick)
+        self.run_due_jobs(now)
         self.save_dirty()
 
     def each_instance(self):
@@ -469,6 +476,8 @@ class Supervisor:
 
     def crashed(self, app, inst, now):
         """The main process ended on its own (or never started): kill what is left of it, schedule a restart."""
+        if inst.get("oneoff"):
+            return self.finished(app, inst, now)
         if inst["pid"]:
             self.sys.signal_group(inst["pgid"], signal.SIGKILL)
         self.find_strays(inst, signal.SIGKILL)
@@ -484,6 +493,37 @@ class Supervisor:
             how = "could not be started"
         self.event(app, "%s %s, restarting %s" % (inst["name"], how, "in %ds" % delay if delay else "now"))
         self.dirty.add(app)
+
+    def finished(self, app, inst, now):
+        """A one-off run (a cron job) ended: kill what it left behind and let it go; it is never restarted."""
+        if inst["pid"]:
+            self.sys.signal_group(inst["pgid"], signal.SIGKILL)
+        self.find_strays(inst, signal.SIGKILL)
+        code = inst["exit_code"]
+        how = "could not be started" if not inst["pid"] else (
+            "exited with %s" % code if code is not None else "exited")
+        self.event(app, "%s %s after %.1f s" % (inst["name"], how, now - inst["started"]))
+        inst.update(state="gone", since=now)
+        self.scheduler.finished(app, inst["name"], code, now)
+        self.dirty.add(app)
+
+    def run_due_jobs(self, now):
+        """Start the cron jobs whose time has come (a job still running from its last turn skips this one)."""
+        for app, job in self.scheduler.due(now):
+            self.guarded(app, self.run_job, app, job, now)
+
+    def run_job(self, app, job, now):
+        """Run one cron job as a one-off instance named like it (scheduler.N) in the app's current release."""
+        want = self.want(app)
+        if want is None or want.meta is None:
+            return
+        if job.name in self.apps.get(app, {}):
+            self.event(app, "%s is still running: its run due at %s is skipped" % (
+                job.name, time.strftime("%H:%M", time.gmtime(now))))
+            self.scheduler.skipped_run(app, job)
+            return
+        self.scheduler.started(app, job, now)
+        self.start(app, job.name, job.command, want, {"oneoff": True})
 
     def restart_due(self, inst, now):
         """Is it time to restart a crashed instance: backoff over, and its leftovers dead (or given up on)?"""
@@ -509,7 +549,7 @@ class Supervisor:
         """Stop the matching running instances and drop the crashed ones; reconcile starts them anew."""
         want = self.want(app)
         for inst in list(self.apps.get(app, {}).values()):
-            if target in (None, inst["name"], inst["type"]):
+            if target in (None, inst["name"], inst["type"]) and not inst.get("oneoff"):
                 if inst["state"] in RUNNING:
                     self.begin_stop(app, inst, want.grace if want else inst.get("grace", 30.0))
                 elif inst["state"] == "crashed":
@@ -702,8 +742,9 @@ class Supervisor:
                     wait = min(wait, max(BUSY_POLL, inst["next_try"] - now))
         for until in self.paused.values():
             wait = min(wait, max(BUSY_POLL, until - now))
-        service_wait = self.services.next_due(now, BUSY_POLL)
-        return wait if service_wait is None else min(wait, service_wait)
+        for due in (self.services.next_due(now, BUSY_POLL), self.scheduler.next_due(now)):
+            wait = wait if due is None else min(wait, due)
+        return wait
 
     def idle(self):
         """True when shutting down and nothing runs any more."""

@@ -277,14 +277,18 @@ class LocalServer:
     # --- teardown ---
 
     def survivors(self):
-        """Live processes of this server: its root in their environment, command line or cwd, or its apps."""
+        """Live processes of this server: its root in their environment, command line or cwd, or its apps' marks.
+
+        A process of one of its apps carries TINYSERV_INSTANCE=<this root's tag>:<app>:..., so another server's
+        app of the same name (a restored copy) is never taken for one of this server's.
+        """
         root_env = f"TINYSERV_ROOT={self.root}".encode()
-        app_envs = {f"TINYSERV_APP={n}".encode() for n in self.app_names | set(self.app_names_on_disk())}
+        mark = f"TINYSERV_INSTANCE={hashlib.sha256(self.root.encode()).hexdigest()[:8]}:".encode()
         found = []
         for pid in live_pids():
             env = environ_of(pid)
             cwd = cwd_of(pid)
-            if (root_env in env or env & app_envs or self.root in cmdline_of(pid)
+            if (root_env in env or any(e.startswith(mark) for e in env) or self.root in cmdline_of(pid)
                     or cwd == self.root or cwd.startswith(self.root + os.sep)):
                 found.append(pid)
         return found

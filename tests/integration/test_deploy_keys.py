@@ -105,6 +105,8 @@ HOSTILE = [
     ("ci", "tinyserv-remote apps:create other", "apps:create needs a key that is not limited"),
     ("ci", "tinyserv-remote keys", "keys needs a key that is not limited"),
     ("ci", "tinyserv-remote keys:remove admin", "keys:remove needs a key that is not limited"),
+    ("ci", "tinyserv-remote backup -", "backup needs a key that is not limited"),
+    ("ci", "tinyserv-remote restore /tmp/x.tar.gz", "'restore' is not a client command"),
     ("ci", "git-receive-pack '{repos}/{blog}.git'", "which this key may not touch"),
     ("ci", "git-receive-pack '{repos}/../{shop}.git'", "is not one of tinyserv's repositories"),
     ("ci", "git-receive-pack '/etc/{shop}.git'", "is not one of tinyserv's repositories"),
@@ -131,6 +133,13 @@ def test_the_door_refuses_everything_but_pushes_and_client_commands_in_one_line(
     assert app_arg(door, words) in result.stderr, shown
     assert not os.path.exists(PWNED), "the door ran something"
     assert door.server.snapshot() == before
+
+
+def test_a_full_key_may_back_up_the_whole_server(door):
+    env = dict(door.server.env, SSH_ORIGINAL_COMMAND="tinyserv-remote backup -")
+    result = subprocess.run([TINYSERV_REMOTE, "ssh-serve", "--key", "admin"], env=env, capture_output=True,
+                            stdin=subprocess.DEVNULL, timeout=120)
+    assert result.returncode == 0 and result.stdout[:2] == b"\x1f\x8b", result.stderr  # a gzip archive
 
 
 def test_a_key_runs_client_commands_on_its_own_apps_and_sees_only_them(door):

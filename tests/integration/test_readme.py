@@ -108,7 +108,11 @@ def test_the_walkthrough_works_exactly_as_written(new_user):
         "foo is blargey",
         "the push was rejected",                            # A push that fails
         "foo is blargey",
-        "Destroying ⬢ myapp... done",                       # Clean up
+        "kept across deploys",                              # Keep data
+        "Size:",
+        "scheduler.1  * * * * *",                           # Schedule jobs
+        "Backing up every app on localhost",                # Back up the server
+        "Destroying ⬢ myapp... done: its data directory",   # Clean up
         "You have no apps.",
     ]
     position = 0
@@ -117,7 +121,7 @@ def test_the_walkthrough_works_exactly_as_written(new_user):
         assert found >= 0, "expected %r after position %d\n%s" % (text, position, describe(result))
         position = found + len(text)
     pushes = result.stderr  # git prints the remote's output on stderr
-    assert pushes.count("-----> Released v") == 2, describe(result)  # the first deploy and the cool faces
+    assert pushes.count("-----> Released v") == 3, describe(result)  # the first deploy, cool faces, the cron job
     assert "Installing dependencies (npm ci)" in pushes.split("Add cool faces")[-1], describe(result)
     assert "Push rejected: web exited with 1 at boot" in pushes, describe(result)
 

@@ -61,6 +61,20 @@ def parse(*argv):
     (["config:push", "-e", "prod.env", "-a", "myapp"], {"env": "prod.env", "app": "myapp"}),
     (["open", "/admin"], {"path": "/admin"}),
     (["completion", "zsh"], {"shell": "zsh"}),
+    (["storage", "--json"], {"json": True}),
+    (["addons"], {"json": False}),
+    (["addons:create", "heroku-postgresql:essential-0"], {"kind": "heroku-postgresql:essential-0"}),
+    (["addons:destroy", "redis-1a2b3c4d", "--confirm", "myapp"], {"addon": "redis-1a2b3c4d", "confirm": "myapp"}),
+    (["addons:info", "redis-1a2b3c4d", "--json"], {"addon": "redis-1a2b3c4d", "json": True}),
+    (["pg:psql"], {"command": None, "database": None}),
+    (["pg:psql", "-c", "select 1", "postgresql-1a2b3c4d"], {"command": "select 1", "database": "postgresql-1a2b3c4d"}),
+    (["pg:backups"], {"database": None}),
+    (["pg:backups:capture", "--json"], {"json": True}),
+    (["pg:backups:restore", "b002", "--confirm", "myapp"], {"backup": "b002", "confirm": "myapp"}),
+    (["pg:backups:download", "-o", "x.dump"], {"backup": None, "output": "x.dump"}),
+    (["cron", "--json"], {"json": True}),
+    (["backups:capture"], {"file": None}),
+    (["backups:capture", "server.tar.gz"], {"file": "server.tar.gz"}),
 ])
 def test_each_command_accepts_its_arguments(argv, expected):
     parsed = parse(*argv)
@@ -70,9 +84,9 @@ def test_each_command_accepts_its_arguments(argv, expected):
 
 def test_every_declared_client_command_is_in_the_parser_and_has_a_client_method():
     for cmd in commands.client_commands():
-        needed = {"ps:stop": ["x"], "ps:start": ["x"], "config:get": ["x"], "completion": ["bash"],
-                  "keys:add": ["x"], "keys:remove": ["x"]}
-        assert parse(cmd.name, *needed.get(cmd.name, []))["verb"] == cmd.name
+        required = [a.options.get("choices", ["x"])[0] for a in commands.client_args(cmd)
+                    if not a.flags[0].startswith("-") and a.options.get("nargs") is None]
+        assert parse(cmd.name, *required)["verb"] == cmd.name
         assert callable(getattr(client.Client, client.method_name(cmd.name)))
 
 
@@ -189,7 +203,11 @@ def test_the_server_parses_what_the_client_sends_for_every_command():
     samples = {"ps:stop": ["web"], "ps:start": ["web"], "config:get": ["KEY"], "ps:scale": ["web=1", "worker=0"],
                "ps:restart": ["web.1"], "logs": ["-n", "5", "-t", "--ps", "web"], "run": ["ls", "-la", "--", "x"],
                "releases": ["-n", "3"], "releases:info": ["v2"], "rollback": ["v1"],
-               "keys:add": ["ci", "ci.pub", "--apps", "a,b", "--push-only"], "keys:remove": ["ci"]}
+               "keys:add": ["ci", "ci.pub", "--apps", "a,b", "--push-only"], "keys:remove": ["ci"],
+               "addons:create": ["redis"], "addons:destroy": ["redis-1a2b3c4d", "--confirm", "myapp"],
+               "addons:info": ["redis-1a2b3c4d"], "pg:psql": ["-c", "select 1; -- 'quoted'", "postgresql-1a2b"],
+               "pg:backups": ["postgresql-1a2b"], "pg:backups:restore": ["b001", "postgresql-1a2b"],
+               "pg:backups:download": ["b003", "-o", "here.dump", "--database", "postgresql-1a2b"]}
     for cmd in commands.client_commands():
         if cmd.serves is None:
             continue

@@ -136,3 +136,67 @@ def test_ps_scale_reports_the_new_formation():
 def test_ps_of_an_app_never_deployed_says_how_to_deploy():
     out, _ = run("ps", {"ps": {"formation": {}, "instances": [], "release": 1}}, json=False)
     assert out == "myapp has not been deployed yet: git push tinyserv main\n"
+
+
+# --- apps that keep data ---------------------------------------------------------------------------
+
+
+def test_storage_shows_the_data_directory_its_size_and_its_variable():
+    out, _ = run("storage", {"storage": {"app": "myapp", "path": "/srv/apps/myapp/data", "bytes": 1536, "files": 2}},
+                 json=False)
+    assert out == ("=== myapp Storage\n"
+                   "Path:        /srv/apps/myapp/data\n"
+                   "Size:        1.5 KB (2 files)\n"
+                   "Environment: TINYSERV_DATA_DIR (processes, the release phase and run; kept across deploys, "
+                   "rollbacks, restarts and reboots)\n")
+
+
+def test_addons_are_a_table_and_none_says_how_to_make_one():
+    listed = [{"name": "redis-1a2b3c4d", "kind": "redis", "var": "REDIS_URL", "state": "created",
+               "created_at": "2026-11-28T05:00:00Z", "plan": "redis-server on 127.0.0.1:6380", "port": 6380}]
+    out, _ = run("addons", {"addons": listed}, json=False)
+    assert out == ("=== myapp Add-ons\n"
+                   "NAME            KIND   CONFIG VAR  STATE    CREATED\n"
+                   "--------------  -----  ----------  -------  --------------------\n"
+                   "redis-1a2b3c4d  redis  REDIS_URL   created  2026-11-28T05:00:00Z\n")
+    out, _ = run("addons", {"addons": []}, json=False)
+    assert out == "myapp has no add-ons. Create one with 'tinyserv addons:create postgresql' (or redis).\n"
+
+
+def test_addons_create_with_json_prints_only_json():
+    created = {"name": "postgresql-1a2b3c4d", "kind": "postgresql", "var": "DATABASE_URL", "state": "created"}
+    out, calls = run("addons_create", {"addons:create": created}, kind="heroku-postgresql", json=True)
+    assert out.startswith("{") and calls[0][0] == ["addons:create", "--", "myapp", "heroku-postgresql"]
+
+
+def test_cron_shows_each_job_with_its_next_and_last_run():
+    jobs = {"deployed": True, "jobs": [
+        {"name": "scheduler.1", "schedule": "*/5 * * * *", "command": "node job.js", "next_at": 1795924800,
+         "last_started": 1795924500, "last_exit": 0, "runs": 3, "skipped": 0, "running": False},
+        {"name": "scheduler.2", "schedule": "@daily", "command": "node nightly.js", "next_at": None,
+         "last_started": None, "last_exit": None, "runs": 0, "skipped": 0, "running": True}]}
+    out, _ = run("cron", {"cron": jobs}, json=False)
+    assert out.splitlines() == [
+        "=== myapp Scheduled jobs (UTC)",
+        "JOB          SCHEDULE     COMMAND          NEXT RUN              LAST RUN                       RUNS",
+        "-----------  -----------  ---------------  --------------------  -----------------------------  ----",
+        "scheduler.1  */5 * * * *  node job.js      2026-11-29T04:00:00Z  2026-11-29T03:55:00Z (exit 0)  3",
+        "scheduler.2  @daily       node nightly.js                        running                        0"]
+
+
+def test_apps_destroy_says_it_deleted_the_data_directory_and_add_ons(monkeypatch):
+    monkeypatch.setattr(client.gitlocal, "in_repository", lambda: False)
+    answer = {"destroyed": "myapp", "addons": ["postgresql-1a2b3c4d"], "data_bytes": 3 * 1024 * 1024}
+    out, _ = run("apps_destroy", {"apps:destroy": answer}, name="myapp", confirm="myapp")
+    assert out == ("Destroying ⬢ myapp... done: its data directory (3.0 MB) and add-ons postgresql-1a2b3c4d, "
+                   "with their data deleted\n")
+
+
+@pytest.mark.parametrize("method, args, message", [
+    ("addons_create", {"kind": "mysql", "json": False}, "unknown add-on kind 'mysql'"),
+    ("addons_destroy", {"addon": "redis-1a2b3c4d", "confirm": "other"}, "confirmation 'other' does not match"),
+    ("pg_backups_restore", {"backup": "b001", "confirm": "nope"}, "confirmation 'nope' does not match 'myapp'"),
+])
+def test_bad_data_commands_are_refused_before_anything_travels(method, args, message):
+    with pytest.raises(TinyservError, match=message):
+        run(method, {}, **args)
