@@ -60,8 +60,10 @@ def test_each_command_accepts_its_arguments(argv, expected):
 
 def test_every_declared_client_command_is_in_the_parser_and_has_a_client_method():
     for cmd in commands.client_commands():
-        assert parse(*([cmd.name, "x"] if cmd.name in ("ps:stop", "ps:start", "config:get") else [cmd.name]))[
-            "verb"] == cmd.name
+        positionals = {"ps:stop": ["x"], "ps:start": ["x"], "config:get": ["x"], "domains:add": ["x.org"],
+                       "domains:remove": ["x.org"], "certs:add": ["c.pem", "k.pem"], "features:enable": ["x"],
+                       "features:disable": ["x"]}
+        assert parse(cmd.name, *positionals.get(cmd.name, []))["verb"] == cmd.name
         assert callable(getattr(client.Client, client.method_name(cmd.name)))
 
 
@@ -174,7 +176,9 @@ def test_the_server_parses_what_the_client_sends_for_every_command():
     server = remote.parser()
     samples = {"ps:stop": ["web"], "ps:start": ["web"], "config:get": ["KEY"], "ps:scale": ["web=1", "worker=0"],
                "ps:restart": ["web.1"], "logs": ["-n", "5", "-t", "--ps", "web"], "run": ["ls", "-la", "--", "x"],
-               "releases": ["-n", "3"], "releases:info": ["v2"], "rollback": ["v1"]}
+               "releases": ["-n", "3"], "releases:info": ["v2"], "rollback": ["v1"], "domains:add": ["www.x.org"],
+               "domains:remove": ["www.x.org"], "certs:add": ["c.pem", "k.pem"], "certs:remove": ["x"],
+               "features:enable": ["http-session-affinity"], "features:disable": ["http-session-affinity"]}
     for cmd in commands.client_commands():
         if cmd.serves is None:
             continue
