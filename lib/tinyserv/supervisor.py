@@ -220,7 +220,7 @@ class Stream:
 class Supervisor:
     """Owns the instances of every app; driven by Server.run() or, in tests, by tick()."""
 
-    def __init__(self, layout, system=None, front_door=None):
+    def __init__(self, layout, system=None, door=None):
         self.layout = layout
         self.sys = system or System()
         self.apps = {}  # app -> {name: instance dict}
@@ -235,9 +235,9 @@ class Supervisor:
         self.dirty = set()
         self.shutting_down = False
         self.services = services.Keeper(layout, self.sys, self.note)
-        # The front door (nginx) needs the real system; a test passing a fake one passes a router too, or has none.
-        self.router = front_door or router.Router(layout, self.sys, self.services, self.note,
-                                                  **({} if system is None else {"binary": lambda: None}))
+        # The front door: nginx if installed; a test with a fake system has none unless it passes a fake door.
+        found = {} if system is None else {"binary": lambda: door.binary if door else None, "door": door}
+        self.router = router.Router(layout, self.sys, self.services, self.note, **found)
         self.candidates = {}  # app -> a web instance that passed a boot check, to be kept as the live one
         self.sites = {}  # app -> (public port, router settings, names of the web instances wanted)
 
@@ -426,10 +426,13 @@ class Supervisor:
             return self.sys.free_port()
         return releases.port(self.layout, app)
 
-    def retire(self, app, name, inst):
-        """Keep an old web serving under another key until its replacement is up; then it drains."""
+    def retire(self, app, name, inst, replaced=False):
+        """Keep an old web serving under another key until its replacement is up; then it drains.
+
+        replaced: a restart asked for a new process, so a switch back (unretire) must not pick this one.
+        """
         del self.apps[app][name]
-        inst["retired"] = True
+        inst["retired"] = "replaced" if replaced else True
         self.apps[app][retired_key(inst)] = inst
         self.event(app, "%s of v%d keeps serving on port %d until its replacement is up" % (
             name, inst["version"], inst["port"]))
@@ -440,7 +443,7 @@ class Supervisor:
         if not self.router.enabled:
             return False
         instances = self.apps.get(app, {})
-        found = [k for k, i in instances.items() if i.get("retired") and i["name"] == name
+        found = [k for k, i in instances.items() if i.get("retired") is True and i["name"] == name
                  and i["version"] == version and i["state"] in RUNNING]
         if not found:
             return False
@@ -534,14 +537,13 @@ class Supervisor:
             return
         public, saved, _ = site
         webs = [i for i in self.apps.get(app, {}).values() if i["type"] == "web" and i["port"] != public]
-        current = [i for i in webs if not i.get("retired")]
-        old = [i for i in webs if i.get("retired") and i["state"] in RUNNING]
-        primary = [i["port"] for i in current if i["state"] == "up"]
-        backup = [i["port"] for i in old if i["state"] == "up"]
-        if not primary:
-            primary, backup = backup, []
-        if not primary:
-            primary = [i["port"] for i in current if i["state"] in ("starting", "crashed")]
+        current = [i for i in webs if not i.get("retired") and i["state"] in ("starting", "up", "crashed")]
+        old = [i["port"] for i in webs if i.get("retired") and i["state"] == "up"]
+        # Once one new web is up, the new ones take the traffic (nginx passes over one that does not answer yet,
+        # or has crashed: no reload for a crash), with the old ones as backup until they drain.
+        primary, backup = [i["port"] for i in current], old
+        if not any(i["state"] == "up" for i in current) and old:
+            primary, backup = old, []
         self.router.update(app, router.site_for(self.layout, app, public, primary, backup, saved))
 
     def mark_routed(self, apps):
@@ -735,7 +737,7 @@ class Supervisor:
             if not inst.get("retired") and target in (None, inst["name"], inst["type"]):
                 if inst["state"] in RUNNING:
                     if self.router.enabled and inst["type"] == "web" and want is not None:
-                        self.retire(app, key, inst)
+                        self.retire(app, key, inst, replaced=True)
                     else:
                         self.begin_stop(app, inst, want.grace if want else inst.get("grace", 30.0))
                 elif inst["state"] == "crashed":
