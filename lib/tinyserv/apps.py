@@ -98,6 +98,9 @@ def destroy(layout, name):
             control.request(layout, {"cmd": "sync", "app": name})
         procs.stop(pgids, grace=40, what="stopping %s" % name, term=not supervised, marks=[layout.app_marks(name)])
         remove_app_files(layout, name)
+    if supervised and settings.nginx_binary() is not None:
+        from . import router
+        router.wait_until_live(layout, name, lambda site: site is None)  # nginx no longer answers for it
     return {"destroyed": name}
 
 

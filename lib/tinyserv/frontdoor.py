@@ -76,7 +76,7 @@ def check(layout, app, saved):
     port = old.port if old else releases.port(layout, app)
     sites[app] = router.site_for(layout, app, port, old.primary if old else (), old.backup if old else (), saved)
     http, https = settings.http_port(), settings.https_port()
-    wants_http = bool(settings.base_domain()) or any(s.domains for s in sites.values())
+    wants_http = bool(settings.base_domain()) or bool(sites[app].domains)  # needed by this change, not before
     wants_https = any(s.certs for s in sites.values())
     held = nginx.listening_ports(services.pid(layout, nginx.SERVICE) or 0)
     for wanted, port_number, what in ((wants_http, http, "TINYSERV_HTTP_PORT"), (wants_https, https,
@@ -85,7 +85,7 @@ def check(layout, app, saved):
         if problem:
             raise TinyservError("nginx cannot serve this: %s (%s); nothing changed" % (problem, what))
     plan = nginx.Plan(tuple(sites[a] for a in sorted(sites)), http, https, router.user_directive(),
-                      nginx.has_ipv6(), wants_http, wants_https)
+                      nginx.has_ipv6(), True, wants_https)
     text = nginx.render(plan, prefix)
     path = os.path.join(prefix.dir, "check-%d.conf" % os.getpid())
     try:

@@ -168,10 +168,10 @@ class Router:
                 site = site._replace(port=None)
             sites.append(site)
         http, https = settings.http_port(), settings.https_port()
-        wants_http = any(s.domains for s in sites) or bool(base_domain_or_none())
         wants_https = any(s.certs for s in sites)
+        # Always on the HTTP port (a host no app claims gets a 404 there), unless nginx cannot take it.
         plan = nginx.Plan(tuple(sites), http, https, user_directive(), self.door.ipv6,
-                          wants_http and usable(http, "the HTTP port %d" % http),
+                          usable(http, "the HTTP port %d (TINYSERV_HTTP_PORT)" % http),
                           wants_https and usable(https, "the HTTPS port %d" % https))
         return plan, blocked
 
@@ -387,13 +387,6 @@ class Router:
             if fields:
                 entries.append(fields)
         return entries
-
-
-def base_domain_or_none():
-    try:
-        return settings.base_domain()
-    except TinyservError:
-        return None
 
 
 def digest(text):
