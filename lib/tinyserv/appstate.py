@@ -52,7 +52,7 @@ def instances(layout, app):
 
 
 # apps/<app>/router.json: what the front door does for the app besides its web instances.
-CERT = {"name": str, "names": [str], "expires": str, "?auto": bool}
+CERT = {"name": str, "names": [str], "expires": str, "?auto": bool, "?sha256": str}
 ROUTER = {"?domains": [str], "?maintenance": bool, "?features": [str], "?certs": [CERT], "?acme": bool}
 
 

@@ -59,7 +59,8 @@ def inspect(cert, key):
     expires = expiry(shown)
     if expires <= time.time():
         raise TinyservError("the certificate expired on %s: get a new one" % iso(expires))
-    return {"names": names_in(shown), "expires": iso(expires)}
+    import hashlib
+    return {"names": names_in(shown), "expires": iso(expires), "sha256": hashlib.sha256(cert.encode()).hexdigest()}
 
 
 def expiry(shown):
@@ -175,9 +176,9 @@ def certbot(layout, app, domains, renew=False):
     email = settings.acme_email()
     argv = [binary, "certonly", "--non-interactive", "--agree-tos", "--webroot", "-w", nginx.Prefix(layout).acme,
             "--config-dir", dirs["config"], "--work-dir", dirs["work"], "--logs-dir", dirs["logs"],
-            "--server", settings.acme_directory(), "--cert-name", app, "--keep-until-expiring"]
+            "--server", settings.acme_directory(), "--cert-name", app]
     argv += ["--email", email] if email else ["--register-unsafely-without-email"]
-    argv += ["--force-renewal"] if renew else []
+    argv += ["--force-renewal"] if renew else ["--keep-until-expiring"]
     for domain in domains:
         argv += ["-d", domain]
     try:

@@ -114,9 +114,11 @@ def render(plan, prefix):
         out += default_server(listens(plan.http_port, plan.ipv6, "default_server"), log, prefix.acme)
     if plan.listen_https:
         for site in plan.sites:
-            for cert, key, names in site.certs:
+            for cert, key, names, *version in site.certs:
                 ssl = listens(plan.https_port, plan.ipv6, "ssl")
                 ssl += ["ssl_certificate %s;" % quoted(cert), "ssl_certificate_key %s;" % quoted(key)]
+                # A renewed certificate has the same paths: its digest changes the text, and so nginx reloads it.
+                ssl += ["# certificate %s" % " ".join(version)] if version else []
                 out += server(site, ssl, names, log)
         out += ["    server {"] + ["        " + line for line in listens(
             plan.https_port, plan.ipv6, "ssl default_server") + ["ssl_reject_handshake on;"]] + ["    }"]

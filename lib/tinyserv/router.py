@@ -13,11 +13,15 @@ holds an app's port, port 80 without the capability) is left out, said once, and
 import os
 import signal
 import socket
+import sys
 import time
 
 from . import appstate, nginx, services, settings, store
 from .errors import TinyservError
 
+RENEW_EVERY = 12 * 3600  # seconds between looks for automatic certificates to renew (certs:renew)
+REMOTE_SCRIPT = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.realpath(__file__)))), "bin", "tinyserv-remote")
 APPLY_RETRY = 2.0  # seconds before a refused config, or a port nginx could not take, is tried again
 RELOAD_TIMEOUT = 10.0  # seconds nginx gets to start a worker with a new config before the reload counts as failed
 RELEASED_KEPT = 3600  # seconds a port's release time is remembered
@@ -89,6 +93,8 @@ class Router:
         self.noted = {}  # topic -> the last thing said about it (say each thing once)
         self.socket = None
         self.declared = False
+        self.renew_at = 0.0
+        self.renewing = None  # pid of the certs:renew we started, until it is reaped
 
     @property
     def enabled(self):
@@ -182,11 +188,41 @@ class Router:
         if not self.enabled:
             return False
         changed = self.follow_master(now)
+        self.renew(now)
         if self.pending:
             changed = self.check_reload(now) or changed
         elif (self.dirty or (self.retry_at and now >= self.retry_at)) and now >= self.retry_at:
             changed = self.apply(now) or changed
         return changed
+
+    def renew(self, now):
+        """Twice a day, run `tinyserv-remote certs:renew` when an app gets its certificate from an ACME server."""
+        if self.renewing is not None and self.sys.reap(self.renewing) is None and self.sys.alive(self.renewing):
+            return
+        self.renewing = None
+        if now < self.renew_at:
+            return
+        self.renew_at = now + RENEW_EVERY
+        if not any(self.acme(app) for app in self.layout.apps()):
+            return
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("GIT_", "SSH_"))}
+        env["TINYSERV_INSTANCE"] = services.mark(self.layout, "certs-renew")  # every process carries a mark
+        try:
+            out = os.open(os.path.join(self.layout.run_dir, "certs-renew.log"), os.O_WRONLY | os.O_APPEND | os.O_CREAT,
+                          0o600)
+            try:
+                self.renewing = self.sys.spawn([sys.executable, REMOTE_SCRIPT, "certs:renew"], self.layout.root, env,
+                                               out)
+            finally:
+                os.close(out)
+        except (OSError, ValueError) as e:
+            self.say("renew", "cannot run certs:renew: %s" % e)
+
+    def acme(self, app):
+        try:
+            return appstate.router_settings(self.layout, app)["acme"]
+        except TinyservError:
+            return False
 
     def follow_master(self, now):
         """Notice a new nginx master (started or restarted by the Keeper) and when it is ready to serve."""
@@ -399,7 +435,7 @@ def site_from(fields):
     return nginx.Site(app=fields["app"], port=fields["port"], primary=tuple(fields["primary"]),
                       backup=tuple(fields["backup"]), domains=tuple(fields["domains"]),
                       maintenance=bool(fields["maintenance"]), affinity=bool(fields["affinity"]),
-                      certs=tuple(tuple((c[0], c[1], tuple(c[2]))) for c in fields["certs"]))
+                      certs=tuple((c[0], c[1], tuple(c[2]), *c[3:]) for c in fields["certs"]))
 
 
 def site_for(layout, app, port, primary, backup, saved):
@@ -416,7 +452,7 @@ def site_for(layout, app, port, primary, backup, saved):
         covered = tuple(d for d in domains if covers(cert["names"], d))
         if covered:
             certs.append((appstate.cert_file(layout, app, cert["name"], "crt"),
-                          appstate.cert_file(layout, app, cert["name"], "key"), covered))
+                          appstate.cert_file(layout, app, cert["name"], "key"), covered, cert.get("sha256", "")))
     return nginx.Site(app=app, port=port, primary=tuple(sorted(primary)), backup=tuple(sorted(backup)),
                       domains=tuple(sorted(set(domains))), maintenance=saved["maintenance"],
                       affinity="http-session-affinity" in saved["features"], certs=tuple(certs))

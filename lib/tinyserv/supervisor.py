@@ -338,7 +338,7 @@ class Supervisor:
                 elif inst["state"] != "stopping":
                     self.forget(app, name)
         for name, command in wanted.items():
-            if name not in instances and not self.unretire(app, name, version) and not self.adopt_candidate(
+            if name not in instances and not self.unretire(app, name, version, public) and not self.adopt_candidate(
                     app, name, want):
                 self.start(app, name, command, want)
         if want is not None and self.router.enabled:
@@ -438,13 +438,13 @@ class Supervisor:
             name, inst["version"], inst["port"]))
         self.dirty.add(app)
 
-    def unretire(self, app, name, version):
+    def unretire(self, app, name, version, public):
         """A switch that was undone: the retired instance of the wanted release serves again (no boot). Done?"""
         if not self.router.enabled:
             return False
         instances = self.apps.get(app, {})
         found = [k for k, i in instances.items() if i.get("retired") is True and i["name"] == name
-                 and i["version"] == version and i["state"] in RUNNING]
+                 and i["version"] == version and i["state"] in RUNNING and self.right_port(i, public)]
         if not found:
             return False
         inst = instances.pop(found[-1])

@@ -344,3 +344,21 @@ def expired(directory, name):
     run(["openssl", "ca", "-batch", "-config", "ca.cnf", "-selfsign", "-keyfile", "key.pem", "-in", "req.csr",
          "-startdate", "20200101000000Z", "-enddate", "20200102000000Z", "-out", "cert.pem"], cwd=ca)
     return os.path.join(ca, "cert.pem"), os.path.join(ca, "key.pem")
+
+
+def test_nginx_installed_later_takes_the_app_s_port_at_the_next_startup_and_web_moves_behind_it(server, tmp_path):
+    later = os.path.join(os.path.dirname(server.root), "nginx-installed-later")
+    server.env["TINYSERV_NGINX"] = later  # names nothing yet: no nginx on this server
+    app = deploy(server, tmp_path)
+    port = server.port(app)
+    assert get(port)[1] == "v1 web.1 %d 127.0.0.1:%d" % (port, port)
+    os.symlink("/usr/sbin/nginx", later)
+    server.remote("startup")
+
+    def behind_nginx():
+        answer = get(port)
+        return answer and answer[0] == 200 and answer[1].split()[2] != str(port) and answer
+    status, body, _ = wait_until(behind_nginx, 30, message="nginx to answer on the app's port")
+    assert body.startswith("v1 web.1 ")
+    server.tinyserv("domains:add", "later.test", cwd=app.path)
+    assert get(server.http_port, host="later.test")[1].split()[:3] == body.split()[:3]

@@ -390,3 +390,15 @@ def test_without_nginx_web_runs_on_the_app_s_port_as_before(layout):
 def test_the_kept_boot_check_result_carries_what_the_supervisor_needs():
     up = boot.Up(41000, {"name": "web.1", "pid": 1}, ["listening"])
     assert up.port == 41000 and up.instance["name"] == "web.1" and boot.Up(5).instance is None
+
+
+def test_automatic_certificates_are_looked_at_twice_a_day_by_a_certs_renew_of_its_own(layout, sup, fake, running):
+    def renewals():
+        return [argv for argv, cwd, env in fake.spawned if argv[-1] == "certs:renew"]
+    settle(sup, fake, router.RENEW_EVERY)
+    assert renewals() == []  # no app gets its certificate automatically
+    store.write_json(layout.app_file(APP, "router.json"), {"acme": True})
+    settle(sup, fake, router.RENEW_EVERY)
+    assert len(renewals()) == 1
+    settle(sup, fake, 3600)
+    assert len(renewals()) == 1
