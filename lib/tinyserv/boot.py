@@ -128,6 +128,19 @@ class Printed:
         return [self.rest.decode("utf-8", "replace")] if self.rest else []
 
 
+def healthy(port, path, timeout=1.0):
+    """Does GET path on 127.0.0.1:port answer 2xx or 3xx (app.json's healthchecks.web)?"""
+    import http.client  # only for apps that declare a health check
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request("GET", path, headers={"Connection": "close", "User-Agent": "tinyserv-healthcheck"})
+        return 200 <= conn.getresponse().status < 400
+    except (OSError, http.client.HTTPException):
+        return False
+    finally:
+        conn.close()
+
+
 def stop_kept(layout, instance):
     """Stop a web that passed a kept check but never reached the supervisor (the change was abandoned)."""
     procs.stop([instance["pgid"]], grace=5, what="stopping the checked web", marks=[instance["mark"]])
@@ -140,7 +153,7 @@ def stop_kept(layout, instance):
 
 def wait_listening(pid, port, timeout, cancelled, health=None, settle=SETTLE, tick=lambda: None):
     """Up once port accepts connections (and health answers 2xx/3xx) and web still runs settle s later."""
-    from .supervisor import healthy, listening
+    from .supervisor import listening
     deadline = time.monotonic() + timeout
     listening_at = None
     while True:

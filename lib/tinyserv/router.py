@@ -189,6 +189,10 @@ class Router:
             return False
         changed = self.follow_master(now)
         self.renew(now)
+        if self.master is None and self.declared and now >= self.retry_at:
+            # nginx does not run (the Keeper restarts it after a backoff): a port another program took since the
+            # last plan may be why, so plan again now and then; an unchanged config costs nothing.
+            self.dirty, self.retry_at = True, now + APPLY_RETRY
         if self.pending:
             changed = self.check_reload(now) or changed
         elif (self.dirty or (self.retry_at and now >= self.retry_at)) and now >= self.retry_at:
@@ -436,6 +440,21 @@ def site_from(fields):
                       backup=tuple(fields["backup"]), domains=tuple(fields["domains"]),
                       maintenance=bool(fields["maintenance"]), affinity=bool(fields["affinity"]),
                       certs=tuple((c[0], c[1], tuple(c[2]), *c[3:]) for c in fields["certs"]))
+
+
+def web_ports(instances, public):
+    """(primary, backup) internal ports of an app's web instances (supervisor's instance dicts).
+
+    Once one new web is up, the new ones take the traffic (nginx passes over one that does not
+    answer yet, or has crashed: no reload for a crash), with the old ones that still serve as
+    backup until they drain; before that, the old ones serve alone. Draining ones get nothing.
+    """
+    webs = [i for i in instances if i["type"] == "web" and i["port"] != public]
+    current = [i for i in webs if not i.get("retired") and i["state"] in ("starting", "up", "crashed")]
+    old = [i["port"] for i in webs if i.get("retired") and i["state"] == "up"]
+    if not any(i["state"] == "up" for i in current) and old:
+        return old, []
+    return [i["port"] for i in current], old
 
 
 def site_for(layout, app, port, primary, backup, saved):

@@ -22,7 +22,7 @@ import sys
 import time
 import traceback
 
-from . import appenv, appstate, nginx, procs, releases, router, services, settings, store
+from . import appenv, appstate, boot, nginx, procs, releases, router, services, settings, store
 from .errors import TinyservError
 from .logs import Lines, LogFile
 from .procfile import process_types
@@ -33,7 +33,7 @@ STABLE_AFTER = 60  # an instance that ran this long before crashing restarts at 
 MAX_BACKOFF = 300
 KILL_WAIT = 5  # a crashed instance's leftovers get this long to die of SIGKILL before its restart goes ahead
 RUNNING = ("starting", "up")
-SETTLE = 0.3  # a new web must be up this long before the old ones it replaces drain (boot.SETTLE)
+SETTLE = boot.SETTLE  # a new web must be up this long before the old ones it replaces drain
 DRAIN_AFTER = 1.0  # seconds an old web gets, once nginx no longer routes to it, before idle means done
 
 # One instance's output: read in slices, within a budget, so it can neither starve the
@@ -72,26 +72,6 @@ def port_open(port, host="127.0.0.1"):
 def listening(port, pgid):
     """Is it process group pgid that accepts connections on port?"""
     return procs.group_listens(pgid, port) and port_open(port)
-
-
-def free_port():
-    """A port nothing listens on now (the kernel's choice), for a web instance behind the front door."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def healthy(port, path, timeout=1.0):
-    """Does GET path on 127.0.0.1:port answer 2xx or 3xx (app.json's healthchecks.web)?"""
-    import http.client  # only for apps that declare a health check
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-    try:
-        conn.request("GET", path, headers={"Connection": "close", "User-Agent": "tinyserv-healthcheck"})
-        return 200 <= conn.getresponse().status < 400
-    except (OSError, http.client.HTTPException):
-        return False
-    finally:
-        conn.close()
 
 
 def retired_key(inst):
@@ -141,8 +121,9 @@ class System:
     group_members = staticmethod(procs.group_members)
     marked_by = staticmethod(procs.marked_by)
     accepts = staticmethod(listening)
-    healthy = staticmethod(lambda port, path: healthy(port, path))
-    free_port = staticmethod(lambda: free_port())
+    healthy = staticmethod(boot.healthy)
+    free_port = staticmethod(boot.free_port)
+    port_taken = staticmethod(lambda port: bool(procs.listening_sockets(port)))
 
 
 class Desired:
@@ -536,14 +517,7 @@ class Supervisor:
             self.router.update(app, None)
             return
         public, saved, _ = site
-        webs = [i for i in self.apps.get(app, {}).values() if i["type"] == "web" and i["port"] != public]
-        current = [i for i in webs if not i.get("retired") and i["state"] in ("starting", "up", "crashed")]
-        old = [i["port"] for i in webs if i.get("retired") and i["state"] == "up"]
-        # Once one new web is up, the new ones take the traffic (nginx passes over one that does not answer yet,
-        # or has crashed: no reload for a crash), with the old ones as backup until they drain.
-        primary, backup = [i["port"] for i in current], old
-        if not any(i["state"] == "up" for i in current) and old:
-            primary, backup = old, []
+        primary, backup = router.web_ports(self.apps.get(app, {}).values(), public)
         self.router.update(app, router.site_for(self.layout, app, public, primary, backup, saved))
 
     def mark_routed(self, apps):
@@ -715,10 +689,9 @@ class Supervisor:
             self.reconcile(app)
             return
         kept = {k: inst.get(k) for k in ("restarts", "streak", "exit_code")}
-        if self.router.enabled and inst["type"] == "web":
+        if self.router.enabled and inst["type"] == "web" and self.right_port(inst, releases.port(self.layout, app)) \
+                and not self.sys.port_taken(inst["port"]):
             kept["port"] = inst["port"]  # the same port: nginx's upstream needs no change for a crash
-            if not self.right_port(inst, releases.port(self.layout, app)):
-                del kept["port"]
         self.forget(app, inst["name"])
         self.start(app, inst["name"], want.instances[inst["name"]], want, kept)
 

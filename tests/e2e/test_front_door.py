@@ -104,6 +104,12 @@ class Loader:
         self.thread.join(30)
 
 
+def instance_pid(app, name):
+    """The pid of app's running instance name (not an old one draining), or None."""
+    ps = json.loads(app.tinyserv("ps", "--json").stdout)
+    return next((i["pid"] for i in ps["instances"] if i["name"] == name and i["state"] == "up"), None)
+
+
 def test_not_one_request_fails_across_redeploys_restarts_config_a_rejected_push_a_rollback_and_scaling(door_app):
     app = door_app("steady", web_app("v1"))
     port = app.info()["port"]
@@ -124,6 +130,9 @@ def test_not_one_request_fails_across_redeploys_restarts_config_a_rejected_push_
         app.git("reset", "-q", "--hard", "HEAD~1")
         app.tinyserv("rollback")
         app.tinyserv("ps:scale", "web=3")
+        crashed = instance_pid(app, "web.2")
+        app.server.ssh("kill -9 -- -%d" % crashed)  # one of several web instances crashes: nginx retries another
+        wait_until(lambda: instance_pid(app, "web.2") not in (None, crashed), 20, message="web.2 to be back")
         app.tinyserv("ps:scale", "web=1")
     assert slow["answer"][:2] == (200, "slow v1")
     assert loader.failed == [] and loader.ok > 200, (loader.failed[:10], loader.ok)
@@ -311,7 +320,7 @@ def test_nginx_alone_gets_the_capability_to_bind_port_80_and_the_apps_do_not(doo
     try:
         server.root_host.run_expect([0], 
             "setpriv --reuid=deploy --regid=deploy --init-groups --inh-caps=+net_bind_service "
-            "--ambient-caps=+net_bind_service env HOME=/home/deploy bash -c '. /home/deploy/.bashrc && "
+            "--ambient-caps=+net_bind_service env HOME=/home/deploy bash -c '. /home/deploy/.bashrc; "
             "TINYSERV_HTTP_PORT=80 setsid tinyserv-remote startup > /tmp/caps-startup.log 2>&1 < /dev/null'")
         status = wait_until(lambda: server.ssh(fetch("http://127.0.0.1:80/", host="caps.door.test"),
                                                check=False).stdout == "v1 web.1" or None, 30,
@@ -324,4 +333,26 @@ def test_nginx_alone_gets_the_capability_to_bind_port_80_and_the_apps_do_not(doo
         assert all(int(eff, 16) == 0 for name, eff in rows if name == "node"), caps
     finally:
         server.ssh("tinyserv-remote shutdown", check=False)
+        server.ssh("setsid tinyserv-remote startup > /tmp/startup-again.log 2>&1 < /dev/null")
+
+
+def test_without_nginx_apps_answer_on_their_own_ports_and_the_front_door_commands_say_how_to_install_it(door_app):
+    """A server where nginx is missing (TINYSERV_NGINX names nothing): everything as before issue 8."""
+    app = door_app("bare", web_app("v1"), push=False)
+    server = app.server
+    server.ssh("echo export TINYSERV_NGINX=/opt/no-nginx-here > ~/.tinyserv-test-env && tinyserv-remote shutdown")
+    try:
+        server.ssh("setsid tinyserv-remote startup > /tmp/bare-startup.log 2>&1 < /dev/null")
+        app.push()
+        port = app.info()["port"]
+        assert get(server, port)[1] == "v1 web.1"
+        assert server.ssh(f"pgrep -u deploy -x nginx", check=False).stdout == ""
+        for args in (["domains:add", "bare.door.test"], ["certs:auto:enable"], ["maintenance:on"],
+                     ["features:enable", "http-session-affinity"], ["ps:scale", "web=2"]):
+            result = app.tinyserv(*args, check=False)
+            assert result.returncode == 1 and result.stderr.count("\n") == 1, describe(result)
+            assert "nginx is missing" in result.stderr and "sudo apt install nginx-light" in result.stderr, \
+                describe(result)
+    finally:
+        server.ssh("rm -f ~/.tinyserv-test-env; tinyserv-remote shutdown", check=False)
         server.ssh("setsid tinyserv-remote startup > /tmp/startup-again.log 2>&1 < /dev/null")

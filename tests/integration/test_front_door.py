@@ -8,6 +8,7 @@ import http.client
 import json
 import os
 import re
+import signal
 import socket
 import ssl
 import threading
@@ -105,6 +106,9 @@ def test_no_request_fails_across_redeploys_restarts_config_changes_a_rejected_pu
         server.git("reset", "-q", "--hard", "HEAD~1", cwd=app.path)
         server.tinyserv("rollback", cwd=app.path)
         server.tinyserv("ps:scale", "web=3", cwd=app.path)
+        crashed = instance_pid(server, app, "web.2")
+        os.killpg(crashed, signal.SIGKILL)  # one of several web instances crashes: nginx retries on another
+        wait_until(lambda: instance_pid(server, app, "web.2") not in (None, crashed), 15, message="web.2 again")
         server.tinyserv("ps:scale", "web=1", cwd=app.path)
     assert slow["answer"][:2] == (200, "slow v1")  # it began before the first deploy and ended after it
     assert loader.failed == [] and loader.ok > 100, (loader.failed[:5], loader.ok)
@@ -308,6 +312,12 @@ def test_without_nginx_apps_run_on_their_ports_and_the_front_door_commands_say_h
 
 
 # --- helpers -----------------------------------------------------------------------------------------
+
+
+def instance_pid(server, app, name):
+    """The pid of the running instance name (not an old one draining), or None."""
+    ps = json.loads(server.tinyserv("ps", "--json", cwd=app.path).stdout)
+    return next((i["pid"] for i in ps["instances"] if i["name"] == name and i["state"] == "up"), None)
 
 
 _shared = {}

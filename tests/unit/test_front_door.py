@@ -28,6 +28,7 @@ class FrontSystem(FakeSystem):
         self.reloads = True  # does nginx take a new config on SIGHUP?
         self.ports = iter(range(40000, 41000))
         self.healthy_ports = set()
+        self.taken = set()  # ports some other program listens on
 
     def spawn(self, argv, cwd, env, out_fd, keep_caps=False):
         pid = super().spawn(argv, cwd, env, out_fd)
@@ -59,6 +60,9 @@ class FrontSystem(FakeSystem):
 
     def healthy(self, port, path):
         return port in self.healthy_ports
+
+    def port_taken(self, port):
+        return port in self.taken
 
 
 class FakeDoor:
@@ -402,3 +406,14 @@ def test_automatic_certificates_are_looked_at_twice_a_day_by_a_certs_renew_of_it
     assert len(renewals()) == 1
     settle(sup, fake, 3600)
     assert len(renewals()) == 1
+
+
+def test_a_web_whose_port_another_program_took_while_it_was_down_comes_back_on_a_new_one(layout, sup, fake, door,
+                                                                                      running):
+    fake.exit(running["pid"], 1)
+    fake.taken.add(running["port"])
+    settle(sup, fake)
+    assert web(sup)["port"] == 40001 and web_env(fake)["PORT"] == "40001"
+    fake.listening.add(40001)
+    settle(sup, fake)
+    assert upstream(door) == [(40001, False)]
