@@ -170,7 +170,7 @@ def processes(layout, name):
     shown = [{k: inst.get(k) for k in ("name", "type", "state", "pid", "since", "restarts",
                                        "exit_code", "next_try", "command", "version", "port")}
              for inst in sorted(list(running.values()) + old, key=lambda i: (
-                 i["type"] != "web", i["type"], number_of(i["name"]), i.get("retired", False)))]
+                 i["type"] != "web", i["type"], number_of(i["name"]), bool(i.get("retired"))))]
     return {"formation": types, "instances": shown, "release": release["version"] if release else None,
             "broken": appstate.supervisor_state(layout, name).get("broken")}
 

@@ -191,10 +191,13 @@ def certbot(layout, app, domains, renew=False):
         raise TinyservError("certbot could not get a certificate from %s: %s (its log: %s)" % (
             settings.acme_directory(), " ".join(why.split()), dirs["logs"]))
     live = os.path.join(dirs["config"], "live", app)
-    with open(os.path.join(live, "fullchain.pem")) as f:
-        cert = f.read()
-    with open(os.path.join(live, "privkey.pem")) as f:
-        key = f.read()
+    try:
+        with open(os.path.join(live, "fullchain.pem")) as f:
+            cert = f.read()
+        with open(os.path.join(live, "privkey.pem")) as f:
+            key = f.read()
+    except OSError as e:
+        raise TinyservError("certbot said yes but left no certificate in %s: %s" % (live, e.strerror)) from None
     return cert, key
 
 

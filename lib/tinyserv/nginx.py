@@ -318,7 +318,8 @@ def has_ipv6():
         return False
     try:
         with socket.socket(socket.AF_INET6) as s:
-            s.bind(("::1", 0))
+            s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)  # as nginx's [::]:PORT listens
+            s.bind(("::", 0))
         return True
     except OSError:
         return False

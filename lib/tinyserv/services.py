@@ -52,7 +52,11 @@ def declare(layout, name, argv, cwd, env, grace=10, stop_signal=signals.SIGTERM,
     spec = {"argv": list(argv), "cwd": cwd, "env": dict(env), "grace": grace, "stop_signal": int(stop_signal)}
     if keep_capabilities:
         spec["keep_capabilities"] = True
-    if store.read_json(spec_file(layout, name), None) != spec:  # unchanged: no write (a change restarts it)
+    try:
+        unchanged = store.read_json(spec_file(layout, name), None) == spec  # then no write (a change restarts it)
+    except TinyservError:
+        unchanged = False  # a damaged declaration is written anew
+    if not unchanged:
         store.write_json(spec_file(layout, name), spec)
 
 
