@@ -168,7 +168,7 @@ def wait_listening(pid, port, timeout, cancelled, health=None, settle=SETTLE, ti
             return Up(port)
         if listening_at is None and time.monotonic() > deadline:
             return TimedOut(timeout, [])
-        time.sleep(0.05 if listening_at is not None or settle else 0.02)
+        time.sleep(0.05 if listening_at is not None or settle else 0.01)
 
 
 def describe(result, health=None):

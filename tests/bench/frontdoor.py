@@ -182,6 +182,7 @@ def memory_with_apps(ts, n_apps):
 
 def one_side(label, commit, args):
     print("%s: tinyserv %s" % (label, commit or "working tree"))
+    machine = common.machine(args.python, commit)
     with TinyservRoot(python=args.python, commit=commit, start_port=args.start_port,
                       ports_needed=args.apps + args.repeat + 10) as ts:
         if commit is None and not ts.env.get("TINYSERV_NGINX"):
@@ -189,7 +190,8 @@ def one_side(label, commit, args):
         repo, side = deploys(ts, args.repeat)
         side["load"] = under_load(ts, repo, args.redeploys)
         side["memory"] = memory_with_apps(ts, args.apps)
-        side["machine"] = common.machine(args.python, commit)
+        machine["loadavg_at_end"] = os.getloadavg()[0]
+        side["machine"] = machine
         return side
 
 

@@ -7,7 +7,6 @@ Apps here are named door-... and destroyed at the end of their test. nginx's HTT
 are 8080 and 8443 (docker/deploy-env.sh), published on loopback.
 """
 
-import contextlib
 import hashlib
 import http.client
 import json
