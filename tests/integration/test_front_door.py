@@ -372,3 +372,18 @@ def test_nginx_installed_later_takes_the_app_s_port_at_the_next_startup_and_web_
     assert body.startswith("v1 web.1 ")
     server.tinyserv("domains:add", "later.test", cwd=app.path)
     assert get(server.http_port, host="later.test")[1].split()[:3] == body.split()[:3]
+
+
+def test_with_tinyserv_domain_every_app_also_answers_at_its_name_under_it(server, tmp_path):
+    server.env["TINYSERV_DOMAIN"] = "apps.test"
+    one = deploy(server, tmp_path, "one")
+    two = deploy(server, tmp_path, "two")
+    assert get(server.http_port, host="%s.apps.test" % one.name)[1].startswith("one ")
+    assert get(server.http_port, host="%s.apps.test" % two.name)[1].startswith("two ")
+    assert get(server.http_port, host="nobody.apps.test")[0] == 404
+    listed = json.loads(server.tinyserv("domains", "--json", cwd=one.path).stdout)
+    assert listed["default"] == "%s.apps.test" % one.name and listed["domains"] == []
+    taken = server.tinyserv("domains:add", "%s.apps.test" % two.name, cwd=one.path, check=False)
+    assert taken.returncode == 1 and "belongs to the app %s" % two.name in taken.stderr
+    future = server.tinyserv("domains:add", "not-yet-an-app.apps.test", cwd=one.path, check=False)
+    assert future.returncode == 1 and "the name the app not-yet-an-app would answer at" in future.stderr
