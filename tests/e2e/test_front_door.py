@@ -138,7 +138,8 @@ def test_not_one_request_fails_across_redeploys_restarts_config_a_rejected_push_
     assert {"v1", "v6"} <= loader.bodies
 
 
-def test_domains_route_by_host_a_stranger_s_host_gets_404_and_another_app_s_host_is_never_served(door_app):
+def test_domains_route_by_host_a_stranger_s_host_gets_404_and_another_app_s_host_is_never_served(door_app,
+                                                                                              tmp_path):
     one = door_app("one", web_app("one"))
     two = door_app("two", web_app("two"))
     one.tinyserv("domains:add", "www.one.test")
@@ -156,9 +157,18 @@ def test_domains_route_by_host_a_stranger_s_host_gets_404_and_another_app_s_host
     public = json.loads(server.ssh(f"cat {ROOT}/releases/{one.name}.json").stdout)
     assert public["domains"] == ["www.one.test"] and public["web"][0]["name"] == "web.1"
 
+    server.ssh("cd /tmp && openssl req -x509 -newkey rsa:2048 -nodes -keyout two.key -out two.crt -days 30 "
+               "-subj /CN=two.test -addext subjectAltName=DNS:two.test 2>/dev/null")
+    for name in ("two.crt", "two.key"):
+        (tmp_path / name).write_text(server.ssh(f"cat /tmp/{name}").stdout)
+    two.tinyserv("certs:add", str(tmp_path / "two.crt"), str(tmp_path / "two.key"))
+    assert "two.test" in server.ssh(f"cat {ROOT}/nginx/nginx.conf").stdout
+
     two.tinyserv("apps:destroy", "--confirm", two.name)
     assert get(server, 8080, host="two.test")[0] == 404
-    assert two.name not in server.ssh(f"cat {ROOT}/nginx/nginx.conf").stdout
+    conf = server.ssh(f"cat {ROOT}/nginx/nginx.conf").stdout
+    assert two.name not in conf and "two.test" not in conf
+    assert server.ssh(f"ls -d {ROOT}/apps/{two.name}", check=False).returncode != 0  # its certificates too
     one.tinyserv("domains:add", "two.test")  # free again
     assert get(server, 8080, host="two.test")[1] == "one web.1"
 
