@@ -71,7 +71,8 @@ def create(layout, name, by=None):
 def remove_app_files(layout, name):
     """Delete an app's public release file, repository and app directory, whichever exist."""
     import shutil  # here: most commands never need it
-    store.remove(layout.public_release(name))
+    releases.unpublish(layout, name)
+    store.remove(releases.public_lock(layout, name))
     shutil.rmtree(layout.repo(name), ignore_errors=True)
     shutil.rmtree(layout.app_dir(name), ignore_errors=True)
 
@@ -98,13 +99,16 @@ def destroy(layout, name):
         doomed = addons.check_all(layout, name)  # one that cannot be deleted keeps the whole app, untouched
         data_bytes, data_files = storage.usage(layout.data_dir(name))
         pgids = live_groups(layout, name)
-        store.remove(layout.public_release(name))
+        releases.unpublish(layout, name)
         supervised = bool(control.running(layout))
         if supervised:  # it stops them, with the app's own grace period
             control.request(layout, {"cmd": "sync", "app": name})
         procs.stop(pgids, grace=40, what="stopping %s" % name, term=not supervised, marks=[layout.app_marks(name)])
         addons.delete_all(layout, name, doomed)
         remove_app_files(layout, name)
+    if supervised and settings.nginx_binary() is not None:
+        from . import router
+        router.wait_until_live(layout, name, lambda site: site is None)  # nginx no longer answers for it
     return {"destroyed": name, "addons": [a["name"] for a in doomed], "data_bytes": data_bytes,
             "data_files": data_files}
 
@@ -165,16 +169,25 @@ def processes(layout, name):
     control.ensure_supervisor(layout)
     release = releases.current(layout, name)
     types = formation(layout, name)
-    running = {i["name"]: i for i in control.instances(layout, name)}
+    saved = control.instances(layout, name)
+    running = {i["name"]: i for i in saved if not i.get("retired")}
     for ptype, f in types.items():  # what should exist but does not run: stopped
         for n in range(1, f["quantity"] + 1):
             running.setdefault("%s.%d" % (ptype, n), {"name": "%s.%d" % (ptype, n), "type": ptype,
                                                       "state": "stopped", "command": f["command"]})
+    old = [dict(i, state="draining") for i in saved if i.get("retired")]  # old webs serving until replaced
     shown = [{k: inst.get(k) for k in ("name", "type", "state", "pid", "since", "restarts",
-                                       "exit_code", "reason", "next_try", "command", "version")}
-             for inst in sorted(running.values(), key=lambda i: (i["type"] != "web", i["name"]))]
+                                       "exit_code", "reason", "next_try", "command", "version", "port")}
+             for inst in sorted(list(running.values()) + old, key=lambda i: (
+                 i["type"] != "web", i["type"], number_of(i["name"]), bool(i.get("retired"))))]
     return {"formation": types, "instances": shown, "release": release["version"] if release else None,
             "broken": appstate.supervisor_state(layout, name).get("broken")}
+
+
+def number_of(instance_name):
+    """web.10 sorts after web.9."""
+    tail = instance_name.rpartition(".")[2]
+    return int(tail) if tail.isdigit() else 0
 
 
 def formation(layout, name):
@@ -200,21 +213,23 @@ def scale(layout, name, changes):
             if ptype not in types:
                 raise TinyservError("no %r process type in %s's Procfile (it has: %s)" % (
                     ptype, name, ", ".join(types)))
-            if count > appstate.MAX_PER_TYPE:
-                raise TinyservError("%s=%d is too many: a process type runs at most %d instances" % (
-                    ptype, count, appstate.MAX_PER_TYPE))
-            if ptype == "web" and count > 1:
-                raise TinyservError("web cannot run more than 1 instance until tinyserv has its "
-                                    "reverse proxy (instances would share one port)")
+            check_count(ptype, count)
         saved = appstate.formation(layout, name)
         saved["quantity"].update(changes)
         appstate.save_formation(layout, name, saved)
     logs.append(layout.log_file(name), "tinyserv", "Scaled to " + ", ".join(
         "%s@%d" % item for item in sorted(changes.items())))
     control.sync(layout, name)
-    if changes.get("web"):
+    if "web" in changes:
         settle(layout, name)
     return formation(layout, name)
+
+
+def check_count(ptype, count):
+    """More than one web needs nginx in front (parse_scale has checked the limits of a type)."""
+    if ptype == "web" and count > 1 and settings.nginx_binary() is None:
+        raise TinyservError("web=%d needs nginx in front of the app (instances would share one port); %s" % (
+            count, settings.nginx_missing()))
 
 
 def settle(layout, name):
@@ -253,7 +268,7 @@ def set_stopped(layout, name, ptype, stopped):
         appstate.save_formation(layout, name, saved)
     logs.append(layout.log_file(name), "tinyserv", "%s %s" % ("Stopped" if stopped else "Started", ptype))
     control.sync(layout, name)
-    if ptype == "web" and not stopped:
+    if ptype == "web":
         settle(layout, name)
 
 
@@ -264,6 +279,12 @@ def restart(layout, name, target=None):
         check_target(formation(layout, name), name, target)
     control.ensure_supervisor(layout)
     control.request(layout, {"cmd": "restart", "app": name, "target": target})
+    if settings.nginx_binary() is not None and (target or "web").partition(".")[0] == "web":
+        from . import boot, rollout
+        result = settle(layout, name)  # behind nginx: done when the new webs serve and the old ones drain
+        if not isinstance(result, boot.Up):
+            raise TinyservError("the new web %s; the old one keeps serving (see 'tinyserv logs --ps web')" %
+                                rollout.describe(result))
     return {"restarted": target or "all"}
 
 
@@ -349,12 +370,16 @@ def changing(layout, name):
 def roll(layout, name, description, config, source, by):
     """Boot-check (source's build, config), record it as a release, switch to it; report what serves."""
     from . import rollout
+    checked = None
     if source["build"] and rollout.runs_web(layout, name, appstate.build_meta(layout, name, source["build"])):
-        rollout.check_boot(layout, name, source["build"], config)
-    with rollout.uninterrupted():
-        release = releases.add(layout, name, description, config, build=source["build"], commit=source["commit"],
-                               by=by)
-        rollout.switch(layout, name, release)
+        checked = rollout.check_boot(layout, name, source["build"], config)
+    try:
+        with rollout.uninterrupted():
+            release = releases.add(layout, name, description, config, build=source["build"],
+                                   commit=source["commit"], by=by)
+            rollout.switch(layout, name, release, checked=checked)
+    finally:
+        rollout.abandon(checked)
     return {"release": releases.summary(release), "web": "up" if release["build"] else "not deployed"}
 
 
@@ -387,7 +412,9 @@ def run(layout, name, command):
         raise TinyservError("run needs a command, e.g. 'tinyserv run bash'")
     build_dir = layout.build_dir(name, release["build"])
     meta = appstate.build_meta(layout, name, release["build"])
-    env = appenv.process_env(build_dir, meta, release["config"], name, "run.1", releases.port(layout, name),
+    from . import boot
+    port = boot.free_port() if settings.nginx_binary() else releases.port(layout, name)  # nginx holds the app's
+    env = appenv.process_env(build_dir, meta, release["config"], name, "run.1", port,
                              release["version"], layout.mark(name, "run.%d" % os.getpid()),
                              layout.ensure_data_dir(name))
     os.chdir(build_dir)

@@ -9,11 +9,11 @@ from . import store
 from .procfile import process_types
 from .store import mapping_of
 
-MAX_PER_TYPE = 100  # Heroku caps a process type at 100 dynos
+from .names import MAX_PER_TYPE  # noqa: F401  (Heroku caps a process type at 100 dynos)
 
 FORMATION = {"quantity": mapping_of(int), "stopped": [str]}
 BUILD = {"id": str, "commit": str, "procfile": mapping_of(str), "path": [str], "env": mapping_of(str),
-         "?runtime": str, "?deps": str, "?cron": [{"command": str, "schedule": str}]}
+         "?runtime": str, "?deps": str, "?cron": [{"command": str, "schedule": str}], "?healthcheck": str}
 INSTANCE = {"name": str, "type": str, "version": int, "pid": int, "pgid": int, "starttime": (int, None),
             "state": str, "?fifo": (str, None), "?mark": str}
 STATE = {"instances": [INSTANCE], "?broken": (str, None)}
@@ -49,3 +49,24 @@ def supervisor_state(layout, app):
 def instances(layout, app):
     """The supervisor's last word on app's instances (list of dicts)."""
     return supervisor_state(layout, app)["instances"]
+
+
+# apps/<app>/router.json: what the front door does for the app besides its web instances.
+CERT = {"name": str, "names": [str], "expires": str, "?auto": bool, "?sha256": str}
+ROUTER = {"?domains": [str], "?maintenance": bool, "?features": [str], "?certs": [CERT], "?acme": bool}
+
+
+def router_settings(layout, app):
+    """The app's domains, maintenance mode, features, certificates and ACME choice (defaults filled in)."""
+    saved = store.load(layout.app_file(app, "router.json"), ROUTER, {})
+    return {"domains": saved.get("domains", []), "maintenance": saved.get("maintenance", False),
+            "features": saved.get("features", []), "certs": saved.get("certs", []), "acme": saved.get("acme", False)}
+
+
+def save_router_settings(layout, app, settings):
+    store.write_json(layout.app_file(app, "router.json"), settings, 0o644)
+
+
+def cert_file(layout, app, name, kind):
+    """apps/<app>/certs/<name>.crt or .key: a certificate chain and its key, as nginx reads them."""
+    return layout.app_file(app, "certs", "%s.%s" % (name, kind))

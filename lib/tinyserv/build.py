@@ -8,6 +8,7 @@ script. Any failure raises TinyservError and removes the half-made build.
 import hashlib
 import json
 import os
+import re
 import select
 import shutil
 import stat
@@ -155,6 +156,35 @@ def read_procfile(build_dir):
     return types
 
 
+def read_healthcheck(build_dir):
+    """The path web must answer with 2xx/3xx before it counts as up: app.json's healthchecks.web (dokku's
+    convention: a list of checks; the first with a path that is not a liveness check), or None."""
+    text = read_pushed_text(build_dir, "app.json")
+    if text is None:
+        return None
+    try:
+        manifest = json.loads(text)
+    except ValueError as e:
+        raise TinyservError("app.json is not valid JSON: %s" % e) from None
+    checks = (manifest.get("healthchecks") or {}).get("web") if isinstance(manifest, dict) else None
+    if checks is None:
+        return None
+    if not isinstance(checks, list) or not all(isinstance(c, dict) for c in checks):
+        raise TinyservError("app.json: healthchecks.web must be a list of checks like "
+                            '{"type": "startup", "path": "/health"}')
+    for check in checks:
+        if check.get("type") != "liveness" and "path" in check:
+            path = check["path"]
+            if not isinstance(path, str) or not HEALTH_PATH.match(path):
+                raise TinyservError("app.json: the health check path %r must start with / and hold no spaces "
+                                    "(at most 1000 characters)" % (path,))
+            return path
+    return None
+
+
+HEALTH_PATH = re.compile(r"/[!-~]{0,999}\Z")
+
+
 def detect_runtime(build_dir, procfile):
     """'node', 'python' or 'generic' (a Procfile alone)."""
     for runtime, manifest in RUNTIMES:
@@ -214,6 +244,9 @@ class Builder:
             meta["procfile"] = read_procfile(build_dir)
             meta["cron"] = cron.read_jobs(read_pushed_text(build_dir, "app.json"))
             cron.check_names(meta["cron"], meta["procfile"])
+            health = read_healthcheck(build_dir)
+            if health:
+                meta["healthcheck"] = health
             meta["runtime"] = detect_runtime(build_dir, meta["procfile"])
             self.steps.step({"node": "Node.js app detected", "python": "Python app detected",
                              "generic": "Generic app detected (Procfile only)"}[meta["runtime"]])

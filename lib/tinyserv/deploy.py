@@ -64,11 +64,14 @@ class Deploy:
             recover_locked(self.layout, self.app)
             if read_ref(self.repo, push.ref) != push.old:
                 raise TinyservError("%s changed while this push waited; fetch and push again" % push.ref)
-            meta = self.build(push)
-            self.transaction(meta, push, receiver, started)
+            meta, checked = self.build(push)
+            try:
+                self.transaction(meta, push, receiver, started, checked)
+            finally:
+                rollout.abandon(checked)  # a web the check kept and the switch never handed over
 
     def build(self, push):
-        """Build, run the release command and boot-check web, within the build time limit."""
+        """Build, run the release command and boot-check web, within the build time limit: (meta, check result)."""
         config = releases.current_config(self.layout, self.app)
         limit = settings.build_timeout(config)
         deadline = time.monotonic() + limit
@@ -83,9 +86,10 @@ class Deploy:
             if "release" in meta["procfile"]:
                 self.release_phase(meta, config, watch)
             timeout = settings.boot_timeout(config)
-            self.steps.step("Checking that web boots (up to %d s)" % timeout)
+            self.steps.step("Checking that web boots%s (up to %d s)" % (
+                " and answers GET %s" % meta["healthcheck"] if meta.get("healthcheck") else "", timeout))
             up = rollout.check_boot(self.layout, self.app, meta["id"], config, watch)
-            self.steps.detail("web answered on trial port %d" % up.port)
+            self.steps.detail(("web answered on port %d" if up.instance else "web answered on trial port %d") % up.port)
         except TinyservError as e:
             for line in e.details:
                 self.steps.detail(line)
@@ -94,7 +98,7 @@ class Deploy:
         except BaseException:
             build.remove(self.layout, self.app, meta["id"])
             raise
-        return meta
+        return meta, up
 
     def release_phase(self, meta, config, watch):
         from . import appenv
@@ -107,7 +111,7 @@ class Deploy:
                                  self.layout.ensure_data_dir(self.app))
         build.run_streamed(["/bin/sh", "-c", command], build_dir, env, self.steps, "the release command", watch)
 
-    def transaction(self, meta, push, receiver, started):
+    def transaction(self, meta, push, receiver, started, checked=None):
         """Record the release, switch to it, tell git yes, and keep it only if git moves the ref."""
         with store.locked(self.layout.app_file(self.app, "lock")):
             config = releases.current_config(self.layout, self.app)
@@ -122,7 +126,7 @@ class Deploy:
             self.steps.step("Launching %s on port %d" % (", ".join(t for t in meta["procfile"] if t != "release"),
                                                          releases.port(self.layout, self.app)))
             try:
-                rollout.switch(self.layout, self.app, release, self.steps)
+                rollout.switch(self.layout, self.app, release, self.steps, checked)
             except BaseException:
                 close(self.layout, self.app, load_pending(self.layout, self.app), kept=False)
                 raise

@@ -21,6 +21,8 @@ Type=simple
 User={user}
 Environment=TINYSERV_ROOT={root}
 Environment=TINYSERV_START_PORT={port}
+{front_door}# nginx binds ports 80 and 443 as {user}; tinyserv passes this on to nginx only, never to the apps.
+AmbientCapabilities=CAP_NET_BIND_SERVICE
 ExecStart={python} {script} supervise --boot
 ExecStop={python} {script} shutdown
 Restart=always
@@ -81,8 +83,14 @@ def unit_text(layout):
     from . import control
     from .layout import start_port
     from .unpack import installed_script
-    return UNIT.format(user=getpass.getuser(), root=layout.root, port=start_port(),
+    front_door = "".join("Environment=%s=%s\n" % (name, os.environ[name]) for name in FRONT_DOOR_SETTINGS
+                         if os.environ.get(name))
+    return UNIT.format(user=getpass.getuser(), root=layout.root, port=start_port(), front_door=front_door,
                        python=sys.executable, script=installed_script(control.REMOTE_SCRIPT))
+
+
+FRONT_DOOR_SETTINGS = ("TINYSERV_NGINX", "TINYSERV_HTTP_PORT", "TINYSERV_HTTPS_PORT", "TINYSERV_DOMAIN",
+                       "TINYSERV_ACME_DIRECTORY", "TINYSERV_ACME_EMAIL")
 
 
 def supervise(layout, boot=False, if_none=False, standby=False):

@@ -234,15 +234,18 @@ def group_rss(pgid):
     return total
 
 
-def spawn(argv, cwd, env, out_fd):
+def spawn(argv, cwd, env, out_fd, keep_caps=False):
     """Start argv in a new session with stdin /dev/null and stdout+stderr on out_fd; return pid.
 
     A failure to start it (no memory to fork, a directory that is gone, an environment
     too big for exec) raises OSError here, in the caller; a NUL byte raises ValueError.
+    Capabilities this process was given (systemd's AmbientCapabilities, for nginx to bind
+    ports below 1024) are not passed on unless keep_caps: apps never get them.
     """
     for key, value in env.items():
         if "\0" in key or "\0" in value or "=" in key:
             raise ValueError("the environment variable %r cannot be passed to a process" % key[:40])
+    drop = None if keep_caps or not has_ambient_caps() else ambient_dropper()
     report_r, report_w = os.pipe()  # close-on-exec: end of file means exec succeeded
     try:
         pid = os.fork()
@@ -251,7 +254,7 @@ def spawn(argv, cwd, env, out_fd):
         os.close(report_w)
         raise
     if pid == 0:  # child: never return into the caller's code
-        _exec_child(argv, cwd, env, out_fd, report_w)
+        _exec_child(argv, cwd, env, out_fd, report_w, drop)
     os.close(report_w)
     try:
         report = _read_all(report_r)
@@ -264,9 +267,11 @@ def spawn(argv, cwd, env, out_fd):
     return pid
 
 
-def _exec_child(argv, cwd, env, out_fd, report_w):
+def _exec_child(argv, cwd, env, out_fd, report_w, drop=None):
     """The child's side of spawn: set up its session and descriptors, then exec; report failure on report_w."""
     try:
+        if drop:
+            drop()
         os.setsid()
         os.chdir(cwd)
         null = os.open(os.devnull, os.O_RDONLY)
@@ -289,6 +294,42 @@ def _exec_child(argv, cwd, env, out_fd, report_w):
             pass
     finally:
         os._exit(127)
+
+
+_ambient = None  # this process's ambient capability set (CapAmb in /proc/self/status), read once
+
+
+def has_ambient_caps():
+    """Was this process given ambient capabilities (by systemd's AmbientCapabilities)?"""
+    global _ambient
+    if _ambient is None:
+        _ambient = 0
+        try:
+            with open("/proc/self/status") as f:
+                for line in f:
+                    if line.startswith("CapAmb:"):
+                        _ambient = int(line.split()[1], 16)
+        except (OSError, ValueError):
+            pass
+    return _ambient != 0
+
+
+_dropper = None
+
+
+def ambient_dropper():
+    """A function that clears the ambient capability set (for a child, before exec: it then runs without any)."""
+    global _dropper
+    if _dropper is None:
+        import ctypes  # only here: a supervisor given no capabilities never loads it
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+        PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL = 47, 4
+
+        def drop():
+            if prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) != 0:
+                raise OSError(ctypes.get_errno(), "cannot drop the ambient capabilities")
+        _dropper = drop
+    return _dropper
 
 
 def _read_all(fd):

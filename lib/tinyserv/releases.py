@@ -85,11 +85,43 @@ def save(layout, app, releases, app_port=None):
     publish(layout, app, releases[-1], port(layout, app) if app_port is None else app_port)
 
 
+ROUTED = ("web", "domains")  # what the supervisor adds behind the front door: internal web ports, domains
+
+
 def publish(layout, app, release, app_port):
     """Write releases/<app>.json: what other tools (a proxy generator) read."""
     public = {key: release[key] for key in ("version", "description", "build", "commit", "created_at")}
     public.update(app=app, port=app_port)
-    store.write_json(layout.public_release(app), public, mode=0o644)
+    with store.locked(public_lock(layout, app)):
+        try:
+            old = store.read_json(layout.public_release(app), {}) or {}
+        except TinyservError:
+            old = {}  # damaged: rewritten whole
+        public.update({key: old[key] for key in ROUTED if isinstance(old, dict) and key in old})
+        store.write_json(layout.public_release(app), public, mode=0o644)
+
+
+def publish_routes(layout, app, web, domains):
+    """Add to releases/<app>.json what a proxy of one's own needs: the web instances' ports and the domains."""
+    with store.locked(public_lock(layout, app)):
+        try:
+            public = store.read_json(layout.public_release(app), None)
+        except TinyservError:
+            return
+        if not isinstance(public, dict) or (public.get("web"), public.get("domains")) == (web, domains):
+            return  # gone (the app was destroyed: never bring it back), or nothing new
+        public.update(web=web, domains=domains)
+        store.write_json(layout.public_release(app), public, mode=0o644)
+
+
+def unpublish(layout, app):
+    """Remove releases/<app>.json (the app stops existing), never racing publish_routes."""
+    with store.locked(public_lock(layout, app)):
+        store.remove(layout.public_release(app))
+
+
+def public_lock(layout, app):
+    return os.path.join(layout.releases_dir, ".%s.lock" % app)
 
 
 def drop_last(layout, app, version):

@@ -3,6 +3,10 @@
 Deploys, config changes and rollbacks all end here, holding the app's lock, so changes
 to one app never interleave. A release whose web does not come up on the app's port is
 dropped again and the previous one runs: the history says what serves.
+
+With the front door (nginx), the web that passed the boot check is handed to the supervisor
+as the new release's web.1 (no second boot); nginx sends traffic to it, with the old web as a
+backup until it has settled, and the old web drains once nothing routes to it any more.
 """
 
 import contextlib
@@ -22,23 +26,49 @@ def runs_web(layout, app, meta):
 
 
 def check_boot(layout, app, build_id, config, cancelled=lambda: None):
-    """Boot-check web of build_id with config on a trial port; raise with its last lines if it fails."""
+    """Boot-check web of build_id with config on a trial port; raise with its last lines if it fails.
+
+    With the front door the web that passed keeps running (boot.Up.instance): pass the result to
+    switch(), which hands it to the supervisor, or to abandon().
+    """
     meta = appstate.build_meta(layout, app, build_id)
     version = releases.current(layout, app)["version"] + 1
+    keep = settings.nginx_binary() is not None
+    if keep:
+        control.ensure_supervisor(layout)  # now: one starting later would not know the kept web and kill it
     result = boot.check(layout, app, layout.build_dir(app, build_id), meta, config, version,
-                        settings.boot_timeout(config), cancelled)
+                        settings.boot_timeout(config), cancelled, keep=keep)
     if not isinstance(result, boot.Up):
-        raise TinyservError("%s; the running release was not touched" % boot.describe(result),
+        raise TinyservError("%s; the running release was not touched" % boot.describe(result, meta.get("healthcheck")),
                             details=result.lines)
     return result
 
 
-def switch(layout, app, release, steps=None):
-    """Let the supervisor run release (already recorded) and wait for its web; go back if it fails."""
+def abandon(checked):
+    """Stop the web a boot check kept, unless the supervisor has it already (a change that did not happen)."""
+    if checked is not None and checked.instance and not checked.instance.get("handed_over"):
+        boot.stop_kept(None, checked.instance)
+
+
+def switch(layout, app, release, steps=None, checked=None):
+    """Let the supervisor run release (already recorded) and wait for its web; go back if it fails.
+
+    checked: the boot check's result; a web it kept becomes the release's web.1.
+    """
     logs.append(layout.log_file(app), "tinyserv", "Release v%d: %s" % (release["version"], release["description"]))
+    candidate = checked.instance if checked is not None and checked.instance else None
     if not release["build"]:
+        abandon(checked)
         return
-    control.sync(layout, app)
+    if candidate and checked.lines:
+        logs.append(layout.log_file(app), "web.1", "\n".join(checked.lines))
+    try:
+        control.sync(layout, app, candidate=candidate and {k: v for k, v in candidate.items() if k != "handed_over"})
+    except BaseException:
+        abandon(checked)
+        raise
+    if candidate:
+        candidate["handed_over"] = True
     result = control.wait_for_web(layout, app, release["version"], settings.boot_timeout(release["config"]))
     if isinstance(result, boot.Up):
         return

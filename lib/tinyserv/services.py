@@ -15,7 +15,8 @@ from .errors import TinyservError
 from .names import check_app_name
 from .store import mapping_of
 
-SPEC = {"argv": [str], "cwd": str, "env": mapping_of(str), "?grace": (int, float), "?stop_signal": int}
+SPEC = {"argv": [str], "cwd": str, "env": mapping_of(str), "?grace": (int, float), "?stop_signal": int,
+        "?keep_capabilities": bool}
 SAVED = {"services": mapping_of({"pid": int, "starttime": (int, None), "spec": dict})}
 MAX_BACKOFF = 60
 
@@ -41,11 +42,22 @@ def state_file(layout):
     return os.path.join(layout.run_dir, "services.json")
 
 
-def declare(layout, name, argv, cwd, env, grace=10, stop_signal=signals.SIGTERM):
-    """Ask for service name to run argv (in cwd, with exactly env); the supervisor acts on its next sync."""
+def declare(layout, name, argv, cwd, env, grace=10, stop_signal=signals.SIGTERM, keep_capabilities=False):
+    """Ask for service name to run argv (in cwd, with exactly env); the supervisor acts on its next sync.
+
+    keep_capabilities: the service keeps what the supervisor may bind (ports below 1024, see the
+    systemd unit); app processes and other services never get it.
+    """
     os.makedirs(services_dir(layout), mode=0o700, exist_ok=True)
-    store.write_json(spec_file(layout, name), {"argv": list(argv), "cwd": cwd, "env": dict(env), "grace": grace,
-                                               "stop_signal": int(stop_signal)})
+    spec = {"argv": list(argv), "cwd": cwd, "env": dict(env), "grace": grace, "stop_signal": int(stop_signal)}
+    if keep_capabilities:
+        spec["keep_capabilities"] = True
+    try:
+        unchanged = store.read_json(spec_file(layout, name), None) == spec  # then no write (a change restarts it)
+    except TinyservError:
+        unchanged = False  # a damaged declaration is written anew
+    if not unchanged:
+        store.write_json(spec_file(layout, name), spec)
 
 
 def withdraw(layout, name):
@@ -112,7 +124,8 @@ class Keeper:
             out = os.open(log_file(self.layout, name), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
             try:
                 env = dict(spec["env"], TINYSERV_INSTANCE=mark(self.layout, name))
-                child = self.sys.spawn(spec["argv"], spec["cwd"], env, out)
+                keep = {"keep_caps": True} if spec.get("keep_capabilities") else {}
+                child = self.sys.spawn(spec["argv"], spec["cwd"], env, out, **keep)
             finally:
                 os.close(out)
         except (OSError, ValueError) as e:

@@ -76,3 +76,75 @@ SSH_PERSIST = 600  # seconds a shared ssh connection stays open after the last c
 def ssh_reuse(environ=os.environ):
     """Share one ssh connection between commands (TINYSERV_SSH_REUSE, default 1; 0 turns it off)."""
     return environ.get("TINYSERV_SSH_REUSE", "1").strip() != "0"
+
+
+# --- the front door (nginx) -----------------------------------------------------------------------
+
+NGINX_DEFAULT = "/usr/sbin/nginx"  # Debian's; not on a non-root user's PATH
+INSTALL_NGINX = "install it (sudo apt install nginx-light) or point TINYSERV_NGINX at it"
+
+
+def nginx_binary(environ=os.environ):
+    """The nginx to run in front of the apps (TINYSERV_NGINX, else Debian's, else one on PATH), or None.
+
+    TINYSERV_NGINX=off runs without it even when nginx is installed.
+    """
+    import shutil
+    named = environ.get("TINYSERV_NGINX")
+    if named == "off":
+        return None
+    for candidate in ([named] if named else [NGINX_DEFAULT, shutil.which("nginx")]):
+        if candidate and os.path.isfile(candidate) and os.access(candidate, os.X_OK):
+            return os.path.abspath(candidate)
+    return None
+
+
+def nginx_missing(environ=os.environ):
+    """Why there is no front door, in one line that says what to do."""
+    if environ.get("TINYSERV_NGINX") == "off":
+        return "this server runs without nginx (TINYSERV_NGINX=off): unset it to put nginx in front of the apps"
+    if environ.get("TINYSERV_NGINX"):
+        return "nginx is missing on this server (TINYSERV_NGINX=%s is not an executable): %s" % (
+            environ["TINYSERV_NGINX"], INSTALL_NGINX)
+    return "nginx is missing on this server: %s" % INSTALL_NGINX
+
+
+def server_port(name, default, environ=os.environ):
+    """A port number from the server's environment (TINYSERV_HTTP_PORT, TINYSERV_HTTPS_PORT)."""
+    value = environ.get(name) or str(default)
+    port = number(value, None)
+    if port is None or port > 65535:
+        raise TinyservError("%s must be a port number (1-65535), not %r" % (name, value))
+    return port
+
+
+def http_port(environ=os.environ):
+    """Where nginx answers for the apps' domains (TINYSERV_HTTP_PORT, default 80)."""
+    return server_port("TINYSERV_HTTP_PORT", 80, environ)
+
+
+def https_port(environ=os.environ):
+    """Where nginx answers HTTPS for the domains that have a certificate (TINYSERV_HTTPS_PORT, default 443)."""
+    return server_port("TINYSERV_HTTPS_PORT", 443, environ)
+
+
+def base_domain(environ=os.environ):
+    """TINYSERV_DOMAIN: every app also answers at APP.<it> (None when unset)."""
+    from .names import check_domain
+    value = environ.get("TINYSERV_DOMAIN") or None
+    if value:
+        try:
+            check_domain(value)
+        except TinyservError as e:
+            raise TinyservError("TINYSERV_DOMAIN is not usable: %s" % e) from None
+    return value
+
+
+def acme_directory(environ=os.environ):
+    """The ACME server certs:auto asks (TINYSERV_ACME_DIRECTORY, default Let's Encrypt)."""
+    return environ.get("TINYSERV_ACME_DIRECTORY") or "https://acme-v02.api.letsencrypt.org/directory"
+
+
+def acme_email(environ=os.environ):
+    """The contact address given to the ACME server (TINYSERV_ACME_EMAIL; None: none)."""
+    return environ.get("TINYSERV_ACME_EMAIL") or None

@@ -21,7 +21,7 @@ import socket
 import sys
 import time
 
-from . import appenv, appstate, cron, procs, releases, services, settings, store
+from . import appenv, appstate, boot, cron, nginx, procs, releases, router, services, settings, store
 from .errors import TinyservError
 from .logs import Lines, LogFile
 from .procfile import process_types
@@ -32,6 +32,8 @@ STABLE_AFTER = 60  # an instance that ran this long before crashing restarts at 
 MAX_BACKOFF = 300
 KILL_WAIT = 5  # a crashed instance's leftovers get this long to die of SIGKILL before its restart goes ahead
 RUNNING = ("starting", "up")
+SETTLE = boot.SETTLE  # a new web must be up this long before the old ones it replaces drain
+DRAIN_AFTER = 1.0  # seconds an old web gets, once nginx no longer routes to it, before idle means done
 
 # One instance's output: read in slices, within a budget, so it can neither starve the
 # loop nor burn the CPU. Over budget, its pipe is not read until the window ends: the
@@ -70,6 +72,11 @@ def port_open(port, host="127.0.0.1"):
 def listening(port, pgid):
     """Is it process group pgid that accepts connections on port?"""
     return procs.group_listens(pgid, port) and port_open(port)
+
+
+def retired_key(inst):
+    """Where an old web waits while its replacement runs under its name: web.1~PID."""
+    return "%s~%d" % (inst["name"], inst["pid"])
 
 
 def one_line(error):
@@ -115,6 +122,9 @@ class System:
     group_rss = staticmethod(procs.group_rss)
     marked_by = staticmethod(procs.marked_by)
     accepts = staticmethod(listening)
+    healthy = staticmethod(boot.healthy)
+    free_port = staticmethod(boot.free_port)
+    port_taken = staticmethod(lambda port: bool(procs.listening_sockets(port)))
 
 
 class Desired:
@@ -192,7 +202,7 @@ class Stream:
 class Supervisor:
     """Owns the instances of every app; driven by Server.run() or, in tests, by tick()."""
 
-    def __init__(self, layout, system=None):
+    def __init__(self, layout, system=None, door=None):
         self.layout = layout
         self.sys = system or System()
         self.apps = {}  # app -> {name: instance dict}
@@ -209,6 +219,11 @@ class Supervisor:
         self.services = services.Keeper(layout, self.sys, self.note)
         self.next_memory_check = 0
         self.scheduler = cron.Scheduler(layout, self.note)  # asked what is due by the clock in self.sys
+        # The front door: nginx if installed; a test with a fake system has none unless it passes a fake door.
+        found = {} if system is None else {"binary": lambda: door.binary if door else None, "door": door}
+        self.router = router.Router(layout, self.sys, self.services, self.note, **found)
+        self.candidates = {}  # app -> a web instance that passed a boot check, to be kept as the live one
+        self.sites = {}  # app -> (public port, router settings, names of the web instances wanted)
 
     def note(self, text):
         """A line in the supervisor's own log (its stderr)."""
@@ -262,12 +277,23 @@ class Supervisor:
         """Apps on disk and apps we still run processes for."""
         return set(self.layout.apps()) | set(self.apps)
 
-    def sync(self, app=None):
-        """Bring one app (or all, and the platform services) in line with what is on disk."""
+    def sync(self, app=None, candidate=None):
+        """Bring one app (or all, and the platform services) in line with what is on disk.
+
+        candidate: a web instance a deploy boot-checked, to run as the new release's web.1.
+        """
+        self.router.refresh()
+        if candidate:
+            self.candidates[app] = candidate
         if not app:  # services first: an app's redis-server should be up before the app connects to it
             self.keep_services(self.services.reconcile)
         for name in ([app] if app else sorted(self.known_apps())):
             self.guarded(name, self.reconcile, name)
+        if candidate:
+            self.drop_candidate(app)
+        if not app:  # then the front door, which routes to the apps' instances (nginx is a service too)
+            self.keep_services(self.router.ensure)
+            self.keep_services(self.services.reconcile)
         self.sweep()
 
     def want(self, app):
@@ -275,22 +301,39 @@ class Supervisor:
         return None if self.shutting_down else desired_state(self.layout, app)
 
     def reconcile(self, app):
-        """Stop what should not run, start what should and is not running."""
+        """Stop what should not run, start what should and is not running.
+
+        With the front door, a web instance of an older release (or one no longer wanted) is
+        retired instead of stopped: it keeps serving until its replacement is up, then drains.
+        """
         want = self.want(app)
         instances = self.apps.setdefault(app, {})
         version = want.release["version"] if want and want.release else None
         wanted = want.instances if want else {}
+        public = releases.port(self.layout, app) if want else None
         for name, inst in list(instances.items()):
             if inst.get("oneoff") and want is not None:
                 continue  # a cron job's run ends by itself, even after a deploy; only shutdown or destroy stop it
-            if name not in wanted or inst["version"] != version:
+            if inst.get("retired"):
+                if want is None or not self.router.enabled:
+                    self.stop_retired(app, inst)
+            elif name not in wanted or inst["version"] != version or not self.right_port(inst, public):
                 if inst["state"] in RUNNING:
-                    self.begin_stop(app, inst, want.grace if want else inst.get("grace", 30.0))
+                    if self.router.enabled and inst["type"] == "web" and want is not None:
+                        self.retire(app, name, inst)
+                    else:
+                        self.begin_stop(app, inst, want.grace if want else inst.get("grace", 30.0))
                 elif inst["state"] != "stopping":
                     self.forget(app, name)
         for name, command in wanted.items():
-            if name not in instances:
+            if name not in instances and not self.unretire(app, name, version, public) and not self.adopt_candidate(
+                    app, name, want):
                 self.start(app, name, command, want)
+        if want is not None and self.router.enabled:
+            self.sites[app] = (public, appstate.router_settings(self.layout, app),
+                               [n for n in wanted if n.startswith("web.")])
+        else:
+            self.sites.pop(app, None)
         if not instances and want is None:
             self.apps.pop(app, None)
             self.close_log(app)
@@ -304,7 +347,7 @@ class Supervisor:
 
     def start(self, app, name, command, want, carry=None):
         """Spawn one instance of the current release; one that cannot even be spawned counts as a crash."""
-        port = releases.port(self.layout, app)
+        port = (carry or {}).get("port") or self.port_for(app, name)
         version = want.release["version"]
         mark = self.layout.mark(app, "%s@%d" % (name, time.time_ns()))
         env = appenv.process_env(want.build_dir, want.meta, want.release["config"], app, name, port, version, mark,
@@ -317,6 +360,8 @@ class Supervisor:
             "exit_code": None, "next_try": None, "fifo": None, "port": port, "grace": want.grace, "mark": mark,
             "memory_limit": settings.memory_limit(want.release["config"]), "reason": None,
         }
+        if name.startswith("web.") and want.meta.get("healthcheck"):
+            inst["health"] = want.meta["healthcheck"]
         inst.update(carry or {})
         self.apps.setdefault(app, {})[name] = inst
         self.dirty.add(app)
@@ -355,8 +400,169 @@ class Supervisor:
         self.sys.signal_group(inst["pgid"], signal.SIGTERM)
         inst.update(state="stopping", since=self.sys.clock(), kill_at=self.sys.clock() + grace, strays=None)
         self.find_strays(inst, signal.SIGTERM)
-        self.event(app, "Stopping %s (SIGTERM)" % inst["name"])
+        self.event(app, "Stopping %s%s (SIGTERM)" % (inst["name"], " of v%d" % inst["version"] if inst.get("retired")
+                                                     else ""))
         self.dirty.add(app)
+
+    # --- web behind the front door: internal ports, switching without a gap, draining ---------------
+
+    def right_port(self, inst, public):
+        """Does the instance listen where it should: web on an internal port with the front door, else on the app's?"""
+        if inst["type"] != "web" or public is None:
+            return True
+        return (inst["port"] != public) if self.router.enabled else (inst["port"] == public)
+
+    def port_for(self, app, name):
+        """The port a new instance gets: an internal one for web behind the front door, else the app's port."""
+        if self.router.enabled and name.startswith("web."):
+            return self.sys.free_port()
+        return releases.port(self.layout, app)
+
+    def retire(self, app, name, inst, replaced=False):
+        """Keep an old web serving under another key until its replacement is up; then it drains.
+
+        replaced: a restart asked for a new process, so a switch back (unretire) must not pick this one.
+        """
+        del self.apps[app][name]
+        inst["retired"] = "replaced" if replaced else True
+        self.apps[app][retired_key(inst)] = inst
+        self.event(app, "%s of v%d keeps serving on port %d until its replacement is up" % (
+            name, inst["version"], inst["port"]))
+        self.dirty.add(app)
+
+    def unretire(self, app, name, version, public):
+        """A switch that was undone: the retired instance of the wanted release serves again (no boot). Done?"""
+        if not self.router.enabled:
+            return False
+        instances = self.apps.get(app, {})
+        found = [k for k, i in instances.items() if i.get("retired") is True and i["name"] == name
+                 and i["version"] == version and i["state"] in RUNNING and self.right_port(i, public)]
+        if not found:
+            return False
+        inst = instances.pop(found[-1])
+        inst["retired"] = False
+        instances[name] = inst
+        self.event(app, "%s of v%d serves again" % (name, version))
+        return True
+
+    def adopt_candidate(self, app, name, want):
+        """Run the web a deploy boot-checked as the new release's instance, instead of booting another. Done?"""
+        cand = self.candidates.get(app)
+        if not (cand and self.router.enabled and cand["name"] == name and cand["version"] == want.release["version"]
+                and self.sys.alive(cand["pid"], cand["starttime"])):
+            return False
+        del self.candidates[app]
+        now = self.sys.clock()
+        inst = dict(cand, type="web", state="up", child=False, restarts=0, exit_code=None, next_try=None,
+                    grace=want.grace, command=want.instances[name], reason=None,
+                    memory_limit=settings.memory_limit(want.release["config"]))
+        inst.setdefault("since", now)
+        inst.setdefault("started", now)
+        if want.meta.get("healthcheck"):
+            inst["health"] = want.meta["healthcheck"]
+        self.apps.setdefault(app, {})[name] = inst
+        self.open_pipe(app, inst)
+        self.event(app, "%s of v%d is the web that passed the boot check, on port %d" % (
+            name, inst["version"], inst["port"]))
+        self.dirty.add(app)
+        return True
+
+    def drop_candidate(self, app):
+        """A candidate nobody took (its release was superseded, or no front door): stop it like any instance."""
+        cand = self.candidates.pop(app, None)
+        if cand and self.sys.alive(cand["pid"], cand["starttime"]):
+            inst = dict(cand, type="web", state="up", child=False, retired=True, restarts=0, exit_code=None,
+                        next_try=None, grace=cand.get("grace", 30.0), command=cand.get("command", ""))
+            inst.setdefault("since", self.sys.clock())
+            inst.setdefault("started", self.sys.clock())
+            self.apps.setdefault(app, {})[retired_key(inst)] = inst
+            self.open_pipe(app, inst)
+            self.begin_stop(app, inst, inst["grace"])
+
+    def open_pipe(self, app, inst):
+        """Start reading the pipe of an instance started by someone else (a boot check, a previous supervisor)."""
+        try:
+            reader = os.open(inst["fifo"], os.O_RDONLY | os.O_NONBLOCK) if inst.get("fifo") else None
+        except OSError:
+            reader = None
+        if reader is not None:
+            inst["reader"] = reader
+            self.watch(reader, app, inst["name"])
+
+    def stop_retired(self, app, inst):
+        """An old web that must go now (shutdown, the front door gone): stop it without waiting for traffic."""
+        if inst["state"] in RUNNING + ("draining",):
+            self.begin_stop(app, inst, inst.get("grace", 30.0))
+        elif inst["state"] not in ("stopping",):
+            inst["state"] = "gone"
+
+    def drain_due(self, app, now):
+        """Old webs start draining once every new web is up and settled (or none is wanted any more)."""
+        instances = self.apps.get(app, {})
+        old = [i for i in instances.values() if i.get("retired") and i["state"] in RUNNING]
+        if not old:
+            return
+        site = self.sites.get(app)
+        current = [instances.get(n) for n in (site[2] if site else [])]
+        if all(c and c["state"] == "up" and now - c["since"] >= SETTLE for c in current):
+            for inst in old:
+                inst.update(state="draining", since=now, drain_until=now + inst.get("grace", 30.0))
+                self.event(app, "%s of v%d is draining: nginx sends it no new requests" % (
+                    inst["name"], inst["version"]))
+            self.dirty.add(app)
+
+    def drained(self, inst, now):
+        """May a draining web get SIGTERM: nginx no longer routes to it and its requests ended (or time is up)?"""
+        if now >= inst["drain_until"]:
+            return True
+        released = self.router.released(inst["port"])
+        if released is None or now - max(released, inst["since"]) < DRAIN_AFTER:
+            return False
+        return self.router.door is None or self.router.door.connections_to(inst["port"]) == 0
+
+    def route(self, app):
+        """Tell the router what app's site is now: its web ports (new ones first, old ones as backup)."""
+        if not self.router.enabled:
+            return
+        site = self.sites.get(app)
+        if site is None or not self.layout.exists(app):
+            self.router.update(app, None)
+            return
+        public, saved, _ = site
+        primary, backup = router.web_ports(self.apps.get(app, {}).values(), public)
+        self.router.update(app, router.site_for(self.layout, app, public, primary, backup, saved))
+
+    def mark_routed(self, apps):
+        """Which web instances of apps the config nginx runs sends traffic to (ps and deploys wait for it)."""
+        for app in list(apps):
+            live = self.router.live_primary(app)
+            for inst in self.apps.get(app, {}).values():
+                if inst["type"] == "web" and not inst.get("retired"):
+                    routed = inst["port"] in live or not self.router.enabled
+                    if inst.get("routed") != routed:
+                        inst["routed"] = routed
+                        self.dirty.add(app)
+
+    def publish_routes(self, app):
+        """releases/<app>.json gets the web instances nginx sends app's traffic to, and its domains."""
+        site = self.router.live.get(app)
+        if site is None:
+            return
+        ports = set(site.primary)
+        web = sorted(({"name": i["name"], "port": i["port"]} for i in self.apps.get(app, {}).values()
+                      if i["type"] == "web" and not i.get("retired") and i["port"] in ports),
+                     key=lambda w: (len(w["name"]), w["name"]))
+        releases.publish_routes(self.layout, app, web, list(site.domains))
+
+    def router_log(self):
+        """Write the requests nginx reported into their apps' logs, naming the instance that answered."""
+        for fields in self.router.read_log():
+            app = fields["app"]
+            if app not in self.apps:
+                continue
+            port = nginx.upstream_port(fields)
+            dyno = next((i["name"] for i in self.apps[app].values() if port and i["port"] == port), None)
+            self.write_lines(app, "router", [nginx.router_line(fields, dyno)])
 
     def find_strays(self, inst, sig):
         """Have the next sweep() find the processes carrying inst's mark (daemons too) and send them sig."""
@@ -407,11 +613,13 @@ class Supervisor:
     # --- the loop ------------------------------------------------------------
 
     def tick(self):
-        """Advance every instance: notice exits, finish stops, restart, mark web up."""
+        """Advance every instance: notice exits, finish stops, restart, mark web up, drain old webs."""
         now = self.sys.clock()
         self.sweep()
         for app, inst in self.each_instance():
             self.guarded(app, self.advance, app, inst, now)
+        for app in list(self.apps):
+            self.guarded(app, self.drain_due, app, now)
         self.sweep()
         for app, inst in self.each_instance():
             if inst["state"] == "crashed" and self.restart_due(inst, now):
@@ -437,13 +645,22 @@ class Supervisor:
     def advance(self, app, inst, now):
         """Move one instance on: a running one that exited crashed, a web that listens is up, a stop ends."""
         state = inst["state"]
-        if state in RUNNING and self.exited(inst):
+        if inst.get("retired") and state in RUNNING + ("draining",) and self.exited(inst):
+            self.sys.signal_group(inst["pgid"], signal.SIGKILL)
+            self.find_strays(inst, signal.SIGKILL)
+            inst["state"] = "gone"
+            self.event(app, "%s of v%d exited" % (inst["name"], inst["version"]))
+        elif state in RUNNING and self.exited(inst):
             inst["reason"] = None
             self.crashed(app, inst, now)
-        elif state == "starting" and self.sys.accepts(inst["port"], inst["pgid"]):
+        elif state == "starting" and self.sys.accepts(inst["port"], inst["pgid"]) and (
+                not inst.get("health") or self.sys.healthy(inst["port"], inst["health"])):
             inst.update(state="up", since=now)
-            self.event(app, "%s accepts connections on port %d" % (inst["name"], inst["port"]))
+            self.event(app, "%s accepts connections on port %d" % (inst["name"], inst["port"]) + (
+                " and answers %s" % inst["health"] if inst.get("health") else ""))
             self.dirty.add(app)
+        elif state == "draining" and self.drained(inst, now):
+            self.begin_stop(app, inst, inst.get("grace", 30.0))
         elif state == "stopping":
             self.advance_stop(app, inst, now)
 
@@ -452,7 +669,7 @@ class Supervisor:
         self.exited(inst)
         if not self.sys.group_members(inst["pgid"]) and not self.lingering(inst):
             inst["state"] = "gone"
-            self.event(app, "%s stopped" % inst["name"])
+            self.event(app, "%s%s stopped" % (inst["name"], " of v%d" % inst["version"] if inst.get("retired") else ""))
         elif now >= inst["kill_at"]:
             self.sys.signal_group(inst["pgid"], signal.SIGKILL)
             self.sys.signal_pids(inst.get("strays") or [], signal.SIGKILL)
@@ -466,7 +683,7 @@ class Supervisor:
         self.next_memory_check = now + MEMORY_CHECK
         for app, inst in self.each_instance():
             limit = inst.get("memory_limit")
-            if limit and inst["state"] in RUNNING and inst["pid"]:
+            if limit and inst["state"] in RUNNING and inst["pid"] and not inst.get("retired"):
                 used = self.sys.group_rss(inst["pgid"])
                 if used > limit:
                     self.event(app, "Error R15 (Memory quota exceeded): %s used %d MB, over TINYSERV_MEMORY_LIMIT="
@@ -537,6 +754,9 @@ class Supervisor:
             self.reconcile(app)
             return
         kept = {k: inst.get(k) for k in ("restarts", "streak", "exit_code", "reason")}
+        if self.router.enabled and inst["type"] == "web" and self.right_port(inst, releases.port(self.layout, app)) \
+                and not self.sys.port_taken(inst["port"]):
+            kept["port"] = inst["port"]  # the same port: nginx's upstream needs no change for a crash
         self.forget(app, inst["name"])
         self.start(app, inst["name"], want.instances[inst["name"]], want, kept)
 
@@ -546,14 +766,20 @@ class Supervisor:
         self.sweep()
 
     def replace(self, app, target):
-        """Stop the matching running instances and drop the crashed ones; reconcile starts them anew."""
+        """Stop the matching running instances and drop the crashed ones; reconcile starts them anew.
+
+        With the front door, web instances are retired instead: they serve until their replacements are up.
+        """
         want = self.want(app)
-        for inst in list(self.apps.get(app, {}).values()):
-            if target in (None, inst["name"], inst["type"]) and not inst.get("oneoff"):
+        for key, inst in list(self.apps.get(app, {}).items()):
+            if not inst.get("retired") and not inst.get("oneoff") and target in (None, inst["name"], inst["type"]):
                 if inst["state"] in RUNNING:
-                    self.begin_stop(app, inst, want.grace if want else inst.get("grace", 30.0))
+                    if self.router.enabled and inst["type"] == "web" and want is not None:
+                        self.retire(app, key, inst, replaced=True)
+                    else:
+                        self.begin_stop(app, inst, want.grace if want else inst.get("grace", 30.0))
                 elif inst["state"] == "crashed":
-                    self.forget(app, inst["name"])
+                    self.forget(app, key)
         self.reconcile(app)
 
     # --- output ----------------------------------------------------------------
@@ -600,9 +826,9 @@ class Supervisor:
         """An instance's pipe reached end of file: its processes are all gone."""
         stream = self.streams.get(fd)
         self.unwatch(fd)
-        inst = self.apps.get(stream.app, {}).get(stream.name) if stream else None
-        if inst is not None and inst.get("reader") == fd:
-            del inst["reader"]
+        for inst in self.apps.get(stream.app, {}).values() if stream else ():
+            if inst.get("reader") == fd:  # an old web waiting under web.1~PID reads under its name too
+                del inst["reader"]
 
     def read_output(self, fd):
         """Log at most READ_CHUNK bytes of an instance's output, within its budget; False at end of file."""
@@ -663,7 +889,19 @@ class Supervisor:
     # --- persistence ------------------------------------------------------------
 
     def save_dirty(self):
-        """Write state.json of every app that changed since the last save."""
+        """Tell the router about every app that changed, let it act, and write their state.json."""
+        for app in list(self.dirty):
+            self.guarded(app, self.route, app)
+        if self.router.enabled:
+            try:
+                changed = self.router.tick(self.sys.clock())
+            except (TinyservError, OSError, ValueError) as e:
+                self.note("front door: %s" % one_line(e))
+                changed = False
+            self.mark_routed(self.apps if changed else list(self.dirty))
+            if changed:
+                for app in list(self.router.live):
+                    self.guarded(app, self.publish_routes, app)
         for app in list(self.dirty):
             self.dirty.discard(app)
             self.guarded(app, self.save, app)
@@ -700,7 +938,7 @@ class Supervisor:
             self.event(app, "cannot adopt this app's processes (%s); starting them afresh" % e)
             return
         for inst in saved["instances"]:
-            if inst["state"] in RUNNING + ("stopping",) and self.sys.alive(inst["pid"], inst["starttime"]):
+            if inst["state"] in RUNNING + ("stopping", "draining") and self.sys.alive(inst["pid"], inst["starttime"]):
                 self.take_over(app, inst)
                 kept.add(inst.get("mark"))
             elif inst.get("mark"):
@@ -719,14 +957,10 @@ class Supervisor:
             inst["kill_at"] = now + 1
             if inst.get("strays") is None:
                 self.find_strays(inst, signal.SIGTERM)
-        self.apps.setdefault(app, {})[inst["name"]] = inst
-        try:
-            reader = os.open(inst["fifo"], os.O_RDONLY | os.O_NONBLOCK) if inst.get("fifo") else None
-        except OSError:
-            reader = None
-        if reader is not None:
-            inst["reader"] = reader
-            self.watch(reader, app, inst["name"])
+        if inst["state"] == "draining":
+            inst.setdefault("drain_until", now + inst["grace"])
+        self.apps.setdefault(app, {})[retired_key(inst) if inst.get("retired") else inst["name"]] = inst
+        self.open_pipe(app, inst)
         self.event(app, "%s adopted by a new supervisor (pid %d)" % (inst["name"], os.getpid()))
         self.dirty.add(app)
 
@@ -734,9 +968,11 @@ class Supervisor:
         """Seconds until the next thing to look at: soon while instances start, stop or wait to restart."""
         now = self.sys.clock()
         wait = POLL
+        if self.router.busy():
+            return BUSY_POLL
         for instances in self.apps.values():
             for inst in instances.values():
-                if inst["state"] in ("starting", "stopping"):
+                if inst["state"] in ("starting", "stopping", "draining") or inst.get("retired"):
                     return BUSY_POLL
                 if inst["state"] == "crashed":
                     wait = min(wait, max(BUSY_POLL, inst["next_try"] - now))
@@ -757,7 +993,8 @@ class Supervisor:
         self.sync()
 
     def close(self):
-        """Close every pipe, log and the selector (tests; a real supervisor just exits)."""
+        """Close every pipe, log, the router's socket and the selector (tests; a real supervisor just exits)."""
+        self.router.close_socket()
         for fd in list(self.streams):
             self.unwatch(fd)
         for app in list(self.logs):
@@ -775,7 +1012,7 @@ def read_some(fd, size):
         return b""
 
 
-LISTENER, WAKE = "listener", "wake"  # selector tags of the server's own descriptors
+LISTENER, WAKE, ROUTER_LOG = "listener", "wake", "router"  # selector tags of the server's own descriptors
 
 
 class Server:
@@ -789,6 +1026,7 @@ class Server:
         self.next_tick = 0
         self.next_check = 0
         self.standby = None  # pid of the standby we started, until we reap it
+        self.router_log = None  # the router's log socket, once watched
 
     def handle(self, message):
         """Answer one control request."""
@@ -796,7 +1034,7 @@ class Server:
         if cmd == "ping":
             return {"ok": True, "pid": os.getpid()}
         if cmd == "sync":
-            self.sup.sync(message.get("app"))
+            self.sup.sync(message.get("app"), message.get("candidate"))
         elif cmd == "restart":
             self.sup.restart(message["app"], message.get("target"))
         elif cmd == "shutdown":
@@ -868,6 +1106,8 @@ class Server:
             elif key.data == WAKE:
                 _drain_pipe(key.fd)
                 urgent = True  # SIGCHLD: one of our children exited
+            elif key.data == ROUTER_LOG:
+                self.sup.router_log()
         now = self.sup.sys.clock()
         self.sup.resume_due(now)
         if urgent or now >= self.next_tick:
@@ -876,6 +1116,20 @@ class Server:
         if self.layout and now >= self.next_check:
             self.next_check = now + STANDBY_CHECK
             self.keep_standby()
+        self.watch_router_log()
+
+    def watch_router_log(self):
+        """Read the router's log socket in the loop (it is opened, or closed, by a full sync)."""
+        sock = self.sup.router.socket
+        if sock is not self.router_log:
+            if self.router_log is not None:
+                try:
+                    self.sup.selector.unregister(self.router_log)
+                except (KeyError, ValueError):
+                    pass
+            if sock is not None:
+                self.sup.selector.register(sock, selectors.EVENT_READ, ROUTER_LOG)
+            self.router_log = sock
 
     def keep_standby(self):
         """Make sure a standby supervisor waits to take over if this one dies (cheap when one does)."""
@@ -889,7 +1143,7 @@ class Server:
             try:
                 # Never our caller's output: a git hook's pipe held by the standby would keep `git push` waiting.
                 self.standby = procs.spawn([sys.executable, REMOTE_SCRIPT, "supervise", "--standby"],
-                                           self.layout.root, env, out)
+                                           self.layout.root, env, out, keep_caps=True)
             finally:
                 os.close(out)
         except (OSError, ValueError) as e:
@@ -910,6 +1164,7 @@ class Server:
 
     def close(self):
         """Stop listening and remove the socket."""
+        self.sup.router.close_socket()
         self.sup.selector.unregister(self.listener)
         self.listener.close()
         try:

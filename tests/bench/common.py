@@ -215,6 +215,13 @@ def live_pids():
     return [int(n) for n in os.listdir("/proc") if n.isdigit() and state_letter(int(n)) not in (None, "Z", "X")]
 
 
+def parent_of(pid):
+    with contextlib.suppress(OSError, ValueError), open("/proc/%d/stat" % pid) as f:
+        data = f.read()
+        return int(data[data.rindex(")") + 2:].split()[1])
+    return None
+
+
 def cwd_of(pid):
     with contextlib.suppress(OSError):
         return os.readlink("/proc/%d/cwd" % pid)
@@ -255,7 +262,8 @@ class TinyservRoot:
 
     def __init__(self, python=SERVER_PYTHON, start_port=31000, ports_needed=60, commit=None,
                  prefix="tinyserv-bench-"):
-        self.start_port = free_block(start_port, ports_needed)
+        self.start_port = free_block(start_port, ports_needed + 2)
+        self.http_port, self.https_port = self.start_port + ports_needed, self.start_port + ports_needed + 1
         self.python = python
         self.tmp = tempfile.mkdtemp(prefix=prefix)
         try:
@@ -281,6 +289,8 @@ class TinyservRoot:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("TINYSERV_", "GIT_", "VIRTUAL_ENV"))}
         env.update(PATH=pybin + ":" + BASE_PATH + ":" + env.get("PATH", ""),
                    TINYSERV_ROOT=self.root, TINYSERV_START_PORT=str(self.start_port), NO_COLOR="1",
+                   # nginx's ports (where nginx is installed) from the block too: never 80 and 443 on this machine
+                   TINYSERV_HTTP_PORT=str(self.http_port), TINYSERV_HTTPS_PORT=str(self.https_port),
                    GIT_AUTHOR_NAME="bench", GIT_AUTHOR_EMAIL="bench@tinyserv.invalid",
                    GIT_COMMITTER_NAME="bench", GIT_COMMITTER_EMAIL="bench@tinyserv.invalid")
         return env
@@ -313,6 +323,14 @@ class TinyservRoot:
                 if "tinyserv" in line:
                     found[pid] = line
         return found
+
+    def nginx_processes(self):
+        """nginx's master and workers running for this root (the front door), pid -> command line."""
+        with contextlib.suppress(OSError, ValueError, KeyError), open(os.path.join(self.root, "run",
+                                                                                  "services.json")) as f:
+            master = json.load(f)["services"]["nginx"]["pid"]
+            return {pid: cmdline(pid) for pid in live_pids() if pid == master or parent_of(pid) == master}
+        return {}
 
     def app_processes(self):
         """Live processes whose working directory is inside this root (the apps, their npm and sh)."""

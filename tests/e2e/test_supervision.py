@@ -269,7 +269,8 @@ def test_a_web_killed_with_sigkill_is_restarted_and_answers_again(server, apps):
     server.ssh(f"kill -9 {app.node_pid('web.1')}")
     app.wait_answers(timeout=10)
     after = app.wait_up("web.1", other_than=web["pid"])
-    assert after["restarts"] >= 1 and after["exit_code"] == 137, after
+    # Behind nginx the web a deploy boot-checked is not the supervisor's child: its exit code is not known.
+    assert after["restarts"] >= 1 and after["exit_code"] in (137, None), after
     leaders, nodes = app.processes("web.1")
     assert leaders == [after["pid"]] and len(nodes) == 1, (leaders, nodes, after)
     assert app.instance("worker.1")["pid"] == worker["pid"], "killing web restarted the worker too"
@@ -326,7 +327,7 @@ def test_ps_scale_stops_and_starts_workers_and_refuses_a_second_web_or_an_unknow
     app.wait_up("worker.1")
     assert len(app.processes("worker.1")[1]) == 1
 
-    for change, word in [("web=2", "reverse proxy"), ("nosuchtype=1", "nosuchtype")]:
+    for change, word in [("web=21", "at most 20"), ("nosuchtype=1", "nosuchtype")]:
         refused = app.tinyserv("ps:scale", change, check=False)
         message = refused.stderr.strip().splitlines()
         assert refused.returncode == 1 and len(message) == 1, describe(refused)
@@ -371,7 +372,7 @@ def test_ps_restart_ps_stop_ps_start_and_restart_act_on_the_processes(apps):
 def test_run_executes_one_off_commands_with_the_apps_port_config_and_exit_code(apps):
     app = apps.web
     port = app.tinyserv("run", "echo $PORT")
-    assert port.stdout.strip() == str(app.port), describe(port)
+    assert port.stdout.strip().isdigit() and port.stdout.strip() != str(app.port), describe(port)  # nginx has it
     for args, code in [(["sh", "-c", "exit 7"], 7), (["node", "-e", "process.exit(3)"], 3)]:
         result = app.tinyserv("run", *args, check=False)
         assert result.returncode == code, describe(result)
@@ -405,17 +406,21 @@ def test_a_web_that_ignores_sigterm_is_killed_after_the_stop_timeout(deploy):
     app = deploy("stubborn", WEB)
     app.tinyserv("config:set", "TINYSERV_STOP_TIMEOUT=2", "STUBBORN=1")
     web = app.wait_up("web.1")
+    wait_until(lambda: len(app.processes("web.1")[1]) == 1, 20, interval=0.2, message="the old web.1 to drain")
     stubborn_node = app.node_pid("web.1")
     logged_before = len(app.log().splitlines())
 
     app.tinyserv("ps:restart")
     app.wait_up("web.1", other_than=web["pid"])
-    assert stubborn_node not in app.processes("web.1")[1], "the web that ignored SIGTERM is still running"
+    wait_until(lambda: stubborn_node not in app.processes("web.1")[1], 20, interval=0.2,
+               message="the web that ignored SIGTERM to be gone (it drains first, behind nginx)")
     new_lines = "\n".join(app.log().splitlines()[logged_before:])
     when = {}
     for event in ["tinyserv: Stopping web.1 (SIGTERM)", "web.1: ignoring SIGTERM",
                   "tinyserv: web.1 did not stop in time: SIGKILL"]:
-        found = re.search(r"^(\S+) " + re.escape(event) + "$", new_lines, re.M)
+        # Behind nginx the old web is named with its release: "Stopping web.1 of v3 (SIGTERM)".
+        found = re.search(r"^(\S+) " + re.escape(event).replace(r"web\.1\ \(", r"web\.1( of v\d+)?\ \(") + "$",
+                          new_lines, re.M)
         assert found, f"{event!r} not in the log after ps:restart:\n{new_lines}"
         when[event] = time.mktime(time.strptime(found.group(1), "%Y-%m-%dT%H:%M:%SZ"))
     grace = when["tinyserv: web.1 did not stop in time: SIGKILL"] - when["tinyserv: Stopping web.1 (SIGTERM)"]

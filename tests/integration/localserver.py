@@ -154,9 +154,22 @@ class LocalServer:
         self.app_names = set()
         env = {k: v for k, v in os.environ.items()
                if not k.startswith("TINYSERV_") and k not in ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE")}
+        # nginx's own ports come from this server's block too, so parallel servers never share them.
+        self.http_port, self.https_port = self.start_port + PORT_SPAN - 2, self.start_port + PORT_SPAN - 1
         env.update(TINYSERV_ROOT=self.root, TINYSERV_START_PORT=str(self.start_port),
+                   TINYSERV_HTTP_PORT=str(self.http_port), TINYSERV_HTTPS_PORT=str(self.https_port),
                    PATH=os.pathsep.join([BIN, env.get("PATH", "")]))
         self.env = env
+
+    @property
+    def front_door(self):
+        """Does this server put nginx in front of its apps (nginx installed, TINYSERV_NGINX not off)?"""
+        named = self.env.get("TINYSERV_NGINX")
+        return named != "off" and os.access(named or "/usr/sbin/nginx", os.X_OK)
+
+    def without_nginx(self):
+        """Run this server as one where nginx is not installed (before anything started)."""
+        self.env["TINYSERV_NGINX"] = os.path.join(self.root, "no-nginx-here")
 
     # --- commands ---
 

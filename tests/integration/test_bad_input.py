@@ -48,7 +48,7 @@ CLIENT_CASES = [
     ("invalid key on config:get", "repo", ["config:get", "a b"], ["a b"]),
     ("invalid key on config:unset", "repo", ["config:unset", "x;y"], ["x;y"]),
     ("config:unset of a key that is not set", "repo", ["config:unset", "NOT_SET"], ["NOT_SET"]),
-    ("ps:scale web=2", "repo", ["ps:scale", "web=2"], ["reverse proxy"]),
+    ("ps:scale web=21", "repo", ["ps:scale", "web=21"], ["at most 20"]),
     ("ps:scale of an unknown process type", "repo", ["ps:scale", "nosuch=1"], ["nosuch"]),
     ("ps:scale to a negative count", "repo", ["ps:scale", "web=-1"], ["web=-1"]),
     ("apps:destroy without --confirm and no terminal", "repo", ["apps:destroy"], ["--confirm"]),

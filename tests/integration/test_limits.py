@@ -39,7 +39,9 @@ def test_tinyserv_nofile_is_the_open_files_limit_of_the_app_and_of_run(server, t
     server.push(app)
     server.tinyserv("config:set", "TINYSERV_NOFILE=64", cwd=app.path)
     assert server.tinyserv("run", "ulimit -n", cwd=app.path).stdout.strip() == "64"
-    [pid] = server.node_processes(app, "web.1")
+    # Behind nginx the web of the release before drains for a moment: wait until the new one is alone.
+    [pid] = wait_until(lambda: server.node_processes(app, "web.1") if len(
+        server.node_processes(app, "web.1")) == 1 else None, 30, message="one web.1")
     with open(f"/proc/{pid}/limits") as f:
         line = next(l for l in f if l.startswith("Max open files"))
     assert line.split()[3:5] == ["64", "64"], line

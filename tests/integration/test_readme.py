@@ -46,6 +46,7 @@ def new_user(tmp_path):
     env.update(HOME=str(home), GIT_AUTHOR_NAME="New User", GIT_AUTHOR_EMAIL="new@example.com",
                GIT_COMMITTER_NAME="New User", GIT_COMMITTER_EMAIL="new@example.com")
     assert port_is_free(5000), "the walkthrough expects port 5000 (the first app's) to be free on this machine"
+    assert port_is_free(8080), "the walkthrough expects port 8080 (nginx's for domains) to be free on this machine"
     try:
         yield home, env
     finally:
@@ -95,19 +96,29 @@ def test_the_walkthrough_works_exactly_as_written(new_user):
         "usage: tinyserv",                                  # Set up
         "Creating ⬢ myapp... done",                         # Deploy the app
         "foo is undefined",
-        "listening on port 5000",                           # View logs
+        "router: at=info method=GET path=\"/\"",            # View logs
         "web: npm start",                                   # Define a Procfile
-        "nothing answers while web is scaled to 0",         # Scale the app
+        "web.2    up",                                      # Scale the app
+        "foo is undefined",
+        "No web processes running",
         "foo is undefined",
         '"express"',                                        # Declare app dependencies
         "foo is set in .env",                               # Run the app locally
-        "this one-off process would listen on 5000",        # Start a console
+        "this one-off process would listen on port ",       # Start a console
         "foo is blargey",                                   # Define config vars
         "foo is undefined",
         "Rollback to v",                                    # Releases and rollback
         "foo is blargey",
         "the push was rejected",                            # A push that fails
         "foo is blargey",
+        "Adding www.myapp.test to ⬢ myapp... done",          # Add a domain
+        "foo is blargey",
+        "No such app",
+        "www.myapp.test",
+        "Enabling maintenance mode for ⬢ myapp... done",    # Maintenance mode
+        "Maintenance mode",
+        "foo is blargey",
+        "[+] http-session-affinity",                        # Keep a client on one instance
         "kept across deploys",                              # Keep data
         "Size:",
         "scheduler.1  * * * * *",                           # Schedule jobs

@@ -37,7 +37,10 @@ def test_the_sample_app_walkthrough_works_from_create_to_destroy(server, tmp_pat
     assert http_get(url) == (200, "foo is undefined\n")
 
     logs = server.tinyserv("logs", cwd=path).stdout
-    assert re.search(rf"^\S+ web\.1: listening on port {port}$", logs, re.M), logs
+    [web_port] = [i["port"] for i in json.loads(server.tinyserv("ps", "--json", cwd=path).stdout)["instances"]
+                  if i["name"] == "web.1" and i["state"] != "draining"]
+    assert (web_port != port) == server.front_door  # behind nginx, web listens on a port of its own
+    assert re.search(rf"^\S+ web\.1: listening on port {web_port}$", logs, re.M), logs
 
     server.tinyserv("apps:destroy", "--confirm", name, cwd=path)
     assert server.app_processes(name) == []

@@ -207,7 +207,10 @@ def test_the_server_parses_what_the_client_sends_for_every_command():
                "addons:create": ["redis"], "addons:destroy": ["redis-1a2b3c4d", "--confirm", "myapp"],
                "addons:info": ["redis-1a2b3c4d"], "pg:psql": ["-c", "select 1; -- 'quoted'", "postgresql-1a2b"],
                "pg:backups": ["postgresql-1a2b"], "pg:backups:restore": ["b001", "postgresql-1a2b"],
-               "pg:backups:download": ["b003", "-o", "here.dump", "--database", "postgresql-1a2b"]}
+               "pg:backups:download": ["b003", "-o", "here.dump", "--database", "postgresql-1a2b"],
+               "domains:add": ["www.x.org"], "domains:remove": ["www.x.org"], "certs:add": ["c.pem", "k.pem"],
+               "certs:remove": ["x"], "features:enable": ["http-session-affinity"],
+               "features:disable": ["http-session-affinity"]}
     for cmd in commands.client_commands():
         if cmd.serves is None:
             continue
