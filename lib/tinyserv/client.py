@@ -559,7 +559,7 @@ class Client:
             raise TinyservError("cannot write %s: %s" % (partial, e.strerror)) from None
         try:
             with out:
-                code = self.run_to(words, out)
+                code = self.remote.stream(words, out=out)
             if code != 0:
                 raise TinyservError("nothing was saved: the server's command failed (exit %d)" % code)
             os.replace(partial, target)
@@ -567,23 +567,6 @@ class Client:
             with contextlib.suppress(OSError):
                 os.unlink(partial)
             raise
-        return code
-
-    def run_to(self, words, out):
-        """Run tinyserv-remote WORDS with its stdout into out (its stderr on ours); its exit code."""
-        import subprocess
-        argv = self.remote.argv(words)
-        try:
-            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, env=self.remote.env)
-        except OSError as e:
-            raise TinyservError("cannot run %s: %s" % (argv[0], e.strerror)) from None
-        try:
-            code = proc.wait()
-        except KeyboardInterrupt:
-            proc.terminate()
-            proc.wait()
-            raise
-        self.remote.check_reached(code)
         return code
 
     def cron(self):

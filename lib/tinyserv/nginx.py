@@ -18,7 +18,7 @@ import re
 import socket
 import subprocess
 
-from . import store
+from . import procs, store
 from .errors import TinyservError
 
 SERVICE = "nginx"  # its name as a platform service (services/nginx.json)
@@ -264,17 +264,7 @@ def service_spec(binary, prefix):
 
 def listening_ports(pid):
     """Ports of the TCP sockets pid holds in LISTEN state (nginx's master holds every listener)."""
-    inodes = {}
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            with open(table) as f:
-                rows = f.read().splitlines()[1:]
-        except OSError:
-            continue
-        for row in rows:
-            fields = row.split()
-            if len(fields) > 9 and fields[3] == "0A":
-                inodes["socket:[%s]" % fields[9]] = int(fields[1].rsplit(":", 1)[1], 16)
+    inodes = {inode: local for local, _, state, inode in procs.tcp_sockets() if state == procs.LISTEN}
     ports = set()
     try:
         fds = os.listdir("/proc/%d/fd" % pid)
@@ -331,18 +321,7 @@ def has_ipv6():
 
 def connections_to(port):
     """How many established TCP connections have port at their far end (requests nginx has in flight there)."""
-    count = 0
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            with open(table) as f:
-                rows = f.read().splitlines()[1:]
-        except OSError:
-            continue
-        for row in rows:
-            fields = row.split()
-            if len(fields) > 3 and fields[3] == "01" and int(fields[2].rsplit(":", 1)[1], 16) == port:
-                count += 1
-    return count
+    return sum(1 for _, remote, state, _ in procs.tcp_sockets() if state == procs.ESTABLISHED and remote == port)
 
 
 def read_routes(prefix):

@@ -386,9 +386,11 @@ def has_env(pid, assignment):
     return env_value(pid, name) == value
 
 
-def listening_sockets(port):
-    """Inodes of the TCP sockets listening on port (IPv4 or IPv6), from /proc/net."""
-    inodes = set()
+LISTEN, ESTABLISHED = "0A", "01"  # TCP states as /proc/net/tcp writes them
+
+
+def tcp_sockets():
+    """(local port, remote port, state, inode) of every IPv4 and IPv6 TCP socket, from /proc/net/tcp{,6}."""
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         try:
             with open(table) as f:
@@ -397,9 +399,14 @@ def listening_sockets(port):
             continue
         for row in rows:
             fields = row.split()
-            if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:  # 0A: LISTEN
-                inodes.add("socket:[%s]" % fields[9])
-    return inodes
+            if len(fields) > 9:
+                yield (int(fields[1].rsplit(":", 1)[1], 16), int(fields[2].rsplit(":", 1)[1], 16), fields[3],
+                       "socket:[%s]" % fields[9])
+
+
+def listening_sockets(port):
+    """Inodes of the TCP sockets listening on port (IPv4 or IPv6)."""
+    return {inode for local, _, state, inode in tcp_sockets() if state == LISTEN and local == port}
 
 
 def group_listens(pgid, port):

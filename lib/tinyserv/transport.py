@@ -167,12 +167,12 @@ class Remote:
         except ValueError:
             raise TinyservError("unexpected answer from tinyserv-remote: %r" % result.stdout[:200]) from None
 
-    def stream(self, words, tty=False, keep_stdin=False):
-        """Run a remote command with its output on our terminal; return its exit code."""
-        stdin = subprocess.PIPE if keep_stdin else None
+    def stream(self, words, tty=False, keep_stdin=False, out=None):
+        """Run a remote command with its output on our terminal (or into the file out); return its exit code."""
+        stdin = subprocess.PIPE if keep_stdin else (subprocess.DEVNULL if out is not None else None)
         argv = self.argv(words, tty=tty)
         try:
-            proc = subprocess.Popen(argv, stdin=stdin, env=self.env)
+            proc = subprocess.Popen(argv, stdin=stdin, stdout=out, env=self.env)
         except OSError as e:
             raise cannot_run(argv[0], e) from None
         try:
