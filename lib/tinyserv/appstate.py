@@ -9,7 +9,6 @@ from . import store
 from .procfile import process_types
 from .store import mapping_of
 
-from .names import MAX_PER_TYPE  # noqa: F401  (Heroku caps a process type at 100 dynos)
 
 FORMATION = {"quantity": mapping_of(int), "stopped": [str]}
 BUILD = {"id": str, "commit": str, "procfile": mapping_of(str), "path": [str], "env": mapping_of(str),

@@ -2,7 +2,6 @@
 
 import argparse
 import contextlib
-import getpass
 import os
 import shlex
 import sys

@@ -22,9 +22,11 @@ from support import describe, make_app, wait_until
 from test_releases import ROOT, App, package_json
 
 SERVER_JS = """const http = require("http");
+let inflight = 0;
 const version = %s;
 http.createServer((req, res) => {
-  if (req.url === "/slow") { setTimeout(() => res.end("slow " + version), 5000); return; }
+  if (req.url === "/slow") { inflight++; setTimeout(() => { inflight--; res.end("slow " + version); }, 5000); return; }
+  if (req.url === "/inflight") { res.end(String(inflight)); return; }
   if (req.url === "/health") { res.statusCode = %d; res.end("health"); return; }
   res.end(version + " " + process.env.DYNO);
 }).listen(process.env.PORT, () => console.log("listening on port " + process.env.PORT));
@@ -117,7 +119,8 @@ def test_not_one_request_fails_across_redeploys_restarts_config_a_rejected_push_
         wait_until(lambda: loader.ok > 5, 20, message="the loader's first answers")
         spanning = threading.Thread(target=lambda: slow.update(answer=get(app.server, port, "/slow", timeout=30)))
         spanning.start()
-        time.sleep(0.3)  # in flight when the first switch begins
+        wait_until(lambda: (get(app.server, port, "/inflight") or ())[:2] == (200, "1"), 10,
+                   message="the slow request to be in flight")  # when the first switch begins
         for n in range(2, 7):
             app.commit(web_app("v%d" % n), "v%d" % n)
             app.push()

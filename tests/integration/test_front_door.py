@@ -20,9 +20,11 @@ from localserver import node_app
 from support import run, wait_until
 
 SERVER_JS = """const http = require("http");
+let inflight = 0;
 const version = %s;
 http.createServer((req, res) => {
-  if (req.url === "/slow") { setTimeout(() => res.end("slow " + version), 5000); return; }
+  if (req.url === "/slow") { inflight++; setTimeout(() => { inflight--; res.end("slow " + version); }, 5000); return; }
+  if (req.url === "/inflight") { res.end(String(inflight)); return; }
   if (req.url === "/health") { res.statusCode = %s; res.end("health"); return; }
   res.setHeader("Content-Type", "text/plain");
   res.end(version + " " + process.env.DYNO + " " + process.env.PORT + " " + (req.headers.host || ""));
@@ -94,7 +96,8 @@ def test_no_request_fails_across_redeploys_restarts_config_changes_a_rejected_pu
         wait_until(lambda: loader.ok > 5, 10, message="the loader's first answers")
         thread = threading.Thread(target=lambda: slow.update(answer=get(port, "/slow", timeout=30)))
         thread.start()
-        time.sleep(0.2)  # the slow request is in flight when the first switch begins
+        wait_until(lambda: (get(port, "/inflight") or ())[:2] == (200, "1"), 10,
+                   message="the slow request to be in flight")  # when the first switch begins
         for n in range(2, 7):
             server.commit(app, web_app("v%d" % n))
             server.push(app)

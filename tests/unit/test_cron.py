@@ -11,7 +11,8 @@ from tinyserv.errors import TinyservError
 from tinyserv.schedule import utc
 from tinyserv.supervisor import Supervisor
 
-from .test_supervisor import APP, PORT, FakeSystem, log_text
+from .fakes import FakeSystem
+from .test_supervisor import APP, PORT, log_text
 
 MINUTE = 60
 

@@ -12,7 +12,8 @@ import pytest
 
 from tinyserv import boot, nginx, releases, router, store
 from tinyserv.supervisor import DRAIN_AFTER, SETTLE, Supervisor
-from .test_supervisor import APP, PORT, FakeSystem, deploy, log_text, make_app, scale
+from .fakes import FakeSystem
+from .test_supervisor import APP, PORT, deploy, log_text, make_app, scale
 
 WEB = {"web": "node server.js"}
 SETTLED = SETTLE + 0.01  # past the settle time (clock values are floats)

@@ -10,7 +10,7 @@ from tinyserv import procs, settings
 from tinyserv.errors import TinyservError
 from tinyserv.supervisor import MEMORY_CHECK
 
-from .test_supervisor import APP, inst, log_text, make_app
+from .test_supervisor import inst, log_text, make_app
 
 WEB_ONLY = {"web": "node server.js"}
 MB = 1024 * 1024

@@ -5,11 +5,10 @@ import signal
 
 import pytest
 
-from .fakes import FakeSystem
 
 from tinyserv import releases, store
 from tinyserv.settings import stop_timeout
-from tinyserv.supervisor import MAX_BACKOFF, STABLE_AFTER, Server, Supervisor, backoff, desired_state
+from tinyserv.supervisor import MAX_BACKOFF, STABLE_AFTER, Server, backoff, desired_state
 
 APP = "myapp"
 PORT = 5123

@@ -13,9 +13,8 @@ import pytest
 
 from tinyserv import logs, store, supervisor
 from tinyserv.supervisor import (BROKEN_RETRY, KILL_WAIT, LINE_COST, NOTICE_EVERY, OUTPUT_BUDGET, READ_CHUNK,
-                                 Budget, Server, Supervisor)
+                                 Budget, Server)
 
-from .fakes import FakeSystem
 from .test_supervisor import APP, PORT, inst, log_text, make_app, scale, states
 
 OTHER = "other"
