@@ -371,7 +371,7 @@ def roll(layout, name, description, config, source, by):
     """Boot-check (source's build, config), record it as a release, switch to it; report what serves."""
     from . import rollout
     checked = None
-    if source["build"] and rollout.runs_web(layout, name, appstate.build_meta(layout, name, source["build"])):
+    if source["build"] and appstate.runs_web(layout, name, appstate.build_meta(layout, name, source["build"])):
         checked = rollout.check_boot(layout, name, source["build"], config)
     try:
         with rollout.uninterrupted():

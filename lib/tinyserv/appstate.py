@@ -35,6 +35,21 @@ def ensure_formation(layout, app, procfile):
     save_formation(layout, app, saved)
 
 
+def runs_web(layout, app, meta):
+    """Will the formation run at least one web instance of a build with this Procfile?"""
+    if "web" not in process_types(meta["procfile"]):
+        return False
+    saved = formation(layout, app)
+    return "web" not in saved["stopped"] and saved["quantity"].get("web", 1) > 0
+
+
+def wants_web(layout, app):
+    """Does the app's current release run at least one web instance?"""
+    from . import releases
+    release = releases.current(layout, app) if layout.exists(app) else None
+    return bool(release and release["build"] and runs_web(layout, app, build_meta(layout, app, release["build"])))
+
+
 def build_meta(layout, app, build_id):
     """What the build build_id made (its Procfile, runtime, PATH and environment additions)."""
     return store.load(layout.build_meta(app, build_id), BUILD)

@@ -7,13 +7,23 @@ import subprocess
 import sys
 import time
 
-from . import appstate, procs, releases
+from . import appstate, procs, releases, store
 from .boot import SETTLE, Crashed, TimedOut, Up
 from .errors import TinyservError
-from .supervisor import desired_state, lock_held, recv_line
 
 REMOTE_SCRIPT = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.realpath(__file__)))), "bin", "tinyserv-remote")
+
+
+def recv_line(conn):
+    """One newline-terminated message from a socket (both ends of the control protocol)."""
+    data = b""
+    while not data.endswith(b"\n"):
+        chunk = conn.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    return data.decode()
 
 
 def request(layout, message, timeout=10):
@@ -118,8 +128,7 @@ def still_routed(layout, app):
 
 def expects_web(layout, app):
     """Does the formation want at least one web instance?"""
-    want = desired_state(layout, app)
-    return bool(want and any(name.startswith("web.") for name in want.instances))
+    return appstate.wants_web(layout, app)
 
 
 def stop_supervisor(layout, timeout=60):
@@ -131,7 +140,8 @@ def stop_supervisor(layout, timeout=60):
     deadline = time.monotonic() + timeout
     # The standby takes the supervisor's lock when it exits, sees run/shut-down and leaves too.
     while time.monotonic() < deadline:
-        if not procs.alive(pid) and not lock_held(layout.supervisor_lock) and not lock_held(layout.standby_lock):
+        if not procs.alive(pid) and not store.lock_held(layout.supervisor_lock) and \
+                not store.lock_held(layout.standby_lock):
             return True
         time.sleep(0.05)
     raise TinyservError("the supervisor (pid %d) did not stop within %d s" % (pid, timeout))

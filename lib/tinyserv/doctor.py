@@ -221,7 +221,7 @@ def checks(layout):
     """Every check, for this server."""
     from . import control, services
     from .control import REMOTE_SCRIPT
-    from .supervisor import lock_held
+    from .store import lock_held
     from .unpack import code_home
     code_dir = os.path.dirname(os.path.dirname(REMOTE_SCRIPT))
     current = os.path.join(code_home(), "current")

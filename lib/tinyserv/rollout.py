@@ -14,15 +14,6 @@ import signal
 
 from . import appstate, boot, control, logs, releases, settings
 from .errors import TinyservError
-from .procfile import process_types
-
-
-def runs_web(layout, app, meta):
-    """Will the formation run at least one web instance of a build with this Procfile?"""
-    if "web" not in process_types(meta["procfile"]):
-        return False
-    saved = appstate.formation(layout, app)
-    return "web" not in saved["stopped"] and saved["quantity"].get("web", 1) > 0
 
 
 def check_boot(layout, app, build_id, config, cancelled=lambda: None):

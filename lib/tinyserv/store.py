@@ -157,6 +157,25 @@ def locked(path, timeout=None, waiting=None, cancelled=None):
         os.close(fd)
 
 
+def lock_held(path):
+    """Does some process hold an flock on path right now?
+
+    Asking takes the lock for a moment: a standby that tries it at that very instant
+    gives up, and the next check (the supervisor's STANDBY_CHECK s later) starts another.
+    """
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+
+
 @contextlib.contextmanager
 def lock_if_free(path):
     """Hold path's lock if nobody holds it; yields whether we do."""

@@ -22,6 +22,7 @@ import sys
 import time
 
 from . import appenv, appstate, boot, cron, nginx, procs, releases, router, services, settings, store
+from .control import recv_line
 from .errors import TinyservError
 from .logs import Lines, LogFile
 from .procfile import process_types
@@ -87,25 +88,6 @@ def one_line(error):
 def is_instance_mark(mark):
     """Does a TINYSERV_INSTANCE value belong to an instance (web.1@...), not a build or a one-off run?"""
     return "@" in mark.rsplit(":", 1)[-1]
-
-
-def lock_held(path):
-    """Does some process hold an flock on path right now?
-
-    Asking takes the lock for a moment: a standby that tries it at that very instant
-    gives up, and the next check (STANDBY_CHECK s later) starts another.
-    """
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-    except OSError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        return False
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)
 
 
 class System:
@@ -1135,7 +1117,7 @@ class Server:
         """Make sure a standby supervisor waits to take over if this one dies (cheap when one does)."""
         if self.standby is not None and procs.reap(self.standby) is not None:
             self.standby = None
-        if self.sup.shutting_down or lock_held(self.layout.standby_lock):
+        if self.sup.shutting_down or store.lock_held(self.layout.standby_lock):
             return
         env = {k: v for k, v in os.environ.items() if not k.startswith(("GIT_", "SSH_", procs.MARK))}
         try:
@@ -1171,17 +1153,6 @@ class Server:
             os.unlink(self.sock_path)
         except FileNotFoundError:
             pass
-
-
-def recv_line(conn):
-    """One newline-terminated message from a socket (both ends of the control protocol)."""
-    data = b""
-    while not data.endswith(b"\n"):
-        chunk = conn.recv(65536)
-        if not chunk:
-            break
-        data += chunk
-    return data.decode()
 
 
 def _drain_pipe(fd):

@@ -6,7 +6,7 @@ import os
 import threading
 
 from tinyserv.lifecycle import stand_by
-from tinyserv.supervisor import lock_held
+from tinyserv.store import lock_held
 from support import wait_until
 
 
