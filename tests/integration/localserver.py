@@ -263,16 +263,23 @@ class LocalServer:
     # --- state on disk ---
 
     def snapshot(self):
-        """{path: sha256 or 'dir'} of apps/, repos/ and releases/ (the supervisor's run/ and logs: names only)."""
+        """{path: sha256 or 'dir'} of apps/, repos/ and releases/: what a command can change.
+
+        Left out: each app's log/ and run/, which change whenever an app prints, restarts or an old web
+        finishes draining (its pipe goes), whatever a command did.
+        """
         state = {}
         for top in ("apps", "repos", "releases"):
             for directory, dirs, files in os.walk(os.path.join(self.root, top)):
+                rel_dir = os.path.relpath(directory, self.root).split(os.sep)
+                if top == "apps" and len(rel_dir) == 2:
+                    dirs[:] = [d for d in dirs if d not in ("log", "run")]
                 for name in dirs + files:
                     path = os.path.join(directory, name)
                     rel = os.path.relpath(path, self.root)
-                    # apps/<app>/log/... and apps/<app>/run/... change whenever an app prints or restarts.
-                    live = rel.split(os.sep)[2:3] in (["log"], ["run"]) and rel.startswith("apps" + os.sep)
-                    if os.path.isfile(path) and not os.path.islink(path) and not live:
+                    if top == "apps" and len(rel_dir) == 2 and name in ("log", "run"):
+                        continue
+                    if os.path.isfile(path) and not os.path.islink(path):
                         with open(path, "rb") as f:
                             state[rel] = hashlib.sha256(f.read()).hexdigest()
                     else:
