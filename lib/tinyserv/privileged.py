@@ -77,6 +77,10 @@ def enter(layout, environ=os.environ):
     if os.path.exists(layout.root) and os.stat(layout.root).st_uid != user.pw_uid:
         raise TinyservError("TINYSERV_ROOT %s is not %s's: root mode keeps tinyserv's state the deploy "
                             "user's" % (layout.root, name))
+    for parent in _parents(layout.root):
+        if not os.stat(parent).st_mode & 0o001:
+            raise TinyservError("root mode: the apps' users cannot pass through %s to reach their directories "
+                                "under TINYSERV_ROOT: chmod o+x %s (nothing in it becomes readable)" % (parent, parent))
     os.initgroups(name, user.pw_gid)
     os.setegid(user.pw_gid)
     os.seteuid(user.pw_uid)
@@ -92,6 +96,15 @@ def enter(layout, environ=os.environ):
 def can_switch():
     """Does this process work as another user while it may take root back (a root-mode supervisor)?"""
     return os.getuid() == 0 and os.geteuid() != 0
+
+
+def _parents(path):
+    """The directories above path, from / down."""
+    parents = []
+    while os.path.dirname(path) != path:
+        path = os.path.dirname(path)
+        parents.insert(0, path)
+    return parents
 
 
 class as_user:
@@ -200,8 +213,8 @@ def drop_account(layout, app):
         top = layout.app_file(app, sub)
         for name in os.listdir(top) if os.path.isdir(top) and not os.path.islink(top) else ():
             path = os.path.join(top, name)
-            if os.lstat(path).st_uid == found.uid:  # the empty directories left are the deploy user's to remove
-                _as_user(found, ["rm", "-rf", "--", path])
+            if os.lstat(path).st_uid == found.uid:
+                delete(found, path)
     _run(["userdel", found.name], "userdel")
 
 
@@ -237,6 +250,17 @@ def _run(argv, what):
     result = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True)
     if result.returncode != 0:
         raise TinyservError("%s failed: %s" % (what, " ".join(result.stderr.split()) or "exit %d" % result.returncode))
+
+
+def delete(user, path):
+    """Delete path, which user owns: its contents as that user (it can touch nothing else), then the entry itself
+    with this process's rights (a directory of the deploy user's holds it)."""
+    if os.path.isdir(path) and not os.path.islink(path):
+        with as_root():
+            _as_user(user, ["find", path, "-mindepth", "1", "-delete"])
+        os.rmdir(path)
+    elif os.path.lexists(path):
+        os.unlink(path)
 
 
 def _as_user(user, argv):
@@ -623,9 +647,11 @@ def _remove(layout, conn, message, fds):
     app = _app(layout, message)
     path = _inside(layout, app, message.get("path"), "builds", "deps")
     user = account(layout, app)
-    if os.path.lexists(path):
-        with as_root():
-            _as_user(user, ["rm", "-rf", "--", path])
+    if os.path.lexists(path) and os.lstat(path).st_uid == user.uid:
+        delete(user, path)
+    else:
+        import shutil
+        shutil.rmtree(path, ignore_errors=True)  # a directory the deploy user made and never handed over
 
 
 def _make_user(layout, conn, message, fds):
