@@ -34,6 +34,9 @@ def run_streamed(layout, app, argv, cwd, env, steps, what, watch=lambda: None):
     except (OSError, ValueError) as e:
         os.close(fd)
         raise TinyservError("%s failed: cannot run %s (%s)" % (what, argv[0], getattr(e, "strerror", e))) from None
+    except BaseException:
+        os.close(fd)  # the supervisor could not be asked (it says why)
+        raise
     finally:
         os.close(write)
     try:

@@ -626,9 +626,10 @@ def _stop_kept(layout, conn, message, fds):
     app = _app(layout, message)
     instance = message["instance"]
     user = account(layout, app)
-    if not str(instance.get("mark", "")).startswith(layout.app_marks(app)) or _owner(int(instance["pid"])) not in (
-            user.uid, None):
-        raise TinyservError("that process is not one of %s's" % app)
+    pid = int(instance["pid"])
+    if not str(instance.get("mark", "")).startswith(layout.app_marks(app)) or int(instance["pgid"]) != pid \
+            or _owner(pid) not in (user.uid if user else os.geteuid(), None):
+        raise TinyservError("process %d is not one of %s's" % (pid, app))
     boot.stop_kept(layout, instance)
 
 

@@ -194,3 +194,19 @@ def test_an_exec_request_out_of_bounds_is_refused_in_one_line_and_runs_nothing(l
     assert refusal in str(caught.value) and "\n" not in str(caught.value)
     assert os.read(read, 100) == b""
     os.close(read)
+
+
+@pytest.mark.parametrize("instance", [
+    {"pid": 1, "pgid": 1, "mark": "x"},  # init, with a mark that is not the app's
+    {"pid": os.getpid(), "pgid": 1, "mark": None},  # a group that is not its own
+])
+def test_stopping_a_kept_web_is_refused_for_a_process_that_is_not_the_apps(layout, listener, instance):
+    app_exists(layout)
+    if instance["mark"] is None:
+        instance["mark"] = layout.mark("web", "web.1@1")
+    thread = served_in_thread(layout, listener)
+    with privileged.ask(layout, {"cmd": "stop-kept", "app": "web", "instance": instance}) as conn:
+        with pytest.raises(TinyservError) as caught:
+            privileged.finish(conn, "stop-kept")
+    thread.join(10)
+    assert "is not one of web's" in str(caught.value)
