@@ -18,7 +18,7 @@ def base_env(build_dir, meta, mark):
     TINYSERV_INSTANCE (mark) is how tinyserv finds every process a build or an instance
     started, even daemons that left its process group.
     """
-    user = pwd.getpwuid(os.getuid())
+    user = pwd.getpwuid(os.geteuid())  # a root-mode supervisor works as the deploy user
     path = [os.path.join(build_dir, p) for p in meta.get("path", [])] + [BASE_PATH]
     env = {
         "HOME": user.pw_dir,

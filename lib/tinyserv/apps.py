@@ -11,7 +11,7 @@ import socket
 import subprocess
 import sys
 
-from . import appstate, configvars, control, logs, procs, releases, settings, store
+from . import appstate, configvars, control, logs, privileged, procs, releases, settings, store
 from .errors import TinyservError
 from .layout import start_port
 from .names import check_app_name, parse_assignments, parse_scale
@@ -61,7 +61,8 @@ def create(layout, name, by=None):
                 os.makedirs(layout.app_file(name, sub), mode=0o700, exist_ok=True)
             ensure_repo(layout, name)
             appstate.save_formation(layout, name, {"quantity": {}, "stopped": []})
-            releases.add(layout, name, "Initial release", {}, by=by, app_port=port)  # last: now it exists
+            releases.add(layout, name, "Initial release", {}, by=by, app_port=port)  # now it exists
+            privileged.ensure_user(layout, name)  # root mode: its own system user
         except BaseException:
             remove_app_files(layout, name)  # nothing half made stays behind
             raise
@@ -105,6 +106,7 @@ def destroy(layout, name):
             control.request(layout, {"cmd": "sync", "app": name})
         procs.stop(pgids, grace=40, what="stopping %s" % name, term=not supervised, marks=[layout.app_marks(name)])
         addons.delete_all(layout, name, doomed)
+        privileged.forget_user(layout, name)  # root mode: its user's processes and files, then the user
         remove_app_files(layout, name)
     if supervised and settings.nginx_binary() is not None:
         from . import router
@@ -379,7 +381,7 @@ def roll(layout, name, description, config, source, by):
                                    commit=source["commit"], by=by)
             rollout.switch(layout, name, release, checked=checked)
     finally:
-        rollout.abandon(checked)
+        rollout.abandon(layout, name, checked)
     return {"release": releases.summary(release), "web": "up" if release["build"] else "not deployed"}
 
 
@@ -417,9 +419,7 @@ def run(layout, name, command):
     env = appenv.process_env(build_dir, meta, release["config"], name, "run.1", port,
                              release["version"], layout.mark(name, "run.%d" % os.getpid()),
                              layout.ensure_data_dir(name))
-    os.chdir(build_dir)
     try:
-        procs.apply_limits(env)
-        os.execvpe(argv[0], argv, env)
+        return privileged.attach(layout, name, argv, build_dir, env)
     except (OSError, ValueError) as e:
         raise TinyservError("cannot run %s: %s" % (argv[0], getattr(e, "strerror", None) or e)) from None

@@ -34,21 +34,22 @@ def free_port():
         return s.getsockname()[1]
 
 
-def check(layout, app, build_dir, meta, config, version, timeout, cancelled=lambda: None, keep=False):
+def check(layout, app, build_dir, meta, config, version, timeout, cancelled=lambda: None, keep=False, user=None):
     """Start web on a trial port and wait until it listens: Up, Crashed or TimedOut.
 
     cancelled() may raise to abandon the check (the push's client went away); web is
     stopped, with every process it started, whatever happens, unless it passed and keep
     is set: then Up.instance describes it for the supervisor, and the caller owns it.
+    user: the app's own user (root mode, where the supervisor runs the check), else None.
     """
     if keep:
-        return check_kept(layout, app, build_dir, meta, config, version, timeout, cancelled)
+        return check_kept(layout, app, build_dir, meta, config, version, timeout, cancelled, user)
     port = free_port()
     mark = layout.mark(app, "trial.%d" % time.time_ns())
     env = appenv.process_env(build_dir, meta, config, app, "web.1", port, version, mark, layout.ensure_data_dir(app))
     import tempfile  # here: `tinyserv-remote ps` imports this module and starts faster without it
     with tempfile.TemporaryFile() as out:
-        pid = procs.spawn(["/bin/sh", "-c", meta["procfile"]["web"]], build_dir, env, out.fileno())
+        pid = procs.spawn(["/bin/sh", "-c", meta["procfile"]["web"]], build_dir, env, out.fileno(), user=user)
         try:
             result = wait_listening(pid, port, timeout, cancelled, meta.get("healthcheck"), SETTLE)
         finally:
@@ -61,7 +62,7 @@ def check(layout, app, build_dir, meta, config, version, timeout, cancelled=lamb
         return result._replace(lines=lines)
 
 
-def check_kept(layout, app, build_dir, meta, config, version, timeout, cancelled):
+def check_kept(layout, app, build_dir, meta, config, version, timeout, cancelled, user=None):
     """check() for the front door: web.1 writes into a pipe the supervisor can take over, and stays up if it passes."""
     port = free_port()
     started = time.time()
@@ -76,7 +77,7 @@ def check_kept(layout, app, build_dir, meta, config, version, timeout, cancelled
         try:
             pid = procs.spawn(["/bin/sh", "-c", meta["procfile"]["web"]], build_dir,
                               appenv.process_env(build_dir, meta, config, app, "web.1", port, version, mark,
-                                                 layout.ensure_data_dir(app)), out)
+                                                 layout.ensure_data_dir(app)), out, user=user)
         finally:
             os.close(out)
         printed = Printed(reader)

@@ -15,38 +15,44 @@ import stat
 import subprocess
 import time
 
-from . import appenv, cron, procs, store
+from . import appenv, cron, privileged, procs, store
 from .errors import TinyservError
 from .procfile import parse_procfile
 
 RUNTIMES = (("node", "package.json"), ("python", "requirements.txt"))
 
 
-def run_streamed(argv, cwd, env, steps, what, watch=lambda: None):
-    """Run argv in a session of its own, indenting its output into the push; raise if it fails.
+def run_streamed(layout, app, argv, cwd, env, steps, what, watch=lambda: None):
+    """Run argv as the app in a session of its own, indenting its output into the push; raise if it fails.
 
     watch() is called while it runs and may raise (the time limit, a client that went
     away): the command is then stopped with every process it started.
     """
+    fd, write = os.pipe()
     try:
-        proc = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+        proc = privileged.start(layout, app, argv, cwd, env, stdout=write)
     except (OSError, ValueError) as e:
+        os.close(fd)
         raise TinyservError("%s failed: cannot run %s (%s)" % (what, argv[0], getattr(e, "strerror", e))) from None
-    try:
-        with proc.stdout:
-            _stream(proc, steps, watch)
     except BaseException:
-        procs.stop([proc.pid], grace=5, what="stopping " + what, marks=[env[procs.MARK]])
-        proc.wait()
+        os.close(fd)  # the supervisor could not be asked (it says why)
         raise
-    if proc.wait() != 0:
-        raise TinyservError("%s failed (exit %d)" % (what, proc.returncode))
+    finally:
+        os.close(write)
+    try:
+        _stream(proc, fd, steps, watch)
+    except BaseException:
+        proc.stop(env[procs.MARK])
+        raise
+    finally:
+        os.close(fd)
+    code = proc.wait()
+    if code != 0:
+        raise TinyservError("%s failed (exit %d)" % (what, code))
 
 
-def _stream(proc, steps, watch):
-    """Copy proc's output into the push, line by line, until it has exited and said everything."""
-    fd = proc.stdout.fileno()
+def _stream(proc, fd, steps, watch):
+    """Copy proc's output (read from fd) into the push, line by line, until it has exited and said everything."""
     os.set_blocking(fd, False)
     rest = b""
     while True:
@@ -130,19 +136,31 @@ def new_build_id(layout, app, commit):
     return build_id
 
 
-def extract(repo, commit, dest, git_env):
-    """Write the commit's tree into dest (git archive: the bare repo's HEAD is never moved)."""
+def extract(layout, app, commit, dest, git_env, mark):
+    """Write the commit's tree into dest (git archive: the bare repo's HEAD is never moved).
+
+    tar writes the files as the app (its own user in root mode): they are the app's to change while it builds.
+    """
+    import tempfile
     os.makedirs(dest)
-    env = dict(git_env, GIT_DIR=repo)
+    privileged.claim(layout, app, dest)
+    env = dict(git_env, GIT_DIR=layout.repo(app))
     env.pop("GIT_WORK_TREE", None)
     archive = subprocess.Popen(["git", "archive", "--format=tar", commit], env=env,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    untar = subprocess.run(["tar", "-x", "-C", dest], stdin=archive.stdout,
-                           stderr=subprocess.PIPE)
-    archive.stdout.close()
-    err = archive.stderr.read().decode(errors="replace").strip()
-    if archive.wait() != 0 or untar.returncode != 0:
-        raise TinyservError("cannot extract %s: %s" % (commit[:7], err or untar.stderr.decode().strip()))
+    with tempfile.TemporaryFile() as errors:
+        try:
+            untar = privileged.start(layout, app, ["tar", "-x", "-C", dest], dest,
+                                     {"PATH": appenv.BASE_PATH, "LANG": "C.UTF-8", procs.MARK: mark},
+                                     stdin=archive.stdout.fileno(), stdout=errors.fileno())
+        finally:
+            archive.stdout.close()
+        code = untar.wait()
+        err = archive.stderr.read().decode(errors="replace").strip()
+        if archive.wait() != 0 or code != 0:
+            errors.seek(0)
+            raise TinyservError("cannot extract %s: %s" % (commit[:7], err or errors.read().decode(
+                errors="replace").strip()))
 
 
 def read_procfile(build_dir):
@@ -239,7 +257,7 @@ class Builder:
         build_dir = self.layout.build_dir(self.app, build_id)
         self.mark = self.layout.mark(self.app, "build.%s" % build_id)
         try:
-            extract(self.layout.repo(self.app), commit, build_dir, git_env)
+            extract(self.layout, self.app, commit, build_dir, git_env, self.mark)
             meta = {"id": build_id, "commit": commit, "path": [], "env": {}}
             meta["procfile"] = read_procfile(build_dir)
             meta["cron"] = cron.read_jobs(read_pushed_text(build_dir, "app.json"))
@@ -259,7 +277,7 @@ class Builder:
             store.write_json(self.layout.build_meta(self.app, build_id), meta, mode=0o644)
             return meta
         except BaseException:
-            shutil.rmtree(build_dir, ignore_errors=True)
+            privileged.remove(self.layout, self.app, build_dir)
             raise
         finally:
             # What the build started and left running (a postinstall's daemon) ends with it.
@@ -277,6 +295,16 @@ class Builder:
     def cached(self, key):
         """Is a complete dependency install with this key on disk?"""
         return os.path.exists(os.path.join(self.deps_dir(key), ".complete"))
+
+    def fresh_deps_dir(self, key):
+        """An empty dependency directory for key, the app's own to install into."""
+        privileged.remove(self.layout, self.app, self.deps_dir(key))
+        os.makedirs(self.deps_dir(key))
+        privileged.claim(self.layout, self.app, self.deps_dir(key))
+
+    def run(self, argv, build_dir, env, what):
+        """One build command, as the app, its output in the push."""
+        run_streamed(self.layout, self.app, argv, build_dir, env, self.steps, what, self.watch)
 
     def mark_complete(self, key):
         store.write_atomic(os.path.join(self.deps_dir(key), ".complete"), "", 0o644)
@@ -297,9 +325,8 @@ class Builder:
             lock = os.path.exists(os.path.join(build_dir, "package-lock.json"))
             argv = ["npm", "ci"] if lock else ["npm", "install"]
             self.steps.step("Installing dependencies (%s)" % " ".join(argv))
-            run_streamed(argv, build_dir, self.env(build_dir, meta), self.steps, " ".join(argv), self.watch)
-            shutil.rmtree(self.deps_dir(key), ignore_errors=True)
-            os.makedirs(self.deps_dir(key))
+            self.run(argv, build_dir, self.env(build_dir, meta), " ".join(argv))
+            self.fresh_deps_dir(key)
             installed = os.path.join(build_dir, "node_modules")
             if os.path.isdir(installed) and not os.path.islink(installed):
                 os.rename(installed, target)
@@ -309,8 +336,7 @@ class Builder:
         _replace_with_link(os.path.join(build_dir, "node_modules"), target)
         if "build" in (package.get("scripts") or {}):
             self.steps.step("Running build script (npm run build)")
-            run_streamed(["npm", "run", "build"], build_dir, self.env(build_dir, meta), self.steps, "npm run build",
-                         self.watch)
+            self.run(["npm", "run", "build"], build_dir, self.env(build_dir, meta), "npm run build")
 
     def install_python(self, build_dir, meta):
         """A virtualenv per requirements.txt, reused when requirements.txt did not change."""
@@ -320,16 +346,15 @@ class Builder:
         if self.cached(key):
             self.steps.step("Reusing virtualenv (requirements.txt unchanged)")
             return
-        shutil.rmtree(self.deps_dir(key), ignore_errors=True)
+        self.fresh_deps_dir(key)
         self.steps.step("Installing dependencies (pip install -r requirements.txt)")
         env = self.env(build_dir, meta)
         try:
-            run_streamed(["python3", "-m", "venv", venv], build_dir, env, self.steps, "creating the virtualenv",
-                         self.watch)
-            run_streamed([os.path.join(venv, "bin", "pip"), "install", "--disable-pip-version-check",
-                          "-r", "requirements.txt"], build_dir, env, self.steps, "pip install", self.watch)
+            self.run(["python3", "-m", "venv", venv], build_dir, env, "creating the virtualenv")
+            self.run([os.path.join(venv, "bin", "pip"), "install", "--disable-pip-version-check",
+                      "-r", "requirements.txt"], build_dir, env, "pip install")
         except TinyservError:
-            shutil.rmtree(self.deps_dir(key), ignore_errors=True)
+            privileged.remove(self.layout, self.app, self.deps_dir(key))
             raise
         self.mark_complete(key)
 
@@ -345,7 +370,7 @@ def _replace_with_link(path, target):
 
 def remove(layout, app, build_id):
     """Delete one build (a deploy that failed after building)."""
-    shutil.rmtree(layout.build_dir(app, build_id), ignore_errors=True)
+    privileged.remove(layout, app, layout.build_dir(app, build_id))
     try:
         os.unlink(layout.build_meta(app, build_id))
     except FileNotFoundError:
@@ -363,5 +388,5 @@ def prune(layout, app, keep, protect):
     deps_dir = layout.app_file(app, "deps")
     for key in os.listdir(deps_dir) if os.path.isdir(deps_dir) else []:
         if key not in used:
-            shutil.rmtree(os.path.join(deps_dir, key), ignore_errors=True)
+            privileged.remove(layout, app, os.path.join(deps_dir, key))
     return doomed

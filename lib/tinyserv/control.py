@@ -53,6 +53,10 @@ def ensure_supervisor(layout, timeout=10):
         return pid
     if os.path.exists(layout.shutdown_marker):
         raise TinyservError("tinyserv was shut down on this server; run 'tinyserv-remote startup' there first")
+    from .privileged import deploy_user
+    if deploy_user(layout) is not None:
+        raise TinyservError("the supervisor is not running: in root mode it runs as root; start it as root "
+                            "(systemctl start tinyserv)")
     layout.ensure()
     # Not an app's mark either: the supervisor must not look like one of the processes it stops.
     env = {k: v for k, v in os.environ.items() if not k.startswith(("GIT_", "SSH_", procs.MARK))}

@@ -68,7 +68,7 @@ class Deploy:
             try:
                 self.transaction(meta, push, receiver, started, checked)
             finally:
-                rollout.abandon(checked)  # a web the check kept and the switch never handed over
+                rollout.abandon(self.layout, self.app, checked)  # a web the check kept and the switch never handed over
 
     def build(self, push):
         """Build, run the release command and boot-check web, within the build time limit: (meta, check result)."""
@@ -109,7 +109,8 @@ class Deploy:
                                  releases.current(self.layout, self.app)["version"] + 1,
                                  self.layout.mark(self.app, "release.%s" % meta["id"]),
                                  self.layout.ensure_data_dir(self.app))
-        build.run_streamed(["/bin/sh", "-c", command], build_dir, env, self.steps, "the release command", watch)
+        build.run_streamed(self.layout, self.app, ["/bin/sh", "-c", command], build_dir, env, self.steps,
+                           "the release command", watch)
 
     def transaction(self, meta, push, receiver, started, checked=None):
         """Record the release, switch to it, tell git yes, and keep it only if git moves the ref."""

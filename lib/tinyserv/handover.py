@@ -105,6 +105,10 @@ def handover(layout, timeout=30):
         return "not running (it starts with the first app)"
     if code_of(old) == os.path.realpath(control.REMOTE_SCRIPT):
         return "pid %d runs this version already" % old
+    from .privileged import deploy_user
+    if deploy_user(layout) is not None and os.geteuid() != 0:  # root mode: the deploy user cannot replace it
+        return ("pid %d runs as root (root mode) and keeps the old version: 'sudo systemctl restart tinyserv' "
+                "moves it to this one (the apps restart)" % old)
     new = replace_standby(layout)
     os.kill(old, signal.SIGTERM)  # a supervisor's SIGTERM: close the socket and exit, leaving the apps running
     if not wait_until(lambda: control.running(layout) == new, timeout):

@@ -18,12 +18,9 @@ After=network.target postgresql.service
 
 [Service]
 Type=simple
-User={user}
-Environment=TINYSERV_ROOT={root}
+{mode}Environment=TINYSERV_ROOT={root}
 Environment=TINYSERV_START_PORT={port}
-{front_door}# nginx binds ports 80 and 443 as {user}; tinyserv passes this on to nginx only, never to the apps.
-AmbientCapabilities=CAP_NET_BIND_SERVICE
-ExecStart={python} {script} supervise --boot
+{front_door}{capability}ExecStart={python} {script} supervise --boot
 ExecStop={python} {script} shutdown
 Restart=always
 RestartSec=1
@@ -71,12 +68,23 @@ def shutdown(layout):
     print("tinyserv: every app stopped")
 
 
-def systemd_unit(layout):
-    """Print a systemd unit that runs the supervisor for this user and these settings."""
-    print(unit_text(layout), end="")
+ROOT_MODE = """# Root mode: the supervisor runs as root and works as {user}, whose state this stays;
+# each app runs as a system user of its own, made on apps:create (see the README: apps isolated from each other).
+User=root
+Environment=TINYSERV_DEPLOY_USER={user}
+"""
+SINGLE_USER = "User={user}\n"
+CAPABILITY = """# nginx binds ports 80 and 443 as {user}; tinyserv passes this on to nginx only, never to the apps.
+AmbientCapabilities=CAP_NET_BIND_SERVICE
+"""
 
 
-def unit_text(layout):
+def systemd_unit(layout, root=False):
+    """Print a systemd unit that runs the supervisor for this user and these settings (root: in root mode)."""
+    print(unit_text(layout, root), end="")
+
+
+def unit_text(layout, root=False):
     """The systemd unit for this user and these settings; it runs the current version of an installed
     tinyserv (~/.tinyserv-code/current), so an upgrade needs no new unit."""
     import getpass
@@ -85,8 +93,14 @@ def unit_text(layout):
     from .unpack import installed_script
     front_door = "".join("Environment=%s=%s\n" % (name, os.environ[name]) for name in FRONT_DOOR_SETTINGS
                          if os.environ.get(name))
-    return UNIT.format(user=getpass.getuser(), root=layout.root, port=start_port(), front_door=front_door,
-                       python=sys.executable, script=installed_script(control.REMOTE_SCRIPT))
+    user = getpass.getuser()
+    if root and os.geteuid() == 0:
+        raise TinyservError("run 'tinyserv-remote systemd-unit --root' as the deploy user: the unit names "
+                            "the user whose apps and state it keeps")
+    return UNIT.format(user=user, root=layout.root, port=start_port(), front_door=front_door,
+                       python=sys.executable, script=installed_script(control.REMOTE_SCRIPT),
+                       mode=(ROOT_MODE if root else SINGLE_USER).format(user=user),
+                       capability="" if root else CAPABILITY.format(user=user))
 
 
 FRONT_DOOR_SETTINGS = ("TINYSERV_NGINX", "TINYSERV_HTTP_PORT", "TINYSERV_HTTPS_PORT", "TINYSERV_DOMAIN",
@@ -95,6 +109,8 @@ FRONT_DOOR_SETTINGS = ("TINYSERV_NGINX", "TINYSERV_HTTP_PORT", "TINYSERV_HTTPS_P
 
 def supervise(layout, boot=False, if_none=False, standby=False):
     """Run the supervisor in the foreground (systemd's ExecStart, started on demand, or as the standby)."""
+    from . import privileged
+    privileged.enter(layout)  # root mode (started as root, TINYSERV_DEPLOY_USER set): from here on, as that user
     if boot:
         from .store import remove
         remove(layout.shutdown_marker)

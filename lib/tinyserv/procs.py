@@ -8,6 +8,7 @@ import signal
 import time
 
 from .errors import TinyservError
+from .privileged import as_owner_of, as_root, become, can_switch, shed_root
 
 
 def proc_stat(pid):
@@ -84,7 +85,8 @@ def signal_group(pgid, sig):
     if pgid <= 1:
         return
     try:
-        os.killpg(pgid, sig)
+        with as_root():  # root mode: the app's processes are another user's
+            os.killpg(pgid, sig)
     except (ProcessLookupError, PermissionError):
         pass
 
@@ -95,8 +97,7 @@ MARK = "TINYSERV_INSTANCE"
 def env_value(pid, name):
     """The value of one variable in pid's environment as it was started, or None."""
     try:
-        with open("/proc/%d/environ" % pid, "rb") as f:
-            data = f.read()
+        data = read_proc(pid, "environ")
     except OSError:
         return None
     prefix = name.encode() + b"="
@@ -104,6 +105,39 @@ def env_value(pid, name):
         if item.startswith(prefix):
             return item[len(prefix):].decode("utf-8", "replace")
     return None
+
+
+def read_proc(pid, name):
+    """The bytes of /proc/PID/name; a root-mode supervisor reads another user's as that user."""
+    try:
+        with open("/proc/%d/%s" % (pid, name), "rb") as f:
+            return f.read()
+    except PermissionError:
+        if not can_switch():
+            raise
+    with as_owner_of(pid):
+        with open("/proc/%d/%s" % (pid, name), "rb") as f:
+            return f.read()
+
+
+def list_fds(pid):
+    """The descriptors of pid (/proc/PID/fd) and what each points to; another user's read as that user."""
+    def read():
+        path = "/proc/%d/fd" % pid
+        found = []
+        for fd in os.listdir(path):
+            try:
+                found.append(os.readlink(os.path.join(path, fd)))
+            except OSError:
+                pass
+        return found
+    try:
+        return read()
+    except PermissionError:
+        if not can_switch():
+            raise
+    with as_owner_of(pid):
+        return read()
 
 
 def marked(marks):
@@ -149,7 +183,8 @@ def signal_pids(pids, sig):
     for pid, started in pids:
         if alive(pid, started):
             try:
-                os.kill(pid, sig)
+                with as_root():
+                    os.kill(pid, sig)
             except (ProcessLookupError, PermissionError):
                 pass
 
@@ -234,8 +269,12 @@ def group_rss(pgid):
     return total
 
 
-def spawn(argv, cwd, env, out_fd, keep_caps=False):
+def spawn(argv, cwd, env, out_fd, keep_caps=False, user=None, in_fd=None, err_fd=None):
     """Start argv in a new session with stdin /dev/null and stdout+stderr on out_fd; return pid.
+
+    user: a privileged.Account to run as (root mode: an app's own user, with its HOME); in_fd
+    and err_fd: other descriptors for stdin and stderr. A child of a root-mode supervisor
+    never keeps the root it could take back.
 
     A failure to start it (no memory to fork, a directory that is gone, an environment
     too big for exec) raises OSError here, in the caller; a NUL byte raises ValueError.
@@ -246,6 +285,8 @@ def spawn(argv, cwd, env, out_fd, keep_caps=False):
         if "\0" in key or "\0" in value or "=" in key:
             raise ValueError("the environment variable %r cannot be passed to a process" % key[:40])
     drop = None if keep_caps or not has_ambient_caps() else ambient_dropper()
+    if user is not None:
+        env = dict(env, HOME=user.home, USER=user.name, LOGNAME=user.name)
     report_r, report_w = os.pipe()  # close-on-exec: end of file means exec succeeded
     try:
         pid = os.fork()
@@ -254,7 +295,7 @@ def spawn(argv, cwd, env, out_fd, keep_caps=False):
         os.close(report_w)
         raise
     if pid == 0:  # child: never return into the caller's code
-        _exec_child(argv, cwd, env, out_fd, report_w, drop)
+        _exec_child(argv, cwd, env, (in_fd, out_fd, out_fd if err_fd is None else err_fd), report_w, drop, user)
     os.close(report_w)
     try:
         report = _read_all(report_r)
@@ -267,17 +308,22 @@ def spawn(argv, cwd, env, out_fd, keep_caps=False):
     return pid
 
 
-def _exec_child(argv, cwd, env, out_fd, report_w, drop=None):
-    """The child's side of spawn: set up its session and descriptors, then exec; report failure on report_w."""
+def _exec_child(argv, cwd, env, stdio, report_w, drop=None, user=None):
+    """The child's side of spawn: set up its session, user and descriptors, then exec; report failure on report_w."""
     try:
         if drop:
             drop()
         os.setsid()
+        become(user) if user is not None else shed_root()
         os.chdir(cwd)
-        null = os.open(os.devnull, os.O_RDONLY)
-        os.dup2(null, 0)
-        os.dup2(out_fd, 1)
-        os.dup2(out_fd, 2)
+        in_fd, out_fd, err_fd = stdio
+        if in_fd is None:
+            in_fd = os.open(os.devnull, os.O_RDONLY)
+        # Above the standard three first: dup2 onto 0-2 must not overwrite a descriptor still to be copied.
+        moved = [os.dup(fd) if fd < 3 else fd for fd in (in_fd, out_fd, err_fd)]
+        for target, fd in enumerate(moved):
+            os.dup2(fd, target)
+        os.set_inheritable(0, True)
         os.closerange(3, report_w)
         os.closerange(report_w + 1, 65536)
         restore_fd_limit()
@@ -418,13 +464,8 @@ def group_listens(pgid, port):
     sockets = listening_sockets(port)
     for pid in group_members(pgid) if sockets else ():
         try:
-            fds = os.listdir("/proc/%d/fd" % pid)
+            if sockets.intersection(list_fds(pid)):
+                return True
         except OSError:
             continue
-        for fd in fds:
-            try:
-                if os.readlink("/proc/%d/fd/%s" % (pid, fd)) in sockets:
-                    return True
-            except OSError:
-                pass
     return False

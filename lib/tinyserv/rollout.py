@@ -12,7 +12,7 @@ backup until it has settled, and the old web drains once nothing routes to it an
 import contextlib
 import signal
 
-from . import appstate, boot, control, logs, releases, settings
+from . import appstate, boot, control, logs, privileged, releases, settings
 from .errors import TinyservError
 
 
@@ -27,18 +27,17 @@ def check_boot(layout, app, build_id, config, cancelled=lambda: None):
     keep = settings.nginx_binary() is not None
     if keep:
         control.ensure_supervisor(layout)  # now: one starting later would not know the kept web and kill it
-    result = boot.check(layout, app, layout.build_dir(app, build_id), meta, config, version,
-                        settings.boot_timeout(config), cancelled, keep=keep)
+    result = privileged.trial(layout, app, build_id, config, version, settings.boot_timeout(config), cancelled, keep)
     if not isinstance(result, boot.Up):
         raise TinyservError("%s; the running release was not touched" % boot.describe(result, meta.get("healthcheck")),
                             details=result.lines)
     return result
 
 
-def abandon(checked):
+def abandon(layout, app, checked):
     """Stop the web a boot check kept, unless the supervisor has it already (a change that did not happen)."""
     if checked is not None and checked.instance and not checked.instance.get("handed_over"):
-        boot.stop_kept(None, checked.instance)
+        privileged.stop_kept(layout, app, checked.instance)
 
 
 def switch(layout, app, release, steps=None, checked=None):
@@ -49,14 +48,14 @@ def switch(layout, app, release, steps=None, checked=None):
     logs.append(layout.log_file(app), "tinyserv", "Release v%d: %s" % (release["version"], release["description"]))
     candidate = checked.instance if checked is not None and checked.instance else None
     if not release["build"]:
-        abandon(checked)
+        abandon(layout, app, checked)
         return
     if candidate and checked.lines:
         logs.append(layout.log_file(app), "web.1", "\n".join(checked.lines))
     try:
         control.sync(layout, app, candidate=candidate and {k: v for k, v in candidate.items() if k != "handed_over"})
     except BaseException:
-        abandon(checked)
+        abandon(layout, app, checked)
         raise
     if candidate:
         candidate["handed_over"] = True

@@ -21,8 +21,7 @@ import socket
 import sys
 import time
 
-from . import appenv, appstate, boot, cron, nginx, procs, releases, router, services, settings, store
-from .control import recv_line
+from . import appenv, appstate, boot, cron, nginx, privileged, procs, releases, router, services, settings, store
 from .errors import TinyservError
 from .logs import Lines, LogFile
 from .procfile import process_types
@@ -205,6 +204,7 @@ class Supervisor:
         found = {} if system is None else {"binary": lambda: door.binary if door else None, "door": door}
         self.router = router.Router(layout, self.sys, self.services, self.note, **found)
         self.candidates = {}  # app -> a web instance that passed a boot check, to be kept as the live one
+        self.root_mode = system is None and privileged.deploy_user(layout) is not None  # apps run as users of their own
         self.sites = {}  # app -> (public port, router settings, names of the web instances wanted)
 
     def note(self, text):
@@ -370,12 +370,19 @@ class Supervisor:
         # hit a broken pipe while no supervisor is reading (we are being replaced).
         out = os.open(fifo, os.O_RDWR)
         try:
-            pid = self.sys.spawn(["/bin/sh", "-c", inst["command"]], cwd, env, out)
+            pid = self.sys.spawn(["/bin/sh", "-c", inst["command"]], cwd, env, out, user=self.account(app))
         finally:
             os.close(out)
         inst.update(pid=pid, pgid=pid, starttime=self.sys.starttime(pid))
         if inst["type"] != "web":
             inst["state"] = "up"
+
+    def account(self, app):
+        """Root mode: the app's own user (made if an app from before root mode has none yet); else None."""
+        if not self.root_mode:
+            return None
+        with privileged.as_root():
+            return privileged.make_account(self.layout, app)
 
     def begin_stop(self, app, inst, grace):
         """SIGTERM the instance's group and its marked strays; tick() sends SIGKILL once grace has passed."""
@@ -1008,6 +1015,8 @@ class Server:
         self.next_tick = 0
         self.next_check = 0
         self.standby = None  # pid of the standby we started, until we reap it
+        self.helpers = set()  # pids of the processes answering privileged requests (privileged.serve)
+        self.peer_uid = privileged.peer_uid  # who is at the other end of a connection (tests pass a fake)
         self.router_log = None  # the router's log socket, once watched
 
     def handle(self, message):
@@ -1030,21 +1039,59 @@ class Server:
         return {"ok": True, "pid": os.getpid()}
 
     def serve_one(self):
-        """Accept one control connection and answer its request."""
+        """Accept one control connection and answer its request; one that runs an app's code gets a process."""
         try:
             conn, _ = self.listener.accept()
         except BlockingIOError:
             return  # the client gave up before we got to it
+        fds = []
         with conn:
             conn.settimeout(2)
             try:
-                reply = self.handle(json.loads(recv_line(conn) or "{}"))
-            except (OSError, ValueError, KeyError, TinyservError) as e:
+                text, fds = privileged.receive(conn)
+                refused = privileged.refusal(self.peer_uid(conn))
+                if refused:
+                    raise TinyservError(refused)
+                message = json.loads(text or "{}")
+                if message.get("cmd") in privileged.REQUESTS:
+                    return self.fork_helper(conn, message, fds)
+                reply = self.handle(message)
+            except (OSError, ValueError, KeyError, TypeError, AttributeError, TinyservError) as e:
                 reply = {"ok": False, "error": str(e)}
+            finally:
+                for fd in fds:
+                    os.close(fd)
             try:
                 conn.sendall((json.dumps(reply) + "\n").encode())
             except OSError:
                 pass
+
+    def fork_helper(self, conn, message, fds):
+        """Answer a request that runs an app's code (a build step, run, a boot check) in a process of its own."""
+        pid = os.fork()
+        if pid:
+            self.helpers.add(pid)
+            return
+        try:  # the child: never back into the loop, keep nothing of the supervisor's open (its lock least of all)
+            signal.set_wakeup_fd(-1)
+            for sig in (signal.SIGTERM, signal.SIGCHLD):
+                signal.signal(sig, signal.SIG_DFL)
+            keep = sorted({conn.fileno(), 0, 1, 2, *fds})
+            for low, high in zip(keep, keep[1:] + [65536]):
+                os.closerange(low + 1, high)
+            conn.settimeout(None)
+            privileged.serve(self.sup.layout, conn, message, fds)
+        except BaseException:  # noqa: BLE001 - a helper reports in the supervisor's log, and ends
+            import traceback
+            traceback.print_exc()
+        finally:
+            os._exit(0)
+
+    def reap_helpers(self):
+        """Collect the helpers that have answered."""
+        for pid in list(self.helpers):
+            if procs.reap(pid) is not None:
+                self.helpers.discard(pid)
 
     def run(self):
         """Loop until a shutdown request has stopped everything (or SIGTERM)."""
@@ -1087,6 +1134,7 @@ class Server:
                 urgent = True
             elif key.data == WAKE:
                 _drain_pipe(key.fd)
+                self.reap_helpers()
                 urgent = True  # SIGCHLD: one of our children exited
             elif key.data == ROUTER_LOG:
                 self.sup.router_log()
@@ -1124,8 +1172,9 @@ class Server:
             out = os.open(self.layout.supervisor_log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
             try:
                 # Never our caller's output: a git hook's pipe held by the standby would keep `git push` waiting.
-                self.standby = procs.spawn([sys.executable, REMOTE_SCRIPT, "supervise", "--standby"],
-                                           self.layout.root, env, out, keep_caps=True)
+                with privileged.as_root():  # in root mode, a standby that can take over as root
+                    self.standby = procs.spawn([sys.executable, REMOTE_SCRIPT, "supervise", "--standby"],
+                                               self.layout.root, env, out, keep_caps=True)
             finally:
                 os.close(out)
         except (OSError, ValueError) as e:

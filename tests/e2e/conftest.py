@@ -273,3 +273,27 @@ def bare_servers(bare_image, docker_compose_command, docker_compose_project_name
         yield started
     finally:
         compose.execute("down -v --timeout 5")
+
+
+ROOT_MODE_COMPOSE_FILE = os.path.join(REPO, "docker", "docker-compose.rootmode.yml")
+
+
+@pytest.fixture(scope="module")
+def root_server(server_image, docker_compose_command, docker_compose_project_name, docker_client, ssh_key,
+                ssh_wrapper_dir):
+    """A server in root mode (docker/docker-compose.rootmode.yml), up and answering ssh; removed after the module.
+
+    Its entrypoint starts the supervisor as root from `tinyserv-remote systemd-unit --root`, as systemd would.
+    """
+    project = docker_compose_project_name + "root"
+    compose = DockerComposeExecutor(docker_compose_command, ROOT_MODE_COMPOSE_FILE, project)
+    try:
+        compose.execute("up -d")
+        containers = docker_client.containers.list(filters={"label": [
+            f"com.docker.compose.project={project}", "com.docker.compose.service=rootserver"]})
+        assert len(containers) == 1, f"expected one rootserver container, found {containers}"
+        started = Server(containers[0], ssh_key, ssh_wrapper_dir, Services(compose), name="rootserver")
+        started.wait_for_ssh()
+        yield started
+    finally:
+        compose.execute("down -v --timeout 5")

@@ -31,7 +31,7 @@ class FakeSystem:
     def clock(self):
         return self.now
 
-    def spawn(self, argv, cwd, env, out_fd):
+    def spawn(self, argv, cwd, env, out_fd, user=None):
         if self.spawn_error:
             raise self.spawn_error
         pid = self.next_pid

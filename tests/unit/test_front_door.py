@@ -31,7 +31,7 @@ class FrontSystem(FakeSystem):
         self.healthy_ports = set()
         self.taken = set()  # ports some other program listens on
 
-    def spawn(self, argv, cwd, env, out_fd, keep_caps=False):
+    def spawn(self, argv, cwd, env, out_fd, keep_caps=False, user=None):
         pid = super().spawn(argv, cwd, env, out_fd)
         if argv[0] == "nginx":
             self.workers[pid] = [self.process()]

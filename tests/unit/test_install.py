@@ -9,8 +9,10 @@ import tarfile
 
 import pytest
 
-from tinyserv import doctor, handover, install, serversetup, unpack
+from tinyserv import doctor, handover, install, lifecycle, serversetup, unpack
 from tinyserv.doctor import FAIL, OK, WARN, Check
+from tinyserv.errors import TinyservError
+from tinyserv.layout import Layout
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -308,3 +310,25 @@ def test_lock_holders_names_the_process_holding_an_flock_and_not_waiters(tmp_pat
         os.close(fd)
     assert handover.lock_holders(path) == []
     assert handover.lock_holders(str(tmp_path / "missing")) == []
+
+
+# --- root mode's unit ---
+
+
+def test_the_root_mode_unit_runs_the_supervisor_as_root_for_the_deploy_user_without_a_capability(tmp_path,
+                                                                                                monkeypatch):
+    monkeypatch.setenv("LOGNAME", "deploy")
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    unit = lifecycle.unit_text(Layout(str(tmp_path / "root")), root=True)
+    assert "\nUser=root\n" in unit and "\nEnvironment=TINYSERV_DEPLOY_USER=deploy\n" in unit
+    assert "AmbientCapabilities" not in unit  # root needs none; nginx, run as deploy, gets none
+    single = lifecycle.unit_text(Layout(str(tmp_path / "root")))
+    assert "\nUser=deploy\n" in single and "TINYSERV_DEPLOY_USER" not in single
+    assert "\nAmbientCapabilities=CAP_NET_BIND_SERVICE\n" in single
+
+
+def test_the_root_mode_unit_printed_by_root_is_refused_it_must_name_the_deploy_user(tmp_path, monkeypatch):
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    with pytest.raises(TinyservError) as caught:
+        lifecycle.unit_text(Layout(str(tmp_path / "root")), root=True)
+    assert "as the deploy user" in str(caught.value)
