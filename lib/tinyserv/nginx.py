@@ -264,7 +264,7 @@ def service_spec(binary, prefix):
 
 def listening_ports(pid):
     """Ports of the TCP sockets pid holds in LISTEN state (nginx's master holds every listener)."""
-    inodes = {inode: local for local, _, state, inode in procs.tcp_sockets() if state == procs.LISTEN}
+    inodes = {inode: local for local, _, _, inode in procs.tcp_sockets(procs.LISTEN)}
     ports = set()
     try:
         fds = os.listdir("/proc/%d/fd" % pid)
@@ -321,7 +321,7 @@ def has_ipv6():
 
 def connections_to(port):
     """How many established TCP connections have port at their far end (requests nginx has in flight there)."""
-    return sum(1 for _, remote, state, _ in procs.tcp_sockets() if state == procs.ESTABLISHED and remote == port)
+    return sum(1 for _, remote, _, _ in procs.tcp_sockets(procs.ESTABLISHED) if remote == port)
 
 
 def read_routes(prefix):

@@ -69,3 +69,46 @@ def test_without_proc_a_live_group_is_its_leader_and_nothing_is_found_by_mark(mo
     monkeypatch.setattr(procs.os, "listdir", listdir)
     assert procs.group_members(os.getpgid(0)) == [os.getpgid(0)]
     assert procs.marked_by("anything:") == {} and procs.marked(["anything:x:"]) == []
+
+
+@pytest.fixture
+def connected_pair():
+    """A listener on a loopback port and one connection to it: (listener, client, accepted)."""
+    import socket
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    client = socket.create_connection(listener.getsockname())
+    accepted, _ = listener.accept()
+    yield listener, client, accepted
+    for s in (accepted, client, listener):
+        s.close()
+
+
+def inode_of(sock):
+    return os.readlink("/proc/self/fd/%d" % sock.fileno())
+
+
+@pytest.mark.parametrize("source", ["netlink", "proc"])
+def test_tcp_sockets_finds_a_listener_and_both_ends_of_a_connection(connected_pair, monkeypatch, source):
+    listener, client, accepted = connected_pair
+    if source == "proc":  # a kernel that refuses sock_diag: /proc/net/tcp answers the same
+        def refused(state):
+            raise OSError("sock_diag refused the request")
+            yield
+        monkeypatch.setattr(procs, "diag_sockets", refused)
+    port = listener.getsockname()[1]
+    assert (port, 0, procs.LISTEN, inode_of(listener)) in procs.tcp_sockets(procs.LISTEN)
+    established = procs.tcp_sockets(procs.ESTABLISHED)
+    assert (client.getsockname()[1], port, procs.ESTABLISHED, inode_of(client)) in established
+    assert (port, client.getsockname()[1], procs.ESTABLISHED, inode_of(accepted)) in established
+    assert all(row[2] == procs.LISTEN for row in procs.tcp_sockets(procs.LISTEN))
+    assert procs.listening_sockets(port) == {inode_of(listener)}
+
+
+def test_netlink_and_proc_agree_on_our_sockets(connected_pair):
+    port = connected_pair[0].getsockname()[1]
+    for state in (procs.LISTEN, procs.ESTABLISHED):
+        ours = {row for row in procs.tcp_sockets(state) if port in row[:2]}
+        table = {row for row in procs.proc_sockets() if row[2] == state and port in row[:2]}
+        assert ours == table and len(ours) == (1 if state == procs.LISTEN else 2)
