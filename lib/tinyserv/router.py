@@ -87,6 +87,7 @@ class Router:
         self.pending = None  # a reload nginx has not confirmed yet
         self.master = None  # (pid, starttime) of nginx's master, as the Keeper runs it
         self.workers = set()
+        self.held = set()  # ports this master listens on: those of the last config it confirmed
         self.ready = False
         self.dirty = False
         self.retry_at = 0.0
@@ -157,11 +158,19 @@ class Router:
 
     def plan(self):
         """The Plan for the sites wanted now, leaving out ports nginx cannot take (said once, tried again)."""
-        held = self.door.listening_ports(self.master[0]) if self.master else set()
+        scanned = []
         blocked = []
 
+        def held(port):
+            """Does nginx hold port? Known for the ports of its live config; the socket tables, read once, else."""
+            if port in self.held or not self.master:
+                return port in self.held
+            if not scanned:
+                scanned.append(self.door.listening_ports(self.master[0]))
+            return port in scanned[0]
+
         def usable(port, what):
-            problem = None if port in held else self.door.why_not_listenable(port)
+            problem = None if held(port) else self.door.why_not_listenable(port)
             self.say("port %d" % port, "nginx cannot listen on %s: %s" % (what, problem) if problem else
                      "nginx can listen on port %d" % port)
             if problem:
@@ -233,7 +242,7 @@ class Router:
         svc = self.keeper.running.get(nginx.SERVICE)
         master = (svc["pid"], svc["starttime"]) if svc and svc["state"] == "up" else None
         if master != self.master:
-            self.master, self.ready, self.workers = master, False, set()
+            self.master, self.ready, self.workers, self.held = master, False, set(), set()
             self.pending = None
             if master is None and self.written:
                 return self.confirm(self.written, now)  # nothing serves: nothing routes anywhere old
@@ -278,8 +287,11 @@ class Router:
             self.declare()
             self.keeper.reconcile()
         self.generation += 1
+        listens = {s.port for s in plan.sites if s.port is not None}
+        listens |= {plan.http_port} if plan.listen_http else set()
+        listens |= {plan.https_port} if plan.listen_https else set()
         self.written = {"generation": self.generation, "text": text, "at": now,
-                        "sites": {s.app: s for s in plan.sites}}
+                        "sites": {s.app: s for s in plan.sites}, "listens": listens}
         if self.master and self.ready:
             self.reload(now)
             return False
@@ -311,6 +323,7 @@ class Router:
         """written is what nginx serves now: remember which ports stopped being routed, and when."""
         before = self.routed_ports(self.live)
         self.live, self.live_at = dict(written["sites"]), now
+        self.held = set(written.get("listens", ())) if self.master else set()
         still = self.routed_ports(self.live) | self.routed_ports(self.written["sites"] if self.written else {})
         for port in before - still:
             self.released_at[port] = now
