@@ -87,7 +87,7 @@ def ensure_repo(layout, name):
             raise TinyservError("git init failed: %s" % result.stderr.strip())
     from . import deploy  # here and below, not at the top: `ps`, `config` ... start faster without the deploy code
     hook = os.path.join(repo, "hooks", "pre-receive")
-    store.write_atomic(hook, deploy.hook_script(layout, name, sys.executable, control.REMOTE_SCRIPT), 0o755)
+    store.write_atomic(hook, deploy.hook_script(layout, name, [sys.executable, "-S"], control.REMOTE_SCRIPT), 0o755)
 
 
 def destroy(layout, name):

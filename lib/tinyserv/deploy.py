@@ -237,8 +237,13 @@ def parse_updates(text):
     return [tuple(line.split()) for line in text.splitlines() if len(line.split()) == 3]
 
 
-def hook_script(layout, app, python, remote_script):
-    """The pre-receive hook: hand the push to tinyserv-remote (paths quoted once)."""
+def hook_script(layout, app, interpreter, remote_script):
+    """The pre-receive hook: hand the push to tinyserv-remote (paths quoted once).
+
+    interpreter: the words that start Python, e.g. [sys.executable, "-S"]: without the site
+    module (tinyserv needs only the standard library), every push starts sooner.
+    """
     return ("#!/bin/sh\n# Written by tinyserv: every push is built and checked before git accepts it.\n"
             "export TINYSERV_ROOT=%s\nexec %s %s hook %s\n" % (
-                shlex.quote(layout.root), shlex.quote(python), shlex.quote(remote_script), shlex.quote(app)))
+                shlex.quote(layout.root), " ".join(shlex.quote(w) for w in interpreter), shlex.quote(remote_script),
+                shlex.quote(app)))

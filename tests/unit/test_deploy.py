@@ -93,16 +93,17 @@ def printing_remote(tmp_path):
 ])
 def test_the_hook_exports_the_exact_root_and_runs_the_remote_hook(tmp_path, printing_remote, root):
     hook = tmp_path / "pre-receive"
-    hook.write_text(deploy.hook_script(Layout(root), "myapp", "/bin/sh", printing_remote))
+    hook.write_text(deploy.hook_script(Layout(root), "myapp", ["/bin/sh"], printing_remote))
     subprocess.run(["sh", "-n", str(hook)], check=True)
     result = subprocess.run(["sh", str(hook)], capture_output=True, check=True, env={"PATH": os.defpath})
     assert result.stdout.decode().split("\0")[:-1] == [root, "hook", "myapp"]
 
 
 def test_the_hook_starts_with_a_shebang_and_execs():
-    script = deploy.hook_script(Layout("/srv/t"), "myapp", "/usr/bin/python3", "/opt/tinyserv/bin/tinyserv-remote")
+    script = deploy.hook_script(Layout("/srv/t"), "myapp", ["/usr/bin/python3", "-S"],
+                                "/opt/tinyserv/bin/tinyserv-remote")
     assert script.startswith("#!/bin/sh\n")
-    assert script.endswith("export TINYSERV_ROOT=/srv/t\nexec /usr/bin/python3 /opt/tinyserv/bin/tinyserv-remote "
+    assert script.endswith("export TINYSERV_ROOT=/srv/t\nexec /usr/bin/python3 -S /opt/tinyserv/bin/tinyserv-remote "
                            "hook myapp\n")
 
 
