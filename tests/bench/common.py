@@ -268,6 +268,9 @@ class TinyservRoot:
         self.tmp = tempfile.mkdtemp(prefix=prefix)
         try:
             self.tree = export_tinyserv(commit, os.path.join(self.tmp, "tinyserv")) if commit else REPO
+            # Compiled first, as `tinyserv server:install` leaves a server: else every tinyserv process
+            # would compile its modules again where PYTHONDONTWRITEBYTECODE is set (it is on our machines).
+            run([python, "-m", "compileall", "-q", os.path.join(self.tree, "lib")])
             self.client_path = os.path.join(self.tree, "bin", "tinyserv")
             self.remote_path = os.path.join(self.tree, "bin", "tinyserv-remote")
             self.root = os.path.join(self.tmp, "root")
