@@ -63,7 +63,8 @@ def ensure_supervisor(layout, timeout=10):
     with open(layout.supervisor_log, "ab") as log:
         # Never the caller's stdout/stderr: a git hook's output pipe held by a
         # long-lived process would keep `git push` waiting.
-        subprocess.Popen([sys.executable, REMOTE_SCRIPT, "supervise", "--if-none"], cwd=layout.root, env=env,
+        # -S: no site-packages (tinyserv needs only the standard library): a smaller, faster supervisor.
+        subprocess.Popen([sys.executable, "-S", REMOTE_SCRIPT, "supervise", "--if-none"], cwd=layout.root, env=env,
                          stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -68,7 +68,7 @@ def start_standby(layout):
     """A standby supervisor of this version, detached (output to the supervisor's log, as control does)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("GIT_", "SSH_", procs.MARK))}
     with open(layout.supervisor_log, "ab") as log:
-        return subprocess.Popen([sys.executable, control.REMOTE_SCRIPT, "supervise", "--standby"], cwd=layout.root,
+        return subprocess.Popen([sys.executable, "-S", control.REMOTE_SCRIPT, "supervise", "--standby"], cwd=layout.root,
                                 env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
 
 

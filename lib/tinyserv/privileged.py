@@ -18,7 +18,6 @@ request is `serve`, which runs the very same local function with the app's accou
 """
 
 import collections
-import hashlib
 import json
 import os
 import pwd
@@ -149,6 +148,7 @@ def as_owner_of(pid):
 
 def user_name(app):
     """The system user of app: ts-APP, shortened with a hash where that would pass Linux's 32 characters."""
+    import hashlib  # here: the waiting standby supervisor imports this module, and OpenSSL weighs 4 MB
     name = "ts-" + app
     return name if len(name) <= 32 else "ts-%s-%s" % (app[:22], hashlib.sha256(app.encode()).hexdigest()[:6])
 

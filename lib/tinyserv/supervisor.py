@@ -1177,7 +1177,7 @@ class Server:
             try:
                 # Never our caller's output: a git hook's pipe held by the standby would keep `git push` waiting.
                 with privileged.as_root():  # in root mode, a standby that can take over as root
-                    self.standby = procs.spawn([sys.executable, REMOTE_SCRIPT, "supervise", "--standby"],
+                    self.standby = procs.spawn([sys.executable, "-S", REMOTE_SCRIPT, "supervise", "--standby"],
                                                self.layout.root, env, out, keep_caps=True)
             finally:
                 os.close(out)
