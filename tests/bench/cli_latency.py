@@ -49,7 +49,7 @@ class Bench:
 
     def __init__(self, key, port, runtime):
         self.key, self.port, self.runtime = key, port, runtime
-        self.control_path = os.path.join(runtime, "tinyserv-ssh", "%C")
+        self.control_path = None  # the shared connection's socket: find_shared() once tinyserv has opened it
         self.env = {"HOME": os.environ.get("HOME", "/root"), "PATH": "/usr/bin:/bin:/usr/local/bin",
                     "LANG": "C.UTF-8", "XDG_RUNTIME_DIR": runtime, "GIT_AUTHOR_NAME": "bench",
                     "GIT_AUTHOR_EMAIL": "bench@tinyserv.invalid", "GIT_COMMITTER_NAME": "bench",
@@ -69,13 +69,20 @@ class Bench:
         common.run(argv, env=env or self.env, cwd=cwd, timeout=60)
         return time.perf_counter() - started
 
+    def find_shared(self):
+        """The socket of the connection tinyserv shares (it names it itself, one per ssh command, host and port)."""
+        directory = os.path.join(self.runtime, "tinyserv-ssh")
+        sockets = [os.path.join(directory, n) for n in os.listdir(directory)
+                   if stat.S_ISSOCK(os.lstat(os.path.join(directory, n)).st_mode)]
+        if len(sockets) != 1:
+            raise BenchError("expected one shared ssh connection in %s, found %s" % (directory, sockets))
+        self.control_path = sockets[0]
+
     def close_shared(self):
         """Close the shared connection and wait until its socket is gone."""
-        directory = os.path.dirname(self.control_path)
         common.run(self.ssh("-O", "exit", shared=True), env=self.env, check=False, timeout=30)
         deadline = time.monotonic() + 10
-        while os.path.isdir(directory) and any(stat.S_ISSOCK(os.lstat(os.path.join(directory, n)).st_mode)
-                                               for n in os.listdir(directory)):
+        while os.path.exists(self.control_path):
             if time.monotonic() > deadline:
                 raise BenchError("the shared ssh connection did not close")
             time.sleep(0.01)
@@ -129,6 +136,8 @@ def import_ms(stderr):
 def measure(bench, repo, rounds):
     samples = {k: [] for k in ("ssh_true", "first", "repeated", "no_reuse", "shared_ssh_true", "shared_remote_ps")}
     ps = [TINYSERV, "ps"]
+    bench.timed(ps, cwd=repo)  # opens the shared connection, whose socket the shared measures use
+    bench.find_shared()
     remote_ps = bench.ssh("tinyserv-remote ps %s </dev/null" % APP, shared=True)
     for i in range(rounds):
         samples["ssh_true"].append(bench.timed(bench.ssh("true")))

@@ -63,6 +63,15 @@ def sample(ts):
     }
 
 
+def wait_deploys_done(ts, timeout=60):
+    """The last push's deployer goes on after git returns (it drains the old web): wait until it is gone."""
+    deadline = time.monotonic() + timeout
+    while any(" hook " in line for line in ts.own_processes().values()):
+        if time.monotonic() > deadline:
+            raise BenchError("a deploy still runs %d s after its push: %s" % (timeout, ts.own_processes()))
+        time.sleep(0.1)
+
+
 def measure(ts, label, n_apps):
     """SAMPLES looks, SAMPLE_EVERY apart; report the largest (the supervisor ticks in between)."""
     looks = []
@@ -185,6 +194,7 @@ def main(argv=None):
             deploy_apps(ts, new, push_times)
             names += new
             wait_all_answer(ports_of(ts, names), time.monotonic(), timeout=60)
+            wait_deploys_done(ts)
             result["rows"].append(measure(ts, "%d app(s), after deploys" % n, n))
         result["push_s"] = common.stats(push_times)
         print("  git push per no-dependency app: median %.2f s (min %.2f, max %.2f), %d pushes" % (
