@@ -13,7 +13,7 @@ nginx) and "after" (the working tree, nginx in front), each in a temporary root 
 
 Results go to tests/bench/results/frontdoor.json and the README's tables.
 
-    python3 tests/bench/frontdoor.py                      # about 10 minutes on 2 cores
+    python3 tests/bench/frontdoor.py                      # about 5 minutes on 2 cores
 """
 
 import argparse
@@ -197,7 +197,7 @@ def one_side(label, commit, args):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--repeat", type=int, default=7)
     p.add_argument("--redeploys", type=int, default=5)
     p.add_argument("--apps", type=int, default=50)
     p.add_argument("--before", default=BEFORE, help="the commit measured as 'before' (default %s)" % BEFORE)

@@ -67,7 +67,7 @@ def main():
     goal = runs[0]["goal_mb"]
     ax.axhline(goal, color="red", linestyle=":", linewidth=2, label="goal: %d MB with 50 apps" % goal)
     ax.set_xlabel("apps supervised (no-dependency node HTTP servers, deployed with git push)")
-    ax.set_ylabel("tinyserv's own processes (the supervisor), MB")
+    ax.set_ylabel("tinyserv's own processes (supervisor + standby), MB")
     ax.set_ylim(0, top * 1.15)
     counts = sorted({a for r in runs for a in after_deploys(r)[0]})
     ax.set_xticks(counts)

@@ -41,8 +41,10 @@ def memory_section(results):
     lines = ["### Memory of tinyserv's own processes", "",
              "What: VmRSS (from /proc/PID/status) and PSS/USS (from /proc/PID/smaps_rollup) of every tinyserv "
              "process on the server while it supervises N no-dependency node apps, each deployed with `git push` "
-             "(localhost mode, temporary root). The only long-lived tinyserv process is the supervisor "
-             "(`tinyserv-remote supervise`); the apps' own memory is shown for scale. Largest of %s samples "
+             "(localhost mode, temporary root). tinyserv's long-lived processes are the supervisor "
+             "(`tinyserv-remote supervise`) and its standby, which only waits to take over; RSS adds up both (the "
+             "pages of the Python interpreter they share are counted twice), PSS shares those pages out. The apps' "
+             "own memory is shown for scale. Largest of %s samples "
              "0.5 s apart. Goal: ≤ %d MB resident with 50 apps." % (5, results[0]["goal_mb"]), "",
              "| Python running tinyserv | apps | when | tinyserv processes | RSS | PSS | USS | the apps' PSS "
              "| machine |",
