@@ -1,10 +1,12 @@
 """Helpers shared by every test layer: running commands, polling, HTTP, making app repositories."""
 
+import http.client
 import os
 import select
 import shlex
 import signal
 import subprocess
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -59,6 +61,49 @@ def http_get(url, timeout=2):
         return error.code, error.read().decode(errors="replace")
     except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
         return None
+
+
+def http_answer(port, path="/", host=None, headers=None, timeout=10):
+    """(status, body, headers) of GET path on 127.0.0.1:port, or None when nothing answers."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request("GET", path, headers=dict(headers or {}, **({"Host": host} if host else {})))
+        response = conn.getresponse()
+        return response.status, response.read().decode(errors="replace"), dict(response.getheaders())
+    except (OSError, http.client.HTTPException):
+        return None
+    finally:
+        conn.close()
+
+
+class Loader:
+    """GETs 127.0.0.1:port every 10 ms in a thread, counting answers that are not 200 (and what they were)."""
+
+    def __init__(self, port):
+        self.port = port
+        self.ok = 0
+        self.failed = []
+        self.bodies = set()
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+
+    def run(self):
+        while not self.stopped.is_set():
+            answer = http_answer(self.port)
+            if answer and answer[0] == 200:
+                self.ok += 1
+                self.bodies.add(answer[1].split()[0])
+            else:
+                self.failed.append(answer and answer[:2])
+            self.stopped.wait(0.01)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stopped.set()
+        self.thread.join(30)
 
 
 def wait_for_http(url, contains=None, timeout=30):

@@ -10,20 +10,10 @@ import time
 from . import appstate, procs, releases, store
 from .boot import SETTLE, Crashed, TimedOut, Up
 from .errors import TinyservError
+from .privileged import read_line
 
 REMOTE_SCRIPT = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.realpath(__file__)))), "bin", "tinyserv-remote")
-
-
-def recv_line(conn):
-    """One newline-terminated message from a socket (both ends of the control protocol)."""
-    data = b""
-    while not data.endswith(b"\n"):
-        chunk = conn.recv(65536)
-        if not chunk:
-            break
-        data += chunk
-    return data.decode()
 
 
 def request(layout, message, timeout=10):
@@ -32,7 +22,7 @@ def request(layout, message, timeout=10):
         conn.settimeout(timeout)
         conn.connect(layout.supervisor_sock)
         conn.sendall((json.dumps(message) + "\n").encode())
-        reply = json.loads(recv_line(conn) or "{}")
+        reply = json.loads(read_line(conn) or "{}")
     if not reply.get("ok"):
         raise TinyservError("the supervisor refused %s: %s" % (message.get("cmd"), reply.get("error")))
     return reply

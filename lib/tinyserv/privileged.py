@@ -466,6 +466,7 @@ def finish(conn, what):
 
 
 def read_line(conn):
+    """One newline-terminated message from a socket (the supervisor's answers, to control.py and to us)."""
     data = b""
     while not data.endswith(b"\n"):
         chunk = conn.recv(65536)

@@ -147,6 +147,24 @@ def ssh_wrapper_dir(ssh_key):
     return directory
 
 
+def image_of_this_run(docker_client, ssh_key, image, project, variable, target=None):
+    """Build image (a Dockerfile stage) with this run's public key under a tag of this run's own, named in the
+    environment variable docker-compose reads; yield the tag, then remove the image and the variable."""
+    images.ensure_base_image(docker_client)
+    public_key = ssh_key.with_name(ssh_key.name + ".pub").read_text()
+    run_tag = f"{image.split(':')[0]}:{project}"
+    images.build_server_image(docker_client, public_key, tag=run_tag, target=target)
+    os.environ[variable] = run_tag
+    try:
+        yield run_tag
+    finally:
+        os.environ.pop(variable, None)
+        try:
+            docker_client.images.remove(run_tag)
+        except docker.errors.APIError:
+            pass
+
+
 @pytest.fixture(scope="session")
 def server_image(docker_client, ssh_key, docker_compose_project_name):
     """Build the server image (making the Debian base first if needed) with this run's public key.
@@ -154,19 +172,8 @@ def server_image(docker_client, ssh_key, docker_compose_project_name):
     It is built under a tag of this run's own (TINYSERV_E2E_IMAGE, removed again at the end), so runs from
     several checkouts at once never swap images (and keys); layers are shared through the build cache.
     """
-    images.ensure_base_image(docker_client)
-    public_key = ssh_key.with_name(ssh_key.name + ".pub").read_text()
-    run_tag = f"{images.SERVER_IMAGE.split(':')[0]}:{docker_compose_project_name}"
-    images.build_server_image(docker_client, public_key, tag=run_tag)
-    os.environ["TINYSERV_E2E_IMAGE"] = run_tag
-    try:
-        yield run_tag
-    finally:
-        os.environ.pop("TINYSERV_E2E_IMAGE", None)
-        try:
-            docker_client.images.remove(run_tag)
-        except docker.errors.APIError:
-            pass
+    yield from image_of_this_run(docker_client, ssh_key, images.SERVER_IMAGE, docker_compose_project_name,
+                                 "TINYSERV_E2E_IMAGE")
 
 
 @pytest.fixture(scope="session")
@@ -238,19 +245,8 @@ def host(server):
 @pytest.fixture(scope="session")
 def bare_image(docker_client, ssh_key, docker_compose_project_name):
     """The Dockerfile's `bare` stage with this run's public key, under a tag of this run's own."""
-    images.ensure_base_image(docker_client)
-    public_key = ssh_key.with_name(ssh_key.name + ".pub").read_text()
-    run_tag = f"{images.BARE_IMAGE.split(':')[0]}:{docker_compose_project_name}"
-    images.build_server_image(docker_client, public_key, tag=run_tag, target="bare")
-    os.environ["TINYSERV_E2E_BARE_IMAGE"] = run_tag
-    try:
-        yield run_tag
-    finally:
-        os.environ.pop("TINYSERV_E2E_BARE_IMAGE", None)
-        try:
-            docker_client.images.remove(run_tag)
-        except docker.errors.APIError:
-            pass
+    yield from image_of_this_run(docker_client, ssh_key, images.BARE_IMAGE, docker_compose_project_name,
+                                 "TINYSERV_E2E_BARE_IMAGE", target="bare")
 
 
 @pytest.fixture(scope="module")

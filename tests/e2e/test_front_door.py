@@ -8,17 +8,15 @@ are 8080 and 8443 (docker/deploy-env.sh), published on loopback.
 """
 
 import hashlib
-import http.client
 import json
 import shlex
 import socket
 import ssl
 import threading
-import time
 
 import pytest
 
-from support import describe, make_app, wait_until
+from support import Loader, describe, http_answer, make_app, wait_until
 from test_releases import ROOT, App, package_json
 
 SERVER_JS = """const http = require("http");
@@ -63,46 +61,7 @@ def door_app(server, tmp_path):
 
 def get(server, container_port, path="/", host=None, headers=None, timeout=10):
     """(status, body, headers) of GET path on the container's port, from this machine; None when nothing answers."""
-    conn = http.client.HTTPConnection("127.0.0.1", server.port(container_port), timeout=timeout)
-    try:
-        conn.request("GET", path, headers=dict(headers or {}, **({"Host": host} if host else {})))
-        response = conn.getresponse()
-        return response.status, response.read().decode(errors="replace"), dict(response.getheaders())
-    except (OSError, http.client.HTTPException):
-        return None
-    finally:
-        conn.close()
-
-
-class Loader:
-    """A GET every 10 ms on the app's port in a thread; every answer that is not a 200 is kept."""
-
-    def __init__(self, server, port):
-        self.server, self.port = server, port
-        self.ok, self.failed, self.bodies = 0, [], set()
-        self.latencies = []
-        self.stopped = threading.Event()
-        self.thread = threading.Thread(target=self.run, daemon=True)
-
-    def run(self):
-        while not self.stopped.is_set():
-            started = time.monotonic()
-            answer = get(self.server, self.port)
-            if answer and answer[0] == 200:
-                self.ok += 1
-                self.bodies.add(answer[1].split()[0])
-                self.latencies.append(time.monotonic() - started)
-            else:
-                self.failed.append(answer and answer[:2])
-            self.stopped.wait(0.01)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.stopped.set()
-        self.thread.join(30)
+    return http_answer(server.port(container_port), path, host, headers, timeout)
 
 
 def instance_pid(app, name):
@@ -115,7 +74,7 @@ def test_not_one_request_fails_across_redeploys_restarts_config_a_rejected_push_
     app = door_app("steady", web_app("v1"))
     port = app.info()["port"]
     slow = {}
-    with Loader(app.server, port) as loader:
+    with Loader(app.server.port(port)) as loader:
         wait_until(lambda: loader.ok > 5, 20, message="the loader's first answers")
         spanning = threading.Thread(target=lambda: slow.update(answer=get(app.server, port, "/slow", timeout=30)))
         spanning.start()

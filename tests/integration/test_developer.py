@@ -12,7 +12,7 @@ import uuid
 
 import pytest
 
-from localserver import BIN, REPO, environ_of, live_pids, node_app
+from localserver import BIN, REPO, environ_of, live_pids, node_app, port_is_free
 from support import Running, http_get, make_app, run, wait_until
 
 TINYSERV = os.path.join(BIN, "tinyserv")
@@ -33,18 +33,9 @@ def free_ports(step=100, count=2):
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             base = s.getsockname()[1]
-        if base + step * count < 65000 and all(port_free(base + step * i) for i in range(count)):
+        if base + step * count < 65000 and all(port_is_free(base + step * i) for i in range(count)):
             return base
     raise AssertionError("no free ports found")
-
-
-def port_free(port):
-    with socket.socket() as s:
-        try:
-            s.bind(("0.0.0.0", port))
-            return True
-        except OSError:
-            return False
 
 
 def carrying(token):

@@ -4,7 +4,6 @@ router logs, health checks, HTTPS with certs:add, and the same commands on a ser
 Each test has its own server (own root, own nginx with its own ports); requests go to 127.0.0.1 only.
 """
 
-import http.client
 import json
 import os
 import re
@@ -12,12 +11,12 @@ import signal
 import socket
 import ssl
 import threading
-import time
 
 import pytest
 
 from localserver import node_app
-from support import run, wait_until
+from support import Loader, run, wait_until
+from support import http_answer as get
 
 SERVER_JS = """const http = require("http");
 let inflight = 0;
@@ -36,49 +35,6 @@ def web_app(version, health=200, extra=None):
     files = node_app("unused", extra=extra)
     files["server.js"] = SERVER_JS % (json.dumps(version), health)
     return files
-
-
-def get(port, path="/", host=None, headers=None, timeout=10):
-    """(status, body, headers) of GET path on 127.0.0.1:port, or None when nothing answers."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-    try:
-        conn.request("GET", path, headers=dict(headers or {}, **({"Host": host} if host else {})))
-        response = conn.getresponse()
-        return response.status, response.read().decode(errors="replace"), dict(response.getheaders())
-    except (OSError, http.client.HTTPException):
-        return None
-    finally:
-        conn.close()
-
-
-class Loader:
-    """GETs the app's port every 10 ms in a thread, counting answers that are not 200 (and what they were)."""
-
-    def __init__(self, port):
-        self.port = port
-        self.ok = 0
-        self.failed = []
-        self.bodies = set()
-        self.stopped = threading.Event()
-        self.thread = threading.Thread(target=self.run, daemon=True)
-
-    def run(self):
-        while not self.stopped.is_set():
-            answer = get(self.port, timeout=10)
-            if answer and answer[0] == 200:
-                self.ok += 1
-                self.bodies.add(answer[1].split()[0])
-            else:
-                self.failed.append(answer and answer[:2])
-            time.sleep(0.01)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.stopped.set()
-        self.thread.join(30)
 
 
 def deploy(server, tmp_path, version="v1", **kw):
