@@ -246,14 +246,14 @@ def restore_fd_limit():
 
 
 def apply_limits(env):
-    """The app's own limits, from its environment: TINYSERV_NOFILE open files (soft and hard)."""
+    """The app's own limits, from its environment: TINYSERV_NOFILE open files and TINYSERV_NPROC processes
+    (soft and hard, never above the hard limit this process has)."""
     import resource
-    from .settings import open_files
-    files = open_files(env)
-    if files:
-        hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
-        resource.setrlimit(resource.RLIMIT_NOFILE, (files, files if hard == resource.RLIM_INFINITY else
-                                                    min(files, hard)))
+    from .settings import open_files, processes
+    for kind, value in ((resource.RLIMIT_NOFILE, open_files(env)), (resource.RLIMIT_NPROC, processes(env))):
+        if value:
+            hard = resource.getrlimit(kind)[1]
+            resource.setrlimit(kind, (value, value if hard == resource.RLIM_INFINITY else min(value, hard)))
 
 
 def group_rss(pgid):

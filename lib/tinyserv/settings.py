@@ -17,6 +17,7 @@ APP_SETTINGS = {
     "TINYSERV_MEMORY_LIMIT": (None, 16, 1024 * 1024, int,
                               "MB of resident memory one instance may use before it is restarted"),
     "TINYSERV_NOFILE": (None, 16, 1024 * 1024, int, "open files each process may have (setrlimit)"),
+    "TINYSERV_NPROC": (None, 16, 1024 * 1024, int, "processes the app's user may have before its forks fail (setrlimit)"),
 }
 
 
@@ -48,6 +49,11 @@ def memory_limit(config):
 def open_files(environ):
     """The open-files limit a process starts with (TINYSERV_NOFILE in its environment), or None."""
     return app_setting(environ, "TINYSERV_NOFILE")
+
+
+def processes(environ):
+    """The processes limit a process starts with (TINYSERV_NPROC in its environment), or None."""
+    return app_setting(environ, "TINYSERV_NPROC")
 
 
 def check_app_setting(key, value):

@@ -1,4 +1,4 @@
-"""Per-app limits on a real node app: over TINYSERV_MEMORY_LIMIT it is restarted; TINYSERV_NOFILE is its ulimit."""
+"""Per-app limits on a real node app: over TINYSERV_MEMORY_LIMIT it is restarted; TINYSERV_NOFILE and TINYSERV_NPROC are its ulimits."""
 
 import json
 
@@ -34,14 +34,21 @@ def test_an_app_over_its_memory_limit_is_restarted_and_ps_and_logs_say_so(server
     assert "LAST EXIT" in shown and row[-1] == "memory", shown
 
 
-def test_tinyserv_nofile_is_the_open_files_limit_of_the_app_and_of_run(server, tmp_path):
+def test_tinyserv_nofile_and_nproc_are_the_limits_of_the_app_and_of_run(server, tmp_path):
     app = server.new_app(tmp_path, node_app("files"), prefix="files")
     server.push(app)
-    server.tinyserv("config:set", "TINYSERV_NOFILE=64", cwd=app.path)
-    assert server.tinyserv("run", "ulimit -n", cwd=app.path).stdout.strip() == "64"
+    server.tinyserv("config:set", "TINYSERV_NOFILE=64", "TINYSERV_NPROC=500", cwd=app.path)
+    in_run = limits(server.tinyserv("run", "cat /proc/self/limits", cwd=app.path).stdout)
     # Behind nginx the web of the release before drains for a moment: wait until the new one is alone.
     [pid] = wait_until(lambda: server.node_processes(app, "web.1") if len(
         server.node_processes(app, "web.1")) == 1 else None, 30, message="one web.1")
     with open(f"/proc/{pid}/limits") as f:
-        line = next(l for l in f if l.startswith("Max open files"))
-    assert line.split()[3:5] == ["64", "64"], line
+        in_web = limits(f.read())
+    for seen in (in_run, in_web):
+        assert seen["Max open files"] == ["64", "64"], seen
+        assert seen["Max processes"] == ["500", "500"], seen
+
+
+def limits(text):
+    """/proc/PID/limits as {name: [soft, hard]}."""
+    return {line[:26].strip(): line[26:].split()[:2] for line in text.splitlines()[1:]}

@@ -1,4 +1,4 @@
-"""Per-app limits: TINYSERV_MEMORY_LIMIT (the supervisor restarts an instance over it) and TINYSERV_NOFILE."""
+"""Per-app limits: TINYSERV_MEMORY_LIMIT (the supervisor restarts an instance over it), TINYSERV_NOFILE and TINYSERV_NPROC."""
 
 import os
 import subprocess
@@ -51,18 +51,19 @@ def test_the_memory_limit_comes_from_the_config_in_mb(config, limit):
 
 
 @pytest.mark.parametrize("key, value", [("TINYSERV_MEMORY_LIMIT", "8"), ("TINYSERV_MEMORY_LIMIT", "1G"),
-                                        ("TINYSERV_NOFILE", "0"), ("TINYSERV_NOFILE", "lots")])
+                                        ("TINYSERV_NOFILE", "0"), ("TINYSERV_NOFILE", "lots"),
+                                        ("TINYSERV_NPROC", "8"), ("TINYSERV_NPROC", "-1")])
 def test_a_limit_it_cannot_take_is_refused(key, value):
     with pytest.raises(TinyservError, match=key):
         settings.check_app_setting(key, value)
 
 
-def test_tinyserv_nofile_is_the_open_files_limit_of_a_spawned_process(tmp_path):
+@pytest.mark.parametrize("key, limit", [("TINYSERV_NOFILE", "RLIMIT_NOFILE"), ("TINYSERV_NPROC", "RLIMIT_NPROC")])
+def test_a_limit_config_var_is_the_rlimit_of_a_spawned_process(tmp_path, key, limit):
     out = tmp_path / "out"
-    code = "import resource; print(resource.getrlimit(resource.RLIMIT_NOFILE))"
+    code = "import resource; print(resource.getrlimit(resource.%s))" % limit
     with open(out, "w") as f:
-        pid = procs.spawn([sys.executable, "-c", code], str(tmp_path), dict(os.environ, TINYSERV_NOFILE="100"),
-                          f.fileno())
+        pid = procs.spawn([sys.executable, "-c", code], str(tmp_path), dict(os.environ, **{key: "100"}), f.fileno())
     os.waitpid(pid, 0)
     assert out.read_text().strip() == "(100, 100)"
 
