@@ -13,7 +13,7 @@ NET_BIND_SERVICE = 1 << 10
 
 SPAWNER = """import os, sys
 sys.path.insert(0, sys.argv[-1])
-from tinyserv import procs
+from tinyserv.platform import procs
 for keep in (False, True):
     r, w = os.pipe()
     pid = procs.spawn(["grep", "^CapEff:", "/proc/self/status"], "/", {"PATH": "/usr/bin:/bin"}, w, keep_caps=keep)

@@ -246,7 +246,7 @@ def test_an_upgrade_hands_the_supervisor_over_without_stopping_the_app(server, t
     # The newer version, installed as server:install would: unpacked and made current under a HOME of its own.
     home = tmp_path / "home"
     home.mkdir()
-    install = client_module("install")
+    install = client_module("cli.install")
     newer = tmp_path / "newer"
     for part in ("bin", "lib"):
         shutil.copytree(os.path.join(REPO, part), newer / part, ignore=shutil.ignore_patterns("__pycache__"))

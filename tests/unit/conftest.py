@@ -12,7 +12,7 @@ LIB = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspa
 if LIB not in sys.path:
     sys.path.insert(0, LIB)
 
-from tinyserv.layout import Layout  # noqa: E402
+from tinyserv.state.layout import Layout  # noqa: E402
 
 TMPFS = "/dev/shm"
 
@@ -50,7 +50,7 @@ def fake():
 @pytest.fixture
 def sup(layout, fake):
     """A supervisor acting on the fake world, driven by tick() (closed afterwards)."""
-    from tinyserv.supervisor import Supervisor
+    from tinyserv.supervise.supervisor import Supervisor
     supervisor = Supervisor(layout, fake)
     yield supervisor
     supervisor.close()

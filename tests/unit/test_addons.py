@@ -5,8 +5,9 @@ import os
 
 import pytest
 
-from tinyserv import addons, postgres, redis, releases
-from tinyserv.errors import TinyservError
+from tinyserv.addons import registry as addons, postgres, redis
+from tinyserv.state import releases
+from tinyserv.common.errors import TinyservError
 
 APP = "shop"
 

@@ -9,8 +9,8 @@ import tarfile
 
 import pytest
 
-from tinyserv import backup
-from tinyserv.errors import TinyservError
+from tinyserv.server import backup
+from tinyserv.common.errors import TinyservError
 
 MANIFEST = {"format": 1, "root": "/old/root", "created_at": "2026-11-28T05:00:00Z",
             "apps": {"shop": {"port": 5000, "release": 3, "build": "b1", "addons": []}}}

@@ -5,8 +5,9 @@ import subprocess
 
 import pytest
 
-from tinyserv import client, commands, gitlocal
-from tinyserv.errors import TinyservError
+from tinyserv.cli import client, gitlocal
+from tinyserv.common import commands
+from tinyserv.common.errors import TinyservError
 
 
 PARSER = client.parser()  # argparse parsers are reusable, and building one is the slow part
@@ -198,7 +199,7 @@ def test_iso_shows_utc_or_nothing(epoch, shown):
 
 def test_the_server_parses_what_the_client_sends_for_every_command():
     """One declaration, two parsers: each client command's request parses on the server to the same values."""
-    from tinyserv import remote
+    from tinyserv.server import remote
     server = remote.parser()
     samples = {"ps:stop": ["web"], "ps:start": ["web"], "config:get": ["KEY"], "ps:scale": ["web=1", "worker=0"],
                "ps:restart": ["web.1"], "logs": ["-n", "5", "-t", "--ps", "web"], "run": ["ls", "-la", "--", "x"],
@@ -231,7 +232,7 @@ def test_the_readme_command_table_is_made_from_the_declarations():
         text = f.read()
     table = text.split("<!-- commands:start -->\n", 1)[1].split("<!-- commands:end -->", 1)[0]
     assert table == commands.readme_table(), (
-        "README.md's command table differs from lib/tinyserv/commands.py; make it from the declarations with:\n"
+        "README.md's command table differs from lib/tinyserv/common/commands.py; make it from the declarations with:\n"
         "  python3 -c 'import sys; sys.path.insert(0, \"lib\"); from tinyserv import commands; "
         "print(commands.readme_table(), end=\"\")'")
 

@@ -5,8 +5,9 @@ import io
 
 import pytest
 
-from tinyserv import client, commands
-from tinyserv.errors import TinyservError
+from tinyserv.cli import client
+from tinyserv.common import commands
+from tinyserv.common.errors import TinyservError
 
 
 class FakeRemote:

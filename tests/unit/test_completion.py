@@ -4,7 +4,8 @@ import subprocess
 
 import pytest
 
-from tinyserv import commands, completion
+from tinyserv.common import commands
+from tinyserv.cli import completion
 
 
 def complete_in_bash(line, tmp_path):

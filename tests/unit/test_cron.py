@@ -6,10 +6,11 @@ import signal
 
 import pytest
 
-from tinyserv import cron, releases, store
-from tinyserv.errors import TinyservError
-from tinyserv.schedule import utc
-from tinyserv.supervisor import Supervisor
+from tinyserv.supervise import cron
+from tinyserv.state import releases, store
+from tinyserv.common.errors import TinyservError
+from tinyserv.common.schedule import utc
+from tinyserv.supervise.supervisor import Supervisor
 
 from .fakes import FakeSystem
 from .test_supervisor import APP, PORT, log_text

@@ -5,9 +5,11 @@ import subprocess
 
 import pytest
 
-from tinyserv import appstate, deploy, settings, store
-from tinyserv.errors import TinyservError
-from tinyserv.layout import Layout
+from tinyserv.state import appstate, store
+from tinyserv.deploy import push as deploy
+from tinyserv.common import settings
+from tinyserv.common.errors import TinyservError
+from tinyserv.state.layout import Layout
 
 OLD = "a" * 40
 NEW = "b" * 40

@@ -5,8 +5,8 @@ import subprocess
 
 import pytest
 
-from tinyserv.dotenv import format_env, parse_env
-from tinyserv.errors import TinyservError
+from tinyserv.common.dotenv import format_env, parse_env
+from tinyserv.common.errors import TinyservError
 
 
 @pytest.mark.parametrize("text, expected", [

@@ -4,7 +4,7 @@ import errno
 
 import pytest
 
-from tinyserv.errors import TinyservError, guarded
+from tinyserv.common.errors import TinyservError, guarded
 
 
 def raising(e):

@@ -10,8 +10,10 @@ import socket
 
 import pytest
 
-from tinyserv import boot, nginx, releases, router, store
-from tinyserv.supervisor import DRAIN_AFTER, SETTLE, Supervisor
+from tinyserv.deploy import boot
+from tinyserv.frontdoor import nginx, router
+from tinyserv.state import releases, store
+from tinyserv.supervise.supervisor import DRAIN_AFTER, SETTLE, Supervisor
 from .fakes import FakeSystem
 from .test_supervisor import APP, PORT, deploy, log_text, make_app, scale
 

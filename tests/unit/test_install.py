@@ -9,10 +9,12 @@ import tarfile
 
 import pytest
 
-from tinyserv import doctor, handover, install, lifecycle, serversetup, unpack
-from tinyserv.doctor import FAIL, OK, WARN, Check
-from tinyserv.errors import TinyservError
-from tinyserv.layout import Layout
+from tinyserv.server import doctor, lifecycle, setup as serversetup
+from tinyserv.supervise import handover
+from tinyserv.cli import install, unpack
+from tinyserv.server.doctor import FAIL, OK, WARN, Check
+from tinyserv.common.errors import TinyservError
+from tinyserv.state.layout import Layout
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -220,8 +222,9 @@ def test_the_unit_is_left_alone_when_it_is_there_or_not_ours_to_write(installed,
 
 
 def test_the_unit_runs_the_current_version_of_an_installed_tinyserv(tmp_path, monkeypatch):
-    from tinyserv import control, lifecycle
-    from tinyserv.layout import Layout
+    from tinyserv.supervise import control
+    from tinyserv.server import lifecycle
+    from tinyserv.state.layout import Layout
     real = tmp_path / ".tinyserv-code" / "versions" / "9-abc" / "bin" / "tinyserv-remote"
     real.parent.mkdir(parents=True)
     real.write_text("")

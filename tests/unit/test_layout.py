@@ -4,9 +4,9 @@ import os
 
 import pytest
 
-from tinyserv import releases
-from tinyserv.errors import TinyservError
-from tinyserv.layout import Layout, server_root, start_port
+from tinyserv.state import releases
+from tinyserv.common.errors import TinyservError
+from tinyserv.state.layout import Layout, server_root, start_port
 
 
 @pytest.mark.parametrize("environ, expected", [

@@ -6,9 +6,10 @@ import sys
 
 import pytest
 
-from tinyserv import procs, settings
-from tinyserv.errors import TinyservError
-from tinyserv.supervisor import MEMORY_CHECK
+from tinyserv.platform import procs
+from tinyserv.common import settings
+from tinyserv.common.errors import TinyservError
+from tinyserv.supervise.supervisor import MEMORY_CHECK
 
 from .test_supervisor import inst, log_text, make_app
 

@@ -4,9 +4,9 @@ import io
 
 import pytest
 
-from tinyserv import local
-from tinyserv.errors import TinyservError
-from tinyserv.local import Prefixer, Process, plan
+from tinyserv.cli import local
+from tinyserv.common.errors import TinyservError
+from tinyserv.cli.local import Prefixer, Process, plan
 
 TYPES = {"release": "./migrate", "web": "node web.js", "worker": "node worker.js", "clock": "node clock.js"}
 

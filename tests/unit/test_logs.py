@@ -6,8 +6,8 @@ import os
 
 import pytest
 
-from tinyserv import logs
-from tinyserv.logs import LogFile
+from tinyserv.state import logs
+from tinyserv.state.logs import LogFile
 
 EPOCH = calendar.timegm((2026, 11, 28, 5, 0, 0))
 

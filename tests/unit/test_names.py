@@ -2,8 +2,8 @@
 
 import pytest
 
-from tinyserv.errors import TinyservError
-from tinyserv.names import check_app_name, check_config_key, parse_assignments, parse_scale
+from tinyserv.common.errors import TinyservError
+from tinyserv.common.names import check_app_name, check_config_key, parse_assignments, parse_scale
 
 
 @pytest.mark.parametrize("name", ["a", "my-app-2", "a" * 30, "z9", "app-"])

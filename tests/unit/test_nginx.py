@@ -4,9 +4,9 @@ import json
 
 import pytest
 
-from tinyserv import nginx
-from tinyserv.errors import TinyservError
-from tinyserv.names import check_domain, check_feature, check_pem, parse_scale
+from tinyserv.frontdoor import nginx
+from tinyserv.common.errors import TinyservError
+from tinyserv.common.names import check_domain, check_feature, check_pem, parse_scale
 
 SITE = nginx.Site(app="myapp", port=5000, primary=(41001,), backup=(), domains=(), maintenance=False,
                   affinity=False, certs=())

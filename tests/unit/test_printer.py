@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-from tinyserv import printer
+from tinyserv.common import printer
 
 
 class Terminal(io.StringIO):

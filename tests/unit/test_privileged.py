@@ -7,9 +7,10 @@ import threading
 
 import pytest
 
-from tinyserv import privileged, releases
-from tinyserv.errors import TinyservError
-from tinyserv.supervisor import Server, Supervisor
+from tinyserv.platform import privileged
+from tinyserv.state import releases
+from tinyserv.common.errors import TinyservError
+from tinyserv.supervise.supervisor import Server, Supervisor
 
 from .fakes import FakeSystem
 
@@ -167,7 +168,7 @@ def test_a_process_lives_as_long_as_its_callers_connection(layout, listener):
     proc.stop(None)  # the caller goes away
     thread.join(10)
     assert not thread.is_alive()
-    from tinyserv.procs import alive
+    from tinyserv.platform.procs import alive
     assert not alive(pid)
     assert os.read(read, 100) == b""  # every holder of the output is gone
     os.close(read)

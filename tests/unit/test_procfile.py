@@ -2,8 +2,8 @@
 
 import pytest
 
-from tinyserv.errors import TinyservError
-from tinyserv.procfile import parse_procfile, process_types
+from tinyserv.common.errors import TinyservError
+from tinyserv.common.procfile import parse_procfile, process_types
 
 
 @pytest.mark.parametrize("text, expected", [

@@ -6,8 +6,8 @@ import sys
 
 import pytest
 
-from tinyserv import procs
-from tinyserv.errors import TinyservError
+from tinyserv.platform import procs
+from tinyserv.common.errors import TinyservError
 from support import wait_until
 
 DAEMON = "import os, time\nif os.fork() == 0:\n    os.setsid()\n    time.sleep(60)\nelse:\n    print(os.getpid(), flush=True)\n    time.sleep(60)\n"

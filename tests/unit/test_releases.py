@@ -6,8 +6,8 @@ import re
 
 import pytest
 
-from tinyserv import releases
-from tinyserv.errors import TinyservError
+from tinyserv.state import releases
+from tinyserv.common.errors import TinyservError
 
 APP = "myapp"
 

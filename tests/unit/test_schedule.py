@@ -2,8 +2,8 @@
 
 import pytest
 
-from tinyserv import schedule
-from tinyserv.schedule import ScheduleError, next_after, parse, utc
+from tinyserv.common import schedule
+from tinyserv.common.schedule import ScheduleError, next_after, parse, utc
 
 
 @pytest.mark.parametrize("text, field, expected", [

@@ -5,8 +5,9 @@ import signal
 
 import pytest
 
-from tinyserv import services, store
-from tinyserv.errors import TinyservError
+from tinyserv.supervise import services
+from tinyserv.state import store
+from tinyserv.common.errors import TinyservError
 
 SPEC = dict(argv=["nginx", "-g", "daemon off;"], cwd="/srv", env={"PATH": "/usr/sbin"})
 

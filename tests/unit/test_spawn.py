@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from tinyserv import procs
+from tinyserv.platform import procs
 
 
 def test_a_command_that_cannot_be_executed_is_an_error_in_the_caller(tmp_path):

@@ -5,8 +5,8 @@ import fcntl
 import os
 import threading
 
-from tinyserv.lifecycle import stand_by
-from tinyserv.store import lock_held
+from tinyserv.server.lifecycle import stand_by
+from tinyserv.state.store import lock_held
 from support import wait_until
 
 

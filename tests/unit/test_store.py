@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
-from tinyserv import store
-from tinyserv.errors import TinyservError
+from tinyserv.state import store
+from tinyserv.common.errors import TinyservError
 
 VALUES = [
     {},

@@ -6,9 +6,9 @@ import signal
 import pytest
 
 
-from tinyserv import releases, store
-from tinyserv.settings import stop_timeout
-from tinyserv.supervisor import MAX_BACKOFF, STABLE_AFTER, Server, backoff, desired_state
+from tinyserv.state import releases, store
+from tinyserv.common.settings import stop_timeout
+from tinyserv.supervise.supervisor import MAX_BACKOFF, STABLE_AFTER, Server, backoff, desired_state
 
 APP = "myapp"
 PORT = 5123

@@ -11,8 +11,9 @@ import socket
 
 import pytest
 
-from tinyserv import logs, store, supervisor
-from tinyserv.supervisor import (BROKEN_RETRY, KILL_WAIT, LINE_COST, NOTICE_EVERY, OUTPUT_BUDGET, READ_CHUNK,
+from tinyserv.state import logs, store
+from tinyserv.supervise import supervisor
+from tinyserv.supervise.supervisor import (BROKEN_RETRY, KILL_WAIT, LINE_COST, NOTICE_EVERY, OUTPUT_BUDGET, READ_CHUNK,
                                  Budget, Server)
 
 from .test_supervisor import APP, PORT, inst, log_text, make_app, scale, states

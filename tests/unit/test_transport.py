@@ -10,9 +10,9 @@ import tempfile
 
 import pytest
 
-from tinyserv import transport
-from tinyserv.errors import TinyservError
-from tinyserv.transport import Remote, command_line, parse_remote, remote_error
+from tinyserv.cli import transport
+from tinyserv.common.errors import TinyservError
+from tinyserv.cli.transport import Remote, command_line, parse_remote, remote_error
 
 NASTY_WORDS = [
     "plain",

@@ -1,0 +1,1 @@
+"""Add-ons: PostgreSQL databases and Redis servers of an app's own."""

@@ -1,0 +1,1 @@
+"""A push: the pre-receive hook, the build, the boot check, the rollout of a release."""

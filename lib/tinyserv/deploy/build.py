@@ -1,0 +1,394 @@
+"""Building a pushed commit into a fresh build directory (never the running one).
+
+A build: extract the commit, read the Procfile, detect the runtime, install
+dependencies (or reuse them when the manifests did not change), run the build
+script. Any failure raises TinyservError and removes the half-made build.
+"""
+
+import hashlib
+import json
+import os
+import re
+import select
+import shutil
+import stat
+import subprocess
+import time
+
+from tinyserv.platform import appenv, privileged, procs
+from tinyserv.supervise import cron
+from tinyserv.state import store
+from tinyserv.common.errors import TinyservError
+from tinyserv.common.procfile import parse_procfile
+
+RUNTIMES = (("node", "package.json"), ("python", "requirements.txt"))
+
+
+def run_streamed(layout, app, argv, cwd, env, steps, what, watch=lambda: None):
+    """Run argv as the app in a session of its own, indenting its output into the push; raise if it fails.
+
+    watch() is called while it runs and may raise (the time limit, a client that went
+    away): the command is then stopped with every process it started.
+    """
+    fd, write = os.pipe()
+    try:
+        proc = privileged.start(layout, app, argv, cwd, env, stdout=write)
+    except (OSError, ValueError) as e:
+        os.close(fd)
+        raise TinyservError("%s failed: cannot run %s (%s)" % (what, argv[0], getattr(e, "strerror", e))) from None
+    except BaseException:
+        os.close(fd)  # the supervisor could not be asked (it says why)
+        raise
+    finally:
+        os.close(write)
+    try:
+        _stream(proc, fd, steps, watch)
+    except BaseException:
+        proc.stop(env[procs.MARK])
+        raise
+    finally:
+        os.close(fd)
+    code = proc.wait()
+    if code != 0:
+        raise TinyservError("%s failed (exit %d)" % (what, code))
+
+
+def _stream(proc, fd, steps, watch):
+    """Copy proc's output (read from fd) into the push, line by line, until it has exited and said everything."""
+    os.set_blocking(fd, False)
+    rest = b""
+    while True:
+        watch()
+        exited = proc.poll() is not None
+        readable, _, _ = select.select([fd], [], [], 0 if exited else 0.2)
+        chunk = _read(fd) if readable else None
+        if chunk:
+            lines, rest = split_lines(rest + chunk)
+            for line in lines:
+                steps.detail(line.decode("utf-8", "replace").rstrip())
+        elif chunk == b"" or exited:
+            break  # end of output, or it exited and what is left holding its output is a daemon
+    if rest:
+        steps.detail(rest.decode("utf-8", "replace").rstrip())
+
+
+def _read(fd):
+    try:
+        return os.read(fd, 65536)
+    except BlockingIOError:
+        return None
+
+
+def split_lines(data):
+    """(whole lines, unfinished rest) of data; lines are cut at MAX_LINE bytes, as Heroku cuts log lines."""
+    *lines, rest = data.split(b"\n")
+    if len(rest) > MAX_LINE:
+        lines.append(rest)
+        rest = b""
+    return [l if len(l) <= MAX_LINE else l[:MAX_LINE] + CUT for l in lines], rest
+
+
+MAX_LINE = 10000
+CUT = b" [cut at 10000 bytes]"
+MAX_FILE = 1024 * 1024  # Procfile, package.json, requirements.txt, app.json
+MAX_LOCKFILE = 32 * 1024 * 1024
+
+
+def read_pushed(build_dir, name, limit=MAX_FILE):
+    """The bytes of a file tinyserv reads from a push, or None when the push has none.
+
+    It must be a regular file inside the pushed tree (a symlink may point to one) and at
+    most limit bytes: a Procfile linked to /dev/zero or /etc/passwd rejects the push.
+    """
+    path = os.path.join(build_dir, name)
+    if not os.path.lexists(path):
+        return None
+    real, top = os.path.realpath(path), os.path.realpath(build_dir)
+    if not real.startswith(top + os.sep):
+        raise TinyservError("%s points outside the pushed tree: commit the file itself" % name)
+    try:
+        info = os.stat(real)
+        if not stat.S_ISREG(info.st_mode):
+            raise TinyservError("%s is not a regular file" % name)
+        if info.st_size > limit:
+            raise TinyservError("%s is larger than %d KiB" % (name, limit // 1024))
+        with open(real, "rb") as f:
+            return f.read(limit + 1)[:limit]
+    except OSError as e:
+        raise TinyservError("cannot read %s: %s" % (name, e.strerror)) from None
+
+
+def read_pushed_text(build_dir, name, limit=MAX_FILE):
+    """read_pushed, decoded as UTF-8 (None when absent)."""
+    data = read_pushed(build_dir, name, limit)
+    try:
+        return None if data is None else data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise TinyservError("%s is not UTF-8 text" % name) from None
+
+
+def new_build_id(layout, app, commit):
+    """A unique, sortable build directory name: time and short commit."""
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+    build_id = "%s-%s" % (stamp, commit[:7])
+    n = 1
+    while os.path.exists(layout.build_dir(app, build_id)):
+        n += 1
+        build_id = "%s-%s-%d" % (stamp, commit[:7], n)
+    return build_id
+
+
+def extract(layout, app, commit, dest, git_env, mark):
+    """Write the commit's tree into dest (git archive: the bare repo's HEAD is never moved).
+
+    tar writes the files as the app (its own user in root mode): they are the app's to change while it builds.
+    """
+    import tempfile
+    os.makedirs(dest)
+    privileged.claim(layout, app, dest)
+    env = dict(git_env, GIT_DIR=layout.repo(app))
+    env.pop("GIT_WORK_TREE", None)
+    archive = subprocess.Popen(["git", "archive", "--format=tar", commit], env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    with tempfile.TemporaryFile() as errors:
+        try:
+            untar = privileged.start(layout, app, ["tar", "-x", "-C", dest], dest,
+                                     {"PATH": appenv.BASE_PATH, "LANG": "C.UTF-8", procs.MARK: mark},
+                                     stdin=archive.stdout.fileno(), stdout=errors.fileno())
+        finally:
+            archive.stdout.close()
+        code = untar.wait()
+        err = archive.stderr.read().decode(errors="replace").strip()
+        if archive.wait() != 0 or code != 0:
+            errors.seek(0)
+            raise TinyservError("cannot extract %s: %s" % (commit[:7], err or errors.read().decode(
+                errors="replace").strip()))
+
+
+def read_procfile(build_dir):
+    """The build's Procfile as {type: command}; it must declare web."""
+    text = read_pushed_text(build_dir, "Procfile", 64 * 1024)
+    if text is None:
+        raise TinyservError("no Procfile: add one with a web process, e.g. 'web: npm start'")
+    types = parse_procfile(text)
+    if "web" not in types:
+        raise TinyservError("the Procfile declares no web process: add a line like 'web: node index.js'")
+    return types
+
+
+def read_healthcheck(build_dir):
+    """The path web must answer with 2xx/3xx before it counts as up: app.json's healthchecks.web (dokku's
+    convention: a list of checks; the first with a path that is not a liveness check), or None."""
+    text = read_pushed_text(build_dir, "app.json")
+    if text is None:
+        return None
+    try:
+        manifest = json.loads(text)
+    except ValueError as e:
+        raise TinyservError("app.json is not valid JSON: %s" % e) from None
+    checks = (manifest.get("healthchecks") or {}).get("web") if isinstance(manifest, dict) else None
+    if checks is None:
+        return None
+    if not isinstance(checks, list) or not all(isinstance(c, dict) for c in checks):
+        raise TinyservError("app.json: healthchecks.web must be a list of checks like "
+                            '{"type": "startup", "path": "/health"}')
+    for check in checks:
+        if check.get("type") != "liveness" and "path" in check:
+            path = check["path"]
+            if not isinstance(path, str) or not HEALTH_PATH.match(path):
+                raise TinyservError("app.json: the health check path %r must start with / and hold no spaces "
+                                    "(at most 1000 characters)" % (path,))
+            return path
+    return None
+
+
+HEALTH_PATH = re.compile(r"/[!-~]{0,999}\Z")
+
+
+def detect_runtime(build_dir, procfile):
+    """'node', 'python' or 'generic' (a Procfile alone)."""
+    for runtime, manifest in RUNTIMES:
+        if read_pushed(build_dir, manifest) is not None:
+            return runtime
+    for command in procfile.values():
+        if command.split()[0] in ("npm", "node", "npx", "yarn"):
+            raise TinyservError("the Procfile runs %r but there is no package.json: "
+                                "add one (npm init -y) and commit it" % command.split()[0])
+    return "generic"
+
+
+def digest(build_dir, names, extra):
+    """A hash of the dependency manifests that exist, plus extra (a runtime version)."""
+    h = hashlib.sha256(extra.encode())
+    for name in names:
+        h.update(b"\0" + name.encode() + b"\0")
+        h.update(read_pushed(build_dir, name, MAX_LOCKFILE) or b"")
+    return h.hexdigest()[:16]
+
+
+def tool_version(argv):
+    try:
+        return subprocess.run(argv, capture_output=True, text=True).stdout.strip()
+    except OSError:
+        raise TinyservError("%s is not installed on the server" % argv[0]) from None
+
+
+def read_package_json(build_dir):
+    try:
+        package = json.loads(read_pushed_text(build_dir, "package.json"))
+    except ValueError as e:
+        raise TinyservError("package.json is not valid JSON: %s" % e) from None
+    if not isinstance(package, dict):
+        raise TinyservError("package.json is not a JSON object")
+    return package
+
+
+class Builder:
+    """Builds one commit of one app, printing Heroku-style steps."""
+
+    def __init__(self, layout, app, steps, config, watch=lambda: None):
+        self.layout = layout
+        self.app = app
+        self.steps = steps
+        self.config = config
+        self.watch = watch  # raises when the build must stop (time limit, client gone)
+
+    def build(self, commit, git_env):
+        """Make a complete build directory for commit; return its metadata."""
+        build_id = new_build_id(self.layout, self.app, commit)
+        build_dir = self.layout.build_dir(self.app, build_id)
+        self.mark = self.layout.mark(self.app, "build.%s" % build_id)
+        try:
+            extract(self.layout, self.app, commit, build_dir, git_env, self.mark)
+            meta = {"id": build_id, "commit": commit, "path": [], "env": {}}
+            meta["procfile"] = read_procfile(build_dir)
+            meta["cron"] = cron.read_jobs(read_pushed_text(build_dir, "app.json"))
+            cron.check_names(meta["cron"], meta["procfile"])
+            health = read_healthcheck(build_dir)
+            if health:
+                meta["healthcheck"] = health
+            meta["runtime"] = detect_runtime(build_dir, meta["procfile"])
+            self.steps.step({"node": "Node.js app detected", "python": "Python app detected",
+                             "generic": "Generic app detected (Procfile only)"}[meta["runtime"]])
+            getattr(self, "install_" + meta["runtime"])(build_dir, meta)
+            self.steps.step("Discovering process types")
+            self.steps.detail("Procfile declares types -> %s" % ", ".join(meta["procfile"]))
+            if meta["cron"]:
+                self.steps.detail("app.json declares cron jobs -> %s" % ", ".join(
+                    "%s (%s)" % (cron.job_name(n), job["schedule"]) for n, job in enumerate(meta["cron"], 1)))
+            store.write_json(self.layout.build_meta(self.app, build_id), meta, mode=0o644)
+            return meta
+        except BaseException:
+            privileged.remove(self.layout, self.app, build_dir)
+            raise
+        finally:
+            # What the build started and left running (a postinstall's daemon) ends with it.
+            procs.stop([], grace=5, what="stopping what the build left running", marks=[self.mark])
+
+    def env(self, build_dir, meta):
+        """What build commands run with: the app's base environment and its config vars."""
+        env = appenv.base_env(build_dir, meta, self.mark)
+        env.update(self.config)
+        return env
+
+    def deps_dir(self, key):
+        return self.layout.app_file(self.app, "deps", key)
+
+    def cached(self, key):
+        """Is a complete dependency install with this key on disk?"""
+        return os.path.exists(os.path.join(self.deps_dir(key), ".complete"))
+
+    def fresh_deps_dir(self, key):
+        """An empty dependency directory for key, the app's own to install into."""
+        privileged.remove(self.layout, self.app, self.deps_dir(key))
+        os.makedirs(self.deps_dir(key))
+        privileged.claim(self.layout, self.app, self.deps_dir(key))
+
+    def run(self, argv, build_dir, env, what):
+        """One build command, as the app, its output in the push."""
+        run_streamed(self.layout, self.app, argv, build_dir, env, self.steps, what, self.watch)
+
+    def mark_complete(self, key):
+        store.write_atomic(os.path.join(self.deps_dir(key), ".complete"), "", 0o644)
+
+    def install_generic(self, build_dir, meta):
+        pass
+
+    def install_node(self, build_dir, meta):
+        """npm ci (lockfile) or npm install, reused when package*.json did not change; then build."""
+        package = read_package_json(build_dir)
+        meta["path"] = ["node_modules/.bin"]
+        key = "node-" + digest(build_dir, ["package.json", "package-lock.json"], tool_version(["node", "--version"]))
+        meta["deps"] = key
+        target = os.path.join(self.deps_dir(key), "node_modules")
+        if self.cached(key):
+            self.steps.step("Reusing dependencies (package.json and package-lock.json unchanged)")
+        else:
+            lock = os.path.exists(os.path.join(build_dir, "package-lock.json"))
+            argv = ["npm", "ci"] if lock else ["npm", "install"]
+            self.steps.step("Installing dependencies (%s)" % " ".join(argv))
+            self.run(argv, build_dir, self.env(build_dir, meta), " ".join(argv))
+            self.fresh_deps_dir(key)
+            installed = os.path.join(build_dir, "node_modules")
+            if os.path.isdir(installed) and not os.path.islink(installed):
+                os.rename(installed, target)
+            else:
+                os.makedirs(target)
+            self.mark_complete(key)
+        _replace_with_link(os.path.join(build_dir, "node_modules"), target)
+        if "build" in (package.get("scripts") or {}):
+            self.steps.step("Running build script (npm run build)")
+            self.run(["npm", "run", "build"], build_dir, self.env(build_dir, meta), "npm run build")
+
+    def install_python(self, build_dir, meta):
+        """A virtualenv per requirements.txt, reused when requirements.txt did not change."""
+        key = "python-" + digest(build_dir, ["requirements.txt"], tool_version(["python3", "--version"]))
+        venv = os.path.join(self.deps_dir(key), "venv")
+        meta.update(deps=key, path=[os.path.join(venv, "bin")], env={"VIRTUAL_ENV": venv})
+        if self.cached(key):
+            self.steps.step("Reusing virtualenv (requirements.txt unchanged)")
+            return
+        self.fresh_deps_dir(key)
+        self.steps.step("Installing dependencies (pip install -r requirements.txt)")
+        env = self.env(build_dir, meta)
+        try:
+            self.run(["python3", "-m", "venv", venv], build_dir, env, "creating the virtualenv")
+            self.run([os.path.join(venv, "bin", "pip"), "install", "--disable-pip-version-check",
+                      "-r", "requirements.txt"], build_dir, env, "pip install")
+        except TinyservError:
+            privileged.remove(self.layout, self.app, self.deps_dir(key))
+            raise
+        self.mark_complete(key)
+
+
+def _replace_with_link(path, target):
+    """Make path a symlink to target, replacing whatever was there."""
+    if os.path.islink(path) or os.path.isfile(path):
+        os.unlink(path)
+    elif os.path.isdir(path):
+        shutil.rmtree(path)
+    os.symlink(target, path)
+
+
+def remove(layout, app, build_id):
+    """Delete one build (a deploy that failed after building)."""
+    privileged.remove(layout, app, layout.build_dir(app, build_id))
+    try:
+        os.unlink(layout.build_meta(app, build_id))
+    except FileNotFoundError:
+        pass
+
+
+def prune(layout, app, keep, protect):
+    """Delete all but the newest `keep` builds (never those in protect) and unused deps."""
+    builds_dir = layout.app_file(app, "builds")
+    ids = sorted(n[:-5] for n in os.listdir(builds_dir) if n.endswith(".json"))
+    doomed = [b for b in ids[:-keep] if b not in protect] if keep > 0 else []
+    for build_id in doomed:
+        remove(layout, app, build_id)
+    used = {(store.read_json(layout.build_meta(app, b)) or {}).get("deps") for b in ids if b not in doomed}
+    deps_dir = layout.app_file(app, "deps")
+    for key in os.listdir(deps_dir) if os.path.isdir(deps_dir) else []:
+        if key not in used:
+            privileged.remove(layout, app, os.path.join(deps_dir, key))
+    return doomed

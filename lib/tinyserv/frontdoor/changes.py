@@ -1,0 +1,167 @@
+"""What commands change at the front door: an app's router settings, checked by nginx before they count.
+
+An app's domains, maintenance mode, features and certificates live in apps/<app>/router.json
+(appstate.router_settings). A command changes them in one way: it makes the new settings, has
+`nginx -t` check the whole config they would give (with what nginx serves now for every other app),
+saves them only if nginx accepts it, asks the supervisor to apply them, and waits until nginx serves
+them. A change nginx refuses fails with nginx's message and changes nothing.
+
+Also here: maintenance:* and features:* (the other commands are in domains.py and certs.py).
+"""
+
+import contextlib
+import copy
+import json
+import os
+
+from tinyserv.state import appstate, releases, store
+from tinyserv.supervise import control, services
+from tinyserv.frontdoor import nginx, router
+from tinyserv.common import settings
+from tinyserv.common.errors import TinyservError
+from tinyserv.common.names import FEATURES, check_feature
+
+
+def require():
+    """The front door's commands need nginx: refuse in one line that says how to get it."""
+    if settings.nginx_binary() is None:
+        raise TinyservError(settings.nginx_missing())
+
+
+@contextlib.contextmanager
+def locked(layout, app, every_app=False):
+    """Hold the app's lock (and the global one when a change must look at every app: a domain's owner)."""
+    layout.require(app)
+    require()
+    with contextlib.ExitStack() as stack:
+        if every_app:
+            stack.enter_context(store.locked(layout.global_lock))
+        stack.enter_context(store.locked(layout.app_file(app, "lock")))
+        yield
+
+
+def change(layout, app, mutate, before_check=lambda new: None, every_app=False):
+    """Apply mutate(settings) -> new settings, checked by nginx, saved, applied, live; the new settings.
+
+    before_check(new) may put files in place that nginx must read (a certificate) and
+    raise to refuse; it is the caller's job to remove them when this raises.
+    """
+    with locked(layout, app, every_app):
+        saved = appstate.router_settings(layout, app)
+        new = mutate(copy.deepcopy(saved))
+        if new == saved:
+            return new
+        before_check(new)
+        check(layout, app, new)
+        appstate.save_router_settings(layout, app, new)
+    control.sync(layout, app)
+    wait_live(layout, app, new)
+    return new
+
+
+def live_sites(layout):
+    """{app: Site} of the config nginx serves now (from nginx/routes.json)."""
+    routes = nginx.read_routes(nginx.Prefix(layout))
+    sites = {}
+    for app, fields in (routes.get("sites") or {}).items():
+        try:
+            sites[app] = router.site_from(fields)
+        except (KeyError, TypeError, ValueError):
+            continue  # a damaged entry: the supervisor rewrites the file at its next change
+    return sites
+
+
+def check(layout, app, saved):
+    """Would nginx take the config with app's settings as saved? Raise with its words if not."""
+    prefix = nginx.Prefix(layout).ensure()
+    sites = live_sites(layout)
+    old = sites.get(app)
+    port = old.port if old else releases.port(layout, app)
+    sites[app] = router.site_for(layout, app, port, old.primary if old else (), old.backup if old else (), saved)
+    http, https = settings.http_port(), settings.https_port()
+    wants_http = bool(settings.base_domain()) or bool(sites[app].domains)  # needed by this change, not before
+    wants_https = any(s.certs for s in sites.values())
+    held = nginx.listening_ports(services.pid(layout, nginx.SERVICE) or 0)
+    for wanted, port_number, what in ((wants_http, http, "TINYSERV_HTTP_PORT"), (wants_https, https,
+                                                                                  "TINYSERV_HTTPS_PORT")):
+        problem = None if not wanted or port_number in held else nginx.why_not_listenable(port_number)
+        if problem:
+            raise TinyservError("nginx cannot serve this: %s (%s); nothing changed" % (problem, what))
+    plan = nginx.Plan(tuple(sites[a] for a in sorted(sites)), http, https, router.user_directive(),
+                      nginx.has_ipv6(), True, wants_https)
+    text = nginx.render(plan, prefix)
+    path = os.path.join(prefix.dir, "check-%d.conf" % os.getpid())
+    try:
+        problem = nginx.test(settings.nginx_binary(), prefix, text, path)
+    finally:
+        store.remove(path)
+    if problem:
+        raise TinyservError("nginx refused the change: %s; nothing changed" % problem)
+
+
+def wait_live(layout, app, saved):
+    """Wait until nginx serves app with these settings (the supervisor reloads it)."""
+    expected = json.loads(json.dumps(router.site_for(layout, app, 0, (), (), saved)._asdict()))
+    keys = ("domains", "maintenance", "affinity", "certs")
+    router.wait_until_live(layout, app, lambda site: site is not None and all(
+        site.get(k) == expected[k] for k in keys))
+
+
+def status(layout):
+    """The front door's state in one line, for the listings."""
+    binary = settings.nginx_binary()
+    if binary is None:
+        return settings.nginx_missing()
+    pid = services.pid(layout, nginx.SERVICE)
+    return "nginx %s, %s" % (binary, "running (pid %d)" % pid if pid else "not running (see %s)"
+                             % services.log_file(layout, nginx.SERVICE))
+
+
+# --- maintenance:* -------------------------------------------------------------------------------
+
+
+def maintenance_status(layout, app):
+    """maintenance: is the app in maintenance mode?"""
+    layout.require(app)
+    return {"maintenance": appstate.router_settings(layout, app)["maintenance"]}
+
+
+def maintenance_on(layout, app):
+    """maintenance:on: nginx answers 503 with a short page; the app's processes keep running."""
+    return set_maintenance(layout, app, True)
+
+
+def maintenance_off(layout, app):
+    """maintenance:off: nginx serves the app again."""
+    return set_maintenance(layout, app, False)
+
+
+def set_maintenance(layout, app, on):
+    new = change(layout, app, lambda s: dict(s, maintenance=on))
+    return {"maintenance": new["maintenance"]}
+
+
+# --- features:* ----------------------------------------------------------------------------------
+
+FEATURE_HELP = {"http-session-affinity": "keep each client on one web instance (a cookie, as Heroku's router sets)"}
+
+
+def features(layout, app):
+    """features: every feature, enabled or not."""
+    layout.require(app)
+    enabled = appstate.router_settings(layout, app)["features"]
+    return [{"name": f, "enabled": f in enabled, "description": FEATURE_HELP[f]} for f in FEATURES]
+
+
+def feature_enable(layout, app, feature):
+    """features:enable FEATURE."""
+    check_feature(feature)
+    change(layout, app, lambda s: dict(s, features=sorted(set(s["features"]) | {feature})))
+    return features(layout, app)
+
+
+def feature_disable(layout, app, feature):
+    """features:disable FEATURE."""
+    check_feature(feature)
+    change(layout, app, lambda s: dict(s, features=sorted(set(s["features"]) - {feature})))
+    return features(layout, app)

@@ -1,0 +1,513 @@
+"""The front door as the supervisor keeps it: what nginx should serve, applied only once nginx accepts it.
+
+The supervisor tells the Router what each app's site is (its port, the internal ports of its web
+instances, its domains ...). The Router renders the whole config, has `nginx -t` check it, installs it
+and reloads nginx with SIGHUP; it counts a config as live once nginx has started a worker process
+that read it. Until then the instances the previous config sent traffic to are still routed: the
+supervisor stops an old instance only once no live config routes to it (released()).
+
+A config nginx refuses never replaces the working one; a port nginx cannot take (another program
+holds an app's port, port 80 without the capability) is left out, said once, and tried again.
+"""
+
+import os
+import signal
+import socket
+import sys
+import time
+
+from tinyserv.state import appstate, store
+from tinyserv.frontdoor import nginx
+from tinyserv.supervise import services
+from tinyserv.common import settings
+from tinyserv.common.errors import TinyservError
+
+RENEW_EVERY = 12 * 3600  # seconds between looks for automatic certificates to renew (certs:renew)
+from tinyserv import REMOTE_SCRIPT  # noqa: E402
+APPLY_RETRY = 2.0  # seconds before a refused config, or a port nginx could not take, is tried again
+RELOAD_TIMEOUT = 10.0  # seconds nginx gets to start a worker with a new config before the reload counts as failed
+RELEASED_KEPT = 3600  # seconds a port's release time is remembered
+LOG_READS = 256  # router datagrams read per turn of the supervisor's loop
+
+
+class Door:
+    """The real nginx and the real network; unit tests pass a fake with the same methods."""
+
+    def __init__(self, binary, prefix):
+        self.binary = binary
+        self.prefix = prefix
+        self.ipv6 = nginx.has_ipv6()
+
+    def test(self, text):
+        return nginx.test(self.binary, self.prefix, text)
+
+    def install(self):
+        nginx.install(self.prefix)
+
+    def listening_ports(self, pid):
+        return nginx.listening_ports(pid)
+
+    def why_not_listenable(self, port):
+        return nginx.why_not_listenable(port)
+
+    def connections_to(self, port):
+        return nginx.connections_to(port)
+
+    def service(self):
+        return nginx.service_spec(self.binary, self.prefix)
+
+    def serving(self, pid):
+        return nginx.worker_accepts(pid)
+
+
+def user_directive():
+    """nginx's `user` line: only as root, where nginx would otherwise run its workers as nobody."""
+    if os.geteuid() != 0:
+        return None
+    import pwd
+    return pwd.getpwuid(os.geteuid()).pw_name
+
+
+class Router:
+    """Keeps nginx serving what the supervisor says, one checked config at a time."""
+
+    def __init__(self, layout, system, keeper, note, door=None, binary=lambda: settings.nginx_binary()):
+        self.layout = layout
+        self.sys = system
+        self.keeper = keeper
+        self.note = note
+        self.prefix = nginx.Prefix(layout)
+        self.find_binary = binary
+        self.door = door
+        self.binary = None
+        self.sites = {}  # app -> nginx.Site wanted now (port: the app's public port)
+        self.written = None  # {"generation", "text", "sites"} of the config nginx.conf holds
+        self.live = {}  # app -> Site of the config nginx runs (confirmed)
+        self.live_at = 0.0
+        self.released_at = {}  # port -> when the last config routing to it stopped being live
+        self.generation = 0
+        self.pending = None  # a reload nginx has not confirmed yet
+        self.master = None  # (pid, starttime) of nginx's master, as the Keeper runs it
+        self.workers = set()
+        self.held = set()  # ports this master listens on: those of the last config it confirmed
+        self.ready = False
+        self.dirty = False
+        self.retry_at = 0.0
+        self.noted = {}  # topic -> the last thing said about it (say each thing once)
+        self.socket = None
+        self.declared = False
+        self.renew_at = 0.0
+        self.renewing = None  # pid of the certs:renew we started, until it is reaped
+
+    @property
+    def enabled(self):
+        return self.binary is not None
+
+    def refresh(self):
+        """Is nginx installed (or switched off) now? Cheap; the supervisor asks at every sync."""
+        binary = self.find_binary()
+        if binary != self.binary:
+            self.binary = binary
+            if binary:
+                self.door = self.door if self.door and getattr(self.door, "binary", binary) == binary else Door(
+                    binary, self.prefix)
+            self.say("mode", "front door: nginx %s" % binary if binary else "front door: none (%s)"
+                     % settings.nginx_missing())
+            self.dirty = True
+        return self.enabled
+
+    def say(self, topic, text):
+        """Note text in the supervisor's log unless it was the last thing said about topic."""
+        if self.noted.get(topic) != text:
+            self.noted[topic] = text
+            self.note(text)
+
+    # --- what should be served -------------------------------------------------------------------
+
+    def ensure(self):
+        """On a full sync: nginx declared as a service with a config it accepts, or withdrawn without nginx."""
+        if not self.enabled:
+            if os.path.exists(services.spec_file(self.layout, nginx.SERVICE)):
+                services.withdraw(self.layout, nginx.SERVICE)
+            self.close_socket()
+            return
+        self.prefix.ensure()
+        self.open_socket()
+        if self.written is None:
+            self.adopt_routes()
+        if self.written is None or not os.path.exists(self.prefix.conf):
+            self.apply(self.sys.clock())
+        self.declare()
+
+    def declare(self):
+        """nginx as a platform service, once it has a config it accepted (the Keeper starts it)."""
+        if os.path.exists(self.prefix.conf):
+            spec = self.door.service()
+            services.declare(self.layout, nginx.SERVICE, grace=10, stop_signal=signal.SIGQUIT,
+                             keep_capabilities=True, **spec)
+            self.declared = True
+
+    def update(self, app, site):
+        """The site app should have now (None: serve nothing for it)."""
+        if not self.enabled:
+            return
+        if site is None:
+            if self.sites.pop(app, None) is not None:
+                self.dirty = True
+        elif self.sites.get(app) != site:
+            self.sites[app] = site
+            self.dirty = True
+
+    def plan(self):
+        """The Plan for the sites wanted now, leaving out ports nginx cannot take (said once, tried again)."""
+        scanned = []
+        blocked = []
+
+        def held(port):
+            """Does nginx hold port? Known for the ports of its live config; the socket tables, read once, else."""
+            if port in self.held or not self.master:
+                return port in self.held
+            if not scanned:
+                scanned.append(self.door.listening_ports(self.master[0]))
+            return port in scanned[0]
+
+        def usable(port, what):
+            problem = None if held(port) else self.door.why_not_listenable(port)
+            self.say("port %d" % port, "nginx cannot listen on %s: %s" % (what, problem) if problem else
+                     "nginx can listen on port %d" % port)
+            if problem:
+                blocked.append(port)
+            return problem is None
+        sites = []
+        for app in sorted(self.sites):
+            site = self.sites[app]
+            if site.port is not None and not usable(site.port, "%s's port %d" % (app, site.port)):
+                site = site._replace(port=None)
+            sites.append(site)
+        http, https = settings.http_port(), settings.https_port()
+        wants_https = any(s.certs for s in sites)
+        # Always on the HTTP port (a host no app claims gets a 404 there), unless nginx cannot take it.
+        plan = nginx.Plan(tuple(sites), http, https, user_directive(), self.door.ipv6,
+                          usable(http, "the HTTP port %d (TINYSERV_HTTP_PORT)" % http),
+                          wants_https and usable(https, "the HTTPS port %d" % https))
+        return plan, blocked
+
+    # --- applying it -----------------------------------------------------------------------------
+
+    def tick(self, now):
+        """Follow nginx's master, confirm a reload, apply what changed; True when the live config changed."""
+        if not self.enabled:
+            return False
+        changed = self.follow_master(now)
+        self.renew(now)
+        if self.master is None and self.declared and now >= self.retry_at:
+            # nginx does not run (the Keeper restarts it after a backoff): a port another program took since the
+            # last plan may be why, so plan again now and then; an unchanged config costs nothing.
+            self.dirty, self.retry_at = True, now + APPLY_RETRY
+        if self.pending:
+            changed = self.check_reload(now) or changed
+        elif (self.dirty or (self.retry_at and now >= self.retry_at)) and now >= self.retry_at:
+            changed = self.apply(now) or changed
+        return changed
+
+    def renew(self, now):
+        """Twice a day, run `tinyserv-remote certs:renew` when an app gets its certificate from an ACME server."""
+        if self.renewing is not None and self.sys.reap(self.renewing) is None and self.sys.alive(self.renewing):
+            return
+        self.renewing = None
+        if now < self.renew_at:
+            return
+        self.renew_at = now + RENEW_EVERY
+        if not any(self.acme(app) for app in self.layout.apps()):
+            return
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("GIT_", "SSH_"))}
+        env["TINYSERV_INSTANCE"] = services.mark(self.layout, "certs-renew")  # every process carries a mark
+        try:
+            out = os.open(os.path.join(self.layout.run_dir, "certs-renew.log"), os.O_WRONLY | os.O_APPEND | os.O_CREAT,
+                          0o600)
+            try:
+                self.renewing = self.sys.spawn([sys.executable, REMOTE_SCRIPT, "certs:renew"], self.layout.root, env,
+                                               out)
+            finally:
+                os.close(out)
+        except (OSError, ValueError) as e:
+            self.say("renew", "cannot run certs:renew: %s" % e)
+
+    def acme(self, app):
+        try:
+            return appstate.router_settings(self.layout, app)["acme"]
+        except TinyservError:
+            return False
+
+    def follow_master(self, now):
+        """Notice a new nginx master (started or restarted by the Keeper) and when it is ready to serve."""
+        svc = self.keeper.running.get(nginx.SERVICE)
+        master = (svc["pid"], svc["starttime"]) if svc and svc["state"] == "up" else None
+        if master != self.master:
+            self.master, self.ready, self.workers, self.held = master, False, set(), set()
+            self.pending = None
+            if master is None and self.written:
+                return self.confirm(self.written, now)  # nothing serves: nothing routes anywhere old
+        if self.master and not self.ready:
+            workers = self.worker_pids()
+            if workers:
+                self.ready, self.workers = True, workers
+                if self.written and self.written.get("at", 0) > svc.get("since", 0):
+                    self.reload(now)  # written after nginx started: it may have read the one before
+                elif self.written:
+                    return self.confirm(self.written, now)
+        return False
+
+    def worker_pids(self):
+        """nginx's worker processes: the rest of its master's process group."""
+        pid = self.master[0]
+        return {p for p in self.sys.group_members(pid) if p != pid}
+
+    def apply(self, now):
+        """Render, check with nginx -t, install and reload; a refused config changes nothing. True if live now."""
+        self.dirty = False
+        self.retry_at = 0.0
+        try:
+            plan, blocked = self.plan()
+            text = nginx.render(plan, self.prefix)
+        except TinyservError as e:
+            self.say("config", "nginx config not made: %s" % e)
+            self.retry_at = now + APPLY_RETRY
+            return False
+        if blocked:
+            self.retry_at = now + APPLY_RETRY
+        if self.written and text == self.written["text"]:
+            return False
+        problem = self.door.test(text)
+        if problem:
+            self.say("config", "nginx refused the new config (the running one stays): %s" % problem)
+            self.retry_at = now + APPLY_RETRY
+            return False
+        self.say("config", "nginx config accepted")
+        self.door.install()
+        if not self.declared:
+            self.declare()
+            self.keeper.reconcile()
+        self.generation += 1
+        listens = {s.port for s in plan.sites if s.port is not None}
+        listens |= {plan.http_port} if plan.listen_http else set()
+        listens |= {plan.https_port} if plan.listen_https else set()
+        self.written = {"generation": self.generation, "text": text, "at": now,
+                        "sites": {s.app: s for s in plan.sites}, "listens": listens}
+        if self.master and self.ready:
+            self.reload(now)
+            return False
+        if self.master is None:
+            return self.confirm(self.written, now)
+        return False  # nginx is starting: follow_master reloads it once it is ready
+
+    def reload(self, now):
+        """SIGHUP nginx's master; the reload is confirmed when a worker it did not have before appears."""
+        self.sys.signal_pids([self.master], signal.SIGHUP)
+        self.pending = {"written": self.written, "before": set(self.workers), "deadline": now + RELOAD_TIMEOUT}
+
+    def check_reload(self, now):
+        """Has nginx started a worker with the new config, and have the old ones stopped taking connections?"""
+        workers = self.worker_pids()
+        old = workers & self.pending["before"]
+        if workers - self.pending["before"] and not any(self.door.serving(pid) for pid in old):
+            written, self.pending = self.pending["written"], None
+            self.workers = workers
+            return self.confirm(written, now)
+        if now >= self.pending["deadline"]:
+            self.say("config", "nginx did not take the new config within %d s (the old one still serves): %s" % (
+                RELOAD_TIMEOUT, self.error_tail()))
+            self.pending, self.written = None, None  # written again, and nginx signalled again, on the retry
+            self.dirty, self.retry_at = True, now + APPLY_RETRY
+        return False
+
+    def confirm(self, written, now):
+        """written is what nginx serves now: remember which ports stopped being routed, and when."""
+        before = self.routed_ports(self.live)
+        self.live, self.live_at = dict(written["sites"]), now
+        self.held = set(written.get("listens", ())) if self.master else set()
+        still = self.routed_ports(self.live) | self.routed_ports(self.written["sites"] if self.written else {})
+        for port in before - still:
+            self.released_at[port] = now
+        for port in [p for p, t in self.released_at.items() if now - t > RELEASED_KEPT or p in still]:
+            del self.released_at[port]
+        self.save_routes(written["generation"], now)
+        return True
+
+    @staticmethod
+    def routed_ports(sites):
+        return {p for s in sites.values() for p in tuple(s.primary) + tuple(s.backup)}
+
+    def released(self, port):
+        """Since when no config nginx runs or is about to run routes to port (None: one still does)."""
+        if not self.enabled:
+            return 0.0
+        written = self.written["sites"] if self.written else {}
+        if port in self.routed_ports(self.live) or port in self.routed_ports(written):
+            return None
+        return self.released_at.get(port, 0.0)
+
+    def live_primary(self, app):
+        """The ports the live config sends app's traffic to (not its backups)."""
+        site = self.live.get(app)
+        return set(site.primary) if site else set()
+
+    def busy(self):
+        """Is a reload waiting for nginx (the supervisor looks again soon)?"""
+        return bool(self.pending) or (self.enabled and self.master is not None and not self.ready)
+
+    def error_tail(self):
+        """The last line of nginx's error log (where a failed reload says why)."""
+        try:
+            with open(self.prefix.error_log, "rb") as f:
+                f.seek(max(0, os.fstat(f.fileno()).st_size - 4096))
+                lines = f.read().decode("utf-8", "replace").splitlines()
+        except OSError:
+            return "see %s" % self.prefix.error_log
+        return lines[-1].strip() if lines else "see %s" % self.prefix.error_log
+
+    # --- what a new supervisor knows, and what other tools read ------------------------------------
+
+    def save_routes(self, generation, now):
+        """nginx/routes.json: what the live config serves, for commands waiting on a change and the next supervisor."""
+        shown = {app: site._asdict() for app, site in self.live.items()}
+        try:
+            store.write_json(self.prefix.routes, {"generation": generation, "confirmed_at": now, "sites": shown,
+                                                  "text_digest": digest(self.written["text"] if self.written else "")})
+        except TinyservError as e:
+            self.say("routes", "cannot save the routes: %s" % e)
+
+    def adopt_routes(self):
+        """After a supervisor restart: the config on disk is what the adopted nginx runs (routes.json says what)."""
+        saved = nginx.read_routes(self.prefix) if os.path.exists(self.prefix.routes) else {}
+        try:
+            with open(self.prefix.conf) as f:
+                text = f.read()
+        except OSError:
+            return
+        if not saved or saved.get("text_digest") != digest(text):
+            return
+        sites = {}
+        for app, fields in (saved.get("sites") or {}).items():
+            try:
+                sites[app] = site_from(fields)
+            except (TypeError, ValueError):
+                return
+        self.generation = saved.get("generation", 0)
+        self.written = {"generation": self.generation, "text": text, "at": 0.0, "sites": sites}
+        self.live = dict(sites)
+
+    # --- router log lines --------------------------------------------------------------------------
+
+    def open_socket(self):
+        """Bind the datagram socket nginx logs each request to (again: a previous supervisor's is stale)."""
+        if self.socket is not None:
+            return
+        path = self.prefix.router_socket
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+        except OSError as e:
+            self.say("socket", "no router logs: cannot remove %s: %s" % (path, e.strerror))
+            return
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1024 * 1024)
+            sock.bind(path)
+            os.chmod(path, 0o600)
+        except OSError as e:
+            sock.close()
+            self.say("socket", "no router logs: cannot bind %s: %s" % (path, e.strerror))
+            return
+        sock.setblocking(False)
+        self.socket = sock
+
+    def close_socket(self):
+        if self.socket is not None:
+            self.socket.close()
+            self.socket = None
+
+    def read_log(self):
+        """The router log entries waiting on the socket (at most LOG_READS): [fields dict]."""
+        entries = []
+        for _ in range(LOG_READS):
+            try:
+                data = self.socket.recv(65536)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError:
+                break
+            fields = nginx.router_fields(data)
+            if fields:
+                entries.append(fields)
+        return entries
+
+
+def digest(text):
+    import hashlib
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def site_from(fields):
+    """A Site from its JSON form (routes.json)."""
+    return nginx.Site(app=fields["app"], port=fields["port"], primary=tuple(fields["primary"]),
+                      backup=tuple(fields["backup"]), domains=tuple(fields["domains"]),
+                      maintenance=bool(fields["maintenance"]), affinity=bool(fields["affinity"]),
+                      certs=tuple((c[0], c[1], tuple(c[2]), *c[3:]) for c in fields["certs"]))
+
+
+def web_ports(instances, public):
+    """(primary, backup) internal ports of an app's web instances (supervisor's instance dicts).
+
+    Once one new web is up, the new ones take the traffic (nginx passes over one that does not
+    answer yet, or has crashed: no reload for a crash), with the old ones that still serve as
+    backup until they drain; before that, the old ones serve alone. Draining ones get nothing.
+    """
+    webs = [i for i in instances if i["type"] == "web" and i["port"] != public]
+    current = [i for i in webs if not i.get("retired") and i["state"] in ("starting", "up", "crashed")]
+    old = [i["port"] for i in webs if i.get("retired") and i["state"] == "up"]
+    if not any(i["state"] == "up" for i in current) and old:
+        return old, []
+    return [i["port"] for i in current], old
+
+
+def site_for(layout, app, port, primary, backup, saved):
+    """An app's Site from its web ports and its router settings (appstate.router_settings)."""
+    domains = list(saved["domains"])
+    try:
+        base = settings.base_domain()
+    except TinyservError:
+        base = None  # the supervisor serves the rest; commands that need it say what is wrong
+    if base:
+        domains.append("%s.%s" % (app, base))
+    certs = []
+    for cert in saved["certs"]:
+        covered = tuple(d for d in domains if covers(cert["names"], d))
+        if covered:
+            certs.append((appstate.cert_file(layout, app, cert["name"], "crt"),
+                          appstate.cert_file(layout, app, cert["name"], "key"), covered, cert.get("sha256", "")))
+    return nginx.Site(app=app, port=port, primary=tuple(sorted(primary)), backup=tuple(sorted(backup)),
+                      domains=tuple(sorted(set(domains))), maintenance=saved["maintenance"],
+                      affinity="http-session-affinity" in saved["features"], certs=tuple(certs))
+
+
+def covers(names, host):
+    """Does a certificate for names (which may hold *.example.org) cover host?"""
+    for name in names:
+        if name == host or (name.startswith("*.") and "." in host and host.split(".", 1)[1] == name[2:]):
+            return True
+    return False
+
+
+def wait_until_live(layout, app, check, timeout=15):
+    """For a command: wait until the live config's site for app passes check(site fields); raise after timeout."""
+    prefix = nginx.Prefix(layout)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        site = (nginx.read_routes(prefix).get("sites") or {}).get(app)
+        if check(site):
+            return site
+        time.sleep(0.05)
+    raise TinyservError("nginx did not take the change within %d s; see %s and %s" % (
+        timeout, prefix.error_log, os.path.join(layout.run_dir, "supervisor.log")))

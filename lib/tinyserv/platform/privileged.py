@@ -1,0 +1,677 @@
+"""Root mode: every app runs as a system user of its own, and only the supervisor (root) may act as one.
+
+Single-user mode (the default): everything runs as the deploy user, as it always did. Root mode: the
+supervisor is started as root with TINYSERV_DEPLOY_USER naming the deploy user (`tinyserv-remote
+systemd-unit --root` prints that unit). It works as the deploy user (its effective uid; its real uid
+stays root) so that tinyserv's state stays the deploy user's, and takes root back only to act for an
+app: start its processes as the app's user, signal them, read their /proc entries.
+
+The deploy user's commands (ssh, git hooks) never become root: whatever runs an app's code (a build
+step, the release phase, `run`, the boot check) is a request on the supervisor's socket, which checks
+who asks (SO_PEERCRED: the deploy user or root) and answers it in a process of its own (forked), so a
+long build never holds up the supervisor's loop. An `exec` request carries the caller's descriptors
+(SCM_RIGHTS): the app's process reads and writes them directly, and lives as long as the connection.
+
+`start`, `trial`, `stop_kept`, `claim`, `remove`, `ensure_user` and `forget_user` are the one place that
+chooses: run here (single-user mode) or ask the supervisor (root mode). The supervisor's side of each
+request is `serve`, which runs the very same local function with the app's account.
+"""
+
+import collections
+import json
+import os
+import pwd
+import select
+import signal
+import socket
+import struct
+import subprocess
+
+from tinyserv.common.errors import TinyservError
+
+MODE_FILE = "root-mode"  # in run/: written by a root supervisor, so the deploy user's commands know to ask it
+DEPLOY_USER = "TINYSERV_DEPLOY_USER"
+APP_UMASK = 0o007  # the app's files: its own and the deploy group's, nobody else's
+SHARED_DIRS = ("data", "home")  # the app's own directories, besides each build and dependency directory
+MAX_FDS = 3
+
+Account = collections.namedtuple("Account", "name uid gid home")
+
+
+# --- which mode ---------------------------------------------------------------------------------------
+
+def deploy_user(layout):
+    """The deploy user's name when the supervisor of layout runs as root (root mode), else None."""
+    try:
+        with open(os.path.join(layout.run_dir, MODE_FILE)) as f:
+            return json.load(f)["deploy_user"]
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise TinyservError("cannot read %s: %s; restart the supervisor (systemctl restart tinyserv)" % (
+            os.path.join(layout.run_dir, MODE_FILE), e)) from None
+
+
+def enter(layout, environ=os.environ):
+    """At the supervisor's start: root mode if started as root with TINYSERV_DEPLOY_USER; say which on disk.
+
+    In root mode this process then works as the deploy user (effective uid and gid), keeping root as its
+    real uid to take back for what only root may do. Nothing changes in single-user mode.
+    """
+    name = environ.get(DEPLOY_USER)
+    marker = os.path.join(layout.run_dir, MODE_FILE)
+    if not name:
+        if os.path.exists(marker):
+            os.unlink(marker)  # the server went back to single-user mode
+        return None
+    if os.getuid() != 0:
+        raise TinyservError("%s is for a supervisor started as root (root mode): unset it, or start "
+                            "the supervisor as root" % DEPLOY_USER)
+    try:
+        user = pwd.getpwnam(name)
+    except KeyError:
+        raise TinyservError("%s=%s: no such user on this server" % (DEPLOY_USER, name)) from None
+    if user.pw_uid == 0:
+        raise TinyservError("%s must name an unprivileged user, not %s" % (DEPLOY_USER, name))
+    if os.path.exists(layout.root) and os.stat(layout.root).st_uid != user.pw_uid:
+        raise TinyservError("TINYSERV_ROOT %s is not %s's: root mode keeps tinyserv's state the deploy "
+                            "user's" % (layout.root, name))
+    for parent in _parents(layout.root):
+        if not os.stat(parent).st_mode & 0o001:
+            raise TinyservError("root mode: the apps' users cannot pass through %s to reach their directories "
+                                "under TINYSERV_ROOT: chmod o+x %s (nothing in it becomes readable)" % (parent, parent))
+    os.initgroups(name, user.pw_gid)
+    os.setegid(user.pw_gid)
+    os.seteuid(user.pw_uid)
+    layout.ensure()
+    # App users pass through (never list) the root and apps/ to reach their own directories.
+    for path in (layout.root, layout.apps_dir):
+        os.chmod(path, 0o711)
+    from tinyserv.state.store import write_json
+    write_json(marker, {"deploy_user": name}, mode=0o644)
+    return name
+
+
+def can_switch():
+    """Does this process work as another user while it may take root back (a root-mode supervisor)?"""
+    return os.getuid() == 0 and os.geteuid() != 0
+
+
+def _parents(path):
+    """The directories above path, from / down."""
+    parents = []
+    while os.path.dirname(path) != path:
+        path = os.path.dirname(path)
+        parents.insert(0, path)
+    return parents
+
+
+class as_user:
+    """Within the block a root-mode supervisor acts as uid/gid (root: 0, 0); elsewhere nothing changes."""
+
+    def __init__(self, uid=0, gid=0):
+        self.target = (uid, gid)
+
+    def __enter__(self):
+        self.saved = (os.geteuid(), os.getegid())
+        self.switch = self.saved != self.target and (os.getuid() == 0)
+        if self.switch:
+            self._set(*self.target)
+        return self
+
+    def __exit__(self, *exc):
+        if self.switch:
+            self._set(*self.saved)
+
+    @staticmethod
+    def _set(uid, gid):
+        if os.geteuid() != 0:
+            os.seteuid(0)
+        os.setegid(gid)
+        if uid != 0:
+            os.seteuid(uid)
+
+
+def as_root():
+    """as_user(0, 0): for what only root may do (signal an app's process, make its user)."""
+    return as_user(0, 0)
+
+
+def as_owner_of(pid):
+    """as_user with pid's uid and gid: /proc/PID/environ and fd of another user's process are readable to
+    that user even where root lacks CAP_SYS_PTRACE (a container)."""
+    info = os.stat("/proc/%d" % pid)
+    return as_user(info.st_uid, info.st_gid)
+
+
+# --- app accounts -------------------------------------------------------------------------------------
+
+def user_name(app):
+    """The system user of app: ts-APP, shortened with a hash where that would pass Linux's 32 characters."""
+    import hashlib  # here: the waiting standby supervisor imports this module, and OpenSSL weighs 4 MB
+    name = "ts-" + app
+    return name if len(name) <= 32 else "ts-%s-%s" % (app[:22], hashlib.sha256(app.encode()).hexdigest()[:6])
+
+
+def comment(layout, app):
+    """The GECOS field tinyserv writes: which root and app a user is for (another's is never touched)."""
+    return "tinyserv app %s (%s)" % (app, layout.tag)
+
+
+def account(layout, app):
+    """The app's Account in root mode (None in single-user mode); raise when its user is missing."""
+    if deploy_user(layout) is None:
+        return None
+    return find_account(layout, app) or _missing(app)
+
+
+def _missing(app):
+    raise TinyservError("the system user %s of %s is missing: run 'tinyserv-remote startup' on the server "
+                        "(the supervisor makes it)" % (user_name(app), app))
+
+
+def find_account(layout, app):
+    """The app's user if it exists and is tinyserv's; raise if the name belongs to someone else."""
+    try:
+        user = pwd.getpwnam(user_name(app))
+    except KeyError:
+        return None
+    if user.pw_gecos != comment(layout, app):
+        raise TinyservError("the user %s exists but is not tinyserv's app user for %s: remove or rename it" % (
+            user.pw_name, app))
+    return Account(user.pw_name, user.pw_uid, user.pw_gid, layout.app_file(app, "home"))
+
+
+def make_account(layout, app):
+    """Create the app's system user and its directories (safe to run twice); root only. Return its Account."""
+    found = find_account(layout, app)
+    if found is None:
+        _run(["useradd", "--system", "--user-group", "--no-create-home", "--home-dir", layout.app_file(app, "home"),
+              "--shell", "/usr/sbin/nologin", "--comment", comment(layout, app), user_name(app)], "useradd")
+        found = find_account(layout, app)
+    deployer = pwd.getpwnam(deploy_user(layout))
+    # apps/<app>: the deploy user's, entered by the app's group only; builds/ and deps/ likewise.
+    for sub in ("", "builds", "deps"):
+        path = layout.app_file(app, sub) if sub else layout.app_dir(app)
+        os.makedirs(path, mode=0o750, exist_ok=True)
+        os.lchown(path, deployer.pw_uid, found.gid)
+        os.chmod(path, 0o750)
+    for sub in SHARED_DIRS:
+        path = layout.app_file(app, sub)
+        os.makedirs(path, mode=0o770, exist_ok=True)
+        _give(path, found, deployer.pw_gid)
+    return found
+
+
+def drop_account(layout, app):
+    """Kill every process of the app's user, delete what it owns under the app's directory, then the user."""
+    found = find_account(layout, app)
+    if found is None:
+        return
+    kill_user(found.uid)
+    for sub in ("builds", "deps") + SHARED_DIRS:
+        top = layout.app_file(app, sub)
+        for name in os.listdir(top) if os.path.isdir(top) and not os.path.islink(top) else ():
+            path = os.path.join(top, name)
+            if os.lstat(path).st_uid == found.uid:
+                delete(found, path)
+    _run(["userdel", found.name], "userdel")
+
+
+def kill_user(uid):
+    """SIGKILL every process of uid until none is left (an app's user, before it is removed)."""
+    import time
+    for _ in range(100):
+        pids = [int(n) for n in os.listdir("/proc") if n.isdigit() and _owner(int(n)) == uid]
+        if not pids:
+            return
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+        time.sleep(0.05)
+
+
+def _owner(pid):
+    try:
+        return os.stat("/proc/%d" % pid).st_uid
+    except OSError:
+        return None
+
+
+def _give(path, user, group):
+    """Make a directory the app's: owned by its user, group the deploy user's, setgid, no access for others."""
+    os.lchown(path, user.uid, group)
+    os.chmod(path, 0o2770)
+
+
+def _run(argv, what):
+    result = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise TinyservError("%s failed: %s" % (what, " ".join(result.stderr.split()) or "exit %d" % result.returncode))
+
+
+def delete(user, path):
+    """Delete path, which user owns: its contents as that user (it can touch nothing else), then the entry itself
+    with this process's rights (a directory of the deploy user's holds it)."""
+    if os.path.isdir(path) and not os.path.islink(path):
+        with as_root():
+            _as_user(user, ["find", path, "-mindepth", "1", "-delete"])
+        os.rmdir(path)
+    elif os.path.lexists(path):
+        os.unlink(path)
+
+
+def _as_user(user, argv):
+    """Run a trusted command (rm) as the app's user: it can only touch what the app could."""
+    result = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                            preexec_fn=lambda: become(user))
+    if result.returncode != 0:
+        raise TinyservError("%s failed: %s" % (argv[0], " ".join(result.stderr.split())))
+
+
+def become(user):
+    """In a child before exec: be user for good (no groups but its own, no way back), with the app's umask."""
+    if os.geteuid() != 0:
+        os.seteuid(0)  # a root-mode supervisor works as the deploy user; its real uid is root
+    os.setgroups([])
+    os.setgid(user.gid)
+    os.setuid(user.uid)
+    os.umask(APP_UMASK)
+
+
+def shed_root():
+    """In a child before exec: a process that works as another user but could take root back (its real or
+    saved uid is 0) becomes that user for good. Nothing changes for a process that is simply root or not."""
+    uid, gid = os.geteuid(), os.getegid()
+    if uid != 0 and 0 in os.getresuid():
+        os.seteuid(0)
+        os.setgid(gid)
+        os.setuid(uid)
+
+
+# --- run here, or ask the supervisor ----------------------------------------------------------------
+
+class Local:
+    """A process of the app started here (single-user mode): a Popen."""
+
+    def __init__(self, proc):
+        self.proc = proc
+        self.pid = proc.pid
+
+    def poll(self):
+        return self.proc.poll()
+
+    def wait(self):
+        return self.proc.wait()
+
+    def stop(self, mark):
+        from tinyserv.platform import procs
+        procs.stop([self.proc.pid], grace=5, what="stopping %s" % self.proc.args[0], marks=[mark])
+        self.proc.wait()
+
+
+class Remote:
+    """A process of the app the supervisor started as the app's user: it lives as long as this connection."""
+
+    def __init__(self, conn):
+        self.conn = conn
+        self.code = None
+        self.pid = None
+
+    def poll(self):
+        if self.code is None and select.select([self.conn], [], [], 0)[0]:
+            self.wait()
+        return self.code
+
+    def wait(self):
+        if self.code is None:
+            self.conn.settimeout(None)
+            self.code = finish(self.conn, "exec")["exit"]
+            self.conn.close()
+        return self.code
+
+    def stop(self, mark):
+        self.conn.close()  # the supervisor stops the process, its group and its marked strays
+        self.code = -1
+
+    def signal(self, sig):
+        """Pass a signal on (Ctrl-C in `tinyserv run`)."""
+        try:
+            self.conn.sendall(b"%d\n" % sig)
+        except OSError:
+            pass
+
+
+def start(layout, app, argv, cwd, env, stdin=None, stdout=None, stderr=None, tty=False):
+    """Start argv in a session of its own as the app: here, or by the supervisor in root mode.
+
+    stdin/stdout/stderr: descriptors (None: /dev/null, stdout's for stderr). Returns Local or Remote.
+    """
+    if deploy_user(layout) is None:
+        null = subprocess.DEVNULL
+        return Local(subprocess.Popen(argv, cwd=cwd, env=env, stdin=null if stdin is None else stdin,
+                                      stdout=null if stdout is None else stdout,
+                                      stderr=(stdout if stderr is None else stderr) if stdout is not None else null,
+                                      start_new_session=True))
+    null = os.open(os.devnull, os.O_RDWR)
+    try:
+        fds = [null if stdin is None else stdin, null if stdout is None else stdout]
+        fds.append(fds[1] if stderr is None else stderr)
+        return Remote(ask(layout, {"cmd": "exec", "app": app, "argv": argv, "cwd": cwd, "env": env, "tty": tty},
+                          fds))
+    finally:
+        os.close(null)
+
+
+def attach(layout, app, argv, cwd, env):
+    """`tinyserv run`: become argv here (exec), or have the supervisor run it as the app on our terminal.
+
+    In root mode this process waits, passes Ctrl-C (and hang-up, SIGTERM) on, and returns its exit code.
+    """
+    if deploy_user(layout) is None:
+        from tinyserv.platform.procs import apply_limits
+        os.chdir(cwd)
+        apply_limits(env)
+        os.execvpe(argv[0], argv, env)
+    proc = start(layout, app, argv, cwd, env, stdin=0, stdout=1, stderr=2)
+    for sig in (signal.SIGINT, signal.SIGQUIT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, lambda number, frame: proc.signal(number))
+    return proc.wait()
+
+
+def trial(layout, app, build_id, config, version, timeout, cancelled, keep):
+    """boot.check of a build's web: here, or by the supervisor in root mode (it can see the app's sockets)."""
+    from tinyserv.state import appstate
+    from tinyserv.deploy import boot
+    if deploy_user(layout) is None:
+        return boot.check(layout, app, layout.build_dir(app, build_id), appstate.build_meta(layout, app, build_id),
+                          config, version, timeout, cancelled, keep=keep)
+    conn = ask(layout, {"cmd": "trial", "app": app, "build": build_id, "config": config, "version": version,
+                        "timeout": timeout, "keep": keep})
+    with conn:
+        while not select.select([conn], [], [], 0.1)[0]:
+            cancelled()  # raising closes the connection: the supervisor stops the trial web
+        reply = finish(conn, "trial")
+    kind = {"Up": boot.Up, "Crashed": boot.Crashed, "TimedOut": boot.TimedOut}[reply["result"]]
+    return kind(**reply["fields"])
+
+
+def stop_kept(layout, app, instance):
+    """Stop a web a kept boot check left running and nobody took over: here, or by the supervisor."""
+    from tinyserv.deploy import boot
+    if deploy_user(layout) is None:
+        return boot.stop_kept(layout, instance)
+    call(layout, {"cmd": "stop-kept", "app": app, "instance": instance})
+
+
+def claim(layout, app, path):
+    """Make a directory the deploy user just made the app's own (a build, a dependency directory): root mode only."""
+    if deploy_user(layout) is not None:
+        call(layout, {"cmd": "claim", "app": app, "path": path})
+
+
+def remove(layout, app, path):
+    """Delete a build or dependency directory, which the app's user may own (the supervisor does that in root mode)."""
+    import shutil
+    if deploy_user(layout) is None or not os.path.lexists(path):
+        shutil.rmtree(path, ignore_errors=True)
+        return
+    call(layout, {"cmd": "remove", "app": app, "path": path})
+
+
+def ensure_user(layout, app):
+    """Root mode: the app's system user and directories exist (the supervisor makes them); nothing otherwise."""
+    if deploy_user(layout) is not None:
+        call(layout, {"cmd": "make-user", "app": app})
+
+
+def forget_user(layout, app):
+    """Root mode: the app's processes, files and system user are gone (the supervisor removes them)."""
+    if deploy_user(layout) is not None:
+        call(layout, {"cmd": "drop-user", "app": app})
+
+
+# --- the protocol: one JSON line each way, descriptors passed with the request -------------------------
+
+def ask(layout, message, fds=()):
+    """Send a request (with descriptors) to the supervisor; return the connection its answer comes on."""
+    conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        conn.connect(layout.supervisor_sock)
+        socket.send_fds(conn, [(json.dumps(message) + "\n").encode()], list(fds))
+    except OSError as e:
+        conn.close()
+        raise TinyservError("cannot reach the supervisor (%s): it runs as root in root mode; start it with "
+                            "'systemctl start tinyserv' as root" % (e.strerror or e)) from None
+    return conn
+
+
+def call(layout, message, timeout=120):
+    """A request whose answer comes soon (a user made, a directory claimed): its reply."""
+    with ask(layout, message) as conn:
+        conn.settimeout(timeout)
+        return finish(conn, message["cmd"])
+
+
+def finish(conn, what):
+    """Read the supervisor's answer; raise its refusal as one line."""
+    try:
+        reply = json.loads(read_line(conn) or "{}")
+    except (OSError, ValueError) as e:
+        raise TinyservError("the supervisor did not answer %s: %s" % (what, e)) from None
+    if not reply.get("ok"):
+        raise TinyservError("the supervisor refused %s: %s" % (what, reply.get("error") or "it went away"))
+    return reply
+
+
+def read_line(conn):
+    """One newline-terminated message from a socket (the supervisor's answers, to control.py and to us)."""
+    data = b""
+    while not data.endswith(b"\n"):
+        chunk = conn.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    return data.decode()
+
+
+def receive(conn, limit=1024 * 1024):
+    """One request line and the descriptors sent with it (the supervisor's side)."""
+    data, fds = b"", []
+    while not data.endswith(b"\n") and len(data) < limit:
+        chunk, got, _, _ = socket.recv_fds(conn, 65536, MAX_FDS)
+        fds.extend(got)
+        if not chunk:
+            break
+        data += chunk
+    return data.decode("utf-8", "replace"), fds
+
+
+def peer_uid(conn):
+    """The uid of the process at the other end of a unix socket (SO_PEERCRED)."""
+    creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    return struct.unpack("3i", creds)[1]
+
+
+def refusal(uid, owner=None):
+    """Why a peer may not talk to the supervisor (None when it may): only root and the supervisor's own user."""
+    owner = os.geteuid() if owner is None else owner
+    if uid in (0, owner):
+        return None
+    return "uid %d may not use tinyserv's supervisor: only %s and root may" % (uid, _name(owner))
+
+
+def _name(uid):
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return "uid %d" % uid
+
+
+REQUESTS = ("exec", "trial", "stop-kept", "claim", "remove", "make-user", "drop-user")
+
+
+def serve(layout, conn, message, fds):
+    """The supervisor's side of one request, in a process of its own (forked): answer, then exit.
+
+    It works as the supervisor does, as the deploy user, and takes root only for what needs it.
+    """
+    reply = {"ok": True}
+    try:
+        reply.update(HANDLERS[message["cmd"]](layout, conn, message, fds) or {})
+    except (TinyservError, OSError, ValueError, KeyError, TypeError) as e:
+        reply = {"ok": False, "error": " ".join(str(e).split()) or type(e).__name__}
+    finally:
+        _close(fds)  # a refused request's too: the caller sees end of file
+    try:
+        conn.sendall((json.dumps(reply) + "\n").encode())
+    except OSError:
+        pass
+
+
+def _app(layout, message):
+    app = message.get("app")
+    if not isinstance(app, str):
+        raise TinyservError("no app named in the request")
+    layout.require(app)
+    return app
+
+
+def _inside(layout, app, path, *tops):
+    """path, if it is a real directory entry inside one of the app's directories tops; else refuse."""
+    if not isinstance(path, str) or not os.path.isabs(path):
+        raise TinyservError("not a path: %r" % (path,))
+    real = os.path.join(os.path.realpath(os.path.dirname(path)), os.path.basename(path))
+    if not any(os.path.dirname(real) == os.path.realpath(layout.app_file(app, top)) for top in tops) \
+            or os.path.basename(real) in ("", ".", ".."):
+        raise TinyservError("%s is not one of %s's %s" % (path, app, " or ".join(tops)))
+    return real
+
+
+def _exec(layout, conn, message, fds):
+    from tinyserv.platform import procs
+    app = _app(layout, message)
+    user = account(layout, app)
+    argv, env, cwd = message.get("argv"), message.get("env"), message.get("cwd")
+    if not (isinstance(argv, list) and argv and all(isinstance(a, str) for a in argv)):
+        raise TinyservError("exec needs a command (a list of text)")
+    if not (isinstance(env, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in env.items())):
+        raise TinyservError("exec needs an environment (text to text)")
+    if not isinstance(cwd, str) or not os.path.realpath(cwd).startswith(os.path.realpath(layout.app_dir(app)) + "/"):
+        raise TinyservError("exec runs only inside %s's directory, not in %r" % (app, cwd))
+    if len(fds) != 3:
+        raise TinyservError("exec needs standard input, output and error passed with the request")
+    mark = env.get(procs.MARK, "")
+    if not mark.startswith(layout.app_marks(app)):
+        raise TinyservError("exec needs %s=%s..." % (procs.MARK, layout.app_marks(app)))
+    pid = procs.spawn(argv, cwd, env, fds[1], user=user, in_fd=fds[0], err_fd=fds[2])
+    _close(fds)  # now only the process holds them: their end of file is its end
+    code = watch(conn, pid)
+    procs.stop([pid], grace=5, what="stopping %s" % argv[0], term=code is None, marks=[mark])
+    if code is None:
+        raise TinyservError("the caller went away")
+    return {"exit": code}
+
+
+def _close(fds):
+    while fds:
+        os.close(fds.pop())
+
+
+def watch(conn, pid):
+    """Wait for our child pid to end (its exit code) while the caller stays; None once the caller has gone.
+
+    A line the caller sends is a signal number to pass on (Ctrl-C in `tinyserv run`).
+    """
+    from tinyserv.platform import procs
+    try:
+        exited = os.pidfd_open(pid)
+    except (AttributeError, OSError):
+        exited = None
+    try:
+        while True:
+            code = procs.reap(pid)
+            if code is not None:
+                return code
+            ready = select.select([conn] + ([exited] if exited is not None else []), [], [], 0.05)[0]
+            if conn in ready:
+                data = conn.recv(64)
+                if not data:
+                    return None
+                for line in data.split():
+                    if line.isdigit() and int(line) in (signal.SIGINT, signal.SIGQUIT, signal.SIGTERM, signal.SIGHUP):
+                        procs.signal_group(pid, int(line))
+    finally:
+        if exited is not None:
+            os.close(exited)
+
+
+def _trial(layout, conn, message, fds):
+    from tinyserv.state import appstate
+    from tinyserv.deploy import boot
+    app = _app(layout, message)
+    build_id = message["build"]
+    build_dir = _inside(layout, app, layout.build_dir(app, build_id), "builds")
+
+    def cancelled():
+        if select.select([conn], [], [], 0)[0] and not conn.recv(64):
+            raise TinyservError("the caller went away")
+    result = boot.check(layout, app, build_dir, appstate.build_meta(layout, app, build_id), message["config"],
+                        int(message["version"]), float(message["timeout"]), cancelled, keep=bool(message["keep"]),
+                        user=account(layout, app))
+    return {"result": type(result).__name__, "fields": result._asdict()}
+
+
+def _stop_kept(layout, conn, message, fds):
+    from tinyserv.deploy import boot
+    app = _app(layout, message)
+    instance = message["instance"]
+    user = account(layout, app)
+    pid = int(instance["pid"])
+    if not str(instance.get("mark", "")).startswith(layout.app_marks(app)) or int(instance["pgid"]) != pid \
+            or _owner(pid) not in (user.uid if user else os.geteuid(), None):
+        raise TinyservError("process %d is not one of %s's" % (pid, app))
+    boot.stop_kept(layout, instance)
+
+
+def _claim(layout, conn, message, fds):
+    app = _app(layout, message)
+    path = _inside(layout, app, message.get("path"), "builds", "deps")
+    info = os.lstat(path)
+    deployer = pwd.getpwnam(deploy_user(layout))
+    if not os.path.isdir(path) or os.path.islink(path) or info.st_uid != deployer.pw_uid:
+        raise TinyservError("%s is not a directory the deploy user made" % path)
+    with as_root():
+        _give(path, account(layout, app), deployer.pw_gid)
+
+
+def _remove(layout, conn, message, fds):
+    app = _app(layout, message)
+    path = _inside(layout, app, message.get("path"), "builds", "deps")
+    user = account(layout, app)
+    if os.path.lexists(path) and os.lstat(path).st_uid == user.uid:
+        delete(user, path)
+    else:
+        import shutil
+        shutil.rmtree(path, ignore_errors=True)  # a directory the deploy user made and never handed over
+
+
+def _make_user(layout, conn, message, fds):
+    with as_root():
+        make_account(layout, _app(layout, message))
+
+
+def _drop_user(layout, conn, message, fds):
+    app = message.get("app")
+    from tinyserv.common.names import check_app_name
+    check_app_name(app)
+    if layout.exists(app):
+        raise TinyservError("%s still exists: destroy it first" % app)
+    with as_root():
+        drop_account(layout, app)
+
+
+HANDLERS = {"exec": _exec, "trial": _trial, "stop-kept": _stop_kept, "claim": _claim, "remove": _remove,
+            "make-user": _make_user, "drop-user": _drop_user}

@@ -1,0 +1,262 @@
+"""`tinyserv-remote doctor`: one screen of checks of this server, each failure with its fix.
+
+Each check is a function of what it looks at (passed in, so tests need no real server) returning one
+Check. `server:install` ends with this screen; it exits 1 when something fails (a warning is not a failure).
+"""
+
+import collections
+import os
+import pwd
+import re
+import shutil
+import subprocess
+import sys
+
+from tinyserv import __version__
+
+OK, WARN, FAIL = "ok", "warn", "FAIL"
+Check = collections.namedtuple("Check", "level name detail fix")
+
+# Programs apps and features need, and the Debian package that has each.
+PACKAGES = {"git": "git", "node": "nodejs", "npm": "npm", "python3-venv": "python3-venv", "nginx": "nginx-light",
+            "certbot": "certbot", "postgres": "postgresql", "pg_ctl": "postgresql", "psql": "postgresql-client",
+            "pg_dump": "postgresql-client", "redis-server": "redis-server", "openssl": "openssl"}
+RUNTIMES = [("node, npm", ["node", "npm"], "Node.js apps"), ("python3-venv", ["python3-venv"], "Python apps")]
+DEFAULT_SSH_PATH = "/usr/local/bin:/usr/bin:/bin:/usr/games"  # what sshd gives a session on Debian
+LOW_DISK = 1024 ** 3  # warn below 1 GiB free
+NO_DISK = 100 * 1024 ** 2  # fail below 100 MiB: a build would not fit
+
+
+def apt_line(programs):
+    """`sudo apt install ...` for the packages that have these programs, in a stable order."""
+    packages = []
+    for program in programs:
+        package = PACKAGES.get(program, program)
+        if package not in packages:
+            packages.append(package)
+    return "sudo apt install " + " ".join(packages)
+
+
+def have(program, which=shutil.which):
+    """Is program there? python3-venv is a module (ensurepip), not a program."""
+    if program == "python3-venv":
+        return subprocess.run([sys.executable, "-c", "import ensurepip, venv"], capture_output=True).returncode == 0
+    return which(program) is not None
+
+
+def missing_programs(programs, which=shutil.which):
+    """The programs of the list that are not there."""
+    return [p for p in programs if not have(p, which)]
+
+
+def check_version(code_dir, current_dir):
+    """This version, and whether it is the one `current` points at."""
+    detail = "%s in %s" % (__version__, code_dir)
+    if current_dir is None or os.path.realpath(current_dir) == os.path.realpath(code_dir):
+        return Check(OK, "tinyserv", detail, None)
+    return Check(WARN, "tinyserv", detail + ", but %s is current" % os.path.realpath(current_dir),
+                 "run tinyserv-remote from ~/.tinyserv-code/current/bin (or 'tinyserv server:install' again)")
+
+
+def check_python():
+    """The Python running tinyserv is 3.9 or later."""
+    version = "%d.%d.%d" % sys.version_info[:3]
+    if sys.version_info < (3, 9):
+        return Check(FAIL, "python3", "%s (%s)" % (version, sys.executable), "tinyserv needs 3.9 or later")
+    return Check(OK, "python3", "%s (%s)" % (version, sys.executable), None)
+
+
+def check_ssh_path(found, script, shell):
+    """What a non-interactive ssh command finds as tinyserv-remote (found: its path, or None)."""
+    name = "PATH over ssh"
+    if found and os.path.realpath(found) == os.path.realpath(script):
+        return Check(OK, name, "tinyserv-remote is %s" % found, None)
+    if not os.path.basename(shell or "").endswith("bash"):
+        return Check(FAIL, name, "the login shell is %s, which does not read ~/.bashrc for ssh commands" % shell,
+                     "sudo chsh -s /bin/bash %s" % pwd.getpwuid(os.getuid()).pw_name)
+    if found:
+        return Check(WARN, name, "tinyserv-remote is %s, not this one (%s)" % (found, script),
+                     "put tinyserv's lines at the top of ~/.bashrc ('tinyserv server:install' does)")
+    return Check(FAIL, name, "ssh commands do not find tinyserv-remote",
+                 "put tinyserv's lines at the top of ~/.bashrc, above its interactive guard "
+                 "('tinyserv server:install' does)")
+
+
+def ssh_sees(shell, home, user):
+    """Which tinyserv-remote a non-interactive ssh command would run: the login shell started as sshd
+    starts it (SSH_CLIENT set, the default PATH), so bash reads ~/.bashrc as it does for ssh."""
+    env = {"HOME": home, "USER": user, "LOGNAME": user, "PATH": DEFAULT_SSH_PATH, "SSH_CLIENT": "127.0.0.1 1 22",
+           "LANG": "C.UTF-8"}
+    try:
+        result = subprocess.run([shell or "/bin/sh", "-c", "command -v tinyserv-remote"], env=env, cwd=home,
+                                capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=20)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    found = result.stdout.strip().splitlines()
+    return found[-1] if result.returncode == 0 and found else None
+
+
+def check_root(root):
+    """TINYSERV_ROOT exists (or can be made) and is writable."""
+    probe = root
+    while not os.path.exists(probe) and os.path.dirname(probe) != probe:
+        probe = os.path.dirname(probe)
+    if os.path.isdir(probe) and os.access(probe, os.W_OK | os.X_OK):
+        return Check(OK, "TINYSERV_ROOT", "%s is writable" % root if probe == root else
+                     "%s will be created in %s" % (root, probe), None)
+    return Check(FAIL, "TINYSERV_ROOT", "%s is not writable by %s" % (probe, pwd.getpwuid(os.getuid()).pw_name),
+                 "point TINYSERV_ROOT at a directory of this user's, or: sudo chown -R %s %s" % (
+                     pwd.getpwuid(os.getuid()).pw_name, probe))
+
+
+def check_supervisor(pid, its_code, code_dir, apps, shut_down, standby):
+    """The supervisor runs (when there are apps), this version of it, with a standby."""
+    if pid is None:
+        if shut_down:
+            return Check(WARN, "supervisor", "not running: tinyserv was shut down", "tinyserv-remote startup")
+        if apps:
+            return Check(FAIL, "supervisor", "not running, %d app(s) not supervised" % apps, "tinyserv-remote startup")
+        return Check(OK, "supervisor", "not running yet (no apps; it starts with the first)", None)
+    detail = "pid %d%s" % (pid, ", standby waiting" if standby else "")
+    if its_code and os.path.realpath(its_code) != os.path.realpath(code_dir):
+        return Check(WARN, "supervisor", detail + ", running older code in %s" % its_code,
+                     "'tinyserv server:install' hands over to this version without stopping apps")
+    return Check(OK, "supervisor", detail, None)
+
+
+def check_boot(systemd, unit_enabled, crontab_line):
+    """Something starts the apps at boot: a systemd unit, or an @reboot line in the crontab."""
+    if unit_enabled:
+        return Check(OK, "boot", "systemd unit tinyserv.service enabled", None)
+    if crontab_line:
+        return Check(OK, "boot", "crontab: %s" % crontab_line, None)
+    if systemd:
+        return Check(WARN, "boot", "no tinyserv.service: apps do not start at boot",
+                     "tinyserv-remote systemd-unit | sudo tee /etc/systemd/system/tinyserv.service && "
+                     "sudo systemctl enable --now tinyserv")
+    return Check(WARN, "boot", "no systemd and no @reboot line in the crontab: apps do not start at boot",
+                 "run 'tinyserv-remote startup' at boot (crontab -e: @reboot %s startup)" % "tinyserv-remote")
+
+
+def check_disk(path, usage=shutil.disk_usage):
+    """Free space where the builds go."""
+    while not os.path.exists(path) and os.path.dirname(path) != path:
+        path = os.path.dirname(path)
+    total, _, free = usage(path)
+    detail = "%.1f GB free on %s (%d%%)" % (free / 1e9, path, round(100 * free / total) if total else 0)
+    if free < NO_DISK:
+        return Check(FAIL, "disk", detail, "free some space: builds and logs need it")
+    if free < LOW_DISK:
+        return Check(WARN, "disk", detail, "free some space: a build with dependencies may not fit")
+    return Check(OK, "disk", detail, None)
+
+
+def check_programs(name, programs, level, what, which=shutil.which):
+    """Programs that should be there (level when one is not)."""
+    missing = missing_programs(programs, which)
+    if not missing:
+        return Check(OK, name, "there (%s)" % what, None)
+    return Check(level, name, "%s missing (%s)" % (", ".join(missing), what), apt_line(missing))
+
+
+def check_service(name, spec, pid, which=shutil.which):
+    """A platform service a feature declared: its program is there, and it runs."""
+    program = spec["argv"][0]
+    found = program if os.path.isabs(program) and os.access(program, os.X_OK) else which(program)
+    if not found:
+        return Check(FAIL, "service " + name, "%s is not installed" % program,
+                     apt_line([os.path.basename(program)]))
+    if pid is None:
+        return Check(FAIL, "service " + name, "%s is not running" % found,
+                     "see its log; 'tinyserv-remote startup' starts the supervisor that runs it")
+    return Check(OK, "service " + name, "%s, pid %d" % (found, pid), None)
+
+
+def render(checks, color=lambda text, code: text):
+    """The screen: one line per check, the fix below each that is not ok."""
+    width = max(len(c.name) for c in checks)
+    lines = []
+    for c in checks:
+        level = color(c.level.ljust(4), {OK: "32", WARN: "33", FAIL: "31"}[c.level])
+        lines.append("%s  %s  %s" % (level, c.name.ljust(width), c.detail))
+        if c.fix:
+            lines.append("      %s  fix: %s" % (" " * width, c.fix))
+    return "\n".join(lines)
+
+
+# --- looking at this server ------------------------------------------------------------------------------
+
+
+def supervisor_code(pid):
+    """The code directory (…/versions/<id> or a checkout) of the running supervisor, from its command line."""
+    try:
+        with open("/proc/%d/cmdline" % pid, "rb") as f:
+            words = f.read().decode("utf-8", "replace").split("\0")
+    except OSError:
+        return None
+    scripts = [w for w in words if w.endswith("tinyserv-remote")]
+    return os.path.dirname(os.path.dirname(os.path.realpath(scripts[0]))) if scripts else None
+
+
+def systemd_unit_enabled():
+    """Is tinyserv.service enabled under systemd?"""
+    if not shutil.which("systemctl"):
+        return False
+    result = subprocess.run(["systemctl", "is-enabled", "--quiet", "tinyserv"], capture_output=True)
+    return result.returncode == 0
+
+
+def crontab_boot_line():
+    """The user's crontab line that runs `tinyserv-remote startup` at boot, if there is one."""
+    if not shutil.which("crontab"):
+        return None
+    result = subprocess.run(["crontab", "-l"], capture_output=True, text=True)
+    for line in result.stdout.splitlines():
+        if re.match(r"\s*@reboot\b.*tinyserv-remote\b.*\bstartup\b", line):
+            return line.strip()
+    return None
+
+
+def checks(layout):
+    """Every check, for this server."""
+    from tinyserv.supervise import control, services
+    from tinyserv.supervise.control import REMOTE_SCRIPT
+    from tinyserv.state.store import lock_held
+    from tinyserv.cli.unpack import code_home
+    code_dir = os.path.dirname(os.path.dirname(REMOTE_SCRIPT))
+    current = os.path.join(code_home(), "current")
+    user = pwd.getpwuid(os.getuid())
+    found = [check_version(code_dir, current if os.path.lexists(current) else None), check_python(),
+             check_ssh_path(ssh_sees(user.pw_shell, os.path.expanduser("~"), user.pw_name), REMOTE_SCRIPT,
+                            user.pw_shell),
+             check_root(layout.root)]
+    pid = control.running(layout) if os.path.isdir(layout.run_dir) else None
+    found.append(check_supervisor(pid, supervisor_code(pid) if pid else None, code_dir, len(layout.apps()),
+                                  os.path.exists(layout.shutdown_marker),
+                                  pid is not None and lock_held(layout.standby_lock)))
+    systemd = os.path.isdir("/run/systemd/system")
+    found.append(check_boot(systemd, systemd and systemd_unit_enabled(), crontab_boot_line()))
+    found.append(check_disk(layout.root))
+    found.append(check_programs("git", ["git"], FAIL, "every push"))
+    for name, programs, what in RUNTIMES:
+        found.append(check_programs(name, programs, WARN, what))
+    try:
+        declared = services.declared(layout)
+    except Exception as e:  # noqa: BLE001 - a damaged declaration is one failed check, not a crash
+        found.append(Check(FAIL, "services", str(e), "fix or remove the file it names"))
+        declared = {}
+    for name, spec in declared.items():
+        found.append(check_service(name, spec, services.pid(layout, name)))
+    return found
+
+
+def doctor(layout):
+    """Print the checks; exit 1 when one failed."""
+    from tinyserv.common.printer import color, heading
+    found = checks(layout)
+    print(heading("tinyserv doctor: %s@%s" % (pwd.getpwuid(os.getuid()).pw_name, os.uname().nodename)))
+    print(render(found, color))
+    failed = [c.name for c in found if c.level == FAIL]
+    if failed:
+        from tinyserv.common.errors import TinyservError
+        raise TinyservError("%d check(s) failed: %s (each fix is shown above)" % (len(failed), ", ".join(failed)))

@@ -1,0 +1,142 @@
+"""Talking to the supervisor: start it when it is not running, send it requests, wait on it."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+
+from tinyserv.state import appstate, releases, store
+from tinyserv.platform import procs
+from tinyserv.deploy.boot import SETTLE, Crashed, TimedOut, Up
+from tinyserv.common.errors import TinyservError
+from tinyserv.platform.privileged import read_line
+
+from tinyserv import REMOTE_SCRIPT  # noqa: E402
+
+
+def request(layout, message, timeout=10):
+    """Send one JSON request to the supervisor and return its JSON reply."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+        conn.settimeout(timeout)
+        conn.connect(layout.supervisor_sock)
+        conn.sendall((json.dumps(message) + "\n").encode())
+        reply = json.loads(read_line(conn) or "{}")
+    if not reply.get("ok"):
+        raise TinyservError("the supervisor refused %s: %s" % (message.get("cmd"), reply.get("error")))
+    return reply
+
+
+def running(layout):
+    """The supervisor's pid if it answers, else None."""
+    try:
+        return request(layout, {"cmd": "ping"}, timeout=2)["pid"]
+    except (OSError, ValueError):
+        return None
+
+
+def ensure_supervisor(layout, timeout=10):
+    """Make sure the supervisor runs (starting it detached if needed); return its pid."""
+    pid = running(layout)
+    if pid:
+        return pid
+    if os.path.exists(layout.shutdown_marker):
+        raise TinyservError("tinyserv was shut down on this server; run 'tinyserv-remote startup' there first")
+    from tinyserv.platform.privileged import deploy_user
+    if deploy_user(layout) is not None:
+        raise TinyservError("the supervisor is not running: in root mode it runs as root; start it as root "
+                            "(systemctl start tinyserv)")
+    layout.ensure()
+    # Not an app's mark either: the supervisor must not look like one of the processes it stops.
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GIT_", "SSH_", procs.MARK))}
+    with open(layout.supervisor_log, "ab") as log:
+        # Never the caller's stdout/stderr: a git hook's output pipe held by a
+        # long-lived process would keep `git push` waiting.
+        # -S: no site-packages (tinyserv needs only the standard library): a smaller, faster supervisor.
+        subprocess.Popen([sys.executable, "-S", REMOTE_SCRIPT, "supervise", "--if-none"], cwd=layout.root, env=env,
+                         stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        pid = running(layout)
+        if pid:
+            return pid
+        time.sleep(0.05)
+    raise TinyservError("the supervisor did not start; see %s" % layout.supervisor_log)
+
+
+def sync(layout, app=None, candidate=None):
+    """Tell the supervisor that what should run for app (or every app) changed.
+
+    candidate: a web a boot check kept running (boot.Up.instance), for the supervisor to take over.
+    """
+    ensure_supervisor(layout)
+    request(layout, {"cmd": "sync", "app": app, **({"candidate": candidate} if candidate else {})})
+
+
+def instances(layout, app):
+    """The supervisor's last word on app's instances (list of dicts)."""
+    return appstate.instances(layout, app)
+
+
+def wait_for_web(layout, app, version, timeout, settle=SETTLE):
+    """Wait until every web instance of release `version` is up and stays up for `settle` s.
+
+    Returns boot.Up (also when the release runs no web), boot.Crashed when an instance
+    crashed or restarted while we watched, or boot.TimedOut. Behind the front door an
+    instance also counts once nginx sends it traffic ("routed"); old ones draining do not count.
+    """
+    deadline = time.monotonic() + timeout
+    restarts = {}
+    while True:
+        newest = releases.current(layout, app)
+        if newest and newest["version"] > version:
+            # Another change (a concurrent ps:scale, say) superseded this release: watch that one.
+            version, restarts = newest["version"], {}
+        webs = [i for i in instances(layout, app) if i["type"] == "web" and i["version"] == version
+                and not i.get("retired")]
+        for i in webs:
+            restarts.setdefault(i["name"], i.get("restarts", 0))
+        failed = [i for i in webs if i["state"] == "crashed" or i.get("restarts", 0) > restarts[i["name"]]]
+        if failed:
+            return Crashed(failed[0].get("exit_code"), [])
+        if not webs and not expects_web(layout, app) and not still_routed(layout, app):
+            return Up(None)
+        # "since" is when the supervisor saw the instance accept connections.
+        if webs and all(i["state"] == "up" and time.time() - i["since"] >= settle and i.get("routed", True)
+                        for i in webs):
+            return Up(webs[0].get("port"))
+        if time.monotonic() > deadline:
+            return TimedOut(timeout, [])
+        time.sleep(0.05)
+
+
+def still_routed(layout, app):
+    """Does nginx still send app's traffic to some web (it has none now: the old ones are draining)?"""
+    from tinyserv.frontdoor import nginx
+    prefix = nginx.Prefix(layout)
+    if not os.path.exists(prefix.routes):
+        return False
+    site = (nginx.read_routes(prefix).get("sites") or {}).get(app)
+    return bool(site and site.get("primary"))
+
+
+def expects_web(layout, app):
+    """Does the formation want at least one web instance?"""
+    return appstate.wants_web(layout, app)
+
+
+def stop_supervisor(layout, timeout=60):
+    """Ask the supervisor to stop every app and exit; wait until it and its standby have gone."""
+    pid = running(layout)
+    if not pid:
+        return False
+    request(layout, {"cmd": "shutdown"})
+    deadline = time.monotonic() + timeout
+    # The standby takes the supervisor's lock when it exits, sees run/shut-down and leaves too.
+    while time.monotonic() < deadline:
+        if not procs.alive(pid) and not store.lock_held(layout.supervisor_lock) and \
+                not store.lock_held(layout.standby_lock):
+            return True
+        time.sleep(0.05)
+    raise TinyservError("the supervisor (pid %d) did not stop within %d s" % (pid, timeout))
