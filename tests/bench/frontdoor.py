@@ -11,7 +11,7 @@ nginx) and "after" (the working tree, nginx in front), each in a temporary root 
       during the redeploys;
   (d) memory with --apps no-dependency node apps: tinyserv's own processes, plus nginx's ("after").
 
-Results go to tests/bench/results/frontdoor.json and the README's tables.
+Results go to tests/bench/results/frontdoor.json and the tables in docs/benchmarks.md.
 
     python3 tests/bench/frontdoor.py                      # about 5 minutes on 2 cores
 """

@@ -1,4 +1,4 @@
-"""Write tests/bench/results/README-tables.md from the JSON results, and the same tables into README.md.
+"""Write tests/bench/results/README-tables.md from the JSON results, and the same tables into docs/benchmarks.md.
 
 memory.py, deploy.py and noisy.py call this after writing their JSON; run it alone to redo the tables.
 """
@@ -8,6 +8,8 @@ import json
 import os
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+BENCHMARKS_PAGE = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "docs",
+                               "benchmarks.md")
 
 
 def load(name):
@@ -313,18 +315,20 @@ def main():
     text = "\n".join(lines)
     with open(os.path.join(RESULTS, "README-tables.md"), "w") as f:
         f.write(text)
-    update_readme(text.replace("### ", "#### "))
+    update_benchmarks_page(text.replace("### ", "## "))
 
 
-def update_readme(tables, start="<!-- bench:start -->", end="<!-- bench:end -->"):
-    """Put the tables between the markers in the project's README.md."""
-    readme = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "README.md")
-    with open(readme, encoding="utf-8") as f:
+def update_benchmarks_page(tables, start="<!-- bench:start -->", end="<!-- bench:end -->"):
+    """Put the tables between the markers in docs/benchmarks.md (the page's own ## sections)."""
+    with open(BENCHMARKS_PAGE, encoding="utf-8") as f:
         text = f.read()
-    if start in text and end in text:
-        head, rest = text.split(start, 1)
-        with open(readme, "w", encoding="utf-8") as f:
-            f.write(head + start + "\n" + tables + "\n" + end + rest.split(end, 1)[1])
+    if start not in text or end not in text:
+        # Said rather than skipped: a page that lost its markers would otherwise keep stale tables unnoticed.
+        raise SystemExit("tables.py: %s has no %s ... %s markers; the tables are only in %s" % (
+            BENCHMARKS_PAGE, start, end, os.path.join(RESULTS, "README-tables.md")))
+    head, rest = text.split(start, 1)
+    with open(BENCHMARKS_PAGE, "w", encoding="utf-8") as f:
+        f.write(head + start + "\n" + tables + "\n" + end + rest.split(end, 1)[1])
 
 
 if __name__ == "__main__":

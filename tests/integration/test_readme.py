@@ -1,4 +1,5 @@
-"""The README walkthrough, run exactly as written, as a new user would on one machine.
+"""The README's Quick start and the walkthrough (docs/walkthrough.md), run exactly as written, as a new user would
+on one machine.
 
 Every ```sh block between the walkthrough markers runs, in order, in one bash with
 `set -e`, in a fresh HOME where ~/tinyserv is this checkout. Only the ```console
@@ -17,6 +18,7 @@ from support import describe, run
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 README = os.path.join(REPO, "README.md")
+WALKTHROUGH = os.path.join(REPO, "docs", "walkthrough.md")
 
 
 def walkthrough_blocks(text):
@@ -83,7 +85,7 @@ def processes_under(directory):
 
 def test_the_walkthrough_works_exactly_as_written(new_user):
     home, env = new_user
-    with open(README, encoding="utf-8") as f:
+    with open(WALKTHROUGH, encoding="utf-8") as f:
         blocks = walkthrough_blocks(f.read())
     assert len(blocks) >= 10, "the walkthrough markers or its ```sh blocks went missing"
     script = "set -ex\ncd ~\n" + "\n".join(blocks)
