@@ -76,3 +76,19 @@ def test_restart_reruns_the_boot_hook_and_keeps_home(server):
     assert server.logs().count("tinyserv-e2e: boot:") == boots_before + 1
     assert server.ssh("cat ~/restart-probe && rm ~/restart-probe").stdout.strip() == "kept"
     assert server.ssh("id -un").stdout.strip() == "deploy"
+
+
+def test_a_read_only_install_compiles_each_module_once_into_the_users_cache(server, host):
+    """/opt/tinyserv is root's: the deploy user's commands keep their bytecode in ~/.cache/tinyserv instead."""
+    assert host.run("test -w /opt/tinyserv/lib/tinyserv").rc != 0, "the install must be read-only for deploy"
+    server.ssh("rm -rf ~/.cache/tinyserv && tinyserv-remote apps")
+    cached = "/home/deploy/.cache/tinyserv/bytecode/opt/tinyserv/lib/tinyserv"
+    listing = server.ssh(f"cd {cached} && find . -name '*.pyc' | sort").stdout.split()
+    assert "./__pycache__/__init__.cpython-311.pyc" in listing, listing
+    assert any(name.startswith("./server/__pycache__/remote.") for name in listing), listing
+    before = server.ssh(f"find {cached} -name '*.pyc' -newer /opt/tinyserv/bin/tinyserv-remote -printf '%T@ %p\\n'"
+                        " | sort").stdout
+    server.ssh("tinyserv-remote apps")  # the second run imports what the first one wrote, compiling nothing
+    after = server.ssh(f"find {cached} -name '*.pyc' -newer /opt/tinyserv/bin/tinyserv-remote -printf '%T@ %p\\n'"
+                       " | sort").stdout
+    assert after == before
