@@ -5,6 +5,9 @@ API for tests:
   host              testinfra host inside the server, as user deploy (same as server.host)
   bare_servers      two more servers (module-scoped) without tinyserv: Debian, sshd and the deploy user, for
                     `tinyserv server:install` (docker/docker-compose.bare.yml, the Dockerfile's `bare` stage)
+  root_server       a server whose supervisor runs as root (module-scoped, docker/docker-compose.rootmode.yml)
+  systemd_server    a stock Debian server booting with systemd as PID 1 (module-scoped), reached as root over ssh,
+                    without a deploy user until something creates one; see `SystemdServer`
 Without a working Docker engine every e2e test fails: these tests never skip.
 """
 
@@ -12,6 +15,7 @@ import os
 import shlex
 import shutil
 import subprocess
+import time
 import uuid
 
 import docker
@@ -28,6 +32,11 @@ COMPOSE_FILE = os.path.join(REPO, "docker", "docker-compose.yml")
 BARE_COMPOSE_FILE = os.path.join(REPO, "docker", "docker-compose.bare.yml")
 REAL_SSH = shutil.which("ssh") or "/usr/bin/ssh"
 SSH_WAIT_TIMEOUT = 180  # the boot hook runs before sshd starts (see docker/entrypoint.sh)
+# The systemd server (the Dockerfile's `systemd` stage): the ports it publishes on 127.0.0.1 (ssh, the front door's
+# 80 and 443 as on a real server, the first app ports), how long a boot may take, how long systemd gets to shut down.
+SYSTEMD_PORTS = (22, 80, 443) + tuple(range(5000, 5010))
+SYSTEMD_BOOT_TIMEOUT = 120
+SYSTEMD_STOP_TIMEOUT = 30
 
 
 def ssh_options(key):
@@ -83,7 +92,12 @@ class Server:
     def ssh(self, command, *, check=True, input=None, timeout=120):
         """Run the shell command string `command` as deploy over real ssh; return the CompletedProcess."""
         __tracebackhide__ = True
-        args = [REAL_SSH] + ssh_options(self.key) + ["-p", str(self.port(22)), "deploy@127.0.0.1", command]
+        return self.ssh_as("deploy", command, check=check, input=input, timeout=timeout)
+
+    def ssh_as(self, user, command, *, check=True, input=None, timeout=120):
+        """Run the shell command string `command` as `user` over real ssh; return the CompletedProcess."""
+        __tracebackhide__ = True
+        args = [REAL_SSH] + ssh_options(self.key) + ["-p", str(self.port(22)), f"{user}@127.0.0.1", command]
         result = run(args, input=input, check=False, timeout=timeout)
         if check and result.returncode != 0:
             what = "ssh itself failed (exit 255)" if result.returncode == 255 else "the remote command failed"
@@ -114,6 +128,102 @@ class Server:
             last = self.ssh("true", check=False, timeout=15)
             raise AssertionError(f"ssh to the server did not answer within {SSH_WAIT_TIMEOUT} s\n"
                                  f"{describe(last)}\n--- container log ---\n{self.logs()}") from None
+
+
+class SystemdServer(Server):
+    """A stock Debian server with systemd as PID 1 (the Dockerfile's `systemd` stage): sshd, PostgreSQL and any
+    enabled unit start at boot, and `reboot()` is a real reboot. Reached over ssh on 127.0.0.1, as root (its
+    authorized_keys holds the run's key) or, once something has created it, as the deploy user.
+
+    Besides what `Server` offers (port, url, remote and env for the deploy user, logs, testinfra's `host` as
+    deploy and `root_host` as root, both through docker exec), it has:
+      root_remote                   ssh://root@127.0.0.1:PORT, for `tinyserv server:install --root`
+      ssh(user, command, *, check=True, input=None, timeout=120)   run a shell command as `user` over ssh
+      system_state()                what `systemctl is-system-running` says (through docker exec)
+      wait_until_booted(timeout)    poll until the state is running or degraded and ssh as root answers
+      reboot()                      `docker restart` (systemd shuts down and boots again), then wait_until_booted
+      diagnosis()                   text for failure messages: state, failed units, jobs, journal, container log
+    Unlike `Server.ssh`, `ssh` names the user first (root until a deploy user exists); `ssh_as` is the same.
+    `restart()` and `wait_for_ssh()` are reboot() and wait_until_booted(), so code written for any server works.
+    """
+
+    def __init__(self, container, key, ssh_dir, name="systemd"):
+        super().__init__(container, key, ssh_dir, services=None, name=name)
+
+    @property
+    def root_remote(self):
+        """Return the ssh remote that reaches this server as root."""
+        return f"ssh://root@127.0.0.1:{self.port(22)}"
+
+    def ssh(self, user, command, *, check=True, input=None, timeout=120):
+        """Run the shell command string `command` as `user` over real ssh; return the CompletedProcess."""
+        __tracebackhide__ = True
+        return self.ssh_as(user, command, check=check, input=input, timeout=timeout)
+
+    def docker_exec(self, args):
+        """Run `args` as root through docker exec (no ssh needed); return (exit code, output), or (None, why)."""
+        try:
+            result = self.container.exec_run(args)
+        except docker.errors.APIError as error:  # not running (yet): in the middle of a restart, say
+            return None, f"docker exec failed: {error.explanation or error}"
+        return result.exit_code, result.output.decode(errors="replace")
+
+    def system_state(self):
+        """Return what `systemctl is-system-running` says: starting, running, degraded, ... (or why it could not)."""
+        return self.docker_exec(["systemctl", "is-system-running"])[1].strip()
+
+    def wait_until_booted(self, timeout=SYSTEMD_BOOT_TIMEOUT):
+        """Poll until systemd has finished booting (running or degraded) and ssh as root answers; return the state."""
+        __tracebackhide__ = True
+        started = time.monotonic()
+        deadline = started + timeout
+        last_ssh = None
+        while True:
+            state = self.system_state()
+            if state in ("running", "degraded"):
+                try:
+                    last_ssh = self.ssh_as("root", "true", check=False, timeout=15)
+                    if last_ssh.returncode == 0:
+                        images.log(f"{self.name}: booted ({state}) and ssh answers after "
+                                   f"{time.monotonic() - started:.1f} s")
+                        return state
+                except AssertionError as error:  # ssh itself timed out
+                    last_ssh = error
+            if time.monotonic() >= deadline:
+                ssh_text = (describe(last_ssh) if hasattr(last_ssh, "returncode")
+                            else str(last_ssh or "(not tried: systemd never finished booting)"))
+                raise AssertionError(f"{self.name} did not finish booting (running or degraded, and ssh as root) "
+                                     f"within {timeout} s; last state {state!r}\n"
+                                     f"--- last ssh ---\n{ssh_text}\n{self.diagnosis()}")
+            time.sleep(0.2)
+
+    def wait_for_ssh(self):
+        """As for the other servers: wait until the server has booted and ssh answers."""
+        __tracebackhide__ = True
+        self.wait_until_booted()
+
+    def reboot(self, timeout=SYSTEMD_BOOT_TIMEOUT):
+        """Reboot: `docker restart` (systemd shuts down on SIGRTMIN+3, then boots again with a fresh /run),
+        re-read the published ports (they change), wait until booted; return the state."""
+        __tracebackhide__ = True
+        self.container.restart(timeout=SYSTEMD_STOP_TIMEOUT)
+        self.read_ports()
+        return self.wait_until_booted(timeout)
+
+    def restart(self):
+        """A restart of this server is a reboot."""
+        __tracebackhide__ = True
+        self.reboot()
+
+    def diagnosis(self):
+        """Return what explains a boot that went wrong: state, failed units, pending jobs, journal, container log."""
+        parts = []
+        for args in (["systemctl", "is-system-running"], ["systemctl", "--failed", "--no-pager"],
+                     ["systemctl", "list-jobs", "--no-pager"], ["journalctl", "-b", "-n", "80", "--no-pager"]):
+            code, output = self.docker_exec(args)
+            parts.append(f"--- {' '.join(args)} (exit code {code}) ---\n{output}")
+        parts.append(f"--- container log ---\n{self.logs()[-4000:]}")
+        return "\n".join(parts)
 
 
 @pytest.fixture(scope="session")
@@ -147,18 +257,20 @@ def ssh_wrapper_dir(ssh_key):
     return directory
 
 
-def image_of_this_run(docker_client, ssh_key, image, project, variable, target=None):
+def image_of_this_run(docker_client, ssh_key, image, project, variable=None, target=None):
     """Build image (a Dockerfile stage) with this run's public key under a tag of this run's own, named in the
-    environment variable docker-compose reads; yield the tag, then remove the image and the variable."""
+    environment variable docker-compose reads (if any); yield the tag, then remove the image and the variable."""
     images.ensure_base_image(docker_client)
     public_key = ssh_key.with_name(ssh_key.name + ".pub").read_text()
     run_tag = f"{image.split(':')[0]}:{project}"
     images.build_server_image(docker_client, public_key, tag=run_tag, target=target)
-    os.environ[variable] = run_tag
+    if variable:
+        os.environ[variable] = run_tag
     try:
         yield run_tag
     finally:
-        os.environ.pop(variable, None)
+        if variable:
+            os.environ.pop(variable, None)
         try:
             docker_client.images.remove(run_tag)
         except docker.errors.APIError:
@@ -293,3 +405,36 @@ def root_server(server_image, docker_compose_command, docker_compose_project_nam
         yield started
     finally:
         compose.execute("down -v --timeout 5")
+
+
+@pytest.fixture(scope="session")
+def systemd_image(docker_client, ssh_key, docker_compose_project_name):
+    """The Dockerfile's `systemd` stage with this run's public key for root, under a tag of this run's own."""
+    yield from image_of_this_run(docker_client, ssh_key, images.SYSTEMD_IMAGE, docker_compose_project_name,
+                                 target="systemd")
+
+
+@pytest.fixture(scope="module")
+def systemd_server(systemd_image, docker_client, docker_compose_project_name, ssh_key, ssh_wrapper_dir):
+    """A Debian server booting with systemd as PID 1 (see `SystemdServer`), booted and answering ssh as root;
+    removed after the module.
+
+    Run the way systemd was measured to work in a container here, without --privileged (which the engine refuses):
+    `docker run -d --cgroupns=host -v /sys/fs/cgroup:/sys/fs/cgroup:rw --tmpfs /run --tmpfs /run/lock
+    -p 127.0.0.1::22 ... IMAGE /sbin/init`.
+    """
+    container = None
+    try:
+        container = docker_client.containers.run(
+            systemd_image, ["/sbin/init"], detach=True,
+            name=f"{docker_compose_project_name}systemd{uuid.uuid4().hex[:4]}",
+            labels={"tinyserv-e2e": docker_compose_project_name},
+            cgroupns="host", volumes={"/sys/fs/cgroup": {"bind": "/sys/fs/cgroup", "mode": "rw"}},
+            tmpfs={"/run": "", "/run/lock": ""},
+            ports={f"{port}/tcp": ("127.0.0.1", None) for port in SYSTEMD_PORTS})
+        started = SystemdServer(container, ssh_key, ssh_wrapper_dir)
+        started.wait_until_booted()
+        yield started
+    finally:
+        if container is not None:
+            container.remove(force=True, v=True)

@@ -1,6 +1,6 @@
-"""Docker images for the e2e tests: the Debian base and the tinyserv server built on it.
+"""Docker images for the e2e tests: the Debian base and the servers built on it (docker/Dockerfile's stages).
 
-Run as a script (`python3 tests/e2e/images.py`) to build both ahead of a test run.
+Run as a script (`python3 tests/e2e/images.py`) to build them all ahead of a test run.
 """
 
 import glob
@@ -18,6 +18,9 @@ import docker.errors
 BASE_IMAGE = "debian:bookworm"
 SERVER_IMAGE = "tinyserv-e2e:latest"
 BARE_IMAGE = "tinyserv-e2e-bare:latest"  # the Dockerfile's `bare` stage: a Debian server without tinyserv
+SYSTEMD_IMAGE = "tinyserv-e2e-systemd:latest"  # its `systemd` stage: systemd as PID 1, root's ssh key, no deploy user
+# The tag that keeps each stage's layers in the build cache (see build_server_image).
+STAGE_IMAGES = {"server": SERVER_IMAGE, "bare": BARE_IMAGE, "systemd": SYSTEMD_IMAGE}
 SUITE = "bookworm"
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 HOST_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
@@ -111,14 +114,15 @@ def remove_rootfs(rootfs):
     shutil.rmtree(rootfs, ignore_errors=True)
 
 
-def build_server_image(client, authorized_keys, tag=SERVER_IMAGE, base=BASE_IMAGE, target=None):
-    """Build the server image from docker/Dockerfile with the repo's bin/ and lib/ and the given authorized_keys
-    (target="bare": the stage without tinyserv).
+def build_server_image(client, authorized_keys, tag=SERVER_IMAGE, base=BASE_IMAGE, target="server"):
+    """Build a stage of docker/Dockerfile with the repo's bin/ and lib/ and the given authorized_keys
+    (target="server": tinyserv installed; "bare": the stage without tinyserv; "systemd": systemd as PID 1).
 
-    It is also tagged SERVER_IMAGE (BARE_IMAGE): that tag keeps its layers (the slow package installs) in the
-    build cache after a run removes its own tag.
+    It is also tagged with the stage's STAGE_IMAGES tag: that tag keeps its layers (the slow package installs)
+    in the build cache after a run removes its own tag.
     """
-    keep = BARE_IMAGE if target == "bare" else SERVER_IMAGE
+    target = target or "server"
+    keep = STAGE_IMAGES[target]
     old_id = image_id(client, keep)
     context = tempfile.mkdtemp(prefix="tinyserv-context-")
     started = time.monotonic()
@@ -181,3 +185,4 @@ if __name__ == "__main__":
     docker_client = docker.from_env()
     ensure_base_image(docker_client)
     build_server_image(docker_client, "")
+    build_server_image(docker_client, "", tag=SYSTEMD_IMAGE, target="systemd")
