@@ -10,7 +10,7 @@ import socket
 
 import pytest
 
-from tinyserv.deploy import boot
+from tinyserv.platform import boot
 from tinyserv.frontdoor import nginx, router
 from tinyserv.state import releases, store
 from tinyserv.supervise.supervisor import DRAIN_AFTER, SETTLE, Supervisor

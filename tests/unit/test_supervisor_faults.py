@@ -11,6 +11,7 @@ import socket
 
 import pytest
 
+from tinyserv.common import processes
 from tinyserv.state import logs, store
 from tinyserv.supervise import supervisor
 from tinyserv.supervise.supervisor import (BROKEN_RETRY, KILL_WAIT, LINE_COST, NOTICE_EVERY, OUTPUT_BUDGET, READ_CHUNK,
@@ -76,8 +77,8 @@ def test_the_supervisor_raises_its_open_files_limit_and_children_get_the_origina
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     lowered = min(1024, hard)
     resource.setrlimit(resource.RLIMIT_NOFILE, (lowered, hard))
-    saved = supervisor.procs._nofile_at_start
-    supervisor.procs._nofile_at_start = None
+    saved = processes._nofile_at_start
+    processes._nofile_at_start = None
     try:
         assert supervisor.procs.raise_fd_limit() == hard
         assert resource.getrlimit(resource.RLIMIT_NOFILE) == (hard, hard)
@@ -88,7 +89,7 @@ def test_the_supervisor_raises_its_open_files_limit_and_children_get_the_origina
         assert os.read(read, 100) == b"%d\n" % lowered
         os.close(read)
     finally:
-        supervisor.procs._nofile_at_start = saved
+        processes._nofile_at_start = saved
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 

@@ -15,7 +15,7 @@ import json
 import os
 
 from tinyserv.state import appstate, releases, store
-from tinyserv.supervise import control, services
+from tinyserv.platform import control, services
 from tinyserv.frontdoor import nginx, router
 from tinyserv.common import settings
 from tinyserv.common.errors import TinyservError

@@ -18,7 +18,7 @@ import time
 
 from tinyserv.state import appstate, store
 from tinyserv.frontdoor import nginx
-from tinyserv.supervise import services
+from tinyserv.platform import services
 from tinyserv.common import settings
 from tinyserv.common.errors import TinyservError
 

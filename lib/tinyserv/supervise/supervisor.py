@@ -21,10 +21,11 @@ import socket
 import sys
 import time
 
-from tinyserv.platform import appenv, privileged, procs
+from tinyserv.platform import appenv, privileged, procs, users
 from tinyserv.state import appstate, releases, store
-from tinyserv.deploy import boot
-from tinyserv.supervise import cron, services
+from tinyserv.platform import boot
+from tinyserv.platform import services
+from tinyserv.supervise import cron, rootmode
 from tinyserv.frontdoor import nginx, router
 from tinyserv.common import settings
 from tinyserv.common.errors import TinyservError
@@ -64,24 +65,6 @@ def backoff(streak):
     return 0 if streak <= 1 else min(2 ** (streak - 1), MAX_BACKOFF)
 
 
-def port_open(port, host="127.0.0.1"):
-    """Does something accept TCP connections on host:port?"""
-    try:
-        with socket.create_connection((host, port), timeout=0.2):
-            return True
-    except OSError:
-        return False
-
-
-def listening(port, pgid):
-    """Is it process group pgid that accepts connections on port?
-
-    Knocking first: it costs a refused connection, where reading the socket tables costs
-    milliseconds on a busy server, and the boot check asks every 10 ms.
-    """
-    return port_open(port) and procs.group_listens(pgid, port)
-
-
 def retired_key(inst):
     """Where an old web waits while its replacement runs under its name: web.1~PID."""
     return "%s~%d" % (inst["name"], inst["pid"])
@@ -110,7 +93,7 @@ class System:
     group_members = staticmethod(procs.group_members)
     group_rss = staticmethod(procs.group_rss)
     marked_by = staticmethod(procs.marked_by)
-    accepts = staticmethod(listening)
+    accepts = staticmethod(boot.listening)
     healthy = staticmethod(boot.healthy)
     free_port = staticmethod(boot.free_port)
     port_taken = staticmethod(lambda port: bool(procs.listening_sockets(port)))
@@ -389,7 +372,7 @@ class Supervisor:
         """Root mode: the app's own user (made if an app from before root mode has none yet); else None."""
         if not self.root_mode:
             return None
-        with privileged.as_root():
+        with users.as_root():
             return privileged.make_account(self.layout, app)
 
     def begin_stop(self, app, inst, grace):
@@ -1023,8 +1006,8 @@ class Server:
         self.next_tick = 0
         self.next_check = 0
         self.standby = None  # pid of the standby we started, until we reap it
-        self.helpers = set()  # pids of the processes answering privileged requests (privileged.serve)
-        self.peer_uid = privileged.peer_uid  # who is at the other end of a connection (tests pass a fake)
+        self.helpers = set()  # pids of the processes answering privileged requests (rootmode.serve)
+        self.peer_uid = rootmode.peer_uid  # who is at the other end of a connection (tests pass a fake)
         self.router_log = None  # the router's log socket, once watched
 
     def handle(self, message):
@@ -1056,12 +1039,12 @@ class Server:
         with conn:
             conn.settimeout(2)
             try:
-                text, fds = privileged.receive(conn)
-                refused = privileged.refusal(self.peer_uid(conn))
+                text, fds = rootmode.receive(conn)
+                refused = rootmode.refusal(self.peer_uid(conn))
                 if refused:
                     raise TinyservError(refused)
                 message = json.loads(text or "{}")
-                if message.get("cmd") in privileged.REQUESTS:
+                if message.get("cmd") in rootmode.REQUESTS:
                     return self.fork_helper(conn, message, fds)
                 reply = self.handle(message)
             except (OSError, ValueError, KeyError, TypeError, AttributeError, TinyservError) as e:
@@ -1088,7 +1071,7 @@ class Server:
             for low, high in zip(keep, keep[1:] + [65536]):
                 os.closerange(low + 1, high)
             conn.settimeout(None)
-            privileged.serve(self.sup.layout, conn, message, fds)
+            rootmode.serve(self.sup.layout, conn, message, fds)
         except BaseException:  # noqa: BLE001 - a helper reports in the supervisor's log, and ends
             import traceback
             traceback.print_exc()
@@ -1180,7 +1163,7 @@ class Server:
             out = os.open(self.layout.supervisor_log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
             try:
                 # Never our caller's output: a git hook's pipe held by the standby would keep `git push` waiting.
-                with privileged.as_root():  # in root mode, a standby that can take over as root
+                with users.as_root():  # in root mode, a standby that can take over as root
                     self.standby = procs.spawn([sys.executable, "-S", REMOTE_SCRIPT, "supervise", "--standby"],
                                                self.layout.root, env, out, keep_caps=True)
             finally:
