@@ -13,7 +13,8 @@ import pytest
 from tinyserv.platform import boot
 from tinyserv.frontdoor import nginx, router
 from tinyserv.state import releases, store
-from tinyserv.supervise.supervisor import DRAIN_AFTER, SETTLE, Supervisor
+from tinyserv.supervise.supervisor import Supervisor
+from tinyserv.supervise.switching import DRAIN_AFTER, SETTLE
 from .fakes import FakeSystem
 from .test_supervisor import APP, PORT, deploy, log_text, make_app, scale
 

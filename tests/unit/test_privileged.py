@@ -11,7 +11,8 @@ from tinyserv.platform import privileged
 from tinyserv.supervise import rootmode
 from tinyserv.state import releases
 from tinyserv.common.errors import TinyservError
-from tinyserv.supervise.supervisor import Server, Supervisor
+from tinyserv.supervise.loop import Server
+from tinyserv.supervise.supervisor import Supervisor
 
 from .fakes import FakeSystem
 

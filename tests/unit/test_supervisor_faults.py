@@ -14,8 +14,10 @@ import pytest
 from tinyserv.common import processes
 from tinyserv.state import logs, store
 from tinyserv.supervise import supervisor
-from tinyserv.supervise.supervisor import (BROKEN_RETRY, KILL_WAIT, LINE_COST, NOTICE_EVERY, OUTPUT_BUDGET, READ_CHUNK,
-                                 Budget, Server)
+from tinyserv.supervise.loop import Server
+from tinyserv.supervise.ondisk import BROKEN_RETRY
+from tinyserv.supervise.output import LINE_COST, NOTICE_EVERY, OUTPUT_BUDGET, READ_CHUNK, Budget
+from tinyserv.supervise.restarts import KILL_WAIT
 
 from .test_supervisor import APP, PORT, inst, log_text, make_app, scale, states
 

@@ -126,8 +126,8 @@ def supervise(layout, boot=False, if_none=False, standby=False):
         lock = stand_by(layout)
         if lock is None:
             return 0
-    from tinyserv.supervise import supervisor  # only now: a waiting standby stays small
-    return supervisor.main(layout, wait=not if_none, lock=lock)
+    from tinyserv.supervise import loop  # only now: a waiting standby stays small
+    return loop.main(layout, wait=not if_none, lock=lock)
 
 
 def stand_by(layout):
