@@ -175,7 +175,7 @@ def kill_user(uid):
     """SIGKILL every process of uid until none is left (an app's user, before it is removed)."""
     import time
     for _ in range(100):
-        pids = [int(n) for n in os.listdir("/proc") if n.isdigit() and owner(int(n)) == uid]
+        pids = [int(n) for n in os.listdir("/proc") if n.isdigit() and uid_of(int(n)) == uid]
         if not pids:
             return
         for pid in pids:
@@ -186,7 +186,8 @@ def kill_user(uid):
         time.sleep(0.05)
 
 
-def owner(pid):
+def uid_of(pid):
+    """The uid owning process pid (None once it is gone)."""
     try:
         return os.stat("/proc/%d" % pid).st_uid
     except OSError:

@@ -16,11 +16,13 @@ import socket
 import struct
 
 from tinyserv.common.errors import TinyservError
-from tinyserv.platform.privileged import account, deploy_user, delete, drop_account, give, make_account, owner
+from tinyserv.platform.privileged import account, deploy_user, delete, drop_account, give, make_account, uid_of
 from tinyserv.platform.users import as_root
 
 MAX_FDS = 3
 
+
+# --- who asks, and what ------------------------------------------------------------------------------
 
 def receive(conn, limit=1024 * 1024):
     """One request line and the descriptors sent with it (the supervisor's side)."""
@@ -54,6 +56,8 @@ def _name(uid):
     except KeyError:
         return "uid %d" % uid
 
+
+# --- the answers: each runs in a helper process the Server forked ---------------------------------------
 
 REQUESTS = ("exec", "trial", "stop-kept", "claim", "remove", "make-user", "drop-user")
 
@@ -176,7 +180,7 @@ def _stop_kept(layout, conn, message, fds):
     user = account(layout, app)
     pid = int(instance["pid"])
     if not str(instance.get("mark", "")).startswith(layout.app_marks(app)) or int(instance["pgid"]) != pid \
-            or owner(pid) not in (user.uid if user else os.geteuid(), None):
+            or uid_of(pid) not in (user.uid if user else os.geteuid(), None):
         raise TinyservError("process %d is not one of %s's" % (pid, app))
     boot.stop_kept(layout, instance)
 
