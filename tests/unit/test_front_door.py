@@ -10,10 +10,11 @@ import socket
 
 import pytest
 
-from tinyserv.deploy import boot
-from tinyserv.frontdoor import nginx, router
+from tinyserv.platform import boot
+from tinyserv.frontdoor import nginx, renewal, router
 from tinyserv.state import releases, store
-from tinyserv.supervise.supervisor import DRAIN_AFTER, SETTLE, Supervisor
+from tinyserv.supervise.supervisor import Supervisor
+from tinyserv.supervise.switching import DRAIN_AFTER, SETTLE
 from .fakes import FakeSystem
 from .test_supervisor import APP, PORT, deploy, log_text, make_app, scale
 
@@ -402,10 +403,10 @@ def test_the_kept_boot_check_result_carries_what_the_supervisor_needs():
 def test_automatic_certificates_are_looked_at_twice_a_day_by_a_certs_renew_of_its_own(layout, sup, fake, running):
     def renewals():
         return [argv for argv, cwd, env in fake.spawned if argv[-1] == "certs:renew"]
-    settle(sup, fake, router.RENEW_EVERY)
+    settle(sup, fake, renewal.RENEW_EVERY)
     assert renewals() == []  # no app gets its certificate automatically
     store.write_json(layout.app_file(APP, "router.json"), {"acme": True})
-    settle(sup, fake, router.RENEW_EVERY)
+    settle(sup, fake, renewal.RENEW_EVERY)
     assert len(renewals()) == 1
     settle(sup, fake, 3600)
     assert len(renewals()) == 1

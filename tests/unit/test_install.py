@@ -222,7 +222,7 @@ def test_the_unit_is_left_alone_when_it_is_there_or_not_ours_to_write(installed,
 
 
 def test_the_unit_runs_the_current_version_of_an_installed_tinyserv(tmp_path, monkeypatch):
-    from tinyserv.supervise import control
+    from tinyserv.platform import control
     from tinyserv.server import lifecycle
     from tinyserv.state.layout import Layout
     real = tmp_path / ".tinyserv-code" / "versions" / "9-abc" / "bin" / "tinyserv-remote"

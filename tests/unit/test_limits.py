@@ -9,7 +9,7 @@ import pytest
 from tinyserv.platform import procs
 from tinyserv.common import settings
 from tinyserv.common.errors import TinyservError
-from tinyserv.supervise.supervisor import MEMORY_CHECK
+from tinyserv.supervise.restarts import MEMORY_CHECK
 
 from .test_supervisor import inst, log_text, make_app
 

@@ -8,9 +8,11 @@ import threading
 import pytest
 
 from tinyserv.platform import privileged
+from tinyserv.supervise import rootmode
 from tinyserv.state import releases
 from tinyserv.common.errors import TinyservError
-from tinyserv.supervise.supervisor import Server, Supervisor
+from tinyserv.supervise.loop import Server
+from tinyserv.supervise.supervisor import Supervisor
 
 from .fakes import FakeSystem
 
@@ -22,7 +24,7 @@ from .fakes import FakeSystem
     (65534, 1000, False),  # nobody
 ])
 def test_only_root_and_the_supervisors_own_user_may_talk_to_it(uid, owner, allowed):
-    why = privileged.refusal(uid, owner)
+    why = rootmode.refusal(uid, owner)
     assert (why is None) == allowed
     if not allowed:
         assert why.startswith("uid %d may not use tinyserv's supervisor" % uid) and "\n" not in why
@@ -31,7 +33,7 @@ def test_only_root_and_the_supervisors_own_user_may_talk_to_it(uid, owner, allow
 def test_the_peer_of_a_unix_socket_is_known_by_its_uid():
     a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     with a, b:
-        assert privileged.peer_uid(a) == os.getuid()
+        assert rootmode.peer_uid(a) == os.getuid()
 
 
 @pytest.mark.parametrize("app, expected", [
@@ -70,7 +72,7 @@ def test_a_request_carries_descriptors_that_the_other_side_writes_into(layout):
         conn = privileged.ask(layout, {"cmd": "exec", "argv": ["x"]}, [write])
         served, _ = listener.accept()
         with conn, served:
-            text, fds = privileged.receive(served)
+            text, fds = rootmode.receive(served)
             assert json.loads(text) == {"cmd": "exec", "argv": ["x"]} and len(fds) == 1
             os.write(fds[0], b"through the socket\n")
             os.close(fds[0])
@@ -104,7 +106,7 @@ def test_a_peer_that_is_neither_root_nor_the_deploy_user_is_refused_and_its_desc
             privileged.finish(conn, "exec")
         conn.close()
         assert str(caught.value) == ("the supervisor refused exec: uid 4242 may not use tinyserv's supervisor: "
-                                     "only %s and root may" % privileged._name(os.geteuid()))
+                                     "only %s and root may" % rootmode._name(os.geteuid()))
         assert server.helpers == set()  # nothing was started for it
         assert os.read(read, 10) == b""  # the supervisor kept no copy of the descriptors it was sent
     finally:
@@ -124,8 +126,8 @@ def served_in_thread(layout, listener):
     def answer():
         conn, _ = listener.accept()
         with conn:
-            text, fds = privileged.receive(conn)
-            privileged.serve(layout, conn, json.loads(text), fds)
+            text, fds = rootmode.receive(conn)
+            rootmode.serve(layout, conn, json.loads(text), fds)
     thread = threading.Thread(target=answer, daemon=True)
     thread.start()
     return thread

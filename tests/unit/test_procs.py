@@ -6,6 +6,7 @@ import sys
 
 import pytest
 
+from tinyserv.common import processes
 from tinyserv.platform import procs
 from tinyserv.common.errors import TinyservError
 from support import wait_until
@@ -46,7 +47,7 @@ def test_stop_groups_ends_the_group_and_its_escaped_daemon():
 
 def test_stop_turns_a_survivor_of_sigkill_into_the_project_error(monkeypatch):
     # A process stuck in the kernel (state D) cannot be made on demand; stand in for stop_groups' answer.
-    monkeypatch.setattr(procs, "stop_groups", lambda pgids, grace, term, marks: [4242])
+    monkeypatch.setattr(processes, "stop_groups", lambda pgids, grace, term, marks, power: [4242])
     with pytest.raises(TinyservError, match="stopping web.1: processes 4242 did not stop even after SIGKILL"):
         procs.stop([4242], grace=0, what="stopping web.1")
 

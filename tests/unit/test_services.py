@@ -5,7 +5,7 @@ import signal
 
 import pytest
 
-from tinyserv.supervise import services
+from tinyserv.platform import services
 from tinyserv.state import store
 from tinyserv.common.errors import TinyservError
 

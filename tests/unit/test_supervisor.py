@@ -8,7 +8,9 @@ import pytest
 
 from tinyserv.state import releases, store
 from tinyserv.common.settings import stop_timeout
-from tinyserv.supervise.supervisor import MAX_BACKOFF, STABLE_AFTER, Server, backoff, desired_state
+from tinyserv.supervise.loop import Server
+from tinyserv.supervise.restarts import MAX_BACKOFF, STABLE_AFTER, backoff
+from tinyserv.supervise.supervisor import desired_state
 
 APP = "myapp"
 PORT = 5123

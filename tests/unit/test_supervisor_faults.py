@@ -11,10 +11,13 @@ import socket
 
 import pytest
 
+from tinyserv.common import processes
 from tinyserv.state import logs, store
 from tinyserv.supervise import supervisor
-from tinyserv.supervise.supervisor import (BROKEN_RETRY, KILL_WAIT, LINE_COST, NOTICE_EVERY, OUTPUT_BUDGET, READ_CHUNK,
-                                 Budget, Server)
+from tinyserv.supervise.loop import Server
+from tinyserv.supervise.ondisk import BROKEN_RETRY
+from tinyserv.supervise.output import LINE_COST, NOTICE_EVERY, OUTPUT_BUDGET, READ_CHUNK, Budget
+from tinyserv.supervise.restarts import KILL_WAIT
 
 from .test_supervisor import APP, PORT, inst, log_text, make_app, scale, states
 
@@ -76,8 +79,8 @@ def test_the_supervisor_raises_its_open_files_limit_and_children_get_the_origina
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     lowered = min(1024, hard)
     resource.setrlimit(resource.RLIMIT_NOFILE, (lowered, hard))
-    saved = supervisor.procs._nofile_at_start
-    supervisor.procs._nofile_at_start = None
+    saved = processes._nofile_at_start
+    processes._nofile_at_start = None
     try:
         assert supervisor.procs.raise_fd_limit() == hard
         assert resource.getrlimit(resource.RLIMIT_NOFILE) == (hard, hard)
@@ -88,7 +91,7 @@ def test_the_supervisor_raises_its_open_files_limit_and_children_get_the_origina
         assert os.read(read, 100) == b"%d\n" % lowered
         os.close(read)
     finally:
-        supervisor.procs._nofile_at_start = saved
+        processes._nofile_at_start = saved
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 

@@ -16,7 +16,7 @@ import subprocess
 import time
 import urllib.parse
 
-from tinyserv.supervise import services
+from tinyserv.platform import services
 from tinyserv.state import store
 from tinyserv.common.errors import TinyservError
 
@@ -193,7 +193,7 @@ class Provider:
 
     def provision(self, layout, app, addon, password=None):
         """Write its redis.conf, declare its service, wait until it answers; undo all of it on failure."""
-        from tinyserv.supervise import control
+        from tinyserv.platform import control
         password = password or secrets.token_hex(24)
         try:
             self.prepare(layout, app, addon, password)
@@ -224,7 +224,7 @@ class Provider:
 
     def deprovision(self, layout, app, addon):
         """Stop its redis-server (the supervisor's doing) and delete its configuration and data."""
-        from tinyserv.supervise import control
+        from tinyserv.platform import control
         services.withdraw(layout, addon["name"])
         if control.running(layout):
             control.sync(layout)

@@ -16,7 +16,7 @@ import time
 import uuid
 
 from tinyserv.common import dotenv
-from tinyserv.platform import procs
+from tinyserv.common import processes as procs
 from tinyserv.common.errors import TinyservError
 from tinyserv.common.printer import color
 from tinyserv.common.procfile import parse_procfile, process_types

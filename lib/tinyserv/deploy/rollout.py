@@ -13,8 +13,9 @@ import contextlib
 import signal
 
 from tinyserv.state import appstate, logs, releases
-from tinyserv.deploy import boot
-from tinyserv.supervise import control
+from tinyserv.platform import boot
+from tinyserv.platform import control
+from tinyserv.supervise import waiting
 from tinyserv.platform import privileged
 from tinyserv.common import settings
 from tinyserv.common.errors import TinyservError
@@ -63,7 +64,7 @@ def switch(layout, app, release, steps=None, checked=None):
         raise
     if candidate:
         candidate["handed_over"] = True
-    result = control.wait_for_web(layout, app, release["version"], settings.boot_timeout(release["config"]))
+    result = waiting.wait_for_web(layout, app, release["version"], settings.boot_timeout(release["config"]))
     if isinstance(result, boot.Up):
         return
     if steps:
@@ -81,7 +82,7 @@ def undo(layout, app, version, why):
         version, why, previous["version"]))
     control.sync(layout, app)
     if previous["build"]:
-        control.wait_for_web(layout, app, previous["version"], settings.boot_timeout(previous["config"]))
+        waiting.wait_for_web(layout, app, previous["version"], settings.boot_timeout(previous["config"]))
     return previous
 
 

@@ -15,8 +15,9 @@ import json
 import os
 
 from tinyserv.state import appstate, releases, store
-from tinyserv.supervise import control, services
+from tinyserv.platform import control, services
 from tinyserv.frontdoor import nginx, router
+from tinyserv.frontdoor.routes import site_from
 from tinyserv.common import settings
 from tinyserv.common.errors import TinyservError
 from tinyserv.common.names import FEATURES, check_feature
@@ -65,7 +66,7 @@ def live_sites(layout):
     sites = {}
     for app, fields in (routes.get("sites") or {}).items():
         try:
-            sites[app] = router.site_from(fields)
+            sites[app] = site_from(fields)
         except (KeyError, TypeError, ValueError):
             continue  # a damaged entry: the supervisor rewrites the file at its next change
     return sites

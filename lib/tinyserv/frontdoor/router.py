@@ -8,26 +8,27 @@ supervisor stops an old instance only once no live config routes to it (released
 
 A config nginx refuses never replaces the working one; a port nginx cannot take (another program
 holds an app's port, port 80 without the capability) is left out, said once, and tried again.
+
+Beside it, each a part of the Router: routes.py (routes.json, saved and adopted), routerlog.py (the
+socket nginx logs requests to) and renewal.py (certs:renew twice a day).
 """
 
 import os
 import signal
-import socket
-import sys
 import time
 
-from tinyserv.state import appstate, store
+from tinyserv.state import appstate
 from tinyserv.frontdoor import nginx
-from tinyserv.supervise import services
+from tinyserv.platform import services
 from tinyserv.common import settings
 from tinyserv.common.errors import TinyservError
+from tinyserv.frontdoor.renewal import Renewal
+from tinyserv.frontdoor.routerlog import RouterLog
+from tinyserv.frontdoor.routes import Routes
 
-RENEW_EVERY = 12 * 3600  # seconds between looks for automatic certificates to renew (certs:renew)
-from tinyserv import REMOTE_SCRIPT  # noqa: E402
 APPLY_RETRY = 2.0  # seconds before a refused config, or a port nginx could not take, is tried again
 RELOAD_TIMEOUT = 10.0  # seconds nginx gets to start a worker with a new config before the reload counts as failed
 RELEASED_KEPT = 3600  # seconds a port's release time is remembered
-LOG_READS = 256  # router datagrams read per turn of the supervisor's loop
 
 
 class Door:
@@ -68,7 +69,7 @@ def user_directive():
     return pwd.getpwuid(os.geteuid()).pw_name
 
 
-class Router:
+class Router(Renewal, Routes, RouterLog):
     """Keeps nginx serving what the supervisor says, one checked config at a time."""
 
     def __init__(self, layout, system, keeper, note, door=None, binary=lambda: settings.nginx_binary()):
@@ -210,35 +211,6 @@ class Router:
             changed = self.apply(now) or changed
         return changed
 
-    def renew(self, now):
-        """Twice a day, run `tinyserv-remote certs:renew` when an app gets its certificate from an ACME server."""
-        if self.renewing is not None and self.sys.reap(self.renewing) is None and self.sys.alive(self.renewing):
-            return
-        self.renewing = None
-        if now < self.renew_at:
-            return
-        self.renew_at = now + RENEW_EVERY
-        if not any(self.acme(app) for app in self.layout.apps()):
-            return
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("GIT_", "SSH_"))}
-        env["TINYSERV_INSTANCE"] = services.mark(self.layout, "certs-renew")  # every process carries a mark
-        try:
-            out = os.open(os.path.join(self.layout.run_dir, "certs-renew.log"), os.O_WRONLY | os.O_APPEND | os.O_CREAT,
-                          0o600)
-            try:
-                self.renewing = self.sys.spawn([sys.executable, REMOTE_SCRIPT, "certs:renew"], self.layout.root, env,
-                                               out)
-            finally:
-                os.close(out)
-        except (OSError, ValueError) as e:
-            self.say("renew", "cannot run certs:renew: %s" % e)
-
-    def acme(self, app):
-        try:
-            return appstate.router_settings(self.layout, app)["acme"]
-        except TinyservError:
-            return False
-
     def follow_master(self, now):
         """Notice a new nginx master (started or restarted by the Keeper) and when it is ready to serve."""
         svc = self.keeper.running.get(nginx.SERVICE)
@@ -365,97 +337,6 @@ class Router:
         except OSError:
             return "see %s" % self.prefix.error_log
         return lines[-1].strip() if lines else "see %s" % self.prefix.error_log
-
-    # --- what a new supervisor knows, and what other tools read ------------------------------------
-
-    def save_routes(self, generation, now):
-        """nginx/routes.json: what the live config serves, for commands waiting on a change and the next supervisor."""
-        shown = {app: site._asdict() for app, site in self.live.items()}
-        try:
-            store.write_json(self.prefix.routes, {"generation": generation, "confirmed_at": now, "sites": shown,
-                                                  "text_digest": digest(self.written["text"] if self.written else "")})
-        except TinyservError as e:
-            self.say("routes", "cannot save the routes: %s" % e)
-
-    def adopt_routes(self):
-        """After a supervisor restart: the config on disk is what the adopted nginx runs (routes.json says what)."""
-        saved = nginx.read_routes(self.prefix) if os.path.exists(self.prefix.routes) else {}
-        try:
-            with open(self.prefix.conf) as f:
-                text = f.read()
-        except OSError:
-            return
-        if not saved or saved.get("text_digest") != digest(text):
-            return
-        sites = {}
-        for app, fields in (saved.get("sites") or {}).items():
-            try:
-                sites[app] = site_from(fields)
-            except (TypeError, ValueError):
-                return
-        self.generation = saved.get("generation", 0)
-        self.written = {"generation": self.generation, "text": text, "at": 0.0, "sites": sites}
-        self.live = dict(sites)
-
-    # --- router log lines --------------------------------------------------------------------------
-
-    def open_socket(self):
-        """Bind the datagram socket nginx logs each request to (again: a previous supervisor's is stale)."""
-        if self.socket is not None:
-            return
-        path = self.prefix.router_socket
-        try:
-            os.unlink(path)
-        except FileNotFoundError:
-            pass
-        except OSError as e:
-            self.say("socket", "no router logs: cannot remove %s: %s" % (path, e.strerror))
-            return
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1024 * 1024)
-            sock.bind(path)
-            os.chmod(path, 0o600)
-        except OSError as e:
-            sock.close()
-            self.say("socket", "no router logs: cannot bind %s: %s" % (path, e.strerror))
-            return
-        sock.setblocking(False)
-        self.socket = sock
-
-    def close_socket(self):
-        if self.socket is not None:
-            self.socket.close()
-            self.socket = None
-
-    def read_log(self):
-        """The router log entries waiting on the socket (at most LOG_READS): [fields dict]."""
-        entries = []
-        for _ in range(LOG_READS):
-            try:
-                data = self.socket.recv(65536)
-            except (BlockingIOError, InterruptedError):
-                break
-            except OSError:
-                break
-            fields = nginx.router_fields(data)
-            if fields:
-                entries.append(fields)
-        return entries
-
-
-def digest(text):
-    import hashlib
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def site_from(fields):
-    """A Site from its JSON form (routes.json)."""
-    return nginx.Site(app=fields["app"], port=fields["port"], primary=tuple(fields["primary"]),
-                      backup=tuple(fields["backup"]), domains=tuple(fields["domains"]),
-                      maintenance=bool(fields["maintenance"]), affinity=bool(fields["affinity"]),
-                      certs=tuple((c[0], c[1], tuple(c[2]), *c[3:]) for c in fields["certs"]))
-
 
 def web_ports(instances, public):
     """(primary, backup) internal ports of an app's web instances (supervisor's instance dicts).

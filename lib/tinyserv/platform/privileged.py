@@ -14,28 +14,24 @@ long build never holds up the supervisor's loop. An `exec` request carries the c
 
 `start`, `trial`, `stop_kept`, `claim`, `remove`, `ensure_user` and `forget_user` are the one place that
 chooses: run here (single-user mode) or ask the supervisor (root mode). The supervisor's side of each
-request is `serve`, which runs the very same local function with the app's account.
+request is supervise/rootmode.py's `serve`, which runs the very same local function with the app's
+account. Acting as another user (as_root, become ...) is users.py's.
 """
 
-import collections
 import json
 import os
 import pwd
 import select
 import signal
 import socket
-import struct
 import subprocess
 
 from tinyserv.common.errors import TinyservError
+from tinyserv.platform.users import Account, as_root, become
 
 MODE_FILE = "root-mode"  # in run/: written by a root supervisor, so the deploy user's commands know to ask it
 DEPLOY_USER = "TINYSERV_DEPLOY_USER"
-APP_UMASK = 0o007  # the app's files: its own and the deploy group's, nobody else's
 SHARED_DIRS = ("data", "home")  # the app's own directories, besides each build and dependency directory
-MAX_FDS = 3
-
-Account = collections.namedtuple("Account", "name uid gid home")
 
 
 # --- which mode ---------------------------------------------------------------------------------------
@@ -92,11 +88,6 @@ def enter(layout, environ=os.environ):
     return name
 
 
-def can_switch():
-    """Does this process work as another user while it may take root back (a root-mode supervisor)?"""
-    return os.getuid() == 0 and os.geteuid() != 0
-
-
 def _parents(path):
     """The directories above path, from / down."""
     parents = []
@@ -104,44 +95,6 @@ def _parents(path):
         path = os.path.dirname(path)
         parents.insert(0, path)
     return parents
-
-
-class as_user:
-    """Within the block a root-mode supervisor acts as uid/gid (root: 0, 0); elsewhere nothing changes."""
-
-    def __init__(self, uid=0, gid=0):
-        self.target = (uid, gid)
-
-    def __enter__(self):
-        self.saved = (os.geteuid(), os.getegid())
-        self.switch = self.saved != self.target and (os.getuid() == 0)
-        if self.switch:
-            self._set(*self.target)
-        return self
-
-    def __exit__(self, *exc):
-        if self.switch:
-            self._set(*self.saved)
-
-    @staticmethod
-    def _set(uid, gid):
-        if os.geteuid() != 0:
-            os.seteuid(0)
-        os.setegid(gid)
-        if uid != 0:
-            os.seteuid(uid)
-
-
-def as_root():
-    """as_user(0, 0): for what only root may do (signal an app's process, make its user)."""
-    return as_user(0, 0)
-
-
-def as_owner_of(pid):
-    """as_user with pid's uid and gid: /proc/PID/environ and fd of another user's process are readable to
-    that user even where root lacks CAP_SYS_PTRACE (a container)."""
-    info = os.stat("/proc/%d" % pid)
-    return as_user(info.st_uid, info.st_gid)
 
 
 # --- app accounts -------------------------------------------------------------------------------------
@@ -199,7 +152,7 @@ def make_account(layout, app):
     for sub in SHARED_DIRS:
         path = layout.app_file(app, sub)
         os.makedirs(path, mode=0o770, exist_ok=True)
-        _give(path, found, deployer.pw_gid)
+        give(path, found, deployer.pw_gid)
     return found
 
 
@@ -222,7 +175,7 @@ def kill_user(uid):
     """SIGKILL every process of uid until none is left (an app's user, before it is removed)."""
     import time
     for _ in range(100):
-        pids = [int(n) for n in os.listdir("/proc") if n.isdigit() and _owner(int(n)) == uid]
+        pids = [int(n) for n in os.listdir("/proc") if n.isdigit() and uid_of(int(n)) == uid]
         if not pids:
             return
         for pid in pids:
@@ -233,14 +186,15 @@ def kill_user(uid):
         time.sleep(0.05)
 
 
-def _owner(pid):
+def uid_of(pid):
+    """The uid owning process pid (None once it is gone)."""
     try:
         return os.stat("/proc/%d" % pid).st_uid
     except OSError:
         return None
 
 
-def _give(path, user, group):
+def give(path, user, group):
     """Make a directory the app's: owned by its user, group the deploy user's, setgid, no access for others."""
     os.lchown(path, user.uid, group)
     os.chmod(path, 0o2770)
@@ -269,26 +223,6 @@ def _as_user(user, argv):
                             preexec_fn=lambda: become(user))
     if result.returncode != 0:
         raise TinyservError("%s failed: %s" % (argv[0], " ".join(result.stderr.split())))
-
-
-def become(user):
-    """In a child before exec: be user for good (no groups but its own, no way back), with the app's umask."""
-    if os.geteuid() != 0:
-        os.seteuid(0)  # a root-mode supervisor works as the deploy user; its real uid is root
-    os.setgroups([])
-    os.setgid(user.gid)
-    os.setuid(user.uid)
-    os.umask(APP_UMASK)
-
-
-def shed_root():
-    """In a child before exec: a process that works as another user but could take root back (its real or
-    saved uid is 0) becomes that user for good. Nothing changes for a process that is simply root or not."""
-    uid, gid = os.geteuid(), os.getegid()
-    if uid != 0 and 0 in os.getresuid():
-        os.seteuid(0)
-        os.setgid(gid)
-        os.setuid(uid)
 
 
 # --- run here, or ask the supervisor ----------------------------------------------------------------
@@ -384,7 +318,7 @@ def attach(layout, app, argv, cwd, env):
 def trial(layout, app, build_id, config, version, timeout, cancelled, keep):
     """boot.check of a build's web: here, or by the supervisor in root mode (it can see the app's sockets)."""
     from tinyserv.state import appstate
-    from tinyserv.deploy import boot
+    from tinyserv.platform import boot
     if deploy_user(layout) is None:
         return boot.check(layout, app, layout.build_dir(app, build_id), appstate.build_meta(layout, app, build_id),
                           config, version, timeout, cancelled, keep=keep)
@@ -400,7 +334,7 @@ def trial(layout, app, build_id, config, version, timeout, cancelled, keep):
 
 def stop_kept(layout, app, instance):
     """Stop a web a kept boot check left running and nobody took over: here, or by the supervisor."""
-    from tinyserv.deploy import boot
+    from tinyserv.platform import boot
     if deploy_user(layout) is None:
         return boot.stop_kept(layout, instance)
     call(layout, {"cmd": "stop-kept", "app": app, "instance": instance})
@@ -477,201 +411,3 @@ def read_line(conn):
     return data.decode()
 
 
-def receive(conn, limit=1024 * 1024):
-    """One request line and the descriptors sent with it (the supervisor's side)."""
-    data, fds = b"", []
-    while not data.endswith(b"\n") and len(data) < limit:
-        chunk, got, _, _ = socket.recv_fds(conn, 65536, MAX_FDS)
-        fds.extend(got)
-        if not chunk:
-            break
-        data += chunk
-    return data.decode("utf-8", "replace"), fds
-
-
-def peer_uid(conn):
-    """The uid of the process at the other end of a unix socket (SO_PEERCRED)."""
-    creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-    return struct.unpack("3i", creds)[1]
-
-
-def refusal(uid, owner=None):
-    """Why a peer may not talk to the supervisor (None when it may): only root and the supervisor's own user."""
-    owner = os.geteuid() if owner is None else owner
-    if uid in (0, owner):
-        return None
-    return "uid %d may not use tinyserv's supervisor: only %s and root may" % (uid, _name(owner))
-
-
-def _name(uid):
-    try:
-        return pwd.getpwuid(uid).pw_name
-    except KeyError:
-        return "uid %d" % uid
-
-
-REQUESTS = ("exec", "trial", "stop-kept", "claim", "remove", "make-user", "drop-user")
-
-
-def serve(layout, conn, message, fds):
-    """The supervisor's side of one request, in a process of its own (forked): answer, then exit.
-
-    It works as the supervisor does, as the deploy user, and takes root only for what needs it.
-    """
-    reply = {"ok": True}
-    try:
-        reply.update(HANDLERS[message["cmd"]](layout, conn, message, fds) or {})
-    except (TinyservError, OSError, ValueError, KeyError, TypeError) as e:
-        reply = {"ok": False, "error": " ".join(str(e).split()) or type(e).__name__}
-    finally:
-        _close(fds)  # a refused request's too: the caller sees end of file
-    try:
-        conn.sendall((json.dumps(reply) + "\n").encode())
-    except OSError:
-        pass
-
-
-def _app(layout, message):
-    app = message.get("app")
-    if not isinstance(app, str):
-        raise TinyservError("no app named in the request")
-    layout.require(app)
-    return app
-
-
-def _inside(layout, app, path, *tops):
-    """path, if it is a real directory entry inside one of the app's directories tops; else refuse."""
-    if not isinstance(path, str) or not os.path.isabs(path):
-        raise TinyservError("not a path: %r" % (path,))
-    real = os.path.join(os.path.realpath(os.path.dirname(path)), os.path.basename(path))
-    if not any(os.path.dirname(real) == os.path.realpath(layout.app_file(app, top)) for top in tops) \
-            or os.path.basename(real) in ("", ".", ".."):
-        raise TinyservError("%s is not one of %s's %s" % (path, app, " or ".join(tops)))
-    return real
-
-
-def _exec(layout, conn, message, fds):
-    from tinyserv.platform import procs
-    app = _app(layout, message)
-    user = account(layout, app)
-    argv, env, cwd = message.get("argv"), message.get("env"), message.get("cwd")
-    if not (isinstance(argv, list) and argv and all(isinstance(a, str) for a in argv)):
-        raise TinyservError("exec needs a command (a list of text)")
-    if not (isinstance(env, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in env.items())):
-        raise TinyservError("exec needs an environment (text to text)")
-    if not isinstance(cwd, str) or not os.path.realpath(cwd).startswith(os.path.realpath(layout.app_dir(app)) + "/"):
-        raise TinyservError("exec runs only inside %s's directory, not in %r" % (app, cwd))
-    if len(fds) != 3:
-        raise TinyservError("exec needs standard input, output and error passed with the request")
-    mark = env.get(procs.MARK, "")
-    if not mark.startswith(layout.app_marks(app)):
-        raise TinyservError("exec needs %s=%s..." % (procs.MARK, layout.app_marks(app)))
-    pid = procs.spawn(argv, cwd, env, fds[1], user=user, in_fd=fds[0], err_fd=fds[2])
-    _close(fds)  # now only the process holds them: their end of file is its end
-    code = watch(conn, pid)
-    procs.stop([pid], grace=5, what="stopping %s" % argv[0], term=code is None, marks=[mark])
-    if code is None:
-        raise TinyservError("the caller went away")
-    return {"exit": code}
-
-
-def _close(fds):
-    while fds:
-        os.close(fds.pop())
-
-
-def watch(conn, pid):
-    """Wait for our child pid to end (its exit code) while the caller stays; None once the caller has gone.
-
-    A line the caller sends is a signal number to pass on (Ctrl-C in `tinyserv run`).
-    """
-    from tinyserv.platform import procs
-    try:
-        exited = os.pidfd_open(pid)
-    except (AttributeError, OSError):
-        exited = None
-    try:
-        while True:
-            code = procs.reap(pid)
-            if code is not None:
-                return code
-            ready = select.select([conn] + ([exited] if exited is not None else []), [], [], 0.05)[0]
-            if conn in ready:
-                data = conn.recv(64)
-                if not data:
-                    return None
-                for line in data.split():
-                    if line.isdigit() and int(line) in (signal.SIGINT, signal.SIGQUIT, signal.SIGTERM, signal.SIGHUP):
-                        procs.signal_group(pid, int(line))
-    finally:
-        if exited is not None:
-            os.close(exited)
-
-
-def _trial(layout, conn, message, fds):
-    from tinyserv.state import appstate
-    from tinyserv.deploy import boot
-    app = _app(layout, message)
-    build_id = message["build"]
-    build_dir = _inside(layout, app, layout.build_dir(app, build_id), "builds")
-
-    def cancelled():
-        if select.select([conn], [], [], 0)[0] and not conn.recv(64):
-            raise TinyservError("the caller went away")
-    result = boot.check(layout, app, build_dir, appstate.build_meta(layout, app, build_id), message["config"],
-                        int(message["version"]), float(message["timeout"]), cancelled, keep=bool(message["keep"]),
-                        user=account(layout, app))
-    return {"result": type(result).__name__, "fields": result._asdict()}
-
-
-def _stop_kept(layout, conn, message, fds):
-    from tinyserv.deploy import boot
-    app = _app(layout, message)
-    instance = message["instance"]
-    user = account(layout, app)
-    pid = int(instance["pid"])
-    if not str(instance.get("mark", "")).startswith(layout.app_marks(app)) or int(instance["pgid"]) != pid \
-            or _owner(pid) not in (user.uid if user else os.geteuid(), None):
-        raise TinyservError("process %d is not one of %s's" % (pid, app))
-    boot.stop_kept(layout, instance)
-
-
-def _claim(layout, conn, message, fds):
-    app = _app(layout, message)
-    path = _inside(layout, app, message.get("path"), "builds", "deps")
-    info = os.lstat(path)
-    deployer = pwd.getpwnam(deploy_user(layout))
-    if not os.path.isdir(path) or os.path.islink(path) or info.st_uid != deployer.pw_uid:
-        raise TinyservError("%s is not a directory the deploy user made" % path)
-    with as_root():
-        _give(path, account(layout, app), deployer.pw_gid)
-
-
-def _remove(layout, conn, message, fds):
-    app = _app(layout, message)
-    path = _inside(layout, app, message.get("path"), "builds", "deps")
-    user = account(layout, app)
-    if os.path.lexists(path) and os.lstat(path).st_uid == user.uid:
-        delete(user, path)
-    else:
-        import shutil
-        shutil.rmtree(path, ignore_errors=True)  # a directory the deploy user made and never handed over
-
-
-def _make_user(layout, conn, message, fds):
-    with as_root():
-        make_account(layout, _app(layout, message))
-
-
-def _drop_user(layout, conn, message, fds):
-    app = message.get("app")
-    from tinyserv.common.names import check_app_name
-    check_app_name(app)
-    if layout.exists(app):
-        raise TinyservError("%s still exists: destroy it first" % app)
-    with as_root():
-        drop_account(layout, app)
-
-
-HANDLERS = {"exec": _exec, "trial": _trial, "stop-kept": _stop_kept, "claim": _claim, "remove": _remove,
-            "make-user": _make_user, "drop-user": _drop_user}

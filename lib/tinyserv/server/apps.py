@@ -13,7 +13,8 @@ import sys
 
 from tinyserv.state import appstate, logs, releases, store
 from tinyserv.common import configvars, settings
-from tinyserv.supervise import control
+from tinyserv.platform import control
+from tinyserv.supervise import waiting
 from tinyserv.platform import privileged, procs
 from tinyserv.common.errors import TinyservError
 from tinyserv.state.layout import start_port
@@ -122,7 +123,7 @@ def destroy(layout, name):
 def live_groups(layout, name):
     """Process groups of the app's instances whose main process still runs (none if its state is unreadable)."""
     try:
-        saved = control.instances(layout, name)
+        saved = waiting.instances(layout, name)
     except TinyservError:
         return []  # its processes are still found by their marks
     return [i["pgid"] for i in saved if procs.alive(i["pid"], i["starttime"])]
@@ -175,7 +176,7 @@ def processes(layout, name):
     control.ensure_supervisor(layout)
     release = releases.current(layout, name)
     types = formation(layout, name)
-    saved = control.instances(layout, name)
+    saved = waiting.instances(layout, name)
     running = {i["name"]: i for i in saved if not i.get("retired")}
     for ptype, f in types.items():  # what should exist but does not run: stopped
         for n in range(1, f["quantity"] + 1):
@@ -241,7 +242,7 @@ def check_count(ptype, count):
 def settle(layout, name):
     """After a change that starts web: wait (up to the boot timeout) until it answers."""
     release = releases.current(layout, name)
-    return control.wait_for_web(layout, name, release["version"], settings.boot_timeout(release["config"]))
+    return waiting.wait_for_web(layout, name, release["version"], settings.boot_timeout(release["config"]))
 
 
 def words(value, needed):
@@ -286,7 +287,8 @@ def restart(layout, name, target=None):
     control.ensure_supervisor(layout)
     control.request(layout, {"cmd": "restart", "app": name, "target": target})
     if settings.nginx_binary() is not None and (target or "web").partition(".")[0] == "web":
-        from tinyserv.deploy import boot, rollout
+        from tinyserv.platform import boot
+        from tinyserv.deploy import rollout
         result = settle(layout, name)  # behind nginx: done when the new webs serve and the old ones drain
         if not isinstance(result, boot.Up):
             raise TinyservError("the new web %s; the old one keeps serving (see 'tinyserv logs --ps web')" %
@@ -418,7 +420,7 @@ def run(layout, name, command):
         raise TinyservError("run needs a command, e.g. 'tinyserv run bash'")
     build_dir = layout.build_dir(name, release["build"])
     meta = appstate.build_meta(layout, name, release["build"])
-    from tinyserv.deploy import boot
+    from tinyserv.platform import boot
     port = boot.free_port() if settings.nginx_binary() else releases.port(layout, name)  # nginx holds the app's
     env = appenv.process_env(build_dir, meta, release["config"], name, "run.1", port,
                              release["version"], layout.mark(name, "run.%d" % os.getpid()),

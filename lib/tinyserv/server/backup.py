@@ -249,7 +249,7 @@ def back_up_app(layout, app, writer, scratch):
 
 def dump_addon(layout, app, addon, path):
     """Write a consistent snapshot of an add-on's data to path; False for a Redis add-on that is not running."""
-    from tinyserv.supervise import services
+    from tinyserv.platform import services
     if addon["state"] != addons.READY:
         raise TinyservError("%s's add-on %s was never finished (its creation was interrupted): destroy it with "
                             "'tinyserv addons:destroy %s' and back up again" % (app, addon["name"], addon["name"]))

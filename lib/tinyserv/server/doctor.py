@@ -219,8 +219,9 @@ def crontab_boot_line():
 
 def checks(layout):
     """Every check, for this server."""
-    from tinyserv.supervise import control, services
-    from tinyserv.supervise.control import REMOTE_SCRIPT
+    from tinyserv.platform import control
+    from tinyserv.platform import services
+    from tinyserv import REMOTE_SCRIPT
     from tinyserv.state.store import lock_held
     from tinyserv.cli.unpack import code_home
     code_dir = os.path.dirname(os.path.dirname(REMOTE_SCRIPT))

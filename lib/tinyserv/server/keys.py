@@ -140,7 +140,7 @@ def shown(name, entry):
 
 def line(name, entry, python=sys.executable):
     """The authorized_keys line of a deploy key: a forced command, and `restrict` (a pty only for `run`)."""
-    from tinyserv.supervise.control import REMOTE_SCRIPT
+    from tinyserv import REMOTE_SCRIPT
     command = " ".join(shlex.quote(w) for w in (python, REMOTE_SCRIPT)) + " ssh-serve --key " + name
     options = 'command="%s",restrict' % command.replace("\\", "\\\\").replace('"', '\\"')
     if not entry["push_only"]:

@@ -34,8 +34,9 @@ WantedBy=multi-user.target
 
 def startup(layout):
     """At boot: start the supervisor, bring every app to its formation, report each app's state."""
-    from tinyserv.deploy import boot
-    from tinyserv.supervise import control
+    from tinyserv.platform import boot
+    from tinyserv.platform import control
+    from tinyserv.supervise import waiting
     from tinyserv.state import releases, store
     from tinyserv.common import settings
     layout.ensure()
@@ -47,7 +48,7 @@ def startup(layout):
             release = releases.current(layout, name)
             if not release or not release["build"]:
                 continue
-            result = control.wait_for_web(layout, name, release["version"], settings.boot_timeout(release["config"]))
+            result = waiting.wait_for_web(layout, name, release["version"], settings.boot_timeout(release["config"]))
             state = {boot.Up: "up", boot.Crashed: "crashed", boot.TimedOut: "timed out"}[type(result)]
         except TinyservError as e:  # one damaged app does not keep the others from being reported
             state = "broken (%s)" % e
@@ -61,7 +62,7 @@ def startup(layout):
 def shutdown(layout):
     """Stop every app gracefully and the supervisor; nothing keeps running."""
     from tinyserv.server import apps
-    from tinyserv.supervise import control
+    from tinyserv.platform import control
     from tinyserv.platform import procs
     from tinyserv.state import store
     layout.ensure()
@@ -94,7 +95,7 @@ def unit_text(layout, root=False):
     """The systemd unit for this user and these settings; it runs the current version of an installed
     tinyserv (~/.tinyserv-code/current), so an upgrade needs no new unit."""
     import getpass
-    from tinyserv.supervise import control
+    from tinyserv.platform import control
     from tinyserv.state.layout import start_port
     from tinyserv.cli.unpack import installed_script
     front_door = "".join("Environment=%s=%s\n" % (name, os.environ[name]) for name in FRONT_DOOR_SETTINGS
@@ -125,8 +126,8 @@ def supervise(layout, boot=False, if_none=False, standby=False):
         lock = stand_by(layout)
         if lock is None:
             return 0
-    from tinyserv.supervise import supervisor  # only now: a waiting standby stays small
-    return supervisor.main(layout, wait=not if_none, lock=lock)
+    from tinyserv.supervise import loop  # only now: a waiting standby stays small
+    return loop.main(layout, wait=not if_none, lock=lock)
 
 
 def stand_by(layout):

@@ -15,7 +15,9 @@ import urllib.parse
 
 from tinyserv.addons import registry as addons, postgres, redis
 from tinyserv.server import apps
-from tinyserv.supervise import control, services
+from tinyserv.platform import control
+from tinyserv.supervise import waiting
+from tinyserv.platform import services
 from tinyserv.state import logs, releases, store
 from tinyserv.common import settings
 from tinyserv.common.errors import TinyservError
@@ -206,8 +208,8 @@ class Restore:
         release = releases.current(self.layout, app)
         if not release or not release["build"]:
             return
-        result = control.wait_for_web(self.layout, app, release["version"], settings.boot_timeout(release["config"]))
-        from tinyserv.deploy.boot import Up
+        result = waiting.wait_for_web(self.layout, app, release["version"], settings.boot_timeout(release["config"]))
+        from tinyserv.platform.boot import Up
         state = "up" if isinstance(result, Up) else "not up yet (see 'tinyserv logs -a %s')" % app
         print("%s: v%d on port %d, %s" % (app, release["version"], self.ports[app], state), flush=True)
 

@@ -20,7 +20,7 @@ import subprocess
 import sys
 import time
 
-from tinyserv.supervise import control
+from tinyserv.platform import control
 from tinyserv.platform import procs
 from tinyserv.common.errors import TinyservError
 

@@ -155,7 +155,6 @@ def stop_kept(layout, instance):
 
 def wait_listening(pid, port, timeout, cancelled, health=None, settle=SETTLE, tick=lambda: None):
     """Up once port accepts connections (and health answers 2xx/3xx) and web still runs settle s later."""
-    from tinyserv.supervise.supervisor import listening
     deadline = time.monotonic() + timeout
     listening_at = None
     while True:
@@ -180,3 +179,21 @@ def describe(result, health=None):
     if health:
         return "web did not answer GET %s with 2xx or 3xx within %d s" % (health, result.seconds)
     return "web did not listen on $PORT within %d s" % result.seconds
+
+
+def port_open(port, host="127.0.0.1"):
+    """Does something accept TCP connections on host:port?"""
+    try:
+        with socket.create_connection((host, port), timeout=0.2):
+            return True
+    except OSError:
+        return False
+
+
+def listening(port, pgid):
+    """Is it process group pgid that accepts connections on port?
+
+    Knocking first: it costs a refused connection, where reading the socket tables costs
+    milliseconds on a busy server, and the boot check asks every 10 ms.
+    """
+    return port_open(port) and procs.group_listens(pgid, port)

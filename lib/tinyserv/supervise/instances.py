@@ -1,0 +1,18 @@
+"""What the supervisor keeps for each instance: the states that count as running, its key, its mark."""
+
+RUNNING = ("starting", "up")
+
+
+def retired_key(inst):
+    """Where an old web waits while its replacement runs under its name: web.1~PID."""
+    return "%s~%d" % (inst["name"], inst["pid"])
+
+
+def one_line(error):
+    """An exception as one line of text, for a log line or state.json."""
+    return " ".join(str(error).split()) or type(error).__name__
+
+
+def is_instance_mark(mark):
+    """Does a TINYSERV_INSTANCE value belong to an instance (web.1@...), not a build or a one-off run?"""
+    return "@" in mark.rsplit(":", 1)[-1]
