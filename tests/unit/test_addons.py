@@ -7,6 +7,7 @@ import pytest
 
 from tinyserv.addons import registry as addons, postgres, redis
 from tinyserv.state import releases
+from tinyserv.common import names
 from tinyserv.common.errors import TinyservError
 
 APP = "shop"
@@ -56,13 +57,13 @@ def state(layout):
     ("heroku-postgresql:essential-0", "postgresql"), ("Redis", "redis"), ("heroku-redis:mini", "redis"),
 ])
 def test_add_on_kinds_are_known_by_heroku_names_too(text, kind):
-    assert addons.kind_of(text) == kind
+    assert names.addon_kind(text) == kind
 
 
 @pytest.mark.parametrize("text", ["mysql", "", "redis-server", None, ":redis"])
 def test_an_unknown_add_on_kind_is_refused_in_one_line(text):
     with pytest.raises(TinyservError, match="unknown add-on kind .*tinyserv has postgresql and redis"):
-        addons.kind_of(text)
+        names.addon_kind(text)
 
 
 def test_creating_an_add_on_sets_its_url_in_a_new_release_and_records_it(layout, app):

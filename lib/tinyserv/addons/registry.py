@@ -15,13 +15,11 @@ from tinyserv.addons import postgres, redis
 from tinyserv.state import releases, store
 from tinyserv.deploy import rollout
 from tinyserv.common.errors import TinyservError
-from tinyserv.common.names import APP_NAME
+from tinyserv.common.names import APP_NAME, addon_kind
 
 ADDON = {"name": str, "kind": str, "var": str, "url": str, "created_at": str, "state": str,
          "?port": int, "?database": str}
 ADDONS = {"addons": [ADDON]}
-ALIASES = {"postgresql": "postgresql", "postgres": "postgresql", "heroku-postgresql": "postgresql",
-           "redis": "redis", "heroku-redis": "redis"}
 CREATING, READY = "creating", "created"
 
 
@@ -33,15 +31,6 @@ def providers():
 def provider(kind, registry=None):
     """What provisions add-ons of kind (registry: {kind: provider}, tests pass fakes)."""
     return (registry or providers())[kind]
-
-
-def kind_of(text):
-    """'postgresql', 'heroku-postgresql:essential-0', 'redis' ... -> the kind; one line for anything else."""
-    name = text.partition(":")[0].strip().lower() if isinstance(text, str) else None
-    if name not in ALIASES:
-        raise TinyservError("unknown add-on kind %r: tinyserv has postgresql and redis "
-                            "(e.g. 'tinyserv addons:create postgresql')" % (text,))
-    return ALIASES[name]
 
 
 def addons_file(layout, app):
@@ -126,7 +115,7 @@ def create(layout, app, kind, by=None, registry=None):
     """addons:create KIND: provision, then a release with its URL; undo everything if a step fails."""
     from tinyserv.server import apps
     layout.require(app)
-    kind = kind_of(kind)
+    kind = addon_kind(kind)
     chosen = provider(kind, registry)
     chosen.check_available()  # refused here, in one line, before anything is made
     with rollout.uninterrupted(), changing(layout, app):  # half an add-on would outlive a Ctrl-C

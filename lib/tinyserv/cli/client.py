@@ -11,10 +11,9 @@ from tinyserv import __version__
 from tinyserv.common import commands, configvars, printer
 from tinyserv.cli import gitlocal
 from tinyserv.common.errors import ArgumentParser, RawDescriptionHelpFormatter, TinyservError, guarded, parse
-from tinyserv.common.names import (MAX_PEM, check_app_name, check_config_key, check_domain, check_feature, check_pem,
-                    parse_assignments, parse_scale)
-from tinyserv.common.printer import color, heading, pairs, table
-from tinyserv.state.storage import human
+from tinyserv.common.names import (MAX_PEM, addon_kind, check_app_name, check_config_key, check_domain, check_feature,
+                                   check_pem, parse_assignments, parse_scale)
+from tinyserv.common.printer import color, heading, human, pairs, table
 from tinyserv.cli.transport import Remote
 
 
@@ -489,8 +488,7 @@ class Client:
                        ["NAME", "KIND", "CONFIG VAR", "STATE", "CREATED"]))
 
     def addons_create(self):
-        from tinyserv.addons.registry import kind_of
-        kind = kind_of(self.args.kind)  # refused here before anything travels; the server checks again
+        kind = addon_kind(self.args.kind)  # refused here before anything travels; the server checks again
         if not self.args.json:
             self.say("Creating %s on ⬢ %s..." % (kind, self.app))
         created = self.call()

@@ -1,4 +1,4 @@
-"""Validation of the names users type: app names and config keys (pure)."""
+"""Validation of the names users type: app names, config keys, add-on kinds (pure)."""
 
 import re
 
@@ -105,3 +105,16 @@ def check_feature(feature):
     if feature not in FEATURES:
         raise TinyservError("no feature %r: the features are %s" % (feature, ", ".join(FEATURES)))
     return feature
+
+
+ADDON_KINDS = {"postgresql": "postgresql", "postgres": "postgresql", "heroku-postgresql": "postgresql",
+               "redis": "redis", "heroku-redis": "redis"}
+
+
+def addon_kind(text):
+    """'postgresql', 'heroku-postgresql:essential-0', 'redis' ... -> the kind; one line for anything else."""
+    name = text.partition(":")[0].strip().lower() if isinstance(text, str) else None
+    if name not in ADDON_KINDS:
+        raise TinyservError("unknown add-on kind %r: tinyserv has postgresql and redis "
+                            "(e.g. 'tinyserv addons:create postgresql')" % (text,))
+    return ADDON_KINDS[name]

@@ -82,3 +82,11 @@ def warning(message, stream=None):
     stream = stream or sys.stderr
     stream.write(color("tinyserv: warning: " + message.replace("\n", " "), "33", stream) + "\n")
     stream.flush()
+
+
+def human(size):
+    """1536 -> '1.5 KB' (powers of 1024, as du -h)."""
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if size < 1024 or unit == "TB":
+            return ("%d %s" if unit == "B" else "%.1f %s") % (size, unit)
+        size /= 1024.0

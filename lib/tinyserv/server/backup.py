@@ -35,6 +35,7 @@ import zlib
 from tinyserv.addons import registry as addons
 from tinyserv.state import appstate, releases, store
 from tinyserv.common.errors import TinyservError
+from tinyserv.common.printer import human
 from tinyserv.common.names import APP_NAME
 
 FORMAT = 1
@@ -260,12 +261,6 @@ def dump_addon(layout, app, addon, path):
     except (OSError, addons.redis.ReplyError) as e:
         raise TinyservError("cannot take a snapshot of %s's add-on %s: %s" % (app, addon["name"], e)) from None
     return True
-
-
-def human(size):
-    """A size in bytes as text (storage.human)."""
-    from tinyserv.state.storage import human as as_text
-    return as_text(size)
 
 
 # --- reading -------------------------------------------------------------------------------------------

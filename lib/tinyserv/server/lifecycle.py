@@ -96,7 +96,7 @@ def unit_text(layout, root=False):
     import getpass
     from tinyserv.supervise import control
     from tinyserv.state.layout import start_port
-    from tinyserv.cli.unpack import installed_script
+    from tinyserv.common.unpack import installed_script
     front_door = "".join("Environment=%s=%s\n" % (name, os.environ[name]) for name in FRONT_DOOR_SETTINGS
                          if os.environ.get(name))
     user = getpass.getuser()

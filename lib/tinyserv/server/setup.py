@@ -17,7 +17,7 @@ from tinyserv import __version__
 from tinyserv.server import doctor
 from tinyserv.state import store
 from tinyserv.common.printer import Steps
-from tinyserv.cli.unpack import code_home
+from tinyserv.common.unpack import code_home
 
 BEGIN = "# >>> tinyserv >>>"
 END = "# <<< tinyserv <<<"
