@@ -36,6 +36,13 @@ def check_config_key(key):
     return key
 
 
+def nonempty_words(value, needed):
+    """A non-empty list of text from a request; one line saying what is needed otherwise."""
+    if not isinstance(value, list) or not value or not all(isinstance(w, str) for w in value):
+        raise TinyservError(needed)
+    return value
+
+
 def parse_assignments(words):
     """Turn ['KEY=VALUE', ...] into a dict, validating every key."""
     pairs = {}

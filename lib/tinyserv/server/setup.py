@@ -114,7 +114,7 @@ def root_run(argv, data=None):
 
 def point_hooks(layout):
     """Rewrite every app's pre-receive hook so that pushes run this version; how many there are."""
-    from tinyserv.server.apps import ensure_repo
+    from tinyserv.deploy.appfiles import ensure_repo
     names = layout.apps()
     for name in names:
         ensure_repo(layout, name)
