@@ -3,11 +3,12 @@
 Made from this table: the client's command line (bin/tinyserv), the server's (bin/tinyserv-remote),
 the request the client sends, shell completion, and the README's command table (a test compares
 them). Where each side of a command is, by its name alone:
-  the client's side    the method named like the command, ':' and '-' as '_' (`pg:backups:capture` is
-                       pg_backups_capture), on one of the Client's parts: cli/client.py (apps, ps, config,
-                       releases, logs, run, keys, the front door), cli/data.py (add-ons, pg, storage, cron,
-                       backups), cli/developer.py (what runs on this machine: local, open, config:pull/push,
-                       completion, server:install, version).
+  the client's side    the Client's method named like the command, ':' and '-' as '_' (`pg:backups:capture` is
+                       pg_backups_capture), in the part of cli/ named for its concern: apps.py (apps, ps, logs,
+                       run, config, releases, rollback, keys), frontdoor.py (domains, certs, maintenance,
+                       features), data.py (storage, addons, pg, cron, backups), developer.py (what runs on this
+                       machine: local, open, config:pull/push, completion, server:install, version); client.py
+                       joins them and holds what every command uses to reach the server.
   the server's side    for a command of a topic, `TOPIC[:VERB...]`, the function VERB (':' and '-' as '_';
                        `index` for the bare topic, a trailing '_' on a Python name like `set`) of
                        lib/tinyserv/server/topics/TOPIC.py, so `ls server/topics` is the command map; an alias
