@@ -23,7 +23,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 RESULTS = os.path.join(REPO, "tests", "bench", "results")
 
 sys.path.insert(0, os.path.join(REPO, "lib"))
-from tinyserv.server.apps import port_free  # noqa: E402  the same "is this port free" tinyserv asks
+from tinyserv.deploy.ports import free as port_free  # noqa: E402  the same "is this port free" tinyserv asks
 SERVER_PYTHON = "/usr/bin/python3"  # Debian's, the server's Python in the e2e container
 BASE_PATH = "/usr/local/bin:/usr/bin:/bin"  # what tinyserv gives builds and apps (appenv.BASE_PATH)
 

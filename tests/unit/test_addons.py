@@ -6,7 +6,8 @@ import os
 import pytest
 
 from tinyserv.addons import registry as addons, postgres, redis
-from tinyserv.state import releases
+from tinyserv.state import addonstate, releases
+from tinyserv.common import names
 from tinyserv.common.errors import TinyservError
 
 APP = "shop"
@@ -48,7 +49,7 @@ def app(layout):
 
 def state(layout):
     """What a failed command must leave as it was: the releases and the add-on list."""
-    return releases.history(layout, APP), addons.load(layout, APP)
+    return releases.history(layout, APP), addonstate.load(layout, APP)
 
 
 @pytest.mark.parametrize("text, kind", [
@@ -56,13 +57,13 @@ def state(layout):
     ("heroku-postgresql:essential-0", "postgresql"), ("Redis", "redis"), ("heroku-redis:mini", "redis"),
 ])
 def test_add_on_kinds_are_known_by_heroku_names_too(text, kind):
-    assert addons.kind_of(text) == kind
+    assert names.addon_kind(text) == kind
 
 
 @pytest.mark.parametrize("text", ["mysql", "", "redis-server", None, ":redis"])
 def test_an_unknown_add_on_kind_is_refused_in_one_line(text):
     with pytest.raises(TinyservError, match="unknown add-on kind .*tinyserv has postgresql and redis"):
-        addons.kind_of(text)
+        names.addon_kind(text)
 
 
 def test_creating_an_add_on_sets_its_url_in_a_new_release_and_records_it(layout, app):
@@ -72,8 +73,8 @@ def test_creating_an_add_on_sets_its_url_in_a_new_release_and_records_it(layout,
     release = releases.current(layout, APP)
     assert release["version"] == 2 and release["description"] == "Attach %s as DATABASE_URL" % shown["name"]
     assert release["config"] == {"GREETING": "hi", "DATABASE_URL": fake.live[shown["name"]]["url"]}
-    assert [a["name"] for a in addons.load(layout, APP)] == [shown["name"]] and shown["name"] in fake.live
-    assert os.stat(addons.addons_file(layout, APP)).st_mode & 0o777 == 0o600
+    assert [a["name"] for a in addonstate.load(layout, APP)] == [shown["name"]] and shown["name"] in fake.live
+    assert os.stat(addonstate.addons_file(layout, APP)).st_mode & 0o777 == 0o600
     assert addons.info(layout, APP, shown["name"]) == shown and addons.listing(layout, APP) == [shown]
 
 
@@ -106,7 +107,7 @@ def test_destroying_an_add_on_makes_a_release_without_its_var_and_deletes_it(lay
                                                                               "var": "DATABASE_URL"}
     release = releases.current(layout, APP)
     assert release["description"] == "Detach %s (DATABASE_URL)" % name and "DATABASE_URL" not in release["config"]
-    assert addons.load(layout, APP) == [] and fake.live == {}
+    assert addonstate.load(layout, APP) == [] and fake.live == {}
 
 
 def test_an_add_on_whose_var_was_changed_by_hand_is_deleted_without_another_release(layout, app):

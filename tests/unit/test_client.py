@@ -1,12 +1,12 @@
-"""client.py and gitlocal.py: argument parsing, which app, and small formatting helpers."""
+"""client.py, target.py and gitlocal.py: argument parsing, which app, and small formatting helpers."""
 
 import argparse
 import subprocess
 
 import pytest
 
-from tinyserv.cli import client, gitlocal
-from tinyserv.common import commands
+from tinyserv.cli import client, gitlocal, target
+from tinyserv.common import commands, printer
 from tinyserv.common.errors import TinyservError
 
 
@@ -133,12 +133,12 @@ def test_main_prints_one_line_and_exits_1_for_a_bad_command(capsys):
 
 
 def test_resolve_app_takes_the_app_option():
-    assert client.resolve_app(argparse.Namespace(app="myapp")) == "myapp"
+    assert target.resolve_app(argparse.Namespace(app="myapp")) == "myapp"
 
 
 def test_resolve_app_refuses_an_invalid_app_option():
     with pytest.raises(TinyservError, match="invalid app name '../etc'"):
-        client.resolve_app(argparse.Namespace(app="../etc"))
+        target.resolve_app(argparse.Namespace(app="../etc"))
 
 
 def git(*args, cwd):
@@ -149,14 +149,14 @@ def test_resolve_app_reads_the_tinyserv_git_remote(tmp_path, monkeypatch):
     git("init", "-q", str(tmp_path), cwd=tmp_path)
     git("remote", "add", "tinyserv", "deploy@host:/srv/tinyserv/repos/shop.git", cwd=tmp_path)
     monkeypatch.chdir(tmp_path)
-    assert client.resolve_app(argparse.Namespace(app=None)) == "shop"
+    assert target.resolve_app(argparse.Namespace(app=None)) == "shop"
 
 
 def test_resolve_app_without_a_remote_says_what_to_do(tmp_path, monkeypatch):
     git("init", "-q", str(tmp_path), cwd=tmp_path)
     monkeypatch.chdir(tmp_path)
     with pytest.raises(TinyservError, match="no app here: .*pass -a NAME"):
-        client.resolve_app(argparse.Namespace(app=None))
+        target.resolve_app(argparse.Namespace(app=None))
 
 
 @pytest.mark.parametrize("url, app", [
@@ -185,7 +185,7 @@ def test_app_from_url_is_the_repository_name(url, app):
     (-30, "0s"),
 ])
 def test_ago_shows_the_largest_whole_unit(seconds, shown):
-    assert client.ago(1_000_000 - seconds, now=1_000_000) == shown
+    assert printer.ago(1_000_000 - seconds, now=1_000_000) == shown
 
 
 @pytest.mark.parametrize("epoch, shown", [
@@ -194,7 +194,7 @@ def test_ago_shows_the_largest_whole_unit(seconds, shown):
     (0, ""),
 ])
 def test_iso_shows_utc_or_nothing(epoch, shown):
-    assert client.iso(epoch) == shown
+    assert printer.iso(epoch) == shown
 
 
 def test_the_server_parses_what_the_client_sends_for_every_command():
@@ -244,7 +244,7 @@ def test_the_readme_command_table_is_made_from_the_declarations():
     (["-a", "first", "ps", "-a", "second"], "second"),  # the one nearer the command wins
 ])
 def test_the_app_option_goes_before_or_after_the_command(argv, app):
-    assert client.resolve_app(PARSER.parse_args(argv)) == app
+    assert target.resolve_app(PARSER.parse_args(argv)) == app
 
 
 def test_r_names_another_git_remote_for_the_app_and_its_server(tmp_path, monkeypatch):
@@ -257,9 +257,9 @@ def test_r_names_another_git_remote_for_the_app_and_its_server(tmp_path, monkeyp
                             (["ps", "-r", "staging"], "shop-staging", "ssh://deploy@two:2222"),
                             (["-r", "staging", "logs"], "shop-staging", "ssh://deploy@two:2222")]:
         args = PARSER.parse_args(argv)
-        assert (client.resolve_app(args), client.find_remote(args).spec) == (app, spec)
+        assert (target.resolve_app(args), target.find_remote(args).spec) == (app, spec)
     with pytest.raises(TinyservError, match="no git remote named 'prod'"):
-        client.resolve_app(PARSER.parse_args(["ps", "-r", "prod"]))
+        target.resolve_app(PARSER.parse_args(["ps", "-r", "prod"]))
 
 
 def test_a_named_app_goes_to_tinyserv_remote_and_so_do_apps_and_apps_create(tmp_path, monkeypatch):
@@ -267,7 +267,7 @@ def test_a_named_app_goes_to_tinyserv_remote_and_so_do_apps_and_apps_create(tmp_
     git("remote", "add", "tinyserv", "deploy@one:/srv/t/repos/shop.git", cwd=tmp_path)
     monkeypatch.chdir(tmp_path)
     for argv in (["ps", "-a", "other"], ["apps"], ["apps:create", "new"]):
-        assert client.find_remote(PARSER.parse_args(argv), {"TINYSERV_REMOTE": "deploy@three"}).spec == "deploy@three"
+        assert target.find_remote(PARSER.parse_args(argv), {"TINYSERV_REMOTE": "deploy@three"}).spec == "deploy@three"
 
 
 def test_a_command_without_an_app_refuses_one_before_it(capsys):

@@ -5,7 +5,7 @@ import io
 
 import pytest
 
-from tinyserv.cli import client
+from tinyserv.cli import client, gitlocal
 from tinyserv.common import commands
 from tinyserv.common.errors import TinyservError
 
@@ -186,7 +186,7 @@ def test_cron_shows_each_job_with_its_next_and_last_run():
 
 
 def test_apps_destroy_says_it_deleted_the_data_directory_and_add_ons(monkeypatch):
-    monkeypatch.setattr(client.gitlocal, "in_repository", lambda: False)
+    monkeypatch.setattr(gitlocal, "in_repository", lambda: False)
     answer = {"destroyed": "myapp", "addons": ["postgresql-1a2b3c4d"], "data_bytes": 3 * 1024 * 1024}
     out, _ = run("apps_destroy", {"apps:destroy": answer}, name="myapp", confirm="myapp")
     assert out == ("Destroying ⬢ myapp... done: its data directory (3.0 MB) and add-ons postgresql-1a2b3c4d, "

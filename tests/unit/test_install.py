@@ -11,7 +11,8 @@ import pytest
 
 from tinyserv.server import doctor, lifecycle, setup as serversetup
 from tinyserv.supervise import handover
-from tinyserv.cli import install, unpack
+from tinyserv.cli import install
+from tinyserv.common import unpack
 from tinyserv.server.doctor import FAIL, OK, WARN, Check
 from tinyserv.common.errors import TinyservError
 from tinyserv.state.layout import Layout

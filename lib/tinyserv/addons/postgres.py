@@ -16,8 +16,9 @@ import subprocess
 import time
 import urllib.parse
 
-from tinyserv.state import store
+from tinyserv.state import addonstate, store
 from tinyserv.common.errors import TinyservError
+from tinyserv.common.names import APP_NAME
 
 ADMIN_VAR = "TINYSERV_POSTGRES_URL"
 IDENT = re.compile(r"[a-z_][a-z0-9_]{0,62}\Z")  # the names tinyserv makes: no quoting needed, none accepted
@@ -261,14 +262,13 @@ def capture(layout, app, addon, provider=None):
 
 def attached(layout, app, database=None):
     """The PostgreSQL add-on named database, else the app's one in DATABASE_URL, else its first."""
-    from tinyserv.addons import registry as addons
     layout.require(app)
     if database:
-        addon = addons.find(layout, app, database)
+        addon = addonstate.find(layout, app, database)
         if addon["kind"] != "postgresql":
             raise TinyservError("%s is a %s add-on, not a PostgreSQL database" % (database, addon["kind"]))
         return addon
-    mine = [a for a in addons.load(layout, app) if a["kind"] == "postgresql" and a["state"] == addons.READY]
+    mine = [a for a in addonstate.load(layout, app) if a["kind"] == "postgresql" and a["state"] == addonstate.READY]
     if not mine:
         raise TinyservError("%s has no PostgreSQL database: create one with 'tinyserv addons:create postgresql'"
                             % app)
@@ -299,8 +299,7 @@ def backups_capture(layout, app, database=None):
 
 def chosen_backup(layout, app, backup, database):
     """(add-on, backup path): the backup named (default: the newest); an add-on name alone is the database."""
-    from tinyserv.addons import registry as addons
-    if backup and not BACKUP_ID.match(backup) and database is None and addons.APP_NAME.match(backup):
+    if backup and not BACKUP_ID.match(backup) and database is None and APP_NAME.match(backup):
         backup, database = None, backup
     addon = attached(layout, app, database)
     if backup is None:

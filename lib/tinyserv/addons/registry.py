@@ -1,6 +1,6 @@
 """Add-ons: a PostgreSQL database or a Redis server of an app's own, with Heroku's verbs.
 
-apps/<app>/addons.json (0600: it holds their URLs) lists an app's add-ons. Creating one
+apps/<app>/addons.json lists an app's add-ons (state/addonstate.py). Creating one
 provisions it (postgres.py, redis.py), then sets its URL as a config var in a new release
 (DATABASE_URL, REDIS_URL), boot-checked like any config change, so rollback keeps working;
 if any step fails, what the earlier steps made is undone and nothing is left behind.
@@ -12,17 +12,10 @@ import secrets
 
 from tinyserv.common import configvars
 from tinyserv.addons import postgres, redis
-from tinyserv.state import releases, store
-from tinyserv.deploy import rollout
+from tinyserv.state import addonstate, releases, store
+from tinyserv.deploy import ports, push, rollout
 from tinyserv.common.errors import TinyservError
-from tinyserv.common.names import APP_NAME
-
-ADDON = {"name": str, "kind": str, "var": str, "url": str, "created_at": str, "state": str,
-         "?port": int, "?database": str}
-ADDONS = {"addons": [ADDON]}
-ALIASES = {"postgresql": "postgresql", "postgres": "postgresql", "heroku-postgresql": "postgresql",
-           "redis": "redis", "heroku-redis": "redis"}
-CREATING, READY = "creating", "created"
+from tinyserv.common.names import addon_kind
 
 
 def providers():
@@ -33,70 +26,6 @@ def providers():
 def provider(kind, registry=None):
     """What provisions add-ons of kind (registry: {kind: provider}, tests pass fakes)."""
     return (registry or providers())[kind]
-
-
-def kind_of(text):
-    """'postgresql', 'heroku-postgresql:essential-0', 'redis' ... -> the kind; one line for anything else."""
-    name = text.partition(":")[0].strip().lower() if isinstance(text, str) else None
-    if name not in ALIASES:
-        raise TinyservError("unknown add-on kind %r: tinyserv has postgresql and redis "
-                            "(e.g. 'tinyserv addons:create postgresql')" % (text,))
-    return ALIASES[name]
-
-
-def addons_file(layout, app):
-    """apps/<app>/addons.json."""
-    return layout.app_file(app, "addons.json")
-
-
-def load(layout, app):
-    """The app's add-ons, oldest first (none when it never had one)."""
-    return store.load(addons_file(layout, app), ADDONS, {"addons": []})["addons"]
-
-
-def save(layout, app, addons):
-    """Write the app's add-on list (none: no file, as before its first add-on)."""
-    if addons:
-        store.write_json(addons_file(layout, app), {"addons": addons}, mode=0o600)
-    else:
-        store.remove(addons_file(layout, app))
-
-
-def record(layout, app, addon):
-    """Write addon into the app's list (replacing the entry of the same name)."""
-    save(layout, app, [a for a in load(layout, app) if a["name"] != addon["name"]] + [addon])
-
-
-def forget(layout, app, name):
-    """Drop the add-on called name from the app's list."""
-    save(layout, app, [a for a in load(layout, app) if a["name"] != name])
-
-
-@contextlib.contextmanager
-def changing(layout, app):
-    """Hold the app's add-on lock: one add-on change at a time per app."""
-    with store.locked(layout.app_file(app, "addons.lock")):
-        yield
-
-
-def find(layout, app, name):
-    """The add-on called name of app, or one line saying which there are."""
-    if not isinstance(name, str) or not APP_NAME.match(name):
-        raise TinyservError("%r is not an add-on name like redis-1a2b3c4d (see 'tinyserv addons')" % (name,))
-    for addon in load(layout, app):
-        if addon["name"] == name:
-            return addon
-    names = ", ".join(a["name"] for a in load(layout, app)) or "none"
-    raise TinyservError("%s has no add-on named %s (it has: %s)" % (app, name, names))
-
-
-def held_ports(layout):
-    """Ports of every app's add-ons (an app whose add-on list cannot be read holds none we know of)."""
-    held = set()
-    for app in layout.apps():
-        with contextlib.suppress(TinyservError):
-            held |= {a["port"] for a in load(layout, app) if "port" in a}
-    return held
 
 
 def view(addon):
@@ -113,44 +42,42 @@ def view(addon):
 def listing(layout, app):
     """addons: the app's add-ons."""
     layout.require(app)
-    return [view(a) for a in load(layout, app)]
+    return [view(a) for a in addonstate.load(layout, app)]
 
 
 def info(layout, app, addon):
     """addons:info NAME."""
     layout.require(app)
-    return view(find(layout, app, addon))
+    return view(addonstate.find(layout, app, addon))
 
 
 def create(layout, app, kind, by=None, registry=None):
     """addons:create KIND: provision, then a release with its URL; undo everything if a step fails."""
-    from tinyserv.server import apps
     layout.require(app)
-    kind = kind_of(kind)
+    kind = addon_kind(kind)
     chosen = provider(kind, registry)
     chosen.check_available()  # refused here, in one line, before anything is made
-    with rollout.uninterrupted(), changing(layout, app):  # half an add-on would outlive a Ctrl-C
+    with rollout.uninterrupted(), addonstate.changing(layout, app):  # half an add-on would outlive a Ctrl-C
         addon = reserve(layout, app, kind, chosen)
         provisioned = False
         try:
             addon["url"] = chosen.provision(layout, app, addon)  # undoes its own steps when it fails
             provisioned = True
-            record(layout, app, addon)
-            attach(layout, app, addon, by, apps)
+            addonstate.record(layout, app, addon)
+            attach(layout, app, addon, by)
         except BaseException:
             if provisioned:  # never before: a database of the same name that was there already is not ours
                 with contextlib.suppress(TinyservError):
                     chosen.deprovision(layout, app, addon)
-            forget(layout, app, addon["name"])
+            addonstate.forget(layout, app, addon["name"])
             raise
-        addon["state"] = READY
-        record(layout, app, addon)
+        addon["state"] = addonstate.READY
+        addonstate.record(layout, app, addon)
     return view(addon)
 
 
 def reserve(layout, app, kind, chosen):
     """Name the new add-on (and give a Redis one its port) and write it down, under the global lock."""
-    from tinyserv.server import apps
     with store.locked(layout.global_lock):
         taken = {a["name"] for other in layout.apps() for a in _quiet_load(layout, other)}
         name = "%s-%s" % (kind, secrets.token_hex(4))
@@ -158,62 +85,61 @@ def reserve(layout, app, kind, chosen):
             name = "%s-%s" % (kind, secrets.token_hex(4))
         config = releases.current_config(layout, app)
         var = chosen.var if chosen.var not in config else "%s_URL" % name.upper().replace("-", "_")
-        addon = {"name": name, "kind": kind, "var": var, "url": "", "state": CREATING,
+        addon = {"name": name, "kind": kind, "var": var, "url": "", "state": addonstate.CREATING,
                  "created_at": releases.now_iso()}
         if kind == "redis":
-            addon["port"] = apps.allocate_port(layout, redis.FIRST_PORT)
+            addon["port"] = ports.allocate(layout, redis.FIRST_PORT)
         else:
             addon["database"] = chosen.names(app, name.rsplit("-", 1)[1])
-        record(layout, app, addon)
+        addonstate.record(layout, app, addon)
     return addon
 
 
 def _quiet_load(layout, app):
     try:
-        return load(layout, app)
+        return addonstate.load(layout, app)
     except TinyservError:
         return []
 
 
-def attach(layout, app, addon, by, apps):
+def attach(layout, app, addon, by):
     """A release whose config has the add-on's URL (boot-checked like config:set)."""
-    with apps.changing(layout, app):
+    with push.changing(layout, app):
         config = releases.current_config(layout, app)
         config[addon["var"]] = configvars.check_value(addon["var"], addon["url"])
         configvars.check_total(config)
-        return apps.roll(layout, app, "Attach %s as %s" % (addon["name"], addon["var"]), config,
+        return rollout.roll(layout, app, "Attach %s as %s" % (addon["name"], addon["var"]), config,
                          releases.current(layout, app), by)
 
 
-def detach(layout, app, addon, by, apps):
+def detach(layout, app, addon, by):
     """A release without the add-on's config var, if the current config still has its URL."""
-    with apps.changing(layout, app):
+    with push.changing(layout, app):
         config = releases.current_config(layout, app)
         if config.get(addon["var"]) != addon["url"] or not addon["url"]:
             return None
         del config[addon["var"]]
-        return apps.roll(layout, app, "Detach %s (%s)" % (addon["name"], addon["var"]), config,
+        return rollout.roll(layout, app, "Detach %s (%s)" % (addon["name"], addon["var"]), config,
                          releases.current(layout, app), by)
 
 
 def destroy(layout, app, addon, by=None, registry=None):
     """addons:destroy NAME: a release without its config var, then its database or server and data go."""
-    from tinyserv.server import apps
     layout.require(app)
     name = addon
-    with rollout.uninterrupted(), changing(layout, app):
-        addon = find(layout, app, name)
+    with rollout.uninterrupted(), addonstate.changing(layout, app):
+        addon = addonstate.find(layout, app, name)
         chosen = provider(addon["kind"], registry)
         chosen.check_available()  # it must be possible to delete it before the release without it is made
-        detach(layout, app, addon, by, apps)
+        detach(layout, app, addon, by)
         chosen.deprovision(layout, app, addon)
-        forget(layout, app, name)
+        addonstate.forget(layout, app, name)
     return {"destroyed": name, "var": addon["var"]}
 
 
 def check_all(layout, app, registry=None):
     """For apps:destroy: the app's add-ons, once each has been checked to be deletable now."""
-    addons = load(layout, app)
+    addons = addonstate.load(layout, app)
     for addon in addons:
         try:
             provider(addon["kind"], registry).check_available()
@@ -227,4 +153,4 @@ def delete_all(layout, app, addons, registry=None):
     """For apps:destroy: delete these add-ons and their data (no releases: the app goes too)."""
     for addon in addons:
         provider(addon["kind"], registry).deprovision(layout, app, addon)
-        forget(layout, app, addon["name"])
+        addonstate.forget(layout, app, addon["name"])

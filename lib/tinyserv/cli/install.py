@@ -13,7 +13,7 @@ import os
 import tarfile
 
 from tinyserv import CODE_ROOT, __version__
-from tinyserv.cli import unpack
+from tinyserv.common import unpack
 from tinyserv.common.errors import TinyservError
 from tinyserv.cli.transport import command_line
 

@@ -1,4 +1,4 @@
-"""Validation of the names users type: app names and config keys (pure)."""
+"""Validation of the names users type: app names, config keys, add-on kinds (pure)."""
 
 import re
 
@@ -34,6 +34,13 @@ def check_config_key(key):
             "invalid config key %r: use letters, digits and underscores, "
             "not starting with a digit" % (key,))
     return key
+
+
+def nonempty_words(value, needed):
+    """A non-empty list of text from a request; one line saying what is needed otherwise."""
+    if not isinstance(value, list) or not value or not all(isinstance(w, str) for w in value):
+        raise TinyservError(needed)
+    return value
 
 
 def parse_assignments(words):
@@ -105,3 +112,16 @@ def check_feature(feature):
     if feature not in FEATURES:
         raise TinyservError("no feature %r: the features are %s" % (feature, ", ".join(FEATURES)))
     return feature
+
+
+ADDON_KINDS = {"postgresql": "postgresql", "postgres": "postgresql", "heroku-postgresql": "postgresql",
+               "redis": "redis", "heroku-redis": "redis"}
+
+
+def addon_kind(text):
+    """'postgresql', 'heroku-postgresql:essential-0', 'redis' ... -> the kind; one line for anything else."""
+    name = text.partition(":")[0].strip().lower() if isinstance(text, str) else None
+    if name not in ADDON_KINDS:
+        raise TinyservError("unknown add-on kind %r: tinyserv has postgresql and redis "
+                            "(e.g. 'tinyserv addons:create postgresql')" % (text,))
+    return ADDON_KINDS[name]

@@ -4,6 +4,7 @@ import json
 import os
 import re
 import sys
+import time
 
 ARROW = "-----> "
 INDENT = " " * len(ARROW)
@@ -82,3 +83,25 @@ def warning(message, stream=None):
     stream = stream or sys.stderr
     stream.write(color("tinyserv: warning: " + message.replace("\n", " "), "33", stream) + "\n")
     stream.flush()
+
+
+def human(size):
+    """1536 -> '1.5 KB' (powers of 1024, as du -h)."""
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if size < 1024 or unit == "TB":
+            return ("%d %s" if unit == "B" else "%.1f %s") % (size, unit)
+        size /= 1024.0
+
+
+def ago(epoch, now=None):
+    """'3s', '4m', '2h', '5d'."""
+    seconds = max(0, int((now or time.time()) - epoch))
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return "%d%s" % (seconds // size, unit)
+    return "%ds" % seconds
+
+
+def iso(epoch):
+    """A time as UTC ISO 8601, or nothing for none."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch)) if epoch else ""

@@ -9,6 +9,7 @@ process was killed is settled by the next command that touches the app (recover(
 """
 
 import collections
+import contextlib
 import os
 import shlex
 import signal
@@ -194,6 +195,15 @@ def recover(layout, app):
     with store.lock_if_free(layout.app_file(app, "deploy.lock")) as free:
         if free:
             recover_locked(layout, app)
+
+
+@contextlib.contextmanager
+def changing(layout, app):
+    """Hold the app's lock for a change that is not a push (config, rollback, add-ons), once any interrupted
+    push has been settled."""
+    recover(layout, app)
+    with store.locked(layout.app_file(app, "lock")):
+        yield
 
 
 def recover_locked(layout, app):

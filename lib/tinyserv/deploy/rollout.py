@@ -74,6 +74,24 @@ def switch(layout, app, release, steps=None, checked=None):
         describe(result), previous["version"]))
 
 
+def roll(layout, app, description, config, source, by):
+    """Boot-check (source's build, config), record it as a release, switch to it; report what serves.
+
+    A release made by a command (config:set, rollback, an add-on's URL), holding push.changing().
+    """
+    checked = None
+    if source["build"] and appstate.runs_web(layout, app, appstate.build_meta(layout, app, source["build"])):
+        checked = check_boot(layout, app, source["build"], config)
+    try:
+        with uninterrupted():
+            release = releases.add(layout, app, description, config, build=source["build"],
+                                   commit=source["commit"], by=by)
+            switch(layout, app, release, checked=checked)
+    finally:
+        abandon(layout, app, checked)
+    return {"release": releases.summary(release), "web": "up" if release["build"] else "not deployed"}
+
+
 def undo(layout, app, version, why):
     """Forget release `version` if it is the newest, and let the one before it run again."""
     releases.drop_last(layout, app, version)

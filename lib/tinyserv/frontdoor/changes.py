@@ -6,7 +6,8 @@ An app's domains, maintenance mode, features and certificates live in apps/<app>
 saves them only if nginx accepts it, asks the supervisor to apply them, and waits until nginx serves
 them. A change nginx refuses fails with nginx's message and changes nothing.
 
-Also here: maintenance:* and features:* (the other commands are in domains.py and certs.py).
+The commands are served in server/topics/ (domains, certs, maintenance, features); domains.py and
+certs.py here hold what the first two do.
 """
 
 import contextlib
@@ -20,7 +21,6 @@ from tinyserv.frontdoor import nginx, router
 from tinyserv.frontdoor.routes import site_from
 from tinyserv.common import settings
 from tinyserv.common.errors import TinyservError
-from tinyserv.common.names import FEATURES, check_feature
 
 
 def require():
@@ -117,52 +117,3 @@ def status(layout):
     return "nginx %s, %s" % (binary, "running (pid %d)" % pid if pid else "not running (see %s)"
                              % services.log_file(layout, nginx.SERVICE))
 
-
-# --- maintenance:* -------------------------------------------------------------------------------
-
-
-def maintenance_status(layout, app):
-    """maintenance: is the app in maintenance mode?"""
-    layout.require(app)
-    return {"maintenance": appstate.router_settings(layout, app)["maintenance"]}
-
-
-def maintenance_on(layout, app):
-    """maintenance:on: nginx answers 503 with a short page; the app's processes keep running."""
-    return set_maintenance(layout, app, True)
-
-
-def maintenance_off(layout, app):
-    """maintenance:off: nginx serves the app again."""
-    return set_maintenance(layout, app, False)
-
-
-def set_maintenance(layout, app, on):
-    new = change(layout, app, lambda s: dict(s, maintenance=on))
-    return {"maintenance": new["maintenance"]}
-
-
-# --- features:* ----------------------------------------------------------------------------------
-
-FEATURE_HELP = {"http-session-affinity": "keep each client on one web instance (a cookie, as Heroku's router sets)"}
-
-
-def features(layout, app):
-    """features: every feature, enabled or not."""
-    layout.require(app)
-    enabled = appstate.router_settings(layout, app)["features"]
-    return [{"name": f, "enabled": f in enabled, "description": FEATURE_HELP[f]} for f in FEATURES]
-
-
-def feature_enable(layout, app, feature):
-    """features:enable FEATURE."""
-    check_feature(feature)
-    change(layout, app, lambda s: dict(s, features=sorted(set(s["features"]) | {feature})))
-    return features(layout, app)
-
-
-def feature_disable(layout, app, feature):
-    """features:disable FEATURE."""
-    check_feature(feature)
-    change(layout, app, lambda s: dict(s, features=sorted(set(s["features"]) - {feature})))
-    return features(layout, app)

@@ -33,8 +33,9 @@ import time
 import zlib
 
 from tinyserv.addons import registry as addons
-from tinyserv.state import appstate, releases, store
+from tinyserv.state import addonstate, appstate, releases, store
 from tinyserv.common.errors import TinyservError
+from tinyserv.common.printer import human
 from tinyserv.common.names import APP_NAME
 
 FORMAT = 1
@@ -221,12 +222,12 @@ def open_private(path):
 def back_up_app(layout, app, writer, scratch):
     """Add one app to the archive, holding its locks so no release, config change or add-on change
     lands half way; its add-ons' dumps too. Returns its manifest entry."""
-    with addons.changing(layout, app), store.locked(layout.app_file(app, "lock")):
+    with addonstate.changing(layout, app), store.locked(layout.app_file(app, "lock")):
         history = releases.history(layout, app)
         current = history[-1] if history else None
         build = current["build"] if current else None
         deps = appstate.build_meta(layout, app, build).get("deps") if build else None
-        listed = addons.load(layout, app)
+        listed = addonstate.load(layout, app)
         snapshots, raw = {}, set()
         for addon in listed:
             dump = os.path.join(scratch, "%s-%s" % (app, addon["name"]))
@@ -250,7 +251,7 @@ def back_up_app(layout, app, writer, scratch):
 def dump_addon(layout, app, addon, path):
     """Write a consistent snapshot of an add-on's data to path; False for a Redis add-on that is not running."""
     from tinyserv.platform import services
-    if addon["state"] != addons.READY:
+    if addon["state"] != addonstate.READY:
         raise TinyservError("%s's add-on %s was never finished (its creation was interrupted): destroy it with "
                             "'tinyserv addons:destroy %s' and back up again" % (app, addon["name"], addon["name"]))
     if addon["kind"] == "redis" and services.pid(layout, addon["name"]) is None:
@@ -260,12 +261,6 @@ def dump_addon(layout, app, addon, path):
     except (OSError, addons.redis.ReplyError) as e:
         raise TinyservError("cannot take a snapshot of %s's add-on %s: %s" % (app, addon["name"], e)) from None
     return True
-
-
-def human(size):
-    """A size in bytes as text (storage.human)."""
-    from tinyserv.state.storage import human as as_text
-    return as_text(size)
 
 
 # --- reading -------------------------------------------------------------------------------------------

@@ -223,7 +223,7 @@ def checks(layout):
     from tinyserv.platform import services
     from tinyserv import REMOTE_SCRIPT
     from tinyserv.state.store import lock_held
-    from tinyserv.cli.unpack import code_home
+    from tinyserv.common.unpack import code_home
     code_dir = os.path.dirname(os.path.dirname(REMOTE_SCRIPT))
     current = os.path.join(code_home(), "current")
     user = pwd.getpwuid(os.getuid())

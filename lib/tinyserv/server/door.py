@@ -18,8 +18,6 @@ from tinyserv.server import keys
 from tinyserv.common.errors import TinyservError
 
 GIT = ("git-receive-pack", "git-upload-pack")
-FULL_ONLY = ("apps:create", "keys", "keys:add", "keys:remove", "backup", "doctor")  # beyond any one app
-SERVER_SIDE = ("backup", "doctor")  # server commands a client command runs (backups:capture) or a full key may
 
 
 def refuse(why):
@@ -80,21 +78,20 @@ def allowed(entry, app):
 
 
 def serve_command(layout, entry, argv):
-    """One of the client's own commands; its app (if any) one the key may touch."""
+    """One of the commands a key may run (its declaration says door), within the scope the key has."""
     from tinyserv.server import remote
     if entry["push_only"]:
         refuse("this key may only push (it was added with --push-only)")
     cmd = commands.BY_NAME.get(argv[0]) if argv else None
-    if cmd is None or not (cmd.client or cmd.name in SERVER_SIDE) or not cmd.server:
+    if cmd is None or not cmd.door or not cmd.server:
         refuse("%r is not a client command" % (argv[0] if argv else ""))
-    if cmd.name in FULL_ONLY and (entry["apps"] is not None):
+    if cmd.scope == commands.SERVER and entry["apps"] is not None:
         refuse("%s needs a key that is not limited to some apps" % cmd.name)
     args = remote.parser().parse_args(argv)
     if cmd.app:
         allowed(entry, args.app)
-    elif cmd.name == "apps" and entry["apps"] is not None:
-        from tinyserv.server import apps
+    elif cmd.scope == commands.EVERY_APP and entry["apps"] is not None:
         from tinyserv.common.printer import dumps
-        print(dumps([a for a in apps.listing(layout) if a["name"] in entry["apps"]]))
+        print(dumps([a for a in remote.handler(cmd)(layout) if a["name"] in entry["apps"]]))
         return 0
     return remote.main(argv)

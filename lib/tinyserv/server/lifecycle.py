@@ -61,7 +61,6 @@ def startup(layout):
 
 def shutdown(layout):
     """Stop every app gracefully and the supervisor; nothing keeps running."""
-    from tinyserv.server import apps
     from tinyserv.platform import control
     from tinyserv.platform import procs
     from tinyserv.state import store
@@ -70,13 +69,24 @@ def shutdown(layout):
     control.stop_supervisor(layout)
     # Processes no supervisor was watching (it had been killed), and daemons that left their group, too.
     names = layout.apps()
-    procs.stop([g for name in names for g in apps.live_groups(layout, name)], grace=30, what="shutdown",
+    procs.stop([g for name in names for g in live_groups(layout, name)], grace=30, what="shutdown",
                marks=[layout.app_marks(name) for name in names])
     print("tinyserv: every app stopped")
 
 
+def live_groups(layout, name):
+    """Process groups of the app's instances whose main process still runs (none if its state is unreadable)."""
+    from tinyserv.supervise import waiting
+    from tinyserv.platform import procs
+    try:
+        saved = waiting.instances(layout, name)
+    except TinyservError:
+        return []  # its processes are still found by their marks
+    return [i["pgid"] for i in saved if procs.alive(i["pid"], i["starttime"])]
+
+
 ROOT_MODE = """# Root mode: the supervisor runs as root and works as {user}, whose state this stays;
-# each app runs as a system user of its own, made on apps:create (see the README: apps isolated from each other).
+# each app runs as a system user of its own, made on apps:create (see docs/installation.md: apps isolated from each other).
 User=root
 Environment=TINYSERV_DEPLOY_USER={user}
 """
@@ -97,7 +107,7 @@ def unit_text(layout, root=False):
     import getpass
     from tinyserv.platform import control
     from tinyserv.state.layout import start_port
-    from tinyserv.cli.unpack import installed_script
+    from tinyserv.common.unpack import installed_script
     front_door = "".join("Environment=%s=%s\n" % (name, os.environ[name]) for name in FRONT_DOOR_SETTINGS
                          if os.environ.get(name))
     user = getpass.getuser()

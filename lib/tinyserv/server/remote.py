@@ -2,8 +2,9 @@
 
 Its command line is made from the table in commands.py: `tinyserv-remote VERB [APP] ARGS`,
 with the arguments declared to travel on standard input read from a JSON object there. Each
-command runs the function its declaration names; only that module is imported, so the
-long-lived supervisor process does not carry the others.
+command runs the function that serves it (server/topics/TOPIC.py, or the module an internal
+command names); only that module is imported, so the long-lived supervisor process does not
+carry the others.
 """
 
 import argparse
@@ -55,13 +56,18 @@ def read_input(cmd):
     return data
 
 
+def handler(cmd):
+    """The function that serves cmd (commands.py says which: its topic's module, or the one it names)."""
+    module, _, function = cmd.serves.rpartition(".")
+    return getattr(importlib.import_module("tinyserv." + module), function)
+
+
 def call(layout, cmd, args):
     """Run the server function of cmd with the parsed arguments (and stdin's); return its result."""
-    module, _, function = cmd.serves.rpartition(".")
     kwargs = {dest(a): getattr(args, dest(a)) for a in sent(cmd, ARGV)}
     if not cmd.stream:
         kwargs.update(read_input(cmd))
-    target = getattr(importlib.import_module("tinyserv." + module), function)
+    target = handler(cmd)
     return target(layout, args.app, **kwargs) if cmd.app else target(layout, **kwargs)
 
 

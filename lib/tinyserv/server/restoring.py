@@ -14,11 +14,10 @@ import os
 import urllib.parse
 
 from tinyserv.addons import registry as addons, postgres, redis
-from tinyserv.server import apps
-from tinyserv.platform import control
+from tinyserv.deploy import appfiles, ports
+from tinyserv.platform import control, services
 from tinyserv.supervise import waiting
-from tinyserv.platform import services
-from tinyserv.state import logs, releases, store
+from tinyserv.state import addonstate, logs, releases, store
 from tinyserv.common import settings
 from tinyserv.common.errors import TinyservError
 from tinyserv.state.layout import start_port
@@ -98,7 +97,7 @@ class Restore:
 
     def staged_addons(self, app):
         """The add-ons listed in the archive's copy of app's addons.json."""
-        return store.load(os.path.join(self.staging, "apps", app, "addons.json"), addons.ADDONS,
+        return store.load(os.path.join(self.staging, "apps", app, "addons.json"), addonstate.ADDONS,
                           {"addons": []})["addons"]
 
     # --- one app ----------------------------------------------------------------------------------
@@ -114,8 +113,8 @@ class Restore:
         staged_repo = os.path.join(self.staging, "repos", app + ".git")
         if os.path.isdir(staged_repo):
             os.rename(staged_repo, layout.repo(app))
-        apps.ensure_repo(layout, app)  # its hook names this root
-        for addon in addons.load(layout, app):
+        appfiles.ensure_repo(layout, app)  # its hook names this root
+        for addon in addonstate.load(layout, app):
             self.install_addon(app, addon)
         history = releases.history(layout, app)
         if not history:
@@ -127,14 +126,14 @@ class Restore:
 
     def free_port(self, wanted, first):
         """wanted, if nothing holds it or listens on it; else the lowest free port from first."""
-        held = addons.held_ports(self.layout)
+        held = addonstate.held_ports(self.layout)
         for app in self.layout.apps():
             held.add(releases.port(self.layout, app))
-        return wanted if wanted not in held and apps.port_free(wanted) else apps.allocate_port(self.layout, first)
+        return wanted if wanted not in held and ports.free(wanted) else ports.allocate(self.layout, first)
 
     def install_addon(self, app, addon):
         """Provision an add-on like the one backed up, with its data; rewrite its URL where it changed."""
-        if addon["state"] != addons.READY:
+        if addon["state"] != addonstate.READY:
             raise TinyservError("%s's add-on %s was never finished when the backup was taken" % (app, addon["name"]))
         provider = addons.provider(addon["kind"])
         old_url = addon["url"]
@@ -150,7 +149,7 @@ class Restore:
             provider.prepare(self.layout, app, addon, password, snapshot if os.path.exists(snapshot) else None)
             self.made[app].append(addon)
             addon["url"] = redis.url(addon["port"], password)
-        addons.record(self.layout, app, addon)
+        addonstate.record(self.layout, app, addon)
         if addon["url"] != old_url:
             self.rewrite_config(app, old_url, addon["url"])
 
@@ -201,7 +200,7 @@ class Restore:
             except TinyservError:
                 pass  # the files go below; a database that cannot be dropped now is named in the error above
         store.remove(self.layout.public_release(app))
-        apps.remove_app_files(self.layout, app)
+        appfiles.remove_app_files(self.layout, app)
 
     def report(self, app):
         """Wait (up to its boot timeout) for the app's web, and say how it came back."""

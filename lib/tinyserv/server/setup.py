@@ -17,7 +17,7 @@ from tinyserv import __version__
 from tinyserv.server import doctor
 from tinyserv.state import store
 from tinyserv.common.printer import Steps
-from tinyserv.cli.unpack import code_home
+from tinyserv.common.unpack import code_home
 
 BEGIN = "# >>> tinyserv >>>"
 END = "# <<< tinyserv <<<"
@@ -114,7 +114,7 @@ def root_run(argv, data=None):
 
 def point_hooks(layout):
     """Rewrite every app's pre-receive hook so that pushes run this version; how many there are."""
-    from tinyserv.server.apps import ensure_repo
+    from tinyserv.deploy.appfiles import ensure_repo
     names = layout.apps()
     for name in names:
         ensure_repo(layout, name)

@@ -40,10 +40,3 @@ def info(layout, app):
     size, files = usage(path)
     return {"app": app, "path": path, "bytes": size, "files": files}
 
-
-def human(size):
-    """1536 -> '1.5 KB' (powers of 1024, as du -h)."""
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if size < 1024 or unit == "TB":
-            return ("%d %s" if unit == "B" else "%.1f %s") % (size, unit)
-        size /= 1024.0
