@@ -69,3 +69,11 @@ def test_a_deploy_key_may_run_the_client_commands_and_of_the_server_s_own_only_b
     internal = sorted(c.name for c in commands.COMMANDS if c.door and not c.client)
     assert internal == ["backup", "doctor"]
     assert all(c.door for c in commands.COMMANDS if c.client)
+
+
+def test_the_servers_help_lists_every_command_with_help_and_hides_the_others(capsys):
+    with pytest.raises(SystemExit):
+        remote.parser().parse_args(["--help"])
+    listing = capsys.readouterr().out
+    assert "SUPPRESS" not in listing
+    assert "  startup " in listing and "  hook " not in listing and "  ssh-serve " not in listing

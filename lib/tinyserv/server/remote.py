@@ -7,7 +7,6 @@ command names); only that module is imported, so the long-lived supervisor proce
 carry the others.
 """
 
-import argparse
 import importlib
 import json
 import os
@@ -28,7 +27,10 @@ def parser(verbs=None):
     for cmd in commands.server_commands():
         if verbs is not None and cmd.name not in verbs:
             continue
-        sp = sub.add_parser(cmd.name, help=cmd.help or argparse.SUPPRESS, description=cmd.help)
+        # A command without help (hook, ssh-serve, setup) is left out of the listing: argparse lists only the
+        # parsers given a help, and prints ==SUPPRESS== for argparse.SUPPRESS.
+        listed = {"help": cmd.help} if cmd.help else {}
+        sp = sub.add_parser(cmd.name, description=cmd.help, **listed)
         if cmd.app:
             sp.add_argument("app")
         for a in sent(cmd, ARGV):
