@@ -23,8 +23,9 @@ TIMEOUT = 180
 
 def version_of(tree):
     """__version__ of the tinyserv tree at `tree`."""
-    namespace = {}
-    with open(os.path.join(tree, "lib", "tinyserv", "__init__.py")) as f:
+    path = os.path.join(tree, "lib", "tinyserv", "__init__.py")
+    namespace = {"__file__": path}
+    with open(path) as f:
         exec(f.read(), namespace)
     return namespace["__version__"]
 
