@@ -222,7 +222,7 @@ def install_uv(layout, python="python3"):
 def uv_settings(layout):
     """What uv runs with: interpreters in the shared cache, the system's CA certificates (a TLS proxy), copies
     rather than links from its cache (another file system)."""
-    return {"UV_PYTHON_INSTALL_DIR": runtimes_dir(layout, "python"), "UV_NATIVE_TLS": "1", "UV_LINK_MODE": "copy"}
+    return {"UV_PYTHON_INSTALL_DIR": runtimes_dir(layout, "python"), "UV_SYSTEM_CERTS": "1", "UV_LINK_MODE": "copy"}
 
 
 def uv_env(layout):

@@ -152,7 +152,16 @@ def info(layout, name):
         "commit": release["commit"],
         "deployed_at": release["created_at"] if release["build"] else None,
         "state": overall_state(layout, name),
+        "runtime": runtime_of(layout, name, release["build"]),
     }
+
+
+def runtime_of(layout, name, build_id):
+    """'node 20.19.1, npm 9.2.0 (the server's)': what the build of the current release runs with, or None."""
+    meta = store.read_json(layout.build_meta(name, build_id)) if build_id else None
+    if not isinstance(meta, dict):
+        return None
+    return meta.get("runtime_version") or meta.get("runtime")
 
 
 def overall_state(layout, name):
