@@ -111,3 +111,20 @@ def test_the_node_package_matches_the_processor(machine, expected):
 def test_a_processor_without_a_node_package_is_refused():
     with pytest.raises(TinyservError, match="riscv64"):
         runtimes.node_package("riscv64")
+
+
+def test_the_cache_is_readable_by_everyone_whatever_the_deploy_users_umask(layout):
+    old = os.umask(0o077)
+    try:
+        path = runtimes.shared_dir(layout, "node")
+        entry = os.path.join(path, "20.1.0", "bin")
+        os.makedirs(entry)
+        with open(os.path.join(entry, "node"), "w") as f:
+            f.write("#!/bin/sh\n")
+        os.chmod(os.path.join(entry, "node"), 0o700)
+        runtimes.share(os.path.dirname(entry))
+    finally:
+        os.umask(old)
+    modes = [oct(os.stat(p).st_mode & 0o777) for p in (runtimes.runtimes_dir(layout), path, entry,
+                                                        os.path.join(entry, "node"))]
+    assert modes == ["0o755"] * 4

@@ -36,6 +36,16 @@ def runtimes_dir(layout, *parts):
     return os.path.join(layout.root, "runtimes", *parts)
 
 
+def shared_dir(layout, *parts):
+    """runtimes/PARTS, each level 0755 whatever the deploy user's umask: the apps' users pass through to run."""
+    path = runtimes_dir(layout)
+    for part in ("",) + parts:
+        path = os.path.join(path, part) if part else path
+        os.makedirs(path, mode=0o755, exist_ok=True)
+        os.chmod(path, 0o755)
+    return path
+
+
 def node_package(machine=None):
     """The npm package holding the official node binary for this machine."""
     machine = machine or os.uname().machine
@@ -122,7 +132,7 @@ def install(layout, tool, package, version, steps):
     final = runtimes_dir(layout, tool, version)
     if os.path.isdir(final):
         return
-    incoming = runtimes_dir(layout, ".incoming", "%s-%s-%d" % (tool, version, os.getpid()))
+    incoming = os.path.join(shared_dir(layout, ".incoming"), "%s-%s-%d" % (tool, version, os.getpid()))
     shutil.rmtree(incoming, ignore_errors=True)
     os.makedirs(incoming, mode=0o755)
     steps.step("Installing %s %s (from the npm registry, once for all apps)" % (tool, version))
@@ -133,7 +143,7 @@ def install(layout, tool, package, version, steps):
         raise TinyservError("installing %s %s failed (npm install %s@%s): %s" % (
             tool, version, package, version, (out.splitlines() or ["exit %d" % code])[-1]))
     share(incoming)
-    os.makedirs(os.path.dirname(final), mode=0o755, exist_ok=True)
+    shared_dir(layout, tool)
     try:
         os.rename(incoming, final)
     except OSError:  # another push installed it meanwhile
@@ -202,9 +212,8 @@ def install_uv(layout, python="python3"):
     final = runtimes_dir(layout, "uv")
     if os.access(os.path.join(final, "bin", "uv"), os.X_OK):
         return os.path.join(final, "bin", "uv")
-    incoming = runtimes_dir(layout, ".incoming", "uv-%d" % os.getpid())
+    incoming = os.path.join(shared_dir(layout, ".incoming"), "uv-%d" % os.getpid())
     shutil.rmtree(incoming, ignore_errors=True)
-    os.makedirs(os.path.dirname(incoming), mode=0o755, exist_ok=True)
     for argv in ([python, "-m", "venv", incoming],
                  [os.path.join(incoming, "bin", "pip"), "install", "--disable-pip-version-check", "-q", "uv"]):
         code, out = capture(argv, timeout=INSTALL_TIMEOUT)
@@ -262,6 +271,7 @@ def uv_python(layout, request, uv, steps):
     if code == 0 and out:
         return out.splitlines()[-1].strip()
     steps.step("Installing Python %s with uv (once for all apps)" % request.spec)
+    shared_dir(layout, "python")
     code, out = capture([uv, "python", "install", request.spec], uv_env(layout), timeout=INSTALL_TIMEOUT)
     if code == 0:
         share(runtimes_dir(layout, "python"))
