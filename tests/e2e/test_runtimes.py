@@ -34,6 +34,11 @@ class App:
         return run(["git", "push", "tinyserv", "main"], cwd=self.repo, env=self.server.env, check=check,
                    timeout=PUSH_TIMEOUT)
 
+    def follow_server(self):
+        """Point the git remote (which names the server's ssh port) at the port the restarted container got."""
+        url = f"ssh://deploy@127.0.0.1:{self.server.port(22)}{ROOT}/repos/{self.name}.git"
+        run(["git", "remote", "set-url", "tinyserv", url], cwd=self.repo)
+
     def info(self):
         return json.loads(self.tinyserv("apps:info", "--json").stdout)
 
@@ -113,6 +118,8 @@ def test_an_app_asking_for_node_20_runs_node_20_while_its_neighbour_keeps_debian
     assert listed[:2] == ["deploy", "755"], listed
     # A reboot (the boot hook's `startup`) keeps each app on its own node.
     server.restart()
+    for app in (modern, plain):
+        app.follow_server()
     assert modern.serving().startswith("v20."), "after a reboot: " + modern.serving()
     assert plain.serving().startswith("v18."), "after a reboot: " + plain.serving()
 
