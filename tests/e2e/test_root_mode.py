@@ -99,6 +99,8 @@ PROBES = {
     "kill": "kill {pid}",
     "state": f"touch {ROOT}/releases/rm-b.json",
     "supervisor socket": f"ls {ROOT}/run",
+    "shared runtime": f"touch {ROOT}/runtimes/uv/bin/uv",  # the runtime cache: every app's to run, none's to change
+    "runtime cache": f"mkdir {ROOT}/runtimes/node",
 }
 
 
@@ -114,6 +116,8 @@ def test_an_apps_run_cannot_read_or_signal_another_app(two_apps):
     # Its own are its own: A reads its data dir and its own process's environment.
     own = a.tinyserv("run", "ls $TINYSERV_DATA_DIR >/dev/null && grep -c SECRET=secret-of-a /proc/$$/environ")
     assert own.stdout.strip() == "1", describe(own)
+    shared = a.tinyserv("run", f"{ROOT}/runtimes/uv/bin/uv --version")
+    assert shared.stdout.startswith("uv "), describe(shared)
 
 
 def test_a_build_whose_postinstall_writes_into_tinyservs_state_fails_and_the_app_keeps_serving(two_apps, root_server):

@@ -104,7 +104,16 @@ def test_apps_info_prints_urls_and_state():
                    "Release:  v3\n"
                    "Commit:   (not deployed)\n"
                    "Deployed: -\n"
+                   "Runtime:  -\n"
                    "State:    not deployed\n")
+
+
+def test_apps_info_names_the_runtime_the_app_runs_with():
+    out, _ = run("apps_info", {"apps:info": {
+        "name": "myapp", "port": 5001, "repo": "/srv/repos/myapp.git", "release": "v3", "commit": "abc1234",
+        "deployed_at": "2026-11-28T05:00:00Z", "state": "up", "runtime": "node 20.19.1, npm 9.2.0 (the server's)"}},
+        json=False)
+    assert "Runtime:  node 20.19.1, npm 9.2.0 (the server's)\n" in out
 
 
 def test_releases_prints_a_table_newest_first():

@@ -88,7 +88,7 @@ class AppCommands:
         self.json_or(info, lambda i: self.say(heading(i["name"]) + "\n" + pairs([
             ("Git URL", i["git_url"]), ("Port", i["port"]), ("Web URL", i["web_url"]),
             ("Release", i["release"]), ("Commit", i["commit"] or "(not deployed)"),
-            ("Deployed", i["deployed_at"] or "-"), ("State", i["state"])])))
+            ("Deployed", i["deployed_at"] or "-"), ("Runtime", i.get("runtime") or "-"), ("State", i["state"])])))
 
     # --- processes ---
 

@@ -16,12 +16,13 @@ import subprocess
 import time
 
 from tinyserv.platform import appenv, privileged, procs
+from tinyserv.deploy import runtimes, versions
 from tinyserv.supervise import cron
 from tinyserv.state import store
 from tinyserv.common.errors import TinyservError
 from tinyserv.common.procfile import parse_procfile
 
-RUNTIMES = (("node", "package.json"), ("python", "requirements.txt"))
+RUNTIMES = (("node", "package.json"), ("python", "requirements.txt"), ("python", "uv.lock"))
 
 
 def run_streamed(layout, app, argv, cwd, env, steps, what, watch=lambda: None):
@@ -226,11 +227,42 @@ def digest(build_dir, names, extra):
     return h.hexdigest()[:16]
 
 
-def tool_version(argv):
-    try:
-        return subprocess.run(argv, capture_output=True, text=True).stdout.strip()
-    except OSError:
-        raise TinyservError("%s is not installed on the server" % argv[0]) from None
+NODE_MANIFESTS = ["package.json", "package-lock.json", "yarn.lock", "pnpm-lock.yaml"]
+
+
+def install_argv(manager, npm_lock):
+    """The command that installs a node app's dependencies with its package manager, from its lockfile."""
+    if manager == "npm":
+        return ["npm", "ci"] if npm_lock else ["npm", "install"]
+    if manager == "yarn":
+        return ["yarn", "install", "--frozen-lockfile", "--non-interactive"]
+    return ["pnpm", "install", "--frozen-lockfile"]
+
+
+PYTHON_MANIFESTS = ["requirements.txt", "uv.lock", "pyproject.toml", ".python-version", "runtime.txt"]
+
+
+def python_install_steps(interpreter, venv, uv, locked):
+    """[(argv, what)] that make venv with interpreter and install the app's dependencies into it."""
+    if locked:
+        return [([uv, "sync", "--frozen", "--no-dev", "--python", interpreter], "uv sync --frozen")]
+    if uv:
+        return [([uv, "venv", "--quiet", "--python", interpreter, venv], "venv"),
+                ([uv, "pip", "install", "--python", os.path.join(venv, "bin", "python"), "-r", "requirements.txt"],
+                 "uv pip install -r requirements.txt")]
+    return [([interpreter, "-m", "venv", venv], "venv"),
+            ([os.path.join(venv, "bin", "pip"), "install", "--disable-pip-version-check", "-r", "requirements.txt"],
+             "pip install -r requirements.txt")]
+
+
+def is_django(build_dir):
+    """A Django app: manage.py at the top and django among its requirements (requirements.txt, uv.lock or
+    pyproject.toml)."""
+    if read_pushed(build_dir, "manage.py") is None:
+        return False
+    pattern = re.compile(rb"^\s*(name\s*=\s*)?[\"']?django\b", re.IGNORECASE | re.MULTILINE)
+    return any(pattern.search(read_pushed(build_dir, name, MAX_LOCKFILE) or b"")
+               for name in ("requirements.txt", "uv.lock", "pyproject.toml"))
 
 
 def read_package_json(build_dir):
@@ -315,17 +347,21 @@ class Builder:
         pass
 
     def install_node(self, build_dir, meta):
-        """npm ci (lockfile) or npm install, reused when package*.json did not change; then build."""
+        """The node (and npm, yarn or pnpm) the app asks for, its dependencies (reused when the manifests, the
+        runtime and the lockfile kind did not change), then its build script."""
         package = read_package_json(build_dir)
-        meta["path"] = ["node_modules/.bin"]
-        key = "node-" + digest(build_dir, ["package.json", "package-lock.json"], tool_version(["node", "--version"]))
+        manager = versions.package_manager(lambda name: read_pushed(build_dir, name, MAX_LOCKFILE) is not None)
+        tools = runtimes.node_tools(self.layout, package, manager, lambda name: read_pushed_text(build_dir, name),
+                                    self.steps)
+        self.uses(meta, tools)
+        meta["path"] = ["node_modules/.bin"] + [r.bin for r in tools if r.bin]
+        key = "node-" + digest(build_dir, NODE_MANIFESTS, "%s %s" % (manager, runtimes.describe(tools)))
         meta["deps"] = key
         target = os.path.join(self.deps_dir(key), "node_modules")
         if self.cached(key):
-            self.steps.step("Reusing dependencies (package.json and package-lock.json unchanged)")
+            self.steps.step("Reusing dependencies (manifests, lockfile and runtime unchanged)")
         else:
-            lock = os.path.exists(os.path.join(build_dir, "package-lock.json"))
-            argv = ["npm", "ci"] if lock else ["npm", "install"]
+            argv = install_argv(manager, read_pushed(build_dir, "package-lock.json", MAX_LOCKFILE) is not None)
             self.steps.step("Installing dependencies (%s)" % " ".join(argv))
             self.run(argv, build_dir, self.env(build_dir, meta), " ".join(argv))
             self.fresh_deps_dir(key)
@@ -337,28 +373,49 @@ class Builder:
             self.mark_complete(key)
         _replace_with_link(os.path.join(build_dir, "node_modules"), target)
         if "build" in (package.get("scripts") or {}):
-            self.steps.step("Running build script (npm run build)")
-            self.run(["npm", "run", "build"], build_dir, self.env(build_dir, meta), "npm run build")
+            self.steps.step("Running build script (%s run build)" % manager)
+            self.run([manager, "run", "build"], build_dir, self.env(build_dir, meta), "%s run build" % manager)
+
+    def uses(self, meta, tools):
+        """Record the runtimes a build uses (apps:info shows them; pruning spares them) and say which."""
+        meta["runtimes"] = [r.entry for r in tools if r.entry]
+        meta["runtime_version"] = runtimes.describe(tools)
+        self.steps.detail("using %s" % meta["runtime_version"])
 
     def install_python(self, build_dir, meta):
-        """A virtualenv per requirements.txt, reused when requirements.txt did not change."""
-        key = "python-" + digest(build_dir, ["requirements.txt"], tool_version(["python3", "--version"]))
+        """The Python the app asks for and a virtualenv of its dependencies (uv when the server has it, else
+        pip), reused when the manifests and the interpreter did not change; then Django's collectstatic."""
+        read = lambda name: read_pushed_text(build_dir, name)
+        uv = runtimes.uv_path(self.layout)
+        python = runtimes.python(self.layout, versions.python_request(read), uv, self.steps)
+        locked = read_pushed(build_dir, "uv.lock", MAX_LOCKFILE) is not None
+        if locked and not uv:
+            raise TinyservError("this app has a uv.lock and the server has no uv: install it with "
+                                "tinyserv server:install (or commit a requirements.txt: uv export > requirements.txt)")
+        self.uses(meta, [python._replace(version=python.version + (" with uv" if uv else " with pip"))])
+        key = "python-" + digest(build_dir, PYTHON_MANIFESTS, "%s %s %s" % (python.bin, python.version, bool(uv)))
         venv = os.path.join(self.deps_dir(key), "venv")
         meta.update(deps=key, path=[os.path.join(venv, "bin")], env={"VIRTUAL_ENV": venv})
         if self.cached(key):
-            self.steps.step("Reusing virtualenv (requirements.txt unchanged)")
-            return
-        self.fresh_deps_dir(key)
-        self.steps.step("Installing dependencies (pip install -r requirements.txt)")
-        env = self.env(build_dir, meta)
-        try:
-            self.run(["python3", "-m", "venv", venv], build_dir, env, "creating the virtualenv")
-            self.run([os.path.join(venv, "bin", "pip"), "install", "--disable-pip-version-check",
-                      "-r", "requirements.txt"], build_dir, env, "pip install")
-        except TinyservError:
-            privileged.remove(self.layout, self.app, self.deps_dir(key))
-            raise
-        self.mark_complete(key)
+            self.steps.step("Reusing virtualenv (requirements and Python unchanged)")
+        else:
+            self.fresh_deps_dir(key)
+            env = self.env(build_dir, meta)
+            if uv:  # uv finds nothing but the interpreter named, downloads none, keeps the venv where we say
+                env.update(runtimes.uv_settings(self.layout), UV_PROJECT_ENVIRONMENT=venv, UV_PYTHON_DOWNLOADS="never")
+            try:
+                for argv, what in python_install_steps(python.bin, venv, uv, locked):
+                    if what != "venv":
+                        self.steps.step("Installing dependencies (%s)" % what)
+                    self.run(argv, build_dir, env, what)
+            except TinyservError:
+                privileged.remove(self.layout, self.app, self.deps_dir(key))
+                raise
+            self.mark_complete(key)
+        if is_django(build_dir) and self.config.get("DISABLE_COLLECTSTATIC") != "1":
+            self.steps.step("Running collectstatic (Django; DISABLE_COLLECTSTATIC=1 turns it off)")
+            self.run([os.path.join(venv, "bin", "python"), "manage.py", "collectstatic", "--noinput"], build_dir,
+                     self.env(build_dir, meta), "manage.py collectstatic")
 
 
 def _replace_with_link(path, target):

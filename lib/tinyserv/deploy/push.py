@@ -17,7 +17,7 @@ import subprocess
 import time
 
 from tinyserv.state import appstate, logs, releases, store
-from tinyserv.deploy import build, rollout
+from tinyserv.deploy import build, rollout, runtimes
 from tinyserv.platform import procs
 from tinyserv.common import settings
 from tinyserv.common.errors import TinyservError
@@ -174,6 +174,7 @@ def close(layout, app, pending, kept):
     if kept:
         store.remove(pending_file(layout, app))
         build.prune(layout, app, settings.keep_builds(), protect=protected(layout, app))
+        runtimes.prune(layout)  # versions only the builds just pruned used
         return
     newest = releases.current(layout, app)
     if newest["version"] == pending["version"] and newest["build"] == pending["build"]:

@@ -159,6 +159,19 @@ def check_programs(name, programs, level, what, which=shutil.which):
     return Check(level, name, "%s missing (%s)" % (", ".join(missing), what), apt_line(missing))
 
 
+def check_runtimes(cached, uv):
+    """uv (how Python apps get the version they ask for) and the runtimes installed for apps, one line each."""
+    found = [Check(OK, "uv", "%s (Python apps get the Python they ask for)" % uv, None) if uv else
+             Check(WARN, "uv", "missing: Python apps get the server's python3 (or a python3.X) and pip",
+                   "tinyserv server:install (it puts uv in TINYSERV_ROOT/runtimes/uv)")]
+    tools = {}
+    for tool, version in cached:
+        tools.setdefault(tool, []).append(version)
+    found.extend(Check(OK, "runtime " + tool, ", ".join(found_versions) + " (installed for apps)", None)
+                 for tool, found_versions in tools.items())
+    return found
+
+
 def check_service(name, spec, pid, which=shutil.which):
     """A platform service a feature declared: its program is there, and it runs."""
     program = spec["argv"][0]
@@ -222,6 +235,7 @@ def checks(layout):
     from tinyserv.platform import control
     from tinyserv.platform import services
     from tinyserv import REMOTE_SCRIPT
+    from tinyserv.deploy import runtimes
     from tinyserv.state.store import lock_held
     from tinyserv.common.unpack import code_home
     code_dir = os.path.dirname(os.path.dirname(REMOTE_SCRIPT))
@@ -241,6 +255,7 @@ def checks(layout):
     found.append(check_programs("git", ["git"], FAIL, "every push"))
     for name, programs, what in RUNTIMES:
         found.append(check_programs(name, programs, WARN, what))
+    found.extend(check_runtimes(*runtimes.listing(layout)))
     try:
         declared = services.declared(layout)
     except Exception as e:  # noqa: BLE001 - a damaged declaration is one failed check, not a crash

@@ -3,6 +3,7 @@
 Each step is safe to run twice, so installing again is how a server is upgraded:
   - tinyserv's lines at the top of ~/.bashrc (above Debian's interactive guard, which ssh commands never pass);
   - what apps need (git, node and npm, python3-venv), with the `apt install` line for what is missing;
+  - uv in the runtime cache (TINYSERV_ROOT/runtimes/uv), for Python apps that ask for a version;
   - every app's git hook pointed at this version;
   - the systemd unit installed when this user may (root, or sudo without a password), else printed;
   - the supervisor handed over to this version, without stopping an app (handover.py).
@@ -63,6 +64,20 @@ def ensure_environment(home):
     if new != old:
         store.write_atomic(os.path.join(os.path.realpath(path)), new, mode)
     return new != old
+
+
+def ensure_uv(layout):
+    """Install uv into the runtime cache unless the server has one; what happened, in one line (a failure is a
+    warning: Python apps then build with pip and the server's python3)."""
+    from tinyserv.common.errors import TinyservError
+    from tinyserv.deploy import runtimes
+    found = runtimes.uv_path(layout)
+    if found:
+        return "uv is there: %s" % found
+    try:
+        return "uv installed: %s" % runtimes.install_uv(layout)
+    except TinyservError as e:
+        return "%s; Python apps build with pip until it is there (run server:install again)" % e
 
 
 def can_be_root():
@@ -135,6 +150,8 @@ def setup(layout):
     steps.detail("missing: %s" % ", ".join(missing) if missing else "git, node, npm and python3-venv are there")
     if missing:
         steps.detail("install them with: " + doctor.apt_line(missing))
+    steps.step("uv (Python apps get the Python version they ask for)")
+    steps.detail(ensure_uv(layout))
     steps.step("Start at boot")
     install_unit(layout, steps)
     steps.step("Supervisor")

@@ -82,8 +82,17 @@ def info(layout, name):
         "release": "v%d" % release["version"],
         "commit": release["commit"],
         "deployed_at": release["created_at"] if release["build"] else None,
+        "runtime": _runtime_of(layout, name, release["build"]),
         "state": _overall_state(layout, name),
     }
+
+
+def _runtime_of(layout, name, build_id):
+    """'node 20.19.1, npm 9.2.0 (the server's)': what the build of the current release runs with, or None."""
+    meta = store.read_json(layout.build_meta(name, build_id)) if build_id else None
+    if not isinstance(meta, dict):
+        return None
+    return meta.get("runtime_version") or meta.get("runtime")
 
 
 def _overall_state(layout, name):
