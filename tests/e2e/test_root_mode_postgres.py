@@ -23,13 +23,13 @@ NEEDLE = f'p={ADMIN_PASSWORD[:HALF]}; p="$p"{ADMIN_PASSWORD[HALF:]}'
 
 @pytest.fixture(scope="module")
 def pg_apps(root_server, tmp_path_factory):
-    """Apps pg-a and pg-b, each with a PostgreSQL add-on, deployed; a key `ci` limited to pg-a."""
+    """Apps db-a and db-b, each with a PostgreSQL add-on, deployed; a key `ci` limited to db-a."""
     set_up_postgresql(root_server)
     base = tmp_path_factory.mktemp("rootpg")
     apps = {}
     try:
         for short in ("a", "b"):
-            name = f"pg-{short}"
+            name = f"db-{short}"
             app = RootApp(root_server, make_app(base / name, node_files("hello from " + short)), name)
             app.tinyserv("apps:create", name)
             apps[short] = app
@@ -37,7 +37,7 @@ def pg_apps(root_server, tmp_path_factory):
             app.push()
         key = base / "ci"
         run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "ci", "-f", str(key)])
-        root_server.ssh("tinyserv-remote keys:add ci --apps pg-a", input=(base / "ci.pub").read_text())
+        root_server.ssh("tinyserv-remote keys:add ci --apps db-a", input=(base / "ci.pub").read_text())
         env = dict(root_server.env, TINYSERV_SSH_REUSE="0")
         env["GIT_SSH_COMMAND"] = shlex.join([REAL_SSH] + ssh_options(key))
         yield apps, env
@@ -52,12 +52,12 @@ def test_pg_psql_with_an_app_limited_key_runs_as_the_apps_user_not_the_deploy_us
     a = apps["a"]
     shell = run(["tinyserv", "pg:psql", "-a", a.name, "-c", "\\! id -un; cat /home/deploy/.ssh/authorized_keys"],
                 cwd=a.repo, env=ci, check=False, timeout=60)
-    assert shell.stdout.split() == ["ts-pg-a"], describe(shell)
+    assert shell.stdout.split() == ["ts-db-a"], describe(shell)
     assert "ssh-ed25519" not in shell.stdout + shell.stderr, describe(shell)
     # The prompt (commands on standard input) too.
     prompt = run(["tinyserv", "pg:psql", "-a", a.name], input="\\! id -un\nSELECT 'still ' || 'psql';\n",
                  cwd=a.repo, env=ci, check=False, timeout=60)
-    assert "ts-pg-a" in prompt.stdout and "still psql" in prompt.stdout and "deploy" not in prompt.stdout, \
+    assert "ts-db-a" in prompt.stdout and "still psql" in prompt.stdout and "deploy" not in prompt.stdout, \
         describe(prompt)
     # psql itself still works, on the app's own database as its own role.
     database = next(x for x in json.loads(a.tinyserv("addons", "--json").stdout) if x["kind"] == "postgresql")

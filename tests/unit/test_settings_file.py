@@ -88,3 +88,4 @@ def test_psql_as_the_apps_user_gets_the_add_ons_connection_and_nothing_of_the_de
     assert env == dict(conn, PATH="/usr/local/bin:/usr/bin:/bin", LANG=env["LANG"], TERM=env["TERM"],
                        TINYSERV_INSTANCE=layout.mark("a", "psql.%d" % os.getpid()))
     assert env["PGPASSWORD"] == "pw"
+

@@ -147,8 +147,12 @@ class Provider:
         return admin
 
     def names(self, app, suffix):
-        """The database and role of a new add-on: the app's name and the add-on's random suffix."""
-        return ident("%s_%s" % (app.replace("-", "_"), suffix))
+        """The database and role of a new add-on: the app's name and the add-on's random suffix.
+
+        PostgreSQL reserves role names starting with pg_: an app named pg-... gets app_pg_... instead.
+        """
+        name = "%s_%s" % (app.replace("-", "_"), suffix)
+        return ident("app_" + name if name.startswith("pg_") else name)
 
     def provision(self, layout, app, addon, password=None):
         """Create the add-on's role and database; on any failure, drop what was made and raise."""
