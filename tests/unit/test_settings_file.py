@@ -24,18 +24,21 @@ def write(path, text, mode=0o600):
 def test_the_settings_file_fills_in_what_the_environment_does_not_set(tmp_path):
     write(tmp_path / "settings.env", "# admin settings\nexport TINYSERV_POSTGRES_URL=%s\nTINYSERV_HOST=file\n" % URL)
     environ = {"TINYSERV_HOST": "environment"}
-    settings.load_settings_file(str(tmp_path), environ, uid=lambda: 1000)
+    settings.load_settings_file(str(tmp_path), environ, euid=os.geteuid)
     assert environ == {"TINYSERV_POSTGRES_URL": URL, "TINYSERV_HOST": "environment"}
 
 
 def test_no_settings_file_changes_nothing(tmp_path):
     environ = {"TINYSERV_HOST": "h"}
-    assert settings.load_settings_file(str(tmp_path), environ, uid=lambda: 1000) == {"TINYSERV_HOST": "h"}
+    assert settings.load_settings_file(str(tmp_path), environ, euid=os.geteuid) == {"TINYSERV_HOST": "h"}
 
 
-def test_a_process_whose_real_user_is_root_reads_no_settings_file(tmp_path):
-    write(tmp_path / "settings.env", "TINYSERV_POSTGRES_URL=%s\n" % URL)
-    assert settings.load_settings_file(str(tmp_path), {}, uid=lambda: 0) == {}
+def test_a_settings_file_of_another_user_or_a_symlink_is_not_read(tmp_path):
+    path = write(tmp_path / "settings.env", "TINYSERV_POSTGRES_URL=%s\n" % URL)
+    assert settings.read_settings_file(path, (os.geteuid(),)) == {"TINYSERV_POSTGRES_URL": URL}
+    assert settings.read_settings_file(path, (os.geteuid() + 1,)) == {}  # root's supervisor, say, and deploy's file
+    os.symlink(path, str(tmp_path / "link.env"))
+    assert settings.read_settings_file(str(tmp_path / "link.env"), (os.geteuid(),)) == {}
 
 
 @pytest.mark.parametrize("text, message", [
@@ -45,7 +48,7 @@ def test_a_process_whose_real_user_is_root_reads_no_settings_file(tmp_path):
 def test_a_settings_file_that_cannot_be_used_is_refused_in_one_line_naming_it(tmp_path, text, message):
     write(tmp_path / "settings.env", text)
     with pytest.raises(TinyservError, match=message):
-        settings.load_settings_file(str(tmp_path), {}, uid=lambda: 1000)
+        settings.load_settings_file(str(tmp_path), {}, euid=os.geteuid)
 
 
 def test_the_settings_file_is_in_the_root():

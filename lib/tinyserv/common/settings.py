@@ -79,16 +79,22 @@ def settings_file(root):
     return os.path.join(root, SETTINGS_FILE)
 
 
-def read_settings_file(path):
-    """{NAME: value} of a settings file ({} when there is none); one line naming it when it is unusable."""
+def read_settings_file(path, trusted):
+    """{NAME: value} of a settings file owned by one of the uids trusted ({} when there is none or another
+    user's, or it is a symlink); one line naming it when it is unusable."""
     from tinyserv.common.dotenv import parse_env
     try:
-        with open(path) as f:
-            text = f.read()
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except FileNotFoundError:
         return {}
-    except (OSError, UnicodeDecodeError) as e:
-        raise TinyservError("cannot read %s: %s" % (path, getattr(e, "strerror", None) or e)) from None
+    except OSError as e:
+        if os.path.islink(path):
+            return {}
+        raise TinyservError("cannot read %s: %s" % (path, e.strerror)) from None
+    with os.fdopen(fd, errors="replace") as f:
+        if os.fstat(f.fileno()).st_uid not in trusted:
+            return {}
+        text = f.read()
     values = parse_env(text, path)
     if "TINYSERV_ROOT" in values:
         raise TinyservError("%s sets TINYSERV_ROOT, which says where that file is: set it in the environment "
@@ -96,15 +102,13 @@ def read_settings_file(path):
     return values
 
 
-def load_settings_file(root, environ=os.environ, uid=os.getuid):
+def load_settings_file(root, environ=os.environ, euid=os.geteuid):
     """Fill in environ from root's settings file: a variable the environment sets wins.
 
-    A process whose real user is root (the root-mode supervisor) reads none: root trusts no file the deploy
-    user can write, and takes its settings from its unit.
+    Only a file of this process's own user (or root's) counts: a root process (the root-mode supervisor)
+    trusts no file the deploy user can write, and takes its settings from its unit.
     """
-    if uid() == 0:
-        return environ
-    for name, value in read_settings_file(settings_file(root)).items():
+    for name, value in read_settings_file(settings_file(root), (euid(), 0)).items():
         environ.setdefault(name, value)
     return environ
 
