@@ -279,9 +279,6 @@ def checks(layout):
              check_ssh_path(ssh_sees(user.pw_shell, os.path.expanduser("~"), user.pw_name), REMOTE_SCRIPT,
                             user.pw_shell),
              check_root(layout.root)]
-    from tinyserv.common.settings import settings_file
-    found.append(check_secrets(settings_file(layout.root), file_mode(settings_file(layout.root)),
-                               exposed_secrets(os.path.expanduser("~"))))
     pid = control.running(layout) if os.path.isdir(layout.run_dir) else None
     found.append(check_supervisor(pid, supervisor_code(pid) if pid else None, code_dir, len(layout.apps()),
                                   os.path.exists(layout.shutdown_marker),
@@ -289,6 +286,9 @@ def checks(layout):
     systemd = os.path.isdir("/run/systemd/system")
     found.append(check_boot(systemd, systemd and systemd_unit_enabled(), crontab_boot_line()))
     found.append(check_disk(layout.root))
+    from tinyserv.common.settings import settings_file
+    found.append(check_secrets(settings_file(layout.root), file_mode(settings_file(layout.root)),
+                               exposed_secrets(os.path.expanduser("~"))))
     found.append(check_programs("git", ["git"], FAIL, "every push"))
     for name, programs, what in RUNTIMES:
         found.append(check_programs(name, programs, WARN, what))
