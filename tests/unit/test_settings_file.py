@@ -62,7 +62,7 @@ def test_doctor_warns_about_a_secret_in_a_shell_file_others_can_read(tmp_path):
     exposed = doctor.exposed_secrets(str(tmp_path))
     assert exposed == [(str(tmp_path / ".bashrc"), ["TINYSERV_POSTGRES_URL"])]
     check = doctor.check_secrets("/r/settings.env", 0o600, exposed)
-    assert check == (WARN, "secret settings", "%s sets TINYSERV_POSTGRES_URL, and other users can read it"
+    assert check == (WARN, "secrets", "%s sets TINYSERV_POSTGRES_URL, and other users can read it"
                      % (tmp_path / ".bashrc"), "move those lines to /r/settings.env (chmod 600) and delete them "
                      "from %s" % (tmp_path / ".bashrc"))
 
@@ -74,7 +74,7 @@ def test_doctor_warns_about_a_secret_in_a_shell_file_others_can_read(tmp_path):
     (None, OK, "none in a file others can read (no /r/settings.env)", None),
 ])
 def test_doctor_checks_the_settings_files_mode(mode, level, detail, fix):
-    assert doctor.check_secrets("/r/settings.env", mode, []) == (level, "secret settings", detail, fix)
+    assert doctor.check_secrets("/r/settings.env", mode, []) == (level, "secrets", detail, fix)
 
 
 def test_doctor_reads_the_settings_files_mode(tmp_path):

@@ -114,7 +114,7 @@ def check_secrets(settings_path, settings_mode, exposed):
 
     settings_mode: the settings file's permission bits (None: there is none); exposed: exposed_secrets'.
     """
-    name = "secret settings"
+    name = "secrets"
     if exposed:
         path, names = exposed[0]
         return Check(WARN, name, "%s sets %s, and other users can read it" % (path, ", ".join(names)),
