@@ -1,9 +1,10 @@
 """Apps that keep data (issue 10), over real ssh with the distribution's PostgreSQL and Redis in the server image.
 
 The tests play the admin the way the README says: start PostgreSQL (`pg_ctlcluster 15 main start`, as root) and
-give tinyserv a role that may create databases and roles, named in TINYSERV_POSTGRES_URL at the top of deploy's
-~/.bashrc. The app (a Python web process and a writer worker, no dependencies) keeps a file in TINYSERV_DATA_DIR,
-rows in its PostgreSQL database and a value in its Redis, and a cron job appends to its data directory each minute.
+give tinyserv a role that may create databases and roles, named in TINYSERV_POSTGRES_URL in deploy's
+$TINYSERV_ROOT/settings.env (mode 0600). The app (a Python web process and a writer worker, no dependencies) keeps
+a file in TINYSERV_DATA_DIR, rows in its PostgreSQL database and a value in its Redis, and a cron job appends to its
+data directory each minute.
 One app is shared by the module; the restore runs on a second, fresh container.
 """
 
@@ -136,11 +137,13 @@ def set_up_postgresql(server, root=None):
     admin_sql(server, "DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'tinyserv') THEN "
                       f"CREATE ROLE tinyserv LOGIN PASSWORD '{ADMIN_PASSWORD}' CREATEDB CREATEROLE; END IF; END $$")
     bashrc = "/home/deploy/.bashrc"
-    as_root(server, f"grep -q TINYSERV_POSTGRES_URL {bashrc} || sed -i '1i export TINYSERV_POSTGRES_URL={ADMIN_URL}' "
-                    f"{bashrc}")
     if root:  # another TINYSERV_ROOT and START_PORT than the first server's
         as_root(server, f"sed -i 's|^export TINYSERV_ROOT=.*|export TINYSERV_ROOT={root}|; "
                         f"s|^export TINYSERV_START_PORT=.*|export TINYSERV_START_PORT=5010|' {bashrc}")
+    # The admin URL goes where only deploy (and root) may read it, not into ~/.bashrc (0644).
+    settings = f"{root or '/home/deploy/tinyserv'}/settings.env"
+    as_root(server, "su deploy -c " + shlex.quote(
+        f"umask 077 && mkdir -p {os.path.dirname(settings)} && echo TINYSERV_POSTGRES_URL={ADMIN_URL} > {settings}"))
 
 
 def admin_sql(server, query):

@@ -284,3 +284,12 @@ def test_a_snapshot_seeds_a_new_servers_append_only_file(layout):
     assert sorted(os.listdir(aof)) == ["appendonly.aof.1.base.rdb", "appendonly.aof.manifest"]
     with open(os.path.join(aof, "appendonly.aof.manifest")) as f:
         assert f.read() == "file appendonly.aof.1.base.rdb seq 1 type b\n"
+
+
+@pytest.mark.parametrize("app, name", [
+    ("shop", "shop_1a2b3c4d"),
+    ("my-shop", "my_shop_1a2b3c4d"),
+    ("pg-shop", "app_pg_shop_1a2b3c4d"),  # PostgreSQL reserves roles named pg_...
+])
+def test_an_add_ons_database_and_role_are_named_after_the_app_never_with_postgresqls_reserved_prefix(app, name):
+    assert postgres.Provider(environ={}).names(app, "1a2b3c4d") == name

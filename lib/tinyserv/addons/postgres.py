@@ -16,6 +16,7 @@ import subprocess
 import time
 import urllib.parse
 
+from tinyserv.platform import privileged
 from tinyserv.state import addonstate, store
 from tinyserv.common.errors import TinyservError
 from tinyserv.common.names import APP_NAME
@@ -146,8 +147,12 @@ class Provider:
         return admin
 
     def names(self, app, suffix):
-        """The database and role of a new add-on: the app's name and the add-on's random suffix."""
-        return ident("%s_%s" % (app.replace("-", "_"), suffix))
+        """The database and role of a new add-on: the app's name and the add-on's random suffix.
+
+        PostgreSQL reserves role names starting with pg_: an app named pg-... gets app_pg_... instead.
+        """
+        name = "%s_%s" % (app.replace("-", "_"), suffix)
+        return ident("app_" + name if name.startswith("pg_") else name)
 
     def provision(self, layout, app, addon, password=None):
         """Create the add-on's role and database; on any failure, drop what was made and raise."""
@@ -276,13 +281,30 @@ def attached(layout, app, database=None):
 
 
 def psql(layout, app, command=None, database=None):
-    """pg:psql: replace this process with psql on the add-on's database, as its own role (stream)."""
+    """pg:psql: psql on the add-on's database as its own role; in root mode as the app's own user (stream).
+
+    psql's `\\!` runs a shell and `\\o`, `\\i`, `\\copy` open files: in root mode they must reach no more
+    than the app's own code could, never the deploy user's keys and state, so psql runs as `run` does.
+    """
     addon = attached(layout, app, database)
     argv = [tool("psql")] + (["-c", command] if command is not None else [])
+    conn = connection(addon["url"], addon["name"])
     try:
-        os.execve(argv[0], argv, client_env(connection(addon["url"], addon["name"])))
+        if privileged.deploy_user(layout) is None:  # single-user mode: every app is the deploy user anyway
+            os.execve(argv[0], argv, client_env(conn))
+        return privileged.attach(layout, app, argv, layout.app_file(app, "home"), app_client_env(layout, app, conn))
     except OSError as e:
         raise TinyservError("cannot run psql: %s" % e.strerror) from None
+
+
+def app_client_env(layout, app, conn):
+    """The environment of a client program run as the app's user: nothing of ours but the terminal, plus conn."""
+    from tinyserv.platform.appenv import BASE_PATH
+    from tinyserv.platform.procs import MARK
+    env = {"PATH": BASE_PATH, "LANG": os.environ.get("LANG", "C.UTF-8"), "TERM": os.environ.get("TERM", "dumb"),
+           MARK: layout.mark(app, "psql.%d" % os.getpid())}
+    env.update(conn)
+    return env
 
 
 def backups(layout, app, database=None):

@@ -1,5 +1,8 @@
-"""Every setting tinyserv reads: the server's from its environment, each app's from its config vars.
+"""Every setting tinyserv reads: the server's from its environment and its settings file, each app's from its
+config vars.
 
+The server's settings file ($TINYSERV_ROOT/settings.env, mode 0600) holds what only the deploy user and root
+may read (TINYSERV_POSTGRES_URL's password); a variable set in the environment wins over the file.
 App settings are config vars named TINYSERV_*; config:set checks their values at the door,
 so a running app never depends on a default silently standing in for a typo.
 """
@@ -63,6 +66,51 @@ def check_app_setting(key, value):
     if parsed is None or parsed > highest:
         raise TinyservError("%s is %s: a %s from %s to %s, not %r" % (
             key, what, "whole number" if kind is int else "number", lowest, highest, value))
+
+
+# --- the server's settings file -------------------------------------------------------------------
+
+SETTINGS_FILE = "settings.env"  # in TINYSERV_ROOT; .env lines (export NAME=value works too), mode 0600
+SECRET_SETTINGS = ("TINYSERV_POSTGRES_URL",)  # never in a file that others can read (~/.bashrc is 0644)
+
+
+def settings_file(root):
+    """Where the server's settings file of a TINYSERV_ROOT is."""
+    return os.path.join(root, SETTINGS_FILE)
+
+
+def read_settings_file(path, trusted):
+    """{NAME: value} of a settings file owned by one of the uids trusted ({} when there is none or another
+    user's, or it is a symlink); one line naming it when it is unusable."""
+    from tinyserv.common.dotenv import parse_env
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return {}
+    except OSError as e:
+        if os.path.islink(path):
+            return {}
+        raise TinyservError("cannot read %s: %s" % (path, e.strerror)) from None
+    with os.fdopen(fd, errors="replace") as f:
+        if os.fstat(f.fileno()).st_uid not in trusted:
+            return {}
+        text = f.read()
+    values = parse_env(text, path)
+    if "TINYSERV_ROOT" in values:
+        raise TinyservError("%s sets TINYSERV_ROOT, which says where that file is: set it in the environment "
+                            "(~/.bashrc) instead" % path)
+    return values
+
+
+def load_settings_file(root, environ=os.environ, euid=os.geteuid):
+    """Fill in environ from root's settings file: a variable the environment sets wins.
+
+    Only a file of this process's own user (or root's) counts: a root process (the root-mode supervisor)
+    trusts no file the deploy user can write, and takes its settings from its unit.
+    """
+    for name, value in read_settings_file(settings_file(root), (euid(), 0)).items():
+        environ.setdefault(name, value)
+    return environ
 
 
 def keep_builds(environ=os.environ):

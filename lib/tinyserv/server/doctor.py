@@ -109,6 +109,54 @@ def check_root(root):
                      pwd.getpwuid(os.getuid()).pw_name, probe))
 
 
+def check_secrets(settings_path, settings_mode, exposed):
+    """The server's secret settings (TINYSERV_POSTGRES_URL) sit where only the deploy user and root read them.
+
+    settings_mode: the settings file's permission bits (None: there is none); exposed: exposed_secrets'.
+    """
+    name = "secrets"
+    if exposed:
+        path, names = exposed[0]
+        return Check(WARN, name, "%s sets %s, and other users can read it" % (path, ", ".join(names)),
+                     "move those lines to %s (chmod 600) and delete them from %s" % (settings_path, path))
+    if settings_mode is not None and settings_mode & 0o077:
+        return Check(WARN, name, "%s is mode %04o: other users can read it" % (settings_path, settings_mode),
+                     "chmod 600 %s" % settings_path)
+    if settings_mode is None:
+        return Check(OK, name, "none in a file others can read (no %s)" % settings_path, None)
+    return Check(OK, name, "in %s (mode 0600)" % settings_path, None)
+
+
+SHELL_FILES = (".bashrc", ".profile", ".bash_profile", ".bash_login", ".pam_environment")
+
+
+def exposed_secrets(home, files=SHELL_FILES):
+    """[(path, [names])]: the shell start-up files in home that set a secret setting and others may read."""
+    from tinyserv.common.settings import SECRET_SETTINGS
+    found = []
+    for name in files:
+        path = os.path.join(home, name)
+        try:
+            if not os.stat(path).st_mode & 0o044:
+                continue
+            with open(path, errors="replace") as f:
+                text = f.read()
+        except OSError:
+            continue
+        names = [s for s in SECRET_SETTINGS if re.search(r"^[ \t]*(export[ \t]+)?%s[ \t]*=" % s, text, re.M)]
+        if names:
+            found.append((path, names))
+    return found
+
+
+def file_mode(path):
+    """A file's permission bits, or None when there is no file."""
+    try:
+        return os.stat(path).st_mode & 0o7777
+    except FileNotFoundError:
+        return None
+
+
 def check_supervisor(pid, its_code, code_dir, apps, shut_down, standby):
     """The supervisor runs (when there are apps), this version of it, with a standby."""
     if pid is None:
@@ -252,6 +300,9 @@ def checks(layout):
     systemd = os.path.isdir("/run/systemd/system")
     found.append(check_boot(systemd, systemd and systemd_unit_enabled(), crontab_boot_line()))
     found.append(check_disk(layout.root))
+    from tinyserv.common.settings import settings_file
+    found.append(check_secrets(settings_file(layout.root), file_mode(settings_file(layout.root)),
+                               exposed_secrets(os.path.expanduser("~"))))
     found.append(check_programs("git", ["git"], FAIL, "every push"))
     for name, programs, what in RUNTIMES:
         found.append(check_programs(name, programs, WARN, what))

@@ -12,7 +12,7 @@ import json
 import os
 import sys
 
-from tinyserv.common import commands
+from tinyserv.common import commands, settings
 from tinyserv.common.commands import ARGV, STDIN, dest, sent
 from tinyserv.common.errors import ArgumentParser, TinyservError, guarded, parse
 from tinyserv.state.layout import Layout, server_root
@@ -81,6 +81,7 @@ def main(argv=None):
         args = parse(parser(commands.named_in(argv)), argv)
         cmd = commands.BY_NAME[args.verb]
         layout = Layout(server_root()).check()
+        settings.load_settings_file(layout.root)  # TINYSERV_POSTGRES_URL and the like, unless the environment has them
         # A push whose process was killed is settled before anything else (deploy.pending_file says where
         # its record is; looked at here first so that most commands need not load the deploy code).
         if cmd.app and cmd.name != "hook" and os.path.exists(layout.app_file(args.app, "pending.json")):
