@@ -43,8 +43,9 @@ def admin_url(environ=os.environ):
     url = environ.get(ADMIN_VAR)
     if not url:
         raise TinyservError("PostgreSQL is not configured on the server: set %s there to a role that may create "
-                            "databases and roles (postgres://tinyserv:PASSWORD@localhost:5432/postgres; see the "
-                            "README's 'Add-ons')" % ADMIN_VAR)
+                            "databases and roles, in $TINYSERV_ROOT/settings.env "
+                            "(postgres://tinyserv:PASSWORD@localhost:5432/postgres; see docs/installation.md, "
+                            "'Databases and Redis')" % ADMIN_VAR)
     return url
 
 
