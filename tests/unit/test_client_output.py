@@ -96,15 +96,16 @@ def test_config_get_prints_only_the_value():
 def test_apps_info_prints_urls_and_state():
     out, _ = run("apps_info", {"apps:info": {
         "name": "myapp", "port": 5001, "repo": "/srv/repos/myapp.git", "release": "v3", "commit": None,
-        "deployed_at": None, "state": "not deployed"}}, json=False)
+        "deployed_at": None, "state": "not deployed", "scheduler": "local"}}, json=False)
     assert out == ("=== myapp\n"
-                   "Git URL:  deploy@host:/srv/repos/myapp.git\n"
-                   "Port:     5001\n"
-                   "Web URL:  http://host:5001/\n"
-                   "Release:  v3\n"
-                   "Commit:   (not deployed)\n"
-                   "Deployed: -\n"
-                   "State:    not deployed\n")
+                   "Git URL:   deploy@host:/srv/repos/myapp.git\n"
+                   "Port:      5001\n"
+                   "Web URL:   http://host:5001/\n"
+                   "Release:   v3\n"
+                   "Commit:    (not deployed)\n"
+                   "Deployed:  -\n"
+                   "State:     not deployed\n"
+                   "Scheduler: local\n")
 
 
 def test_releases_prints_a_table_newest_first():

@@ -219,7 +219,8 @@ class Client:
         self.json_or(info, lambda i: self.say(heading(i["name"]) + "\n" + pairs([
             ("Git URL", i["git_url"]), ("Port", i["port"]), ("Web URL", i["web_url"]),
             ("Release", i["release"]), ("Commit", i["commit"] or "(not deployed)"),
-            ("Deployed", i["deployed_at"] or "-"), ("State", i["state"])])))
+            ("Deployed", i["deployed_at"] or "-"), ("State", i["state"]),
+            ("Scheduler", i.get("scheduler", "local"))])))
 
     def web_url(self, port):
         return "http://%s:%d/" % (self.remote.web_host(), port)
@@ -239,9 +240,15 @@ class Client:
         for ptype, f in ps["formation"].items():
             count = "stopped" if f["stopped"] else f["quantity"]
             self.say(heading("%s (%s): %s" % (ptype, f["command"], count)))
-            rows = [self.ps_row(i, now) for i in ps["instances"] if i["type"] == ptype]
+            if ps.get("scheduler") == "swarm":
+                rows = [[i["name"], i["state"], i["node"], i["age"], i["port"] or "", i["error"]]
+                        for i in ps["instances"] if i["type"] == ptype]
+                headers = ["TASK", "STATE", "NODE", "AGE", "PORT", "ERROR"]
+            else:
+                rows = [self.ps_row(i, now) for i in ps["instances"] if i["type"] == ptype]
+                headers = ["PROCESS", "STATE", "PID", "SINCE", "RESTARTS", "LAST EXIT", "NEXT TRY"]
             if rows:
-                self.say(table(rows, ["PROCESS", "STATE", "PID", "SINCE", "RESTARTS", "LAST EXIT", "NEXT TRY"]))
+                self.say(table(rows, headers))
             self.say()
 
     def ps_row(self, i, now):
@@ -251,6 +258,11 @@ class Client:
         last = i.get("reason") or ("" if i["exit_code"] is None else i["exit_code"])
         return [i["name"], state, i["pid"] or "", since, "" if i["restarts"] is None else i["restarts"], last,
                 next_try]
+
+    def scheduler_set(self):
+        result = self.call()
+        self.json_or(result, lambda r: self.say("Setting the scheduler of ⬢ %s to %s... %s" % (
+            self.app, r["scheduler"], "done" if r["changed"] else "it was already")))
 
     def ps_scale(self):
         parse_scale(self.args.changes)  # refused here before anything travels; the server checks again

@@ -52,11 +52,17 @@ VERSION = arg("version", nargs="?", metavar="vN")
 COMMANDS = [
     command("apps", "list your apps", "server.apps.listing", app=False, json=True),
     command("apps:create", "create an app (and a 'tinyserv' git remote)", "server.apps.create", json=True, who=True,
-            app_flag=False, args=[arg("name", nargs="?", to=LOCAL, help="app name (default: this directory's name)")]),
+            app_flag=False, args=[arg("name", nargs="?", to=LOCAL, help="app name (default: this directory's name)"),
+                                  arg("--scheduler", metavar="NAME", choices=["local", "swarm"],
+                                      help="who runs its processes: local or swarm (default: TINYSERV_SCHEDULER, "
+                                           "else local)")]),
     command("apps:destroy", "stop an app and delete everything it has", "server.apps.destroy", args=[
         arg("name", nargs="?", to=LOCAL, help="app name (default: this repository's app)"),
         arg("--confirm", metavar="NAME", to=LOCAL, help="the app's name, to skip the question")]),
     command("apps:info", "show an app's port, URLs, release and state", "server.apps.info", json=True),
+    command("scheduler:set", "choose who runs the app's processes: local (this server) or swarm (Docker Swarm)",
+            "server.scheduler.set_scheduler", json=True, args=[arg("name", metavar="NAME", choices=["local", "swarm"],
+                                                                   help="local or swarm")]),
     command("ps", "list the app's processes", "server.apps.processes", json=True),
     command("ps:scale", "set how many instances of each process type run", "server.apps.scale", json=True,
             args=[arg("changes", nargs="*", metavar="TYPE=N")]),
@@ -65,7 +71,7 @@ COMMANDS = [
     command("ps:stop", "stop a process type until ps:start", "server.apps.stop", args=[arg("target", metavar="TYPE")]),
     command("ps:start", "start a stopped process type", "server.apps.start", args=[arg("target", metavar="TYPE")]),
     command("restart", "restart every process of the app", "server.apps.restart"),
-    command("logs", "show the app's log (-t to follow it)", "state.logs.show", stream=True, args=[
+    command("logs", "show the app's log (-t to follow it)", "server.scheduler.show_logs", stream=True, args=[
         arg("-n", "--num", type=int, default=100, metavar="N", help="how many lines (default 100)"),
         arg("-t", "--tail", action="store_true", dest="following", help="keep following the log"),
         arg("--ps", metavar="TYPE", help="only this process type (web) or instance (web.1)")]),

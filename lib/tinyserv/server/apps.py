@@ -51,9 +51,13 @@ def allocate_port(layout, first):
     raise TinyservError("no free port at or above %d" % first)
 
 
-def create(layout, name, by=None):
-    """Make an app: port, bare repository with its hook, release v1."""
+def create(layout, name, by=None, scheduler=None):
+    """Make an app: port, bare repository with its hook, release v1 (scheduler: local or swarm, default
+    TINYSERV_SCHEDULER)."""
+    from tinyserv.server import scheduler as schedulers
     check_app_name(name)
+    scheduler = scheduler or settings.default_scheduler()
+    schedulers.swarm.check_scheduler(scheduler)
     layout.ensure()
     with store.locked(layout.global_lock):
         if layout.exists(name):
@@ -64,6 +68,9 @@ def create(layout, name, by=None):
                 os.makedirs(layout.app_file(name, sub), mode=0o700, exist_ok=True)
             ensure_repo(layout, name)
             appstate.save_formation(layout, name, {"quantity": {}, "stopped": []})
+            if scheduler != "local":
+                schedulers.check_swarm_ready(layout, name)
+                appstate.save_scheduler(layout, name, scheduler)
             releases.add(layout, name, "Initial release", {}, by=by, app_port=port)  # now it exists
             privileged.ensure_user(layout, name)  # root mode: its own system user
         except BaseException:
@@ -109,6 +116,9 @@ def destroy(layout, name):
         if supervised:  # it stops them, with the app's own grace period
             control.request(layout, {"cmd": "sync", "app": name})
         procs.stop(pgids, grace=40, what="stopping %s" % name, term=not supervised, marks=[layout.app_marks(name)])
+        if appstate.scheduler(layout, name) == "swarm":
+            from tinyserv.deploy import swarm
+            swarm.destroy(layout, name)  # services, their task containers, images
         addons.delete_all(layout, name, doomed)
         privileged.forget_user(layout, name)  # root mode: its user's processes and files, then the user
         remove_app_files(layout, name)
@@ -151,6 +161,7 @@ def info(layout, name):
         "commit": release["commit"],
         "deployed_at": release["created_at"] if release["build"] else None,
         "state": overall_state(layout, name),
+        "scheduler": appstate.scheduler(layout, name),
     }
 
 
@@ -159,6 +170,8 @@ def overall_state(layout, name):
     release = releases.current(layout, name)
     if not release or not release["build"]:
         return "not deployed"
+    if appstate.scheduler(layout, name) == "swarm":
+        return "up" if release.get("swarm") else "not deployed"
     saved = appstate.supervisor_state(layout, name)
     if saved.get("broken"):
         return "broken"
@@ -172,6 +185,9 @@ def overall_state(layout, name):
 def processes(layout, name):
     """The instances ps shows, with what the formation wants."""
     layout.require(name)
+    if appstate.scheduler(layout, name) == "swarm":
+        from tinyserv.server import scheduler
+        return scheduler.processes(layout, name, formation(layout, name))
     control.ensure_supervisor(layout)
     release = releases.current(layout, name)
     types = formation(layout, name)
@@ -225,6 +241,10 @@ def scale(layout, name, changes):
         appstate.save_formation(layout, name, saved)
     logs.append(layout.log_file(name), "tinyserv", "Scaled to " + ", ".join(
         "%s@%d" % item for item in sorted(changes.items())))
+    if appstate.scheduler(layout, name) == "swarm":
+        from tinyserv.deploy import swarm
+        swarm.scale(layout, name, {t: 0 if t in saved["stopped"] else n for t, n in changes.items()})
+        return formation(layout, name)
     control.sync(layout, name)
     if "web" in changes:
         settle(layout, name)
@@ -273,6 +293,10 @@ def set_stopped(layout, name, ptype, stopped):
         saved["stopped"] = sorted(set(saved["stopped"]) - {ptype} | ({ptype} if stopped else set()))
         appstate.save_formation(layout, name, saved)
     logs.append(layout.log_file(name), "tinyserv", "%s %s" % ("Stopped" if stopped else "Started", ptype))
+    if appstate.scheduler(layout, name) == "swarm":
+        from tinyserv.deploy import swarm
+        swarm.scale(layout, name, {ptype: 0 if stopped else saved["quantity"].get(ptype, 1)})
+        return
     control.sync(layout, name)
     if ptype == "web":
         settle(layout, name)
@@ -283,6 +307,10 @@ def restart(layout, name, target=None):
     layout.require(name)
     if target:
         check_target(formation(layout, name), name, target)
+    if appstate.scheduler(layout, name) == "swarm":
+        from tinyserv.deploy import swarm
+        swarm.restart(layout, name, target.partition(".")[0] if target else None)
+        return {"restarted": target or "all"}
     control.ensure_supervisor(layout)
     control.request(layout, {"cmd": "restart", "app": name, "target": target})
     if settings.nginx_binary() is not None and (target or "web").partition(".")[0] == "web":
@@ -377,12 +405,13 @@ def roll(layout, name, description, config, source, by):
     """Boot-check (source's build, config), record it as a release, switch to it; report what serves."""
     from tinyserv.deploy import rollout
     checked = None
-    if source["build"] and appstate.runs_web(layout, name, appstate.build_meta(layout, name, source["build"])):
+    if source["build"] and (appstate.scheduler(layout, name) == "swarm" or appstate.runs_web(
+            layout, name, appstate.build_meta(layout, name, source["build"]))):
         checked = rollout.check_boot(layout, name, source["build"], config)
     try:
         with rollout.uninterrupted():
             release = releases.add(layout, name, description, config, build=source["build"],
-                                   commit=source["commit"], by=by)
+                                   commit=source["commit"], by=by, **rollout.recorded(checked))
             rollout.switch(layout, name, release, checked=checked)
     finally:
         rollout.abandon(layout, name, checked)
@@ -416,6 +445,9 @@ def run(layout, name, command):
     argv = ["/bin/sh", "-c", command[0]] if len(command) == 1 else command
     if not argv:
         raise TinyservError("run needs a command, e.g. 'tinyserv run bash'")
+    if appstate.scheduler(layout, name) == "swarm":
+        from tinyserv.server import scheduler
+        return scheduler.run(layout, name, argv)
     build_dir = layout.build_dir(name, release["build"])
     meta = appstate.build_meta(layout, name, release["build"])
     from tinyserv.deploy import boot

@@ -25,7 +25,7 @@ from tinyserv.platform import appenv, privileged, procs
 from tinyserv.state import appstate, releases, store
 from tinyserv.deploy import boot
 from tinyserv.supervise import cron, services
-from tinyserv.frontdoor import nginx, router
+from tinyserv.frontdoor import nginx, router, swarm
 from tinyserv.common import settings
 from tinyserv.common.errors import TinyservError
 from tinyserv.state.logs import Lines, LogFile
@@ -133,7 +133,7 @@ def desired_state(layout, app):
         return None
     release = releases.current(layout, app)
     meta = appstate.build_meta(layout, app, release["build"]) if release and release["build"] else None
-    if meta is None:
+    if meta is None or appstate.scheduler(layout, app) == "swarm":  # Swarm runs it: nothing here, but its route
         return Desired(release, None, None, {}, 30.0)
     formation = appstate.formation(layout, app)
     quantity, stopped = formation["quantity"], formation["stopped"]
@@ -214,6 +214,7 @@ class Supervisor:
         self.candidates = {}  # app -> a web instance that passed a boot check, to be kept as the live one
         self.root_mode = system is None and privileged.deploy_user(layout) is not None  # apps run as users of their own
         self.sites = {}  # app -> (public port, router settings, names of the web instances wanted)
+        self.swarm = swarm.Watch(layout.tag, self.note)  # where swarm apps' web tasks listen (a thread, once used)
 
     def note(self, text):
         """A line in the supervisor's own log (its stderr)."""
@@ -526,7 +527,8 @@ class Supervisor:
             self.router.update(app, None)
             return
         public, saved, _ = site
-        primary, backup = router.web_ports(self.apps.get(app, {}).values(), public)
+        primary, backup = swarm.upstreams(self.swarm, self.layout, app, router.web_ports(
+            self.apps.get(app, {}).values(), public))
         self.router.update(app, router.site_for(self.layout, app, public, primary, backup, saved))
 
     def mark_routed(self, apps):
@@ -633,6 +635,7 @@ class Supervisor:
         self.check_memory(now)
         self.keep_services(self.services.tick)
         self.run_due_jobs(now)
+        self.dirty |= self.swarm.changed()  # a swarm app's tasks moved: route it again
         self.save_dirty()
 
     def each_instance(self):
