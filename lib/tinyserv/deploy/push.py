@@ -113,13 +113,11 @@ class Deploy:
             if "release" in meta["procfile"]:
                 swarm.release_phase(self.layout, self.app, meta, config, version, self.steps, watch)
             return meta, swarm.start(self.layout, self.app, meta, config, version, self.steps, watch)
-        except TinyservError as e:
-            for line in e.details:
+        except BaseException as e:
+            for line in getattr(e, "details", ()):
                 self.steps.detail(line)
             build.remove(self.layout, self.app, meta["id"])
-            raise
-        except BaseException:
-            build.remove(self.layout, self.app, meta["id"])
+            swarm.remove_image(meta["image"])
             raise
 
     def release_phase(self, meta, config, watch):

@@ -282,7 +282,7 @@ def wait_answering(layout, app, rollout, service, replicas, health, timeout, wat
             raise TinyservError("web %s on the swarm (%s); the running release was not touched" % (
                 failed[0].state, failed[0].error or "see its lines below"), details=service_lines(service))
         ports = [c.ports[0] for c in containers(layout, app, rollout, "web") if c.ports]
-        answering = [p for p in ports if answers(p) and (not health or boot.healthy(p, health))]
+        answering = [p for p in ports if (boot.healthy(p, health) if health else answers(p))]
         if len(answering) >= replicas:
             return sorted(answering)
         if time.monotonic() > deadline:
@@ -292,12 +292,19 @@ def wait_answering(layout, app, rollout, service, replicas, health, timeout, wat
         time.sleep(0.2)
 
 
-def answers(port):
+def answers(port, timeout=1.0):
+    """Does an HTTP server answer on 127.0.0.1:port? A TCP connection is not enough: the engine's proxy for a
+    published port accepts connections before the task listens, and closes them."""
+    import http.client
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-            return True
-    except OSError:
+        conn.request("HEAD", "/", headers={"Connection": "close", "User-Agent": "tinyserv-bootcheck"})
+        conn.getresponse()
+        return True
+    except (OSError, http.client.HTTPException):
         return False
+    finally:
+        conn.close()
 
 
 def switch(layout, app, release, started, steps=None):
@@ -373,6 +380,11 @@ def service_lines(service, count=SHOWN_LINES):
 def remove_services(names):
     if names:
         docker.run(["service", "rm", *names], check=False)
+
+
+def remove_image(image):
+    """Remove the image of a build that was never released (its layers stay cached while other images use them)."""
+    docker.run(["image", "rm", image], check=False)
 
 
 def current_services(layout, app):
