@@ -86,6 +86,8 @@ def test_images_are_named_by_root_app_and_build_under_the_registry_when_there_is
 @pytest.mark.parametrize("text, expected", [
     ("0.0.0.0:49153->5000/tcp, :::49153->5000/tcp", (49153,)),
     ("*:32768->5000/tcp,*:32768->5000/tcp", (32768,)),
+    ("0.0.0.0:32804->5000/tcp, [::]:32803->5000/tcp", (32804,)),
+    ("127.0.0.1:4000->5000/tcp", (4000,)),
     ("5000/tcp", ()),
     ("", ()),
 ])

@@ -69,11 +69,16 @@ def parse_containers(text):
 
 
 def published_ports(text):
-    """'0.0.0.0:49153->5000/tcp, :::49153->5000/tcp' -> (49153,): each host port once, in order."""
+    """'0.0.0.0:49153->5000/tcp, [::]:49152->5000/tcp' -> (49153,): the IPv4 host ports, each once, in order.
+
+    IPv6 mappings are left out: for a port it picks itself the engine (20.10) may give IPv6 another port than
+    IPv4, even one an IPv4 mapping of an older task holds, and 127.0.0.1 reaches the IPv4 one.
+    """
     ports = []
-    for port in re.findall(r":(\d+)->", text or ""):
-        if int(port) not in ports:
-            ports.append(int(port))
+    for entry in (text or "").split(","):
+        match = re.search(r"(\S*):(\d+)->", entry)
+        if match and not match.group(1).startswith(("[", "::")) and int(match.group(2)) not in ports:
+            ports.append(int(match.group(2)))
     return tuple(ports)
 
 
