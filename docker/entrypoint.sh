@@ -6,6 +6,18 @@ set -u
 
 mkdir -p /run/sshd   # /run is a tmpfs in docker-compose.yml, empty at every start
 
+# docker-compose.swarm.yml: the host engine's socket is mounted; deploy may use it (the docker group is
+# root-equivalent on the engine's machine, as the README says), and the test's own settings come first.
+if [ -S /var/run/docker.sock ]; then
+    gid=$(stat -c %g /var/run/docker.sock)
+    getent group "$gid" >/dev/null || groupadd -g "$gid" hostdocker
+    usermod -aG "$(getent group "$gid" | cut -d: -f1)" deploy
+fi
+if [ -n "${TINYSERV_E2E_TEST_ENV:-}" ]; then
+    printf '%s\n' "$TINYSERV_E2E_TEST_ENV" > /home/deploy/.tinyserv-test-env
+    chown deploy:deploy /home/deploy/.tinyserv-test-env
+fi
+
 # What systemd starts before tinyserv on a real server, once a test has set it up (tests/e2e/test_data.py).
 if [ -e /etc/tinyserv-e2e/start-postgresql ]; then
     pg_ctlcluster 15 main start || echo "tinyserv-e2e: PostgreSQL did not start" >&2
@@ -37,4 +49,4 @@ else
     fi
 fi
 
-exec /usr/sbin/sshd -D -e
+exec /usr/sbin/sshd -D -e ${TINYSERV_E2E_SSH_PORT:+-p "$TINYSERV_E2E_SSH_PORT" -o ListenAddress=127.0.0.1}

@@ -211,7 +211,8 @@ def test_the_server_parses_what_the_client_sends_for_every_command():
                "pg:backups:download": ["b003", "-o", "here.dump", "--database", "postgresql-1a2b"],
                "domains:add": ["www.x.org"], "domains:remove": ["www.x.org"], "certs:add": ["c.pem", "k.pem"],
                "certs:remove": ["x"], "features:enable": ["http-session-affinity"],
-               "features:disable": ["http-session-affinity"]}
+               "features:disable": ["http-session-affinity"], "scheduler:set": ["swarm"],
+               "apps:create": ["x", "--scheduler", "swarm"]}
     for cmd in commands.client_commands():
         if cmd.serves is None:
             continue

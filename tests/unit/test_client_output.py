@@ -96,16 +96,17 @@ def test_config_get_prints_only_the_value():
 def test_apps_info_prints_urls_and_state():
     out, _ = run("apps_info", {"apps:info": {
         "name": "myapp", "port": 5001, "repo": "/srv/repos/myapp.git", "release": "v3", "commit": None,
-        "deployed_at": None, "state": "not deployed"}}, json=False)
+        "deployed_at": None, "state": "not deployed", "scheduler": "local"}}, json=False)
     assert out == ("=== myapp\n"
-                   "Git URL:  deploy@host:/srv/repos/myapp.git\n"
-                   "Port:     5001\n"
-                   "Web URL:  http://host:5001/\n"
-                   "Release:  v3\n"
-                   "Commit:   (not deployed)\n"
-                   "Deployed: -\n"
-                   "Runtime:  -\n"
-                   "State:    not deployed\n")
+                   "Git URL:   deploy@host:/srv/repos/myapp.git\n"
+                   "Port:      5001\n"
+                   "Web URL:   http://host:5001/\n"
+                   "Release:   v3\n"
+                   "Commit:    (not deployed)\n"
+                   "Deployed:  -\n"
+                   "Runtime:   -\n"
+                   "State:     not deployed\n"
+                   "Scheduler: local\n")
 
 
 def test_apps_info_names_the_runtime_the_app_runs_with():
@@ -113,7 +114,7 @@ def test_apps_info_names_the_runtime_the_app_runs_with():
         "name": "myapp", "port": 5001, "repo": "/srv/repos/myapp.git", "release": "v3", "commit": "abc1234",
         "deployed_at": "2026-11-28T05:00:00Z", "state": "up", "runtime": "node 20.19.1, npm 9.2.0 (the server's)"}},
         json=False)
-    assert "Runtime:  node 20.19.1, npm 9.2.0 (the server's)\n" in out
+    assert "Runtime:   node 20.19.1, npm 9.2.0 (the server's)\n" in out
 
 
 def test_releases_prints_a_table_newest_first():

@@ -88,7 +88,13 @@ class AppCommands:
         self.json_or(info, lambda i: self.say(heading(i["name"]) + "\n" + pairs([
             ("Git URL", i["git_url"]), ("Port", i["port"]), ("Web URL", i["web_url"]),
             ("Release", i["release"]), ("Commit", i["commit"] or "(not deployed)"),
-            ("Deployed", i["deployed_at"] or "-"), ("Runtime", i.get("runtime") or "-"), ("State", i["state"])])))
+            ("Deployed", i["deployed_at"] or "-"), ("Runtime", i.get("runtime") or "-"), ("State", i["state"]),
+            ("Scheduler", i.get("scheduler", "local"))])))
+
+    def scheduler_set(self):
+        result = self.call()
+        self.json_or(result, lambda r: self.say("Setting the scheduler of ⬢ %s to %s... %s" % (
+            self.app, r["scheduler"], "done" if r["changed"] else "it was already")))
 
     # --- processes ---
 
@@ -105,9 +111,15 @@ class AppCommands:
         for ptype, f in ps["formation"].items():
             count = "stopped" if f["stopped"] else f["quantity"]
             self.say(heading("%s (%s): %s" % (ptype, f["command"], count)))
-            rows = [self.ps_row(i, now) for i in ps["instances"] if i["type"] == ptype]
+            if ps.get("scheduler") == "swarm":
+                rows = [[i["name"], i["state"], i["node"], i["age"], i["port"] or "", i["error"]]
+                        for i in ps["instances"] if i["type"] == ptype]
+                headers = ["TASK", "STATE", "NODE", "AGE", "PORT", "ERROR"]
+            else:
+                rows = [self.ps_row(i, now) for i in ps["instances"] if i["type"] == ptype]
+                headers = ["PROCESS", "STATE", "PID", "SINCE", "RESTARTS", "LAST EXIT", "NEXT TRY"]
             if rows:
-                self.say(table(rows, ["PROCESS", "STATE", "PID", "SINCE", "RESTARTS", "LAST EXIT", "NEXT TRY"]))
+                self.say(table(rows, headers))
             self.say()
 
     def ps_row(self, i, now):

@@ -132,6 +132,21 @@ def ssh_reuse(environ=os.environ):
     return environ.get("TINYSERV_SSH_REUSE", "1").strip() != "0"
 
 
+# --- schedulers (local processes, or a Docker Swarm: deploy/swarm.py) ---------------------------------
+
+def default_scheduler(environ=os.environ):
+    """The scheduler of a new app (TINYSERV_SCHEDULER: local, the default, or swarm)."""
+    value = environ.get("TINYSERV_SCHEDULER") or "local"
+    if value not in ("local", "swarm"):
+        raise TinyservError("TINYSERV_SCHEDULER must be local or swarm, not %r" % value)
+    return value
+
+
+def registry(environ=os.environ):
+    """The image registry swarm apps' images are pushed to (TINYSERV_REGISTRY, host:port), or None (one node)."""
+    return environ.get("TINYSERV_REGISTRY") or None
+
+
 # --- the front door (nginx) -----------------------------------------------------------------------
 
 NGINX_DEFAULT = "/usr/sbin/nginx"  # Debian's; not on a non-root user's PATH

@@ -17,7 +17,7 @@ import subprocess
 import time
 
 from tinyserv.state import appstate, logs, releases, store
-from tinyserv.deploy import build, rollout, runtimes
+from tinyserv.deploy import build, rollout, runtimes, swarm
 from tinyserv.platform import procs
 from tinyserv.common import settings
 from tinyserv.common.errors import TinyservError
@@ -85,6 +85,8 @@ class Deploy:
             if time.monotonic() > deadline:
                 raise TinyservError("the build took longer than %d s (TINYSERV_BUILD_TIMEOUT); it was stopped" % limit)
         self.steps.step("Building %s (%s, %s)" % (self.app, push.new[:7], branch(push.ref)))
+        if swarm.scheduled(self.layout, self.app):
+            return self.build_for_swarm(push, config, watch)
         meta = build.Builder(self.layout, self.app, self.steps, config, watch).build(push.new, dict(os.environ))
         try:
             if "release" in meta["procfile"]:
@@ -103,6 +105,21 @@ class Deploy:
             build.remove(self.layout, self.app, meta["id"])
             raise
         return meta, up
+
+    def build_for_swarm(self, push, config, watch):
+        """build() for an app on the swarm: an image, the release command in a container of it, a new rollout."""
+        meta = swarm.build(self.layout, self.app, push.new, self.steps, config, watch, dict(os.environ))
+        version = releases.current(self.layout, self.app)["version"] + 1
+        try:
+            if "release" in meta["procfile"]:
+                swarm.release_phase(self.layout, self.app, meta, config, version, self.steps, watch)
+            return meta, swarm.start(self.layout, self.app, meta, config, version, self.steps, watch)
+        except BaseException as e:
+            for line in getattr(e, "details", ()):
+                self.steps.detail(line)
+            build.remove(self.layout, self.app, meta["id"])
+            swarm.remove_image(meta["image"])
+            raise
 
     def release_phase(self, meta, config, watch):
         from tinyserv.platform import appenv
@@ -126,7 +143,8 @@ class Deploy:
                 "receiver": receiver[0], "receiver_start": receiver[1]})
             author = git_out(self.repo, "log", "-1", "--format=%ae", push.new)
             release = releases.add(self.layout, self.app, "Deploy %s" % push.new[:7], config,
-                                   build=meta["id"], commit=push.new, by=author or None, ref=push.ref)
+                                   build=meta["id"], commit=push.new, by=author or None, ref=push.ref,
+                                   **rollout.recorded(checked))
             appstate.ensure_formation(self.layout, self.app, meta["procfile"])
             self.steps.step("Launching %s on port %d" % (", ".join(t for t in meta["procfile"] if t != "release"),
                                                          releases.port(self.layout, self.app)))

@@ -13,6 +13,7 @@ import contextlib
 import signal
 
 from tinyserv.state import appstate, logs, releases
+from tinyserv.deploy import swarm
 from tinyserv.platform import boot
 from tinyserv.platform import control
 from tinyserv.supervise import waiting
@@ -29,6 +30,8 @@ def check_boot(layout, app, build_id, config, cancelled=lambda: None):
     """
     meta = appstate.build_meta(layout, app, build_id)
     version = releases.current(layout, app)["version"] + 1
+    if swarm.scheduled(layout, app):  # a rollout of its own next to the running one: swarm.Started
+        return swarm.start(layout, app, meta, config, version, watch=cancelled)
     keep = settings.nginx_binary() is not None
     if keep:
         control.ensure_supervisor(layout)  # now: one starting later would not know the kept web and kill it
@@ -41,6 +44,10 @@ def check_boot(layout, app, build_id, config, cancelled=lambda: None):
 
 def abandon(layout, app, checked):
     """Stop the web a boot check kept, unless the supervisor has it already (a change that did not happen)."""
+    if isinstance(checked, swarm.Started):
+        if not releases.current(layout, app).get("swarm", {}).get("rollout") == checked.rollout:
+            swarm.abandon(checked)  # never recorded, or undone
+        return
     if checked is not None and checked.instance and not checked.instance.get("handed_over"):
         privileged.stop_kept(layout, app, checked.instance)
 
@@ -50,6 +57,8 @@ def switch(layout, app, release, steps=None, checked=None):
 
     checked: the boot check's result; a web it kept becomes the release's web.1.
     """
+    if isinstance(checked, swarm.Started):
+        return swarm.switch(layout, app, release, checked)
     logs.append(layout.log_file(app), "tinyserv", "Release v%d: %s" % (release["version"], release["description"]))
     candidate = checked.instance if checked is not None and checked.instance else None
     if not release["build"]:
@@ -80,12 +89,13 @@ def roll(layout, app, description, config, source, by):
     A release made by a command (config:set, rollback, an add-on's URL), holding push.changing().
     """
     checked = None
-    if source["build"] and appstate.runs_web(layout, app, appstate.build_meta(layout, app, source["build"])):
+    if source["build"] and (appstate.scheduler(layout, app) == "swarm" or appstate.runs_web(
+            layout, app, appstate.build_meta(layout, app, source["build"]))):
         checked = check_boot(layout, app, source["build"], config)
     try:
         with uninterrupted():
             release = releases.add(layout, app, description, config, build=source["build"],
-                                   commit=source["commit"], by=by)
+                                   commit=source["commit"], by=by, **recorded(checked))
             switch(layout, app, release, checked=checked)
     finally:
         abandon(layout, app, checked)
@@ -94,6 +104,8 @@ def roll(layout, app, description, config, source, by):
 
 def undo(layout, app, version, why):
     """Forget release `version` if it is the newest, and let the one before it run again."""
+    if releases.current(layout, app).get("swarm"):
+        return swarm.undo(layout, app, version, why)
     releases.drop_last(layout, app, version)
     previous = releases.current(layout, app)
     logs.append(layout.log_file(app), "tinyserv", "Release v%d undone (%s); back to v%d" % (
@@ -102,6 +114,13 @@ def undo(layout, app, version, why):
     if previous["build"]:
         waiting.wait_for_web(layout, app, previous["version"], settings.boot_timeout(previous["config"]))
     return previous
+
+
+def recorded(checked):
+    """What a release records of its boot check: a swarm rollout's id and image ({} for local processes)."""
+    if isinstance(checked, swarm.Started):
+        return {"swarm": {"rollout": checked.rollout, "image": checked.image}}
+    return {}
 
 
 def describe(result):

@@ -233,6 +233,54 @@ def check_service(name, spec, pid, which=shutil.which):
     return Check(OK, "service " + name, "%s, pid %d" % (found, pid), None)
 
 
+def check_swarm(info, needed, registry=None, registry_answer=None):
+    """The Docker engine swarm apps need: reachable, in a swarm, this node a manager, the registry answering.
+
+    info: `docker info`'s Swarm section (None: the engine did not answer); needed: some app (or the default
+    scheduler) is swarm, so a problem fails instead of warning."""
+    level = FAIL if needed else WARN
+    if info is None:
+        return [Check(level, "swarm", "the docker engine does not answer",
+                      "start dockerd, and add this user to the docker group (root-equivalent on this machine)")]
+    if info.get("LocalNodeState") != "active":
+        return [Check(level, "swarm", "the engine is not in a swarm (%s)" % info.get("LocalNodeState"),
+                      "docker swarm init --advertise-addr ADDRESS")]
+    if not info.get("ControlAvailable"):
+        return [Check(level, "swarm", "this node is not a swarm manager: tinyserv creates services here",
+                      "docker node promote THIS-NODE (on a manager)")]
+    found = [Check(OK, "swarm", "engine reachable, swarm active, this node a manager (%s node(s))" % info.get(
+        "Nodes", "?"), None)]
+    if registry:
+        found.append(Check(OK, "registry", "%s answers" % registry, None) if registry_answer is None else
+                     Check(level, "registry", "%s does not answer: %s" % (registry, registry_answer),
+                           "start it (apt install docker-registry) or fix TINYSERV_REGISTRY"))
+    return found
+
+
+def engine_swarm():
+    """`docker info`'s Swarm section, or None when the engine does not answer."""
+    import json
+    from tinyserv.platform import docker
+    from tinyserv.common.errors import TinyservError
+    try:
+        return json.loads(docker.run(["info", "--format", "{{json .Swarm}}"], timeout=20))
+    except (TinyservError, ValueError):
+        return None
+
+
+def registry_problem(registry):
+    """Why the registry does not answer its API (None: it does; 401 counts as an answer)."""
+    import urllib.error
+    import urllib.request
+    try:
+        urllib.request.urlopen("http://%s/v2/" % registry, timeout=5).close()
+    except urllib.error.HTTPError as e:
+        return None if e.code == 401 else "HTTP %d" % e.code
+    except (OSError, ValueError) as e:
+        return str(getattr(e, "reason", e))
+    return None
+
+
 def render(checks, color=lambda text, code: text):
     """The screen: one line per check, the fix below each that is not ok."""
     width = max(len(c.name) for c in checks)
@@ -314,7 +362,20 @@ def checks(layout):
         declared = {}
     for name, spec in declared.items():
         found.append(check_service(name, spec, services.pid(layout, name)))
+    found.extend(swarm_checks(layout))
     return found
+
+
+def swarm_checks(layout):
+    """The engine's checks, when an app (or the default scheduler) is swarm or a docker client is installed."""
+    from tinyserv.state import appstate
+    from tinyserv.common import settings
+    needed = os.environ.get("TINYSERV_SCHEDULER") == "swarm" or any(
+        appstate.scheduler(layout, app) == "swarm" for app in layout.apps())
+    if not needed and not have("docker"):
+        return []
+    registry = settings.registry()
+    return check_swarm(engine_swarm(), needed, registry, registry_problem(registry) if registry else None)
 
 
 def doctor(layout):

@@ -3,6 +3,7 @@
   apps/<app>/formation.json     {"quantity": {type: N}, "stopped": [type]}
   apps/<app>/builds/<id>.json   what a build made: Procfile, runtime, PATH and env additions
   apps/<app>/run/state.json     the supervisor's view of the app's instances
+  apps/<app>/scheduler.json     {"scheduler": "local" | "swarm"}: who runs its processes (local when absent)
 """
 
 from tinyserv.state import store
@@ -12,10 +13,22 @@ from tinyserv.state.store import mapping_of
 
 FORMATION = {"quantity": mapping_of(int), "stopped": [str]}
 BUILD = {"id": str, "commit": str, "procfile": mapping_of(str), "path": [str], "env": mapping_of(str),
-         "?runtime": str, "?deps": str, "?cron": [{"command": str, "schedule": str}], "?healthcheck": str}
+         "?runtime": str, "?image": str, "?deps": str, "?cron": [{"command": str, "schedule": str}], "?healthcheck": str}
 INSTANCE = {"name": str, "type": str, "version": int, "pid": int, "pgid": int, "starttime": (int, None),
             "state": str, "?fifo": (str, None), "?mark": str}
 STATE = {"instances": [INSTANCE], "?broken": (str, None)}
+
+
+SCHEDULER = {"scheduler": str}
+
+
+def scheduler(layout, app):
+    """Who runs the app's processes: 'local' (this machine's supervisor) or 'swarm' (deploy/swarm.py)."""
+    return store.load(layout.app_file(app, "scheduler.json"), SCHEDULER, {"scheduler": "local"})["scheduler"]
+
+
+def save_scheduler(layout, app, name):
+    store.write_json(layout.app_file(app, "scheduler.json"), {"scheduler": name}, 0o644)
 
 
 def formation(layout, app):

@@ -13,7 +13,8 @@ from tinyserv.common.errors import TinyservError
 from tinyserv.state.store import mapping_of
 
 RELEASE = {"version": int, "description": str, "config": mapping_of(str), "build": (str, None),
-           "commit": (str, None), "by": str, "created_at": str, "?ref": (str, None)}
+           "commit": (str, None), "by": str, "created_at": str, "?ref": (str, None),
+           "?swarm": {"rollout": str, "image": str}}
 HISTORY = {"releases": [RELEASE]}
 PUBLIC = {"port": int}
 
@@ -61,8 +62,9 @@ def port(layout, app):
     return store.load(layout.public_release(app), PUBLIC)["port"]
 
 
-def add(layout, app, description, config, build=None, commit=None, by=None, app_port=None, ref=None):
-    """Append a release and publish it; returns the new release (ref: the branch a deploy came from)."""
+def add(layout, app, description, config, build=None, commit=None, by=None, app_port=None, ref=None, swarm=None):
+    """Append a release and publish it; returns the new release (ref: the branch a deploy came from; swarm:
+    the rollout and image that run it on a Docker Swarm)."""
     releases = history(layout, app)
     release = {
         "version": releases[-1]["version"] + 1 if releases else 1,
@@ -75,6 +77,8 @@ def add(layout, app, description, config, build=None, commit=None, by=None, app_
     }
     if ref:
         release["ref"] = ref
+    if swarm:
+        release["swarm"] = dict(swarm)
     save(layout, app, releases + [release], app_port)
     return release
 
@@ -92,6 +96,8 @@ def publish(layout, app, release, app_port):
     """Write releases/<app>.json: what other tools (a proxy generator) read."""
     public = {key: release[key] for key in ("version", "description", "build", "commit", "created_at")}
     public.update(app=app, port=app_port)
+    if release.get("swarm"):  # where its tasks are: services labelled tinyserv.rollout=<rollout>
+        public["swarm"] = dict(release["swarm"])
     with store.locked(public_lock(layout, app)):
         try:
             old = store.read_json(layout.public_release(app), {}) or {}

@@ -27,7 +27,7 @@ import time
 from tinyserv.platform import appenv, boot, privileged, procs, services, users
 from tinyserv.state import appstate, releases
 from tinyserv.supervise import cron
-from tinyserv.frontdoor import router
+from tinyserv.frontdoor import router, swarm
 from tinyserv.common import settings
 from tinyserv.common.errors import TinyservError
 from tinyserv.common.procfile import process_types
@@ -79,7 +79,7 @@ def desired_state(layout, app):
         return None
     release = releases.current(layout, app)
     meta = appstate.build_meta(layout, app, release["build"]) if release and release["build"] else None
-    if meta is None:
+    if meta is None or appstate.scheduler(layout, app) == "swarm":  # Swarm runs it: nothing here, but its route
         return Desired(release, None, None, {}, 30.0)
     formation = appstate.formation(layout, app)
     quantity, stopped = formation["quantity"], formation["stopped"]
@@ -118,6 +118,7 @@ class Supervisor(Switching, Stopping, Restarts, OnDisk, Output):
         self.candidates = {}  # app -> a web instance that passed a boot check, to be kept as the live one
         self.root_mode = system is None and privileged.deploy_user(layout) is not None  # apps run as users of their own
         self.sites = {}  # app -> (public port, router settings, names of the web instances wanted)
+        self.swarm = swarm.Watch(layout.tag, self.note)  # where swarm apps' web tasks listen (a thread, once used)
 
     def note(self, text):
         """A line in the supervisor's own log (its stderr)."""
@@ -316,6 +317,7 @@ class Supervisor(Switching, Stopping, Restarts, OnDisk, Output):
         self.check_memory(now)
         self.keep_services(self.services.tick)
         self.run_due_jobs(now)
+        self.dirty |= self.swarm.changed()  # a swarm app's tasks moved: route it again
         self.save_dirty()
 
     def each_instance(self):

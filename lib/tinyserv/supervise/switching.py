@@ -6,7 +6,7 @@ one drains: it gets SIGTERM once nginx no longer routes to it and its requests h
 """
 
 from tinyserv.state import releases
-from tinyserv.frontdoor import nginx, router
+from tinyserv.frontdoor import nginx, router, swarm
 from tinyserv.platform import boot
 from tinyserv.common import settings
 from tinyserv.supervise.instances import RUNNING, retired_key
@@ -131,7 +131,8 @@ class Switching:
             self.router.update(app, None)
             return
         public, saved, _ = site
-        primary, backup = router.web_ports(self.apps.get(app, {}).values(), public)
+        primary, backup = swarm.upstreams(self.swarm, self.layout, app, router.web_ports(
+            self.apps.get(app, {}).values(), public))
         self.router.update(app, router.site_for(self.layout, app, public, primary, backup, saved))
 
     def mark_routed(self, apps):

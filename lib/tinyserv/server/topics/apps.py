@@ -23,9 +23,13 @@ def index(layout):
     return shown
 
 
-def create(layout, name, by=None):
-    """Make an app: port, bare repository with its hook, release v1."""
+def create(layout, name, by=None, scheduler=None):
+    """Make an app: port, bare repository with its hook, release v1 (scheduler: local or swarm, default
+    TINYSERV_SCHEDULER)."""
+    from tinyserv.server import scheduler as schedulers
     check_app_name(name)
+    scheduler = scheduler or settings.default_scheduler()
+    schedulers.swarm.check_scheduler(scheduler)
     layout.ensure()
     with store.locked(layout.global_lock):
         if layout.exists(name):
@@ -36,6 +40,9 @@ def create(layout, name, by=None):
                 os.makedirs(layout.app_file(name, sub), mode=0o700, exist_ok=True)
             appfiles.ensure_repo(layout, name)
             appstate.save_formation(layout, name, {"quantity": {}, "stopped": []})
+            if scheduler != "local":
+                schedulers.check_swarm_ready(layout, name)
+                appstate.save_scheduler(layout, name, scheduler)
             releases.add(layout, name, "Initial release", {}, by=by, app_port=port)  # now it exists
             privileged.ensure_user(layout, name)  # root mode: its own system user
         except BaseException:
@@ -61,6 +68,9 @@ def destroy(layout, name):
         if supervised:  # it stops them, with the app's own grace period
             control.request(layout, {"cmd": "sync", "app": name})
         procs.stop(pgids, grace=40, what="stopping %s" % name, term=not supervised, marks=[layout.app_marks(name)])
+        if appstate.scheduler(layout, name) == "swarm":
+            from tinyserv.deploy import swarm
+            swarm.destroy(layout, name)  # services, their task containers, images
         addons.delete_all(layout, name, doomed)
         privileged.forget_user(layout, name)  # root mode: its user's processes and files, then the user
         appfiles.remove_app_files(layout, name)
@@ -84,6 +94,7 @@ def info(layout, name):
         "deployed_at": release["created_at"] if release["build"] else None,
         "runtime": _runtime_of(layout, name, release["build"]),
         "state": _overall_state(layout, name),
+        "scheduler": appstate.scheduler(layout, name),
     }
 
 
@@ -100,6 +111,8 @@ def _overall_state(layout, name):
     release = releases.current(layout, name)
     if not release or not release["build"]:
         return "not deployed"
+    if appstate.scheduler(layout, name) == "swarm":
+        return "up" if release.get("swarm") else "not deployed"
     saved = appstate.supervisor_state(layout, name)
     if saved.get("broken"):
         return "broken"

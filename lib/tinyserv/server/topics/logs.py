@@ -1,8 +1,8 @@
-"""logs: the app's log (the work: state/logs.py)."""
+"""logs: the app's log (the work: state/logs.py; a swarm app's tasks: server/scheduler.py)."""
 
-from tinyserv.state import logs
+from tinyserv.server import scheduler
 
 
 def index(layout, app, num, following, ps):
     """logs [-n N] [-t] [--ps TYPE]: the last lines of the app's log, then follow it (stream)."""
-    return logs.show(layout, app, num, following, ps)
+    return scheduler.show_logs(layout, app, num, following, ps)

@@ -12,6 +12,9 @@ from tinyserv.common.procfile import process_types
 def index(layout, name):
     """ps: the instances, with what the formation wants."""
     layout.require(name)
+    if appstate.scheduler(layout, name) == "swarm":
+        from tinyserv.server import scheduler
+        return scheduler.processes(layout, name, _formation(layout, name))
     control.ensure_supervisor(layout)
     release = releases.current(layout, name)
     types = _formation(layout, name)
@@ -65,6 +68,10 @@ def scale(layout, name, changes):
         appstate.save_formation(layout, name, saved)
     logs.append(layout.log_file(name), "tinyserv", "Scaled to " + ", ".join(
         "%s@%d" % item for item in sorted(changes.items())))
+    if appstate.scheduler(layout, name) == "swarm":
+        from tinyserv.deploy import swarm
+        swarm.scale(layout, name, {t: 0 if t in saved["stopped"] else n for t, n in changes.items()})
+        return _formation(layout, name)
     control.sync(layout, name)
     if "web" in changes:
         _settle(layout, name)
@@ -106,6 +113,10 @@ def _set_stopped(layout, name, ptype, stopped):
         saved["stopped"] = sorted(set(saved["stopped"]) - {ptype} | ({ptype} if stopped else set()))
         appstate.save_formation(layout, name, saved)
     logs.append(layout.log_file(name), "tinyserv", "%s %s" % ("Stopped" if stopped else "Started", ptype))
+    if appstate.scheduler(layout, name) == "swarm":
+        from tinyserv.deploy import swarm
+        swarm.scale(layout, name, {ptype: 0 if stopped else saved["quantity"].get(ptype, 1)})
+        return
     control.sync(layout, name)
     if ptype == "web":
         _settle(layout, name)
@@ -116,6 +127,10 @@ def restart(layout, name, target=None):
     layout.require(name)
     if target:
         _check_target(_formation(layout, name), name, target)
+    if appstate.scheduler(layout, name) == "swarm":
+        from tinyserv.deploy import swarm
+        swarm.restart(layout, name, target.partition(".")[0] if target else None)
+        return {"restarted": target or "all"}
     control.ensure_supervisor(layout)
     control.request(layout, {"cmd": "restart", "app": name, "target": target})
     if settings.nginx_binary() is not None and (target or "web").partition(".")[0] == "web":

@@ -18,6 +18,9 @@ def index(layout, name, command):
     argv = ["/bin/sh", "-c", command[0]] if len(command) == 1 else command
     if not argv:
         raise TinyservError("run needs a command, e.g. 'tinyserv run bash'")
+    if appstate.scheduler(layout, name) == "swarm":
+        from tinyserv.server import scheduler
+        return scheduler.run(layout, name, argv)
     build_dir = layout.build_dir(name, release["build"])
     meta = appstate.build_meta(layout, name, release["build"])
     from tinyserv.platform import boot

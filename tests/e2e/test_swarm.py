@@ -1,0 +1,309 @@
+"""Docker Swarm as a second scheduler (issue 18), over real ssh against the test machine's own engine.
+
+The server container runs on the host's network (docker/docker-compose.swarm.yml) with the engine's socket and the
+host's docker client mounted: tinyserv on the server builds images and runs services on the real engine, and its
+nginx reaches the ports swarm tasks publish in host mode on 127.0.0.1. The engine is put in swarm mode when it is
+not (and left again afterwards only then). The runtime base images are built here from the debootstrapped Debian
+base (tests/e2e/swarm-bases/Dockerfile) and kept tagged, so later runs reuse them: no image registry is reachable.
+
+Everything this module makes carries the label tinyserv.root of the server's root; the engine is shared with other
+test runs, so only what carries it is ever looked at, killed or checked gone.
+"""
+
+import os
+import shlex
+import shutil
+import socket
+import tempfile
+import uuid
+
+import pytest
+from pytest_docker.plugin import DockerComposeExecutor, Services
+
+import images
+from conftest import Server
+from support import Loader, describe, http_answer, make_app, run, wait_until
+from test_releases import App
+
+SWARM_COMPOSE_FILE = os.path.join(images.REPO, "docker", "docker-compose.swarm.yml")
+BASES_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "swarm-bases")
+BASES = {"generic": "tinyserv-swarm-generic:bookworm", "python": "tinyserv-swarm-python:bookworm",
+         "node": "tinyserv-swarm-node:bookworm"}
+SAMPLE_APP = os.path.join(images.REPO, "tests", "sample-app")
+PUSH_TIMEOUT = 900
+
+PYTHON_APP = {
+    "requirements.txt": "",  # no dependencies: pip needs no index
+    "Procfile": "web: python3 server.py\n",
+    "server.py": (
+        "import http.server, os\n"
+        "class Hello(http.server.BaseHTTPRequestHandler):\n"
+        "    def do_GET(self):\n"
+        "        body = ('python says %s\\n' % os.environ.get('GREETING', 'hello')).encode()\n"
+        "        self.send_response(200)\n"
+        "        self.send_header('Content-Length', str(len(body)))\n"
+        "        self.end_headers()\n"
+        "        self.wfile.write(body)\n"
+        "    do_HEAD = do_GET\n"
+        "http.server.ThreadingHTTPServer(('', int(os.environ['PORT'])), Hello).serve_forever()\n"),
+}
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def free_range(count):
+    """The first of count consecutive ports nothing listens on (for the apps' ports on the host's network)."""
+    for _ in range(200):
+        first = free_port() // 10 * 10
+        if first + count < 65536 and all(port_free(p) for p in range(first, first + count)):
+            return first
+    raise AssertionError("no %d free consecutive ports" % count)
+
+
+def port_free(port):
+    with socket.socket() as s:
+        try:
+            s.bind(("0.0.0.0", port))
+            return True
+        except OSError:
+            return False
+
+
+def docker(*args, check=True, timeout=300):
+    __tracebackhide__ = True
+    return run(["docker", *args], check=check, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def swarm_mode(docker_client):
+    """The engine in swarm mode: made here (and left again at the end) only when it was not."""
+    state = docker("info", "--format", "{{.Swarm.LocalNodeState}}").stdout.strip()
+    made = state == "inactive"
+    if made:
+        docker("swarm", "init", "--advertise-addr", "127.0.0.1")
+    try:
+        yield
+    finally:
+        if made:
+            docker("swarm", "leave", "--force", check=False)
+
+
+@pytest.fixture(scope="module")
+def swarm_bases(docker_client):
+    """The runtime base images, built from debian:bookworm when missing (kept for later runs)."""
+    images.ensure_base_image(docker_client)
+    missing = [name for name, tag in BASES.items() if docker("image", "inspect", tag, check=False).returncode]
+    if missing:
+        context = tempfile.mkdtemp(prefix="tinyserv-swarm-bases-")
+        try:
+            shutil.copy(os.path.join(BASES_DIR, "Dockerfile"), context)
+            bundle = os.path.join(context, "ca-certificates.crt")
+            if os.path.exists(images.HOST_CA_BUNDLE):
+                shutil.copy(images.HOST_CA_BUNDLE, bundle)
+            else:
+                open(bundle, "w").close()
+            for name in missing:
+                docker("build", "-q", "--target", name, "--build-arg", "BASE_IMAGE=" + images.BASE_IMAGE,
+                       "-t", BASES[name], context, timeout=1800)
+        finally:
+            shutil.rmtree(context, ignore_errors=True)
+    return BASES
+
+
+class HostNetServer(Server):
+    """A server on the host's network: its ports are the host's own (no publishing to read)."""
+
+    def __init__(self, container, key, ssh_dir, services, ports):
+        self.fixed = ports
+        super().__init__(container, key, ssh_dir, services, name="swarmserver")
+
+    def read_ports(self):
+        self.ports = dict(self.fixed)
+        return self.ports
+
+    def port(self, container_port):
+        return self.ports.get(int(container_port), int(container_port))
+
+
+@pytest.fixture(scope="module")
+def swarm_server(server_image, swarm_mode, swarm_bases, docker_compose_command, docker_compose_project_name,
+                 docker_client, ssh_key, ssh_wrapper_dir):
+    """The tinyserv server on the host's network, driving the host's engine; removed after the module."""
+    ssh_port, http_port, start = free_port(), free_port(), free_range(20)
+    settings = {"TINYSERV_HTTP_PORT": http_port, "TINYSERV_HTTPS_PORT": free_port(), "TINYSERV_START_PORT": start,
+                "TINYSERV_SWARM_BASE_NODE": BASES["node"], "TINYSERV_SWARM_BASE_PYTHON": BASES["python"],
+                "TINYSERV_SWARM_BASE_GENERIC": BASES["generic"], "TINYSERV_BOOT_TIMEOUT": 120}
+    os.environ["TINYSERV_E2E_SSH_PORT"] = str(ssh_port)
+    os.environ["TINYSERV_E2E_TEST_ENV"] = "\n".join("export %s=%s" % item for item in settings.items())
+    project = docker_compose_project_name + "swarm"
+    compose = DockerComposeExecutor(docker_compose_command, SWARM_COMPOSE_FILE, project)
+    try:
+        compose.execute("up -d")
+        containers = docker_client.containers.list(filters={"label": [
+            f"com.docker.compose.project={project}", "com.docker.compose.service=swarmserver"]})
+        assert len(containers) == 1, f"expected one swarmserver container, found {containers}"
+        started = HostNetServer(containers[0], ssh_key, ssh_wrapper_dir, Services(compose),
+                                {22: ssh_port, 8080: http_port})
+        started.wait_for_ssh()
+        code = "import hashlib, os; print(hashlib.sha256(os.environ['TINYSERV_ROOT'].encode()).hexdigest()[:8])"
+        started.tag = started.ssh("python3 -c " + shlex.quote(code)).stdout.strip()  # the labels' tinyserv.root
+        yield started
+    finally:
+        compose.execute("down -v --timeout 5")
+        os.environ.pop("TINYSERV_E2E_SSH_PORT", None)
+        os.environ.pop("TINYSERV_E2E_TEST_ENV", None)
+
+
+def ours(server, app=None):
+    """docker --filter words for what this module's server made (of one app)."""
+    words = ["--filter", "label=tinyserv.root=%s" % server.tag]
+    return words + (["--filter", "label=tinyserv.app=%s" % app] if app else [])
+
+
+def made_by(server, app):
+    """What the engine still holds of app: services, containers (stopped too), images."""
+    return {what: docker(*args, *ours(server, app), "-q").stdout.split() for what, args in (
+        ("services", ["service", "ls"]), ("containers", ["ps", "-a"]), ("images", ["images"]))}
+
+
+def running_web(server, app):
+    return docker("ps", *ours(server, app), "--filter", "label=tinyserv.type=web", "-q").stdout.split()
+
+
+def get(port):
+    answer = http_answer(port)
+    return answer and answer[:2]
+
+
+def swarm_app(server, tmp_path, name, files):
+    app = App(server, make_app(tmp_path / name, files), name)
+    app.tinyserv("apps:create", name, "--scheduler", "swarm")
+    return app
+
+
+def sample_files():
+    files = {}
+    for name in ("Procfile", "package.json", "package-lock.json", "index.js"):
+        with open(os.path.join(SAMPLE_APP, name)) as f:
+            files[name] = f.read()
+    return files
+
+
+@pytest.fixture(scope="module")
+def node_app(swarm_server, tmp_path_factory):
+    """The sample node app, created with --scheduler swarm and pushed; destroyed (and checked gone) at the end."""
+    name = "swarm-node-%s" % uuid.uuid4().hex[:4]
+    app = swarm_app(swarm_server, tmp_path_factory.mktemp("swarm"), name, sample_files())
+    pushed = app.push()
+    app.port = app.info()["port"]
+    app.pushed = pushed
+    yield app
+    app.tinyserv("apps:destroy", "--confirm", app.name, check=False)
+
+
+def test_a_node_app_created_for_the_swarm_is_built_into_an_image_and_answers_through_nginx(swarm_server, node_app):
+    output = node_app.pushed.stdout + node_app.pushed.stderr
+    assert "building an image on %s" % BASES["node"] in output, output
+    assert "web answered on published port" in output, output
+    assert get(node_app.port) == (200, "foo is undefined\n")
+    info = node_app.info()
+    assert (info["scheduler"], info["state"]) == ("swarm", "up")
+    services = docker("service", "ls", *ours(swarm_server, node_app.name), "--format", "{{.Name}} {{.Replicas}}")
+    assert services.stdout.split()[1:] == ["1/1"], describe(services)
+    assert services.stdout.split()[0].endswith("-web")
+
+
+def test_a_code_only_push_reuses_the_dependency_layer(node_app):
+    node_app.commit({"index.js": open(os.path.join(SAMPLE_APP, "index.js")).read().replace("foo is", "foo here is")},
+                    "code only")
+    pushed = node_app.push()
+    output = pushed.stdout + pushed.stderr
+    step = output.split("RUN npm ci", 1)[1].split("Step", 1)[0]
+    assert "Using cache" in step, output
+    assert get(node_app.port) == (200, "foo here is undefined\n")
+
+
+def test_scaled_to_three_a_killed_task_is_replaced_and_no_request_fails(swarm_server, node_app):
+    node_app.tinyserv("ps:scale", "web=3")
+    wait_until(lambda: len(running_web(swarm_server, node_app.name)) == 3, 120, message="three web tasks")
+    ps = node_app.tinyserv("ps").stdout
+    assert ps.count(" running ") == 3, ps
+    with Loader(node_app.port) as load:
+        wait_until(lambda: load.ok > 20, 30, message="requests answered before the kill")
+        victim = running_web(swarm_server, node_app.name)[0]
+        docker("kill", victim)
+        wait_until(lambda: len(running_web(swarm_server, node_app.name)) == 3 and
+                   victim not in running_web(swarm_server, node_app.name), 120, message="a replacement task")
+        wait_until(lambda: load.ok > 200, 60, message="requests answered after the kill")
+    assert load.failed == [], "%d failed of %d: %s" % (len(load.failed), load.ok, load.failed[:5])
+
+
+def test_config_set_and_rollback_switch_without_a_failed_request(node_app):
+    with Loader(node_app.port) as load:
+        node_app.tinyserv("config:set", "foo=bar")
+        assert get(node_app.port) == (200, "foo here is bar\n")
+        node_app.tinyserv("rollback")
+        assert get(node_app.port) == (200, "foo here is undefined\n")
+    assert load.failed == [], "%d failed of %d: %s" % (len(load.failed), load.ok, load.failed[:5])
+    assert load.ok > 0
+    assert [r["description"] for r in node_app.releases()[:2]][0].startswith("Rollback to v")
+
+
+def test_a_push_whose_web_crashes_is_rejected_and_the_old_release_keeps_serving(swarm_server, node_app):
+    before = set(docker("service", "ls", *ours(swarm_server, node_app.name), "-q").stdout.split())
+    node_app.commit({"index.js": "throw new Error('broken on purpose')\n"}, "broken")
+    pushed = node_app.push(check=False)
+    assert pushed.returncode != 0, describe(pushed)
+    assert "the running release was not touched" in pushed.stderr, describe(pushed)
+    assert get(node_app.port) == (200, "foo here is undefined\n")
+    after = set(docker("service", "ls", *ours(swarm_server, node_app.name), "-q").stdout.split())
+    assert after == before, "the rejected push's services were left behind"
+    node_app.git("reset", "-q", "--hard", "HEAD~1")
+
+
+def test_logs_run_and_ps_speak_for_the_tasks(node_app):
+    logs = node_app.tinyserv("logs", "-n", "200").stdout
+    assert "web.1: listening on port 5000" in logs or "web.2: listening on port 5000" in logs, logs
+    ran = node_app.tinyserv("run", "echo $DYNO $TINYSERV_RELEASE $foo; node --version")
+    assert ran.stdout.startswith("run.1 v"), describe(ran)
+    ps = node_app.tinyserv("ps", "--json").stdout
+    assert '"node"' in ps
+
+
+def test_a_python_app_runs_on_the_swarm_and_is_destroyed_without_a_trace(swarm_server, tmp_path):
+    app = swarm_app(swarm_server, tmp_path, "swarm-py-%s" % uuid.uuid4().hex[:4], PYTHON_APP)
+    try:
+        pushed = app.push()
+        assert "building an image on %s" % BASES["python"] in pushed.stdout + pushed.stderr
+        port = app.info()["port"]
+        assert get(port) == (200, "python says hello\n")
+        app.tinyserv("config:set", "GREETING=hi")
+        assert get(port) == (200, "python says hi\n")
+    finally:
+        app.tinyserv("apps:destroy", "--confirm", app.name)
+    assert made_by(swarm_server, app.name) == {"services": [], "containers": [], "images": []}
+
+
+def test_data_directories_and_cron_are_refused_for_swarm_apps_in_one_line(swarm_server, tmp_path):
+    files = dict(PYTHON_APP, **{"app.json": '{"cron": [{"command": "true", "schedule": "*/5 * * * *"}]}'})
+    app = swarm_app(swarm_server, tmp_path, "swarm-cron-%s" % uuid.uuid4().hex[:4], files)
+    try:
+        pushed = app.push(check=False)
+        assert pushed.returncode != 0 and "app.json declares cron jobs, which swarm apps cannot run" in \
+            pushed.stderr, describe(pushed)
+    finally:
+        app.tinyserv("apps:destroy", "--confirm", app.name)
+
+
+def test_destroy_leaves_no_service_container_image_or_network(swarm_server, node_app):
+    assert made_by(swarm_server, node_app.name)["images"], "nothing to destroy: the test would prove nothing"
+    node_app.tinyserv("apps:destroy", "--confirm", node_app.name)
+    assert made_by(swarm_server, node_app.name) == {"services": [], "containers": [], "images": []}
+    # Other test runs make networks on this engine meanwhile: only the ones labelled as this root's count.
+    assert docker("network", "ls", *ours(swarm_server), "-q").stdout.split() == []
+    answer = http_answer(node_app.port)
+    assert not answer or answer[0] != 200

@@ -1,0 +1,167 @@
+"""The swarm scheduler's pure parts: Dockerfiles, service arguments, the engine's listings, the front door's ports."""
+
+import pytest
+
+from tinyserv.common.errors import TinyservError
+from tinyserv.deploy import swarm
+from tinyserv.frontdoor import swarm as door
+from tinyserv.platform import docker
+from tinyserv.server import scheduler
+
+
+def test_a_node_dockerfile_installs_dependencies_before_the_code_so_a_code_only_push_reuses_them():
+    text = swarm.dockerfile("node", "node:20", has_lock=True)
+    lines = text.splitlines()
+    assert lines[1:] == ["FROM node:20", "WORKDIR /app", "ENV PORT=5000", "COPY package.json package-lock.json ./",
+                         "RUN npm ci", "ENV PATH=/app/node_modules/.bin:$PATH", "COPY . ."]
+
+
+def test_a_node_app_without_a_lockfile_gets_npm_install_and_its_build_script_runs_after_the_code():
+    lines = swarm.dockerfile("node", "b", has_lock=False, build_script=True).splitlines()
+    assert "COPY package.json ./" in lines and "RUN npm install" in lines
+    assert lines[-2:] == ["COPY . .", "RUN npm run build"]
+
+
+def test_a_python_dockerfile_makes_a_virtualenv_from_requirements_before_the_code():
+    lines = swarm.dockerfile("python", "py").splitlines()
+    assert lines.index("COPY requirements.txt ./") < lines.index("COPY . .")
+    assert any(line.startswith("RUN python3 -m venv /venv && /venv/bin/pip install") for line in lines)
+
+
+def test_a_generic_dockerfile_copies_the_code_only():
+    assert swarm.dockerfile("generic", "debian").splitlines()[1:] == [
+        "FROM debian", "WORKDIR /app", "ENV PORT=5000", "COPY . ."]
+
+
+@pytest.mark.parametrize("runtime, environ, expected", [
+    ("node", {}, "node:20-bookworm-slim"),
+    ("python", {"TINYSERV_SWARM_BASE_PYTHON": "mine:1"}, "mine:1"),
+    ("generic", {"TINYSERV_SWARM_BASE_GENERIC": ""}, "debian:bookworm-slim"),
+])
+def test_the_base_image_is_the_server_s_choice_per_runtime(runtime, environ, expected):
+    assert swarm.base_image(runtime, environ) == expected
+
+
+def test_web_s_service_publishes_its_port_in_host_mode_and_starts_new_tasks_first():
+    words = swarm.service_args("app-r1-web", "img:1", "npm start", {"tinyserv.app": "app"}, 3,
+                               {"PORT": "5000", "SECRET": "s3cret"}, web=True, grace=30)
+    assert words[:4] == ["service", "create", "--detach", "--quiet"]
+    assert words[words.index("--replicas") + 1] == "3"
+    assert words[words.index("--update-order") + 1] == "start-first"
+    assert words[words.index("--publish") + 1] == "mode=host,target=5000"
+    assert words[-4:] == ["img:1", "/bin/sh", "-c", "npm start"]
+    assert "s3cret" not in " ".join(words), "config values travel in the client's environment, not its arguments"
+    assert words[words.index("SECRET") - 1] == "--env"
+    assert ["--label", "tinyserv.app=app", "--container-label", "tinyserv.app=app"] == words[
+        words.index("--label"):words.index("--label") + 4]
+
+
+def test_a_worker_service_publishes_nothing():
+    assert "--publish" not in swarm.service_args("a-r-worker", "i", "w", {}, 1, {}, web=False, grace=5)
+
+
+def test_config_vars_that_would_steer_the_docker_client_go_as_key_value():
+    assert swarm.env_words({"DOCKER_HOST": "x", "A": "1"}) == ["--env", "A", "--env", "DOCKER_HOST=x"]
+    assert swarm.client_env({"DOCKER_HOST": "tcp://x:1", "A": "1"}).get("DOCKER_HOST") != "tcp://x:1"
+
+
+def test_service_names_are_app_rollout_type_and_refused_past_63_characters():
+    assert swarm.service_name("shop", "abcdefgh", "Web_Big") == "shop-abcdefgh-web-big"
+    with pytest.raises(TinyservError, match="too long"):
+        swarm.service_name("a" * 30, "abcdefgh", "t" * 30)
+
+
+def test_rollouts_are_eight_lowercase_characters_and_differ():
+    made = {swarm.new_rollout() for _ in range(50)}
+    assert len(made) > 1 and all(len(r) == 8 and r.isalnum() and r.islower() or r.isdigit() for r in made)
+
+
+def test_images_are_named_by_root_app_and_build_under_the_registry_when_there_is_one():
+    class Layout:
+        tag = "5eb22f70"
+    assert swarm.image_name(Layout, "shop", "20261203T181014-35a0c22") == "tinyserv-5eb22f70-shop:20261203t181014-35a0c22"
+    assert swarm.image_name(Layout, "shop", "B", "reg:5000/") == "reg:5000/tinyserv-5eb22f70-shop:b"
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("0.0.0.0:49153->5000/tcp, :::49153->5000/tcp", (49153,)),
+    ("*:32768->5000/tcp,*:32768->5000/tcp", (32768,)),
+    ("0.0.0.0:32804->5000/tcp, [::]:32803->5000/tcp", (32804,)),
+    ("127.0.0.1:4000->5000/tcp", (4000,)),
+    ("5000/tcp", ()),
+    ("", ()),
+])
+def test_published_ports_are_read_once_each(text, expected):
+    assert docker.published_ports(text) == expected
+
+
+def test_task_listing_gives_name_node_state_age_error_and_ports():
+    text = ("shop-r1-web.1\tvm\tRunning\tRunning 5 minutes ago\t\t*:32768->5000/tcp\n"
+            " \\_ shop-r1-web.1\tvm\tShutdown\tFailed 7 minutes ago\t\"task: non-zero exit (1)\"\t\n"
+            "garbage line\n")
+    assert docker.parse_tasks(text) == [
+        docker.Task("shop-r1-web.1", "vm", "running", "running", "5 minutes", "", (32768,)),
+        docker.Task("shop-r1-web.1", "vm", "shutdown", "failed", "7 minutes", "task: non-zero exit (1)", ())]
+
+
+@pytest.mark.parametrize("age, seconds", [
+    ("5 minutes", 300), ("About an hour", 3600), ("Less than a second", 0), ("2 seconds", 2), ("soon", None)])
+def test_ages_as_the_engine_says_them_become_seconds(age, seconds):
+    assert docker.age_seconds(age) == seconds
+
+
+def test_containers_listing_keeps_only_labelled_lines():
+    text = "shop\tr1\tweb\t0.0.0.0:1234->5000/tcp\n\t\t\t\nshop\tr1\tworker\t\n"
+    assert docker.parse_containers(text) == [docker.Container("shop", "r1", "web", (1234,)),
+                                             docker.Container("shop", "r1", "worker", ())]
+
+
+def test_the_current_rollout_s_tasks_are_primary_and_the_others_backup():
+    found = {"r2": (3, 1), "r1": (7,), "r0": (1,)}
+    assert door.web_ports(found, "r2") == ([1, 3], [7])
+    assert door.web_ports(found, None) == ([], [1, 3, 7])
+    assert door.web_ports({}, "r2") == ([], [])
+
+
+def test_the_watch_says_which_apps_moved_and_only_once():
+    reads = [[docker.Container("shop", "r1", "web", (10,)), docker.Container("blog", "r9", "web", (20,))],
+             [docker.Container("shop", "r1", "web", (11,)), docker.Container("blog", "r9", "web", (20,))]]
+    watch = door.Watch("tag", note=lambda text: None, read=lambda: reads.pop(0), events=lambda quiet: iter(()))
+    watch.refresh()
+    assert watch.changed() == {"shop", "blog"}
+    watch.refresh()
+    assert watch.changed() == {"shop"}
+    assert watch.changed() == set()
+
+
+def test_task_log_lines_take_the_local_log_format():
+    text = ("2026-12-03T18:10:38.123456789Z shop-r1-web.2@vm    | listening on port 5000\n"
+            "no bar here\n")
+    assert scheduler.task_lines(text, "web") == ["2026-12-03T18:10:38Z web.2: listening on port 5000\n"]
+
+
+def test_run_attaches_a_terminal_only_when_the_user_has_one():
+    assert scheduler.run_words("img", {"A": "1"}, ["bash"], tty=True) == [
+        "run", "--rm", "-i", "-t", "--env", "A", "img", "bash"]
+    assert "-t" not in scheduler.run_words("img", {}, ["ls"], tty=False)
+
+
+@pytest.mark.parametrize("info, needed, level, words", [
+    (None, True, "fail", "does not answer"),
+    (None, False, "warn", "does not answer"),
+    ({"LocalNodeState": "inactive"}, True, "fail", "not in a swarm"),
+    ({"LocalNodeState": "active", "ControlAvailable": False}, True, "fail", "not a swarm manager"),
+    ({"LocalNodeState": "active", "ControlAvailable": True, "Nodes": 1}, True, "ok", "this node a manager"),
+])
+def test_doctor_checks_the_engine_swarm_apps_need(info, needed, level, words):
+    from tinyserv.server import doctor
+    found = doctor.check_swarm(info, needed)
+    assert (found[0].level, words in found[0].detail) == (getattr(doctor, level.upper()), True)
+
+
+def test_doctor_checks_the_registry_only_when_one_is_set():
+    from tinyserv.server import doctor
+    info = {"LocalNodeState": "active", "ControlAvailable": True, "Nodes": 2}
+    assert len(doctor.check_swarm(info, True)) == 1
+    registry = doctor.check_swarm(info, True, "reg:5000", "connection refused")[1]
+    assert (registry.level, registry.detail) == (doctor.FAIL, "reg:5000 does not answer: connection refused")
