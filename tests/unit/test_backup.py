@@ -31,7 +31,7 @@ def tree(base, files):
                 f.write(content)
 
 
-def archive(tmp_path, files, skip=lambda rel, entry: False):
+def archive(tmp_path, files, skip=lambda rel: False):
     """An archive of apps/shop made by backup.Writer from files; its bytes."""
     source = tmp_path / "source"
     tree(str(source), files)
@@ -65,7 +65,7 @@ def test_an_archive_reads_back_file_for_file_with_its_links_and_manifest(tmp_pat
 
 
 def test_the_skip_rule_leaves_things_out(tmp_path):
-    manifest, staging = unpack(tmp_path, archive(tmp_path, FILES, skip=lambda rel, e: rel.startswith("data")))
+    manifest, staging = unpack(tmp_path, archive(tmp_path, FILES, skip=lambda rel: rel.startswith("data")))
     assert not (staging / "apps" / "shop" / "data").exists() and (staging / "apps" / "shop" / "history.json").exists()
 
 
@@ -173,7 +173,7 @@ def test_a_file_that_shrinks_while_it_is_copied_is_padded_and_noted(tmp_path):
 ])
 def test_an_apps_directory_is_backed_up_but_for_other_builds_logs_and_live_redis_files(layout, rel, kept):
     skip = backup.app_skipper(layout, "shop", "b1", "node-1", {"redis-2"})
-    assert skip(rel, None) is not kept
+    assert skip(rel) is not kept
 
 
 # --- an app's user swapping a name for a link while the backup reads its directory (root mode) ----------
