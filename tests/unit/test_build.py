@@ -81,8 +81,9 @@ def test_a_pushed_file_linked_outside_the_tree_or_to_itself_is_refused(pushed, l
         build.read_pushed(str(build_dir), "app.json")
 
 
-def test_a_pushed_pipe_is_refused_at_once(pushed):
+@pytest.mark.parametrize("make", [os.mkfifo, os.mkdir])
+def test_a_pushed_pipe_or_directory_is_refused_at_once(pushed, make):
     build_dir, _ = pushed
-    os.mkfifo(build_dir / "app.json")
+    make(build_dir / "app.json")
     with pytest.raises(TinyservError, match="app.json is not a regular file"):
         build.read_pushed(str(build_dir), "app.json")

@@ -132,14 +132,17 @@ def read_beneath(top_fd, relpath, limit):
     fd = open_beneath(top_fd, relpath)
     if fd is None:
         return None
-    with open(fd, "rb") as f:
+    try:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
             raise TinyservError("%s is not a regular file" % relpath)
         if info.st_size > limit:
             raise TinyservError("%s is larger than %d KiB" % (relpath, limit // 1024))
         os.set_blocking(fd, True)
-        return info, f.read(limit + 1)[:limit]
+        with open(fd, "rb", closefd=False) as f:
+            return info, f.read(limit + 1)[:limit]
+    finally:
+        os.close(fd)
 
 
 def walk(top_fd, skip=lambda rel: False, too_deep=lambda rel: None):
