@@ -202,7 +202,7 @@ open(os.path.join(sub, "x"), "w").write("mine")
 with open(big, "wb") as f:
     f.write(os.urandom(48 << 20))
 os.utime(big, (946684800, time.time()))
-before, deadline = os.stat(big).st_atime, time.monotonic() + 120
+before, deadline = os.stat(big).st_atime, time.monotonic() + 600
 print("ready", flush=True)
 while os.stat(big).st_atime == before and time.monotonic() < deadline:
     time.sleep(0.001)
@@ -230,7 +230,7 @@ def attacked(root_server, tmp_path):
                                 env=root_server.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         started.append(proc)
         lines = Lines(proc)
-        lines.wait_for("ready", 120)
+        lines.wait_for("ready", 300)
         return lines
     try:
         yield app, attacker
@@ -282,7 +282,7 @@ def test_a_data_directory_the_app_swaps_for_a_link_during_a_backup_puts_no_deplo
     swapper = attacker(DATA_SWAPPER, SECRET_DIR)
     archive = "/tmp/race-backup.tar.gz"
     root_server.ssh(f"rm -f {archive} && tinyserv-remote backup {archive}", timeout=300)
-    swapper.wait_for("swapped", 30)
+    swapper.wait_for("swapped", 120)
     listed = root_server.ssh(f"tar -tzvf {archive} | grep -F rm-race/data/a-sub").stdout
     leaked = root_server.ssh(f"tar -xzOf {archive} | grep -c {SECRET} || true").stdout.strip()
     assert leaked == "0" and "secret.txt" not in listed, listed
