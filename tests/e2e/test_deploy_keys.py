@@ -117,6 +117,16 @@ def test_a_push_only_key_pushes(keyed):
     assert "Released v" in pushed.stderr, describe(pushed)
 
 
+def test_a_push_only_key_cannot_clone_its_app(keyed, tmp_path):
+    name = keyed["one"][0]
+    url = f"ssh://deploy@127.0.0.1:{keyed['server'].port(22)}/home/deploy/tinyserv/repos/{name}.git"
+    cloned = run(["git", "clone", url, str(tmp_path / "copy")], env=env_with(keyed, "pusher"), check=False)
+    assert cloned.returncode != 0 and "may not fetch or clone" in cloned.stderr, describe(cloned)
+    assert "Traceback" not in cloned.stderr and not (tmp_path / "copy" / ".git" / "HEAD").exists(), describe(cloned)
+    fetched = run(["git", "clone", url, str(tmp_path / "ci-copy")], env=env_with(keyed, "ci"), check=False)
+    assert fetched.returncode == 0, describe(fetched)  # an app-limited key may still fetch its app
+
+
 def test_a_full_key_manages_keys_and_a_removed_key_is_locked_out(keyed):
     listed = json.loads(ssh_as(keyed, "spare", "tinyserv-remote keys").stdout)
     assert {k["name"] for k in listed} == {"ci", "pusher", "spare"}

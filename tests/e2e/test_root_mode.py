@@ -6,6 +6,7 @@ system user ts-APP: its `run` cannot read another app's build, config, log or /p
 """
 
 import json
+import shlex
 
 import pytest
 
@@ -160,3 +161,132 @@ def test_destroying_an_app_removes_its_user_and_its_processes(root_server, tmp_p
     assert not root_server.root_host.user("ts-rm-gone").exists
     assert app.web_pids() == []
     assert not root_server.root_host.file(f"{ROOT}/apps/rm-gone").exists
+
+
+# --- an app's user swapping names for links while the deploy user reads its directories (issue 16, item 4) ---
+
+SECRET_DIR = "/home/deploy/deploy-only"
+SECRET = "deploy-only-secret-4711"
+
+# Run as the app (`tinyserv run`, in its current build): toggle the Procfile of every new build between the
+# pushed file and a link to the deploy user's secret, each state put in place by one rename.
+PROCFILE_SWAPPER = r"""
+import os, sys, time
+secret, builds = sys.argv[1], os.path.dirname(os.getcwd())
+text = open("Procfile", "rb").read()  # what the push holds (the current build's is the same)
+seen = set(os.listdir(builds))
+print("ready", flush=True)
+while True:
+    for name in sorted(set(os.listdir(builds)) - seen):
+        seen.add(name)
+        build, deadline = os.path.join(builds, name), time.monotonic() + 4
+        procfile = os.path.join(build, "Procfile")
+        swaps = 0
+        while time.monotonic() < deadline and os.path.isdir(build) and not os.path.exists(build + ".json"):
+            try:  # the deploy user makes the directory, then the supervisor hands it to the app: until then, again
+                os.symlink(secret, build + "/.l")
+                os.rename(build + "/.l", procfile)
+                with open(build + "/.f", "wb") as f:
+                    f.write(text)
+                os.rename(build + "/.f", procfile)
+                swaps += 1
+            except OSError:
+                pass
+        print("attacking", name, swaps, flush=True)
+"""
+
+# Run as the app: a directory, then a big file; once the backup starts reading the file (its access time
+# moves: it was set before the file's mtime), the directory becomes a link to the deploy user's secrets.
+DATA_SWAPPER = r"""
+import os, sys, time
+data, secret_dir = os.environ["TINYSERV_DATA_DIR"], sys.argv[1]
+sub, big = os.path.join(data, "a-sub"), os.path.join(data, "b-big.bin")
+os.makedirs(sub, exist_ok=True)
+open(os.path.join(sub, "x"), "w").write("mine")
+with open(big, "wb") as f:
+    f.write(os.urandom(48 << 20))
+os.utime(big, (946684800, time.time()))
+before, deadline = os.stat(big).st_atime, time.monotonic() + 600
+print("ready", flush=True)
+while os.stat(big).st_atime == before and time.monotonic() < deadline:
+    time.sleep(0.001)
+os.rename(sub, sub + ".moved")
+os.symlink(secret_dir, sub)
+print("swapped" if time.monotonic() < deadline else "the backup never read it", flush=True)
+time.sleep(600)
+"""
+
+
+@pytest.fixture
+def attacked(root_server, tmp_path):
+    """App rm-race deployed (generic: no install step), a secret only the deploy user may read, and a way to
+    start an attacker as the app's user (stopped, with the app, afterwards)."""
+    import subprocess
+    root_server.ssh(f"umask 077 && mkdir -p {SECRET_DIR} && echo {SECRET} > {SECRET_DIR}/secret.txt")
+    app = RootApp(root_server, make_app(tmp_path / "rm-race", {"Procfile": "web: python3 -m http.server $PORT\n"}),
+                  "rm-race")
+    app.tinyserv("apps:create", app.name)
+    app.push()
+    started = []
+
+    def attacker(script, arg):
+        proc = subprocess.Popen(["tinyserv", "run", "python3 -c %s %s" % (shlex.quote(script), arg)], cwd=app.repo,
+                                env=root_server.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        started.append(proc)
+        lines = Lines(proc)
+        lines.wait_for("ready", 300)
+        return lines
+    try:
+        yield app, attacker
+    finally:
+        for proc in started:
+            proc.kill()
+            proc.wait()
+        app.tinyserv("apps:destroy", "--confirm", app.name, check=False)
+
+
+class Lines:
+    """The output of a running attacker, read as it comes."""
+
+    def __init__(self, proc):
+        import queue
+        import threading
+        self.proc, self.queue, self.seen = proc, queue.Queue(), []
+        threading.Thread(target=lambda: [self.queue.put(line) for line in proc.stdout], daemon=True).start()
+
+    def drain(self):
+        while not self.queue.empty():
+            self.seen.append(self.queue.get().rstrip("\n"))
+        return self.seen
+
+    def wait_for(self, text, timeout):
+        wait_until(lambda: any(text in line for line in self.drain()), timeout,
+                   message=f"the attacker to say {text!r} (it said {self.seen})")
+
+
+def test_a_procfile_the_app_swaps_for_a_link_during_a_push_never_shows_a_deploy_only_file(attacked, root_server):
+    """A race the attacker wins only when a swap lands between a check and a use: before the fix, 16 pushes
+    here did not always hit it (tests/unit/test_build.py hits that moment every time); this keeps any reread
+    by path from coming back unnoticed under a real attacker."""
+    app, attacker = attacked
+    swapper = attacker(PROCFILE_SWAPPER, f"{SECRET_DIR}/secret.txt")
+    for attempt in range(16):
+        run(["git", "commit", "-q", "--allow-empty", "-m", f"attempt {attempt}"], cwd=app.repo)
+        pushed = app.push(check=False)
+        assert SECRET not in pushed.stdout + pushed.stderr, describe(pushed)
+    swapper.wait_for("attacking", 30)
+    assert any(line.split()[-1] != "0" for line in swapper.drain() if line.startswith("attacking")), swapper.seen
+
+
+def test_a_data_directory_the_app_swaps_for_a_link_during_a_backup_puts_no_deploy_only_file_in_it(
+        attacked, root_server):
+    """Deterministic: the attacker swaps once the backup reads the big file, after the old walk had checked
+    a-sub and before it listed it."""
+    app, attacker = attacked
+    swapper = attacker(DATA_SWAPPER, SECRET_DIR)
+    archive = "/tmp/race-backup.tar.gz"
+    root_server.ssh(f"rm -f {archive} && tinyserv-remote backup {archive}", timeout=300)
+    swapper.wait_for("swapped", 120)
+    listed = root_server.ssh(f"tar -tzvf {archive} | grep -F rm-race/data/a-sub").stdout
+    leaked = root_server.ssh(f"tar -xzOf {archive} | grep -c {SECRET} || true").stdout.strip()
+    assert leaked == "0" and "secret.txt" not in listed, listed

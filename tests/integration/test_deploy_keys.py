@@ -119,6 +119,7 @@ HOSTILE = [
     ("ci", "git-receive-pack --help", "is an option, not a repository"),
     ("pusher", "tinyserv-remote run {shop} -- touch " + PWNED, "--push-only"),
     ("pusher", "tinyserv-remote ps {shop}", "--push-only"),
+    ("pusher", "git-upload-pack '{repos}/{shop}.git'", "may not fetch or clone"),
     ("nobody", "tinyserv-remote ps {shop}", "no deploy key named 'nobody'"),
 ]
 

@@ -5,12 +5,15 @@ import hashlib
 import io
 import json
 import os
+import stat
 import tarfile
 
 import pytest
 
 from tinyserv.server import backup
 from tinyserv.common.errors import TinyservError
+
+from .races import SwapAfterLook
 
 MANIFEST = {"format": 1, "root": "/old/root", "created_at": "2026-11-28T05:00:00Z",
             "apps": {"shop": {"port": 5000, "release": 3, "build": "b1", "addons": []}}}
@@ -28,7 +31,7 @@ def tree(base, files):
                 f.write(content)
 
 
-def archive(tmp_path, files, skip=lambda rel, entry: False):
+def archive(tmp_path, files, skip=lambda rel: False):
     """An archive of apps/shop made by backup.Writer from files; its bytes."""
     source = tmp_path / "source"
     tree(str(source), files)
@@ -62,7 +65,7 @@ def test_an_archive_reads_back_file_for_file_with_its_links_and_manifest(tmp_pat
 
 
 def test_the_skip_rule_leaves_things_out(tmp_path):
-    manifest, staging = unpack(tmp_path, archive(tmp_path, FILES, skip=lambda rel, e: rel.startswith("data")))
+    manifest, staging = unpack(tmp_path, archive(tmp_path, FILES, skip=lambda rel: rel.startswith("data")))
     assert not (staging / "apps" / "shop" / "data").exists() and (staging / "apps" / "shop" / "history.json").exists()
 
 
@@ -170,4 +173,64 @@ def test_a_file_that_shrinks_while_it_is_copied_is_padded_and_noted(tmp_path):
 ])
 def test_an_apps_directory_is_backed_up_but_for_other_builds_logs_and_live_redis_files(layout, rel, kept):
     skip = backup.app_skipper(layout, "shop", "b1", "node-1", {"redis-2"})
-    assert skip(rel, None) is not kept
+    assert skip(rel) is not kept
+
+
+# --- an app's user swapping a name for a link while the backup reads its directory (root mode) ----------
+
+SECRET = b"only the deploy user may read this"
+
+
+@pytest.fixture
+def deploy_only(tmp_path):
+    """A directory of the deploy user's with a secret file in it: what a planted link points at."""
+    secret = tmp_path / "deploy-only"
+    secret.mkdir(mode=0o700)
+    (secret / "id_ed25519").write_bytes(SECRET)
+    return secret
+
+
+def swapping_archive(tmp_path, monkeypatch, name, swap, after):
+    """The archive of FILES while swap() runs right after the backup's after-th look at name."""
+    race = SwapAfterLook(monkeypatch, name, swap, after)
+    data = gzip.decompress(archive(tmp_path, dict(FILES, **{"data/sub/x.txt": b"x", "data/notes/a.txt": b"m" * 100})))
+    monkeypatch.undo()
+    return race, data
+
+
+@pytest.mark.parametrize("after", [1, 2, 3])
+def test_a_data_file_swapped_for_a_link_mid_backup_puts_no_other_file_in_the_archive(
+        tmp_path, monkeypatch, deploy_only, after):
+    notes = tmp_path / "source" / "data" / "notes" / "a.txt"
+
+    def swap():
+        os.unlink(notes)
+        os.symlink(deploy_only / "id_ed25519", notes)
+    race, data = swapping_archive(tmp_path, monkeypatch, "a.txt", swap, after)
+    assert race.swapped or after > 1
+    assert SECRET not in data
+
+
+@pytest.mark.parametrize("after", [1, 2, 3])
+def test_a_data_directory_swapped_for_a_link_mid_backup_is_not_entered(tmp_path, monkeypatch, deploy_only, after):
+    sub = tmp_path / "source" / "data" / "sub"
+
+    def swap():
+        os.rename(sub, str(sub) + "-moved")
+        os.symlink(deploy_only, sub)
+    race, data = swapping_archive(tmp_path, monkeypatch, "sub", swap, after)
+    assert race.swapped or after > 1
+    assert SECRET not in data and b"id_ed25519" not in data
+
+
+def test_a_backup_never_writes_through_a_partial_file_someone_planted(layout, tmp_path):
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"keep me")
+    victim.chmod(0o600)
+    target = tmp_path / "out" / "backup.tar.gz"
+    target.parent.mkdir()
+    os.symlink(victim, str(target) + ".partial")
+    backup.capture(layout, str(target))
+    assert victim.read_bytes() == b"keep me" and stat.S_IMODE(victim.stat().st_mode) == 0o600
+    assert gzip.decompress(target.read_bytes()) and stat.S_IMODE(target.stat().st_mode) == 0o600
+    assert sorted(os.listdir(target.parent)) == ["backup.tar.gz", "backup.tar.gz.partial"]  # the plant, untouched

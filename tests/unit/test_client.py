@@ -1,6 +1,7 @@
 """client.py, target.py and gitlocal.py: argument parsing, which app, and small formatting helpers."""
 
 import argparse
+import os
 import subprocess
 
 import pytest
@@ -274,3 +275,16 @@ def test_a_named_app_goes_to_tinyserv_remote_and_so_do_apps_and_apps_create(tmp_
 def test_a_command_without_an_app_refuses_one_before_it(capsys):
     assert client.main(["-a", "shop", "apps"]) == 1
     assert capsys.readouterr().err == "tinyserv: apps does not take -a/--app\n"
+
+
+def test_a_download_never_writes_through_a_partial_file_someone_planted(tmp_path):
+    import types
+    from tinyserv.cli.client import Client
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"keep me")
+    target = tmp_path / "latest.dump"
+    os.symlink(victim, str(target) + ".partial")
+    remote = types.SimpleNamespace(stream=lambda words, out: out.write(b"the dump") and 0)
+    assert Client.save_stream(types.SimpleNamespace(remote=remote), ["pg:backups:download"], str(target)) == 0
+    assert victim.read_bytes() == b"keep me" and target.read_bytes() == b"the dump"
+    assert os.stat(target).st_mode & 0o777 == 0o600

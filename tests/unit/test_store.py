@@ -194,3 +194,25 @@ def test_load_without_a_default_calls_a_missing_file_an_error(tmp_path):
 def test_a_write_that_fails_is_one_project_error_naming_the_file(tmp_path):
     with pytest.raises(TinyservError, match="cannot write .*/no-such-dir/x.json: No such file or directory"):
         store.write_json(str(tmp_path / "no-such-dir" / "x.json"), {})
+
+
+def test_a_temp_file_swapped_for_a_link_never_changes_the_mode_of_what_it_points_to(tmp_path, monkeypatch):
+    # An app's user may write the directory (a dependency directory in root mode): it swaps our temp file.
+    from .races import SwapAfterLook
+    victim = tmp_path / "keys.json"
+    victim.write_text("{}")
+    victim.chmod(0o600)
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    planted = []
+
+    def swap():
+        [tmp] = [n for n in os.listdir(shared) if n.startswith(".tmp-")]
+        os.unlink(shared / tmp)
+        os.symlink(victim, shared / tmp)
+        planted.append(tmp)
+    SwapAfterLook(monkeypatch, lambda name: name.startswith(".tmp-"), swap)
+    store.write_atomic(str(shared / ".complete"), "", 0o644)
+    monkeypatch.undo()
+    assert planted
+    assert os.stat(victim).st_mode & 0o777 == 0o600 and victim.read_text() == "{}"

@@ -3,6 +3,7 @@
 import contextlib
 import os
 import sys
+import tempfile
 import time
 
 from tinyserv.common import commands
@@ -82,11 +83,12 @@ class DataCommands:
 
     def save_stream(self, words, target):
         """Run a remote command whose standard output is a file's bytes into target (0600, whole or not at all)."""
-        partial = target + ".partial"
-        try:
-            out = os.fdopen(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb")
+        try:  # a fresh name, made exclusively: never through a TARGET.partial someone planted (in /tmp, a link)
+            fd, partial = tempfile.mkstemp(prefix=os.path.basename(target) + ".", suffix=".partial",
+                                           dir=os.path.dirname(target) or ".")
+            out = os.fdopen(fd, "wb")
         except OSError as e:
-            raise TinyservError("cannot write %s: %s" % (partial, e.strerror)) from None
+            raise TinyservError("cannot write %s: %s" % (target, e.strerror)) from None
         try:
             with out:
                 code = self.remote.stream(words, out=out)

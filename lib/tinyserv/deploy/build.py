@@ -11,14 +11,13 @@ import os
 import re
 import select
 import shutil
-import stat
 import subprocess
 import time
 
 from tinyserv.platform import appenv, privileged, procs
 from tinyserv.deploy import runtimes, versions
 from tinyserv.supervise import cron
-from tinyserv.state import store
+from tinyserv.state import nofollow, store
 from tinyserv.common.errors import TinyservError
 from tinyserv.common.procfile import parse_procfile
 
@@ -99,24 +98,22 @@ def read_pushed(build_dir, name, limit=MAX_FILE):
     """The bytes of a file tinyserv reads from a push, or None when the push has none.
 
     It must be a regular file inside the pushed tree (a symlink may point to one) and at
-    most limit bytes: a Procfile linked to /dev/zero or /etc/passwd rejects the push.
+    most limit bytes: a Procfile linked to /dev/zero or /etc/passwd rejects the push. The app's
+    user may change the build directory meanwhile (its running web, in root mode): each name on
+    the way is opened once, never followed out of the tree, and the file read from that descriptor.
     """
-    path = os.path.join(build_dir, name)
-    if not os.path.lexists(path):
+    top = nofollow.open_dir(build_dir)  # builds/ is the deploy user's: the build directory itself stays put
+    if top is None:
         return None
-    real, top = os.path.realpath(path), os.path.realpath(build_dir)
-    if not real.startswith(top + os.sep):
-        raise TinyservError("%s points outside the pushed tree: commit the file itself" % name)
     try:
-        info = os.stat(real)
-        if not stat.S_ISREG(info.st_mode):
-            raise TinyservError("%s is not a regular file" % name)
-        if info.st_size > limit:
-            raise TinyservError("%s is larger than %d KiB" % (name, limit // 1024))
-        with open(real, "rb") as f:
-            return f.read(limit + 1)[:limit]
+        found = nofollow.read_beneath(top, name, limit)
+    except nofollow.Outside:
+        raise TinyservError("%s points outside the pushed tree: commit the file itself" % name) from None
     except OSError as e:
         raise TinyservError("cannot read %s: %s" % (name, e.strerror)) from None
+    finally:
+        os.close(top)
+    return None if found is None else found[1]
 
 
 def read_pushed_text(build_dir, name, limit=MAX_FILE):

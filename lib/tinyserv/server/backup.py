@@ -33,7 +33,7 @@ import time
 import zlib
 
 from tinyserv.addons import registry as addons
-from tinyserv.state import addonstate, appstate, releases, store
+from tinyserv.state import addonstate, appstate, nofollow, releases, store
 from tinyserv.common.errors import TinyservError
 from tinyserv.common.printer import human
 from tinyserv.common.names import APP_NAME
@@ -65,44 +65,52 @@ class Writer:
         self.hashes = {}
         self.bytes = 0
         self.changed = []  # files that shrank while they were copied
+        self.deep = []  # directories nested too deep to enter (nofollow.MAX_DEPTH)
 
-    def add_tree(self, source, name, skip=lambda rel, entry: False):
-        """Add the directory source as name/, depth first; skip(relative path, DirEntry) leaves things out."""
-        self.add_path(source, name)
-        stack = [("", source)]
-        while stack:
-            rel_dir, directory = stack.pop()
-            try:
-                entries = sorted(os.scandir(directory), key=lambda e: e.name)
-            except FileNotFoundError:
-                continue  # deleted while we walked (an old build being pruned)
-            for entry in entries:
-                rel = os.path.join(rel_dir, entry.name)
-                if skip(rel, entry):
-                    continue
-                if self.add_path(entry.path, "%s/%s" % (name, rel)) and entry.is_dir(follow_symlinks=False):
-                    stack.append((rel, entry.path))
+    def add_tree(self, source, name, skip=lambda rel: False):
+        """Add the directory source as name/, depth first; skip(relative path) leaves things out.
+
+        An app's user may change its directories while we walk them (root mode): every entry is opened
+        once by name in its directory's descriptor, never through a link, and archived from there.
+        """
+        top = nofollow.open_dir(source)
+        if top is None:
+            return  # deleted before we came (an old build being pruned)
+        try:
+            self.add(nofollow.Found("", os.fstat(top), top, None), name)
+            for found in nofollow.walk(top, skip, lambda rel: self.deep.append("%s/%s" % (name, rel))):
+                self.add(found, "%s/%s" % (name, found.rel))
+        except OSError as e:
+            raise TinyservError("cannot back up %s: %s" % (e.filename or source, e.strerror)) from None
+        finally:
+            os.close(top)
 
     def add_path(self, path, name):
-        """Add one file, directory or symlink; False when it vanished or is none of those (a pipe, a socket)."""
-        try:
-            st = os.lstat(path)
-        except FileNotFoundError:
+        """Add one file, directory (not its contents) or symlink; False when it vanished or is none of those."""
+        found = nofollow.open_entry(path)
+        if found is None:
             return False
+        try:
+            self.add(found, name)
+        finally:
+            if found.fd is not None:
+                os.close(found.fd)
+        return True
+
+    def add(self, found, name):
+        """Add what found is (nofollow.Found: a directory, a link, or a file read from its descriptor)."""
+        st = found.info
         info = tarfile.TarInfo(name)
         info.mode, info.mtime = stat.S_IMODE(st.st_mode), int(st.st_mtime)
-        if stat.S_ISDIR(st.st_mode):
+        if found.link is not None:
+            info.type, info.linkname = tarfile.SYMTYPE, found.link
+            self.tar.addfile(info)
+        elif stat.S_ISDIR(st.st_mode):
             info.type = tarfile.DIRTYPE
             self.tar.addfile(info)
-        elif stat.S_ISLNK(st.st_mode):
-            info.type, info.linkname = tarfile.SYMTYPE, os.readlink(path)
-            self.tar.addfile(info)
-        elif stat.S_ISREG(st.st_mode):
-            try:
-                f = open(path, "rb")
-            except FileNotFoundError:
-                return False
-            with f:
+        else:
+            os.set_blocking(found.fd, True)
+            with open(found.fd, "rb", closefd=False) as f:
                 info.size = st.st_size
                 reader = Hashing(f, st.st_size)
                 self.tar.addfile(info, reader)
@@ -110,9 +118,6 @@ class Writer:
                     self.changed.append(name)
             self.hashes[name] = reader.hash.hexdigest()
             self.bytes += st.st_size
-        else:
-            return False
-        return True
 
     def close(self, manifest):
         """Write the manifest, last, and finish the stream."""
@@ -158,7 +163,7 @@ class Hashing:
 def app_skipper(layout, app, keep_build, keep_deps, raw_addon_data):
     """What of apps/<app>/ stays out of the archive: other builds and their dependencies, run/, log/, locks,
     and a running Redis add-on's live files (its snapshot goes in instead)."""
-    def skip(rel, entry):
+    def skip(rel):
         """Leave rel (a path under the app's directory) out of the archive?"""
         parts = rel.split(os.sep)
         if len(parts) == 1:
@@ -185,7 +190,7 @@ def capture(layout, file=None):
         target = os.path.abspath(file)
         if os.path.exists(target):
             raise TinyservError("%s exists: give a new file name" % target)
-        out = open_private(target + ".partial")
+        partial, out = open_private(target)
     say(SECRET_NOTE)
     try:
         with tempfile.TemporaryDirectory(prefix=".backup-", dir=layout.root) as scratch:
@@ -198,25 +203,34 @@ def capture(layout, file=None):
         if target:
             os.fsync(out.fileno())
             out.close()
-            os.rename(target + ".partial", target)
+            os.rename(partial, target)
     except BaseException:
         if target:
             out.close()
-            store.remove(target + ".partial")
+            store.remove(partial)
         raise
     for name in writer.changed:
         say("warning: %s shrank while it was copied (an app was writing it); it is padded with zeros" % name)
+    for name in writer.deep:
+        say("warning: %s is nested more than %d directories deep: what it holds is not in the archive" % (
+            name, nofollow.MAX_DEPTH))
     say("backed up %d app%s (%s of files) %sin %.1f s" % (
         len(manifest["apps"]), "" if len(manifest["apps"]) == 1 else "s", human(writer.bytes),
         "to %s " % target if target else "", time.monotonic() - started))
 
 
-def open_private(path):
-    """A new file that only we can read, before anything is written to it."""
+def open_private(target):
+    """(name, file): a new file beside target that only we can read, made before anything is written to it.
+
+    Its name is fresh and it is created exclusively: a TARGET.partial someone planted (a link, a file of
+    theirs in /tmp) is never written through.
+    """
     try:
-        return os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb")
+        fd, partial = tempfile.mkstemp(prefix=os.path.basename(target) + ".", suffix=".partial",
+                                       dir=os.path.dirname(target))
     except OSError as e:
-        raise TinyservError("cannot write %s: %s" % (path, e.strerror)) from None
+        raise TinyservError("cannot write %s: %s" % (target, e.strerror)) from None
+    return partial, os.fdopen(fd, "wb")
 
 
 def back_up_app(layout, app, writer, scratch):
@@ -353,7 +367,7 @@ def extract_file(reader, target, mode):
                 break
             digest.update(chunk)
             out.write(chunk)
-    os.chmod(target, mode & 0o755 | 0o600)
+        os.fchmod(out.fileno(), mode & 0o755 | 0o600)
     return digest.hexdigest()
 
 

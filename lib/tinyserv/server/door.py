@@ -3,7 +3,8 @@ the key's authorized_keys line (keys.py).
 
 What git or the client asked for arrives in SSH_ORIGINAL_COMMAND. It is split into words and
 never given to a shell, and allowed only if it is one of:
-  git-receive-pack '<repos>/<app>.git'   a push (or git-upload-pack: a fetch), of an app the key may touch
+  git-receive-pack '<repos>/<app>.git'   a push (or git-upload-pack: a fetch, not for a --push-only key),
+                                         of an app the key may touch
   tinyserv-remote COMMAND ...            one of the client's own commands, on an app the key may touch
 Everything else — a shell, an internal command (hook, supervise, startup ...), another app, a path
 outside the repositories, an option git did not send, any command for a --push-only key — is
@@ -53,6 +54,8 @@ def serve_git(layout, entry, words):
         refuse("git may only name the repository")
     app = app_of_repository(layout, words[1])
     allowed(entry, app)
+    if words[0] == "git-upload-pack" and entry["push_only"]:
+        refuse("this key may only push (it was added with --push-only): it may not fetch or clone")
     os.execvp(words[0], [words[0], layout.repo(app)])
 
 

@@ -11,13 +11,14 @@ failure anywhere undoes every app this restore made.
 """
 
 import os
+import stat
 import urllib.parse
 
 from tinyserv.addons import registry as addons, postgres, redis
 from tinyserv.deploy import appfiles, ports
 from tinyserv.platform import control, services
 from tinyserv.supervise import waiting
-from tinyserv.state import addonstate, logs, releases, store
+from tinyserv.state import addonstate, logs, nofollow, releases, store
 from tinyserv.common import settings
 from tinyserv.common.errors import TinyservError
 from tinyserv.state.layout import start_port
@@ -236,12 +237,14 @@ def relocate_scripts(directory, old, new):
     except OSError:
         return
     for entry in entries:
-        if not entry.is_file(follow_symlinks=False):
+        found = nofollow.open_entry(entry.path)  # opened once, never through a link: its mode from there too
+        if found is None or found.fd is None or not stat.S_ISREG(found.info.st_mode):
+            if found is not None and found.fd is not None:
+                os.close(found.fd)
             continue
-        with open(entry.path, "rb") as f:
+        with open(found.fd, "rb") as f:
             head = f.read(2 + len(old.encode()))
             if head != b"#!" + old.encode():
                 continue
             rest = f.read()
-        mode = os.stat(entry.path).st_mode & 0o777
-        store.write_atomic(entry.path, b"#!" + new.encode() + rest, mode)
+        store.write_atomic(entry.path, b"#!" + new.encode() + rest, stat.S_IMODE(found.info.st_mode))

@@ -6,28 +6,31 @@ deploys, rollbacks, restarts and reboots, and goes only with `apps:destroy`.
 """
 
 import os
+import stat
 
 from tinyserv.common.errors import TinyservError
+from tinyserv.state import nofollow
 
 
 def usage(path):
-    """(bytes, files) under path: the apparent size of its regular files, links not followed."""
+    """(bytes, files) under path: the apparent size of its regular files, links not followed (not even one
+    the app's user swaps in for a directory as we count: nofollow.walk)."""
     total, files = 0, 0
-    stack = [path]
-    while stack:
-        try:
-            entries = list(os.scandir(stack.pop()))
-        except OSError:
-            continue  # vanished or unreadable while we counted: count what can be read
-        for entry in entries:
-            try:
-                if entry.is_dir(follow_symlinks=False):
-                    stack.append(entry.path)
-                elif entry.is_file(follow_symlinks=False):
-                    total += entry.stat(follow_symlinks=False).st_size
-                    files += 1
-            except OSError:
-                continue
+    try:
+        top = nofollow.open_dir(path)
+    except TinyservError:
+        return total, files
+    if top is None:
+        return total, files
+    try:
+        for found in nofollow.walk(top, skip=lambda rel: False):
+            if found.fd is not None and stat.S_ISREG(found.info.st_mode):
+                total += found.info.st_size
+                files += 1
+    except OSError:
+        pass  # unreadable as we counted: what was counted so far
+    finally:
+        os.close(top)
     return total, files
 
 

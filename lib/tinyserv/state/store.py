@@ -13,7 +13,8 @@ def write_atomic(path, data, mode=0o600):
     """Write bytes or text to path so readers see the old or the new file, never half."""
     if isinstance(data, str):
         data = data.encode("utf-8")
-    tmp = os.path.join(os.path.dirname(path) or ".", ".tmp-%d-%d" % (os.getpid(), time.time_ns()))
+    # An unguessable name: where another user may write, a file planted under it would refuse our write.
+    tmp = os.path.join(os.path.dirname(path) or ".", ".tmp-%d-%s" % (os.getpid(), os.urandom(8).hex()))
     try:
         _write_then_rename(tmp, path, data, mode)
     except OSError as e:
@@ -21,13 +22,15 @@ def write_atomic(path, data, mode=0o600):
 
 
 def _write_then_rename(tmp, path, data, mode):
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    # Created here and never looked up by name again but to rename it: in a directory an app's user may
+    # write (root mode), the name can become a link to any file of ours at any moment.
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     try:
         with os.fdopen(fd, "wb") as out:
             out.write(data)
             out.flush()
+            os.fchmod(out.fileno(), mode)
             os.fsync(out.fileno())
-        os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
