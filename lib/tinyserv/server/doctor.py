@@ -248,7 +248,19 @@ def checks(layout):
         declared = {}
     for name, spec in declared.items():
         found.append(check_service(name, spec, services.pid(layout, name)))
+    found += check_left_out(layout)
     return found
+
+
+def check_left_out(layout):
+    """Each port nginx's config leaves out because nginx cannot listen there (the supervisor tries it again)."""
+    from tinyserv.frontdoor import nginx
+    try:
+        lines = nginx.read_routes(nginx.Prefix(layout)).get("left_out") or []
+    except Exception:  # noqa: BLE001 - damaged routes: the supervisor writes them anew at its next change
+        return []
+    return [Check(WARN, "front door", str(line), "stop the program that holds the port, or choose another port")
+            for line in lines]
 
 
 def doctor(layout):
