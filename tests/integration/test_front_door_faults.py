@@ -177,6 +177,10 @@ def test_a_crashed_web_s_port_taken_by_another_program_never_gets_the_app_s_requ
         ps = json.loads(server.tinyserv("ps", "--json", cwd=app.path).stdout)
         internal = next(i["port"] for i in ps["instances"] if i["name"] == "web.1" and i["state"] == "up")
         os.killpg(pid, signal.SIGKILL)
+    began = time.monotonic()
+    wait_until(lambda: internal not in routed_ports(server, app), 5, interval=0.01,
+               message="nginx to route nothing to the crashed web's port %d" % internal)
+    reaction = time.monotonic() - began
     squatter = wait_until(lambda: squat(internal), 5, interval=0.01, message="web.1's port to be free")
     try:
         bodies = [(get(port, timeout=2) or (None, None))[1] for _ in range(30)]
@@ -186,3 +190,14 @@ def test_a_crashed_web_s_port_taken_by_another_program_never_gets_the_app_s_requ
         assert squatter.served == 0 and all(b.startswith("v1 ") for b in bodies), bodies
     finally:
         squatter.close()
+    assert reaction < 2, "the crashed web's port stayed in nginx's upstream for %.1f s" % reaction
+
+
+def routed_ports(server, app):
+    """The internal ports the config nginx runs sends app's requests to (nginx/routes.json)."""
+    try:
+        with open(os.path.join(server.root, "nginx", "routes.json")) as f:
+            site = json.load(f)["sites"][app.name]
+    except (OSError, ValueError, KeyError):
+        return set()
+    return set(site["primary"]) | set(site["backup"])

@@ -103,6 +103,7 @@ class Router(Starts, Renewal, Routes, RouterLog):
         self.renew_at = 0.0
         self.renewing = None  # pid of the certs:renew we started, until it is reaped
         self.start_at = 0.0  # when nginx may be started next (starts.py)
+        self.started_at = None
         self.served = False  # has the nginx started last served (started its workers)?
         self.early_deaths = 0
         self.left_out = {}  # port -> why nginx's config leaves it out now

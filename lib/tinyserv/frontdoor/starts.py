@@ -16,6 +16,7 @@ from tinyserv.common.errors import TinyservError
 APPLY_RETRY = 2.0  # seconds before a refused config, or a port nginx could not take, is tried again
 EARLY_DEATH_WAIT = 0.5  # the first wait after nginx died before it served; doubled each time, up to ...
 EARLY_DEATH_WAIT_MAX = 30.0
+SERVED_AFTER = 1.0  # an nginx that ran this long served, even if the supervisor did not see its workers yet
 
 
 class Starts:
@@ -39,19 +40,20 @@ class Starts:
         self.install_config(*made, now)
         if not self.keeper.start_now(nginx.SERVICE):
             return False
-        self.served = False
+        self.served, self.started_at = False, now
         if self.nginx_down():  # it could not even be spawned
             self.nginx_died(now)
         return True
 
     def nginx_died(self, now):
         """The nginx that ran is gone: start it again at once if it had served, else after a wait that grows."""
-        self.early_deaths = 0 if self.served else self.early_deaths + 1
+        served = self.served or (self.started_at is not None and now - self.started_at >= SERVED_AFTER)
+        self.early_deaths = 0 if served else self.early_deaths + 1
         wait = min(EARLY_DEATH_WAIT * 2 ** (self.early_deaths - 1), EARLY_DEATH_WAIT_MAX) if self.early_deaths else 0
         self.start_at = now + wait
         if wait:
-            self.say("early death", "nginx exited before it served; starting it again in %g s (see %s)" % (
-                wait, self.error_tail()))
+            self.say("early death", "nginx exited before it served; starting it again in %g s (its last word: %s)"
+                     % (wait, self.error_tail()))
 
     def make_config(self, now, refused_means):
         """(plan, text) of a config nginx accepts for what should be served now; None (said once) if none."""

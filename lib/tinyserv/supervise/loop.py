@@ -219,7 +219,9 @@ class Server:
         self.sup.selector.register(self.listener, selectors.EVENT_READ, LISTENER)
 
     def close(self):
-        """Stop listening and remove the socket."""
+        """Stop listening and remove the socket (the router lines nginx sent before it stopped are written first)."""
+        if self.sup.router.socket is not None:
+            self.sup.router_log()
         self.sup.router.close_socket()
         self.sup.selector.unregister(self.listener)
         self.listener.close()
