@@ -220,8 +220,11 @@ class Server:
 
     def close(self):
         """Stop listening and remove the socket (the router lines nginx sent before it stopped are written first)."""
-        if self.sup.router.socket is not None:
-            self.sup.router_log()
+        reader = self.sup.router.socket
+        if reader is not None:
+            reader.stop()
+            while reader.lines:
+                self.sup.router_log()
         self.sup.router.close_socket()
         self.sup.selector.unregister(self.listener)
         self.listener.close()
