@@ -36,12 +36,10 @@ class Client(AppCommands, FrontDoorCommands, DataCommands, DeveloperCommands):
         self.out.write(text + "\n")
 
     def json_or(self, value, render):
-        """--json: the server's answer as it is; else render(answer) with every text in it escaped, since an
-        app, a build or a commit may have written it (a committer's email, a Procfile's command)."""
         if getattr(self.args, "json", False):
             self.say(printer.dumps(value))
         else:
-            render(printer.escaped(value))
+            render(value)
 
     @property
     def app(self):
