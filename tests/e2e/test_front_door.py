@@ -100,6 +100,22 @@ def test_not_one_request_fails_across_redeploys_restarts_config_a_rejected_push_
     assert {"v1", "v6"} <= loader.bodies
 
 
+def test_with_two_webs_killing_one_again_and_again_under_load_fails_no_request(door_app):
+    app = door_app("pair", web_app("v1"))
+    app.tinyserv("ps:scale", "web=2")
+    port = app.info()["port"]
+    with Loader(app.server.port(port)) as loader:  # a GET every 10 ms
+        wait_until(lambda: loader.ok > 5, 20, message="the loader's first answers")
+        for kill in range(6):
+            name = "web.%d" % (kill % 2 + 1)
+            victim = wait_until(lambda: instance_pid(app, name), 20, message="%s up" % name)
+            before = loader.ok
+            app.server.ssh("kill -9 -- -%d" % victim)
+            wait_until(lambda: instance_pid(app, name) not in (None, victim), 20, message="%s back" % name)
+            wait_until(lambda: loader.ok > before + 20, 20, message="requests after kill %d" % (kill + 1))
+    assert loader.failed == [] and loader.ok > 120, (loader.failed[:10], loader.ok)
+
+
 def test_domains_route_by_host_a_stranger_s_host_gets_404_and_another_app_s_host_is_never_served(door_app,
                                                                                               tmp_path):
     one = door_app("one", web_app("one"))

@@ -33,11 +33,12 @@ class FrontSystem(FakeSystem):
         self.ports = iter(range(40000, 41000))
         self.healthy_ports = set()
         self.taken = set()  # ports some other program listens on
+        self.nginx_serves = True  # does a new nginx master start a worker?
 
     def spawn(self, argv, cwd, env, out_fd, keep_caps=False, user=None):
         pid = super().spawn(argv, cwd, env, out_fd)
         if argv[0] == "nginx":
-            self.workers[pid] = [self.process()]
+            self.workers[pid] = [self.process()] if self.nginx_serves else []
         return pid
 
     def process(self):
@@ -173,7 +174,8 @@ def running(layout, fake, sup):
 
 def test_web_listens_on_an_internal_port_and_nginx_holds_the_app_s_port(sup, fake, door, running):
     assert running["port"] == 40000 and running["port"] != PORT
-    assert sup.services.running["nginx"]["state"] == "up" and fake.hups  # nginx runs, and took the app's config
+    assert sup.services.running["nginx"]["state"] == "up"
+    assert upstream(door) == [(running["port"], False)]  # nginx runs, and took the app's config
     assert web_env(fake)["PORT"] == "40000"
     assert upstream(door) == [(40000, False)]
     assert "listen %d;" % PORT in door.live
@@ -243,17 +245,52 @@ def test_an_undone_switch_serves_the_old_web_again_without_booting_it(layout, su
     assert new["state"] in ("draining", "stopping")
 
 
-def test_a_crashed_web_comes_back_on_the_same_port_and_nginx_is_not_reloaded(layout, sup, fake, door, running):
+def test_a_crashed_web_leaves_nginx_s_upstream_at_once_and_is_routed_again_only_once_it_listens_on_a_new_port(
+        layout, sup, fake, door, running):
     scale(layout, web=2)
     sup.sync(APP)
     fake.listening.add(web(sup, "web.2")["port"])
     settle(sup, fake)
-    reloads = len(fake.hups)
     port = web(sup, "web.2")["port"]
+    assert upstream(door) == [(running["port"], False), (port, False)]
     fake.exit(web(sup, "web.2")["pid"], 1)
     settle(sup, fake)
-    assert web(sup, "web.2")["port"] == port and web_env(fake, "web.2")["PORT"] == str(port)
-    assert len(fake.hups) == reloads
+    restarted = web(sup, "web.2")
+    assert restarted["state"] == "starting" and restarted["port"] != port
+    assert web_env(fake, "web.2")["PORT"] == str(restarted["port"])
+    assert upstream(door) == [(running["port"], False)]  # neither the crashed port nor the one not yet listening
+    fake.listening.add(restarted["port"])
+    settle(sup, fake)
+    assert upstream(door) == [(running["port"], False), (restarted["port"], False)]
+
+
+def test_a_killed_nginx_starts_again_at_once_on_a_config_written_anew(layout, sup, fake, door, running):
+    with open(door.conf, "w") as f:
+        f.write("broken by hand {\n")
+    for _ in range(5):
+        master = sup.services.running["nginx"]["pid"]
+        fake.exit(master, -9)
+        settle(sup, fake)
+        assert sup.services.running["nginx"]["pid"] != master and sup.services.running["nginx"]["state"] == "up"
+        assert upstream(door) == [(running["port"], False)] and open(door.conf).read() == door.live
+
+
+def test_an_nginx_that_dies_before_it_serves_waits_longer_each_time_never_a_tight_loop(layout, sup, fake, door,
+                                                                                         running):
+    def nginx():
+        return sup.services.running["nginx"]
+
+    fake.nginx_serves = False  # from now on nginx dies before it starts a worker
+    fake.exit(nginx()["pid"], -9)
+    settle(sup, fake)
+    assert nginx()["state"] == "up"  # it had served: started again at once
+    for wait in (0.5, 1.0, 2.0):
+        fake.exit(nginx()["pid"], 1)
+        settle(sup, fake)
+        settle(sup, fake, wait - 0.1)
+        assert nginx()["state"] == "crashed"
+        settle(sup, fake, 0.1)
+        assert nginx()["state"] == "up"
 
 
 def test_ps_restart_replaces_web_only_once_the_new_one_is_up(layout, sup, fake, door, running):

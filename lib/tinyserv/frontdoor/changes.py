@@ -56,8 +56,20 @@ def change(layout, app, mutate, before_check=lambda new: None, every_app=False):
         check(layout, app, new)
         appstate.save_router_settings(layout, app, new)
     control.sync(layout, app)
-    wait_live(layout, app, new)
+    try:
+        wait_live(layout, app, new)
+    except TinyservError as e:
+        undo(layout, app, saved, new)
+        raise TinyservError("%s; nothing changed" % e) from None
     return new
+
+
+def undo(layout, app, saved, new):
+    """A change nginx did not take in time: the app's settings as they were (unless another change came since)."""
+    with locked(layout, app):
+        if appstate.router_settings(layout, app) == new:
+            appstate.save_router_settings(layout, app, saved)
+    control.sync(layout, app)
 
 
 def live_sites(layout):

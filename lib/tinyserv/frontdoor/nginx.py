@@ -138,6 +138,10 @@ HTTP_SETTINGS = [
     "proxy_request_buffering off;",
     "proxy_read_timeout 3600s;",
     "proxy_send_timeout 3600s;",
+    # A web that refuses or drops the connection (killed, crashed, restarting): an idempotent request is passed
+    # on to the app's next instance (never a POST that may have reached the app); none left: 502.
+    "proxy_next_upstream error timeout;",
+    "proxy_connect_timeout 5s;",
     "proxy_set_header Host $http_host;",
     "proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;",
     "proxy_set_header X-Forwarded-Proto $scheme;",

@@ -8,9 +8,12 @@ supervisor stops an old instance only once no live config routes to it (released
 
 A config nginx refuses never replaces the working one; a port nginx cannot take (another program
 holds an app's port, port 80 without the capability) is left out, said once, and tried again.
+nginx routes only to web instances the supervisor has seen listening in their own process group
+("up"): one that starts, or has crashed, gets no request, and its port none either.
 
-Beside it, each a part of the Router: routes.py (routes.json, saved and adopted), routerlog.py (the
-socket nginx logs requests to) and renewal.py (certs:renew twice a day).
+Beside it, each a part of the Router: starts.py (nginx started at once from a config written anew,
+and the ports it can take), routes.py (routes.json, saved and adopted), routerlog.py (the socket nginx
+logs requests to, bound before nginx starts) and renewal.py (certs:renew twice a day).
 """
 
 import os
@@ -25,8 +28,8 @@ from tinyserv.common.errors import TinyservError
 from tinyserv.frontdoor.renewal import Renewal
 from tinyserv.frontdoor.routerlog import RouterLog
 from tinyserv.frontdoor.routes import Routes
+from tinyserv.frontdoor.starts import APPLY_RETRY, Starts
 
-APPLY_RETRY = 2.0  # seconds before a refused config, or a port nginx could not take, is tried again
 RELOAD_TIMEOUT = 10.0  # seconds nginx gets to start a worker with a new config before the reload counts as failed
 RELEASED_KEPT = 3600  # seconds a port's release time is remembered
 
@@ -69,7 +72,7 @@ def user_directive():
     return pwd.getpwuid(os.geteuid()).pw_name
 
 
-class Router(Renewal, Routes, RouterLog):
+class Router(Starts, Renewal, Routes, RouterLog):
     """Keeps nginx serving what the supervisor says, one checked config at a time."""
 
     def __init__(self, layout, system, keeper, note, door=None, binary=lambda: settings.nginx_binary()):
@@ -99,6 +102,13 @@ class Router(Renewal, Routes, RouterLog):
         self.declared = False
         self.renew_at = 0.0
         self.renewing = None  # pid of the certs:renew we started, until it is reaped
+        self.start_at = 0.0  # when nginx may be started next (starts.py)
+        self.started_at = None
+        self.served = False  # has the nginx started last served (started its workers)?
+        self.early_deaths = 0
+        self.left_out = {}  # port -> why nginx's config leaves it out now
+
+    user = staticmethod(user_directive)
 
     @property
     def enabled(self):
@@ -133,20 +143,17 @@ class Router(Renewal, Routes, RouterLog):
             self.close_socket()
             return
         self.prefix.ensure()
-        self.open_socket()
-        if self.written is None:
-            self.adopt_routes()
-        if self.written is None or not os.path.exists(self.prefix.conf):
-            self.apply(self.sys.clock())
+        self.open_socket()  # before nginx starts (tick): no router line of the first requests is lost
+        if self.written is None and not self.nginx_down():
+            self.adopt_routes()  # an nginx a previous supervisor started runs on
         self.declare()
 
     def declare(self):
-        """nginx as a platform service, once it has a config it accepted (the Keeper starts it)."""
-        if os.path.exists(self.prefix.conf):
-            spec = self.door.service()
-            services.declare(self.layout, nginx.SERVICE, grace=10, stop_signal=signal.SIGQUIT,
-                             keep_capabilities=True, **spec)
-            self.declared = True
+        """nginx as a platform service the Router starts (tick), each time on a config written anew."""
+        spec = self.door.service()
+        services.declare(self.layout, nginx.SERVICE, grace=10, stop_signal=signal.SIGQUIT,
+                         keep_capabilities=True, owner_starts=True, **spec)
+        self.declared = True
 
     def update(self, app, site):
         """The site app should have now (None: serve nothing for it)."""
@@ -159,40 +166,6 @@ class Router(Renewal, Routes, RouterLog):
             self.sites[app] = site
             self.dirty = True
 
-    def plan(self):
-        """The Plan for the sites wanted now, leaving out ports nginx cannot take (said once, tried again)."""
-        scanned = []
-        blocked = []
-
-        def held(port):
-            """Does nginx hold port? Known for the ports of its live config; the socket tables, read once, else."""
-            if port in self.held or not self.master:
-                return port in self.held
-            if not scanned:
-                scanned.append(self.door.listening_ports(self.master[0]))
-            return port in scanned[0]
-
-        def usable(port, what):
-            problem = None if held(port) else self.door.why_not_listenable(port)
-            self.say("port %d" % port, "nginx cannot listen on %s: %s" % (what, problem) if problem else
-                     "nginx can listen on port %d" % port)
-            if problem:
-                blocked.append(port)
-            return problem is None
-        sites = []
-        for app in sorted(self.sites):
-            site = self.sites[app]
-            if site.port is not None and not usable(site.port, "%s's port %d" % (app, site.port)):
-                site = site._replace(port=None)
-            sites.append(site)
-        http, https = settings.http_port(), settings.https_port()
-        wants_https = any(s.certs for s in sites)
-        # Always on the HTTP port (a host no app claims gets a 404 there), unless nginx cannot take it.
-        plan = nginx.Plan(tuple(sites), http, https, user_directive(), self.door.ipv6,
-                          usable(http, "the HTTP port %d (TINYSERV_HTTP_PORT)" % http),
-                          wants_https and usable(https, "the HTTPS port %d" % https))
-        return plan, blocked
-
     # --- applying it -----------------------------------------------------------------------------
 
     def tick(self, now):
@@ -201,10 +174,8 @@ class Router(Renewal, Routes, RouterLog):
             return False
         changed = self.follow_master(now)
         self.renew(now)
-        if self.master is None and self.declared and now >= self.retry_at:
-            # nginx does not run (the Keeper restarts it after a backoff): a port another program took since the
-            # last plan may be why, so plan again now and then; an unchanged config costs nothing.
-            self.dirty, self.retry_at = True, now + APPLY_RETRY
+        if self.start_due(now):
+            return self.start_nginx(now) or changed
         if self.pending:
             changed = self.check_reload(now) or changed
         elif (self.dirty or (self.retry_at and now >= self.retry_at)) and now >= self.retry_at:
@@ -216,6 +187,8 @@ class Router(Renewal, Routes, RouterLog):
         svc = self.keeper.running.get(nginx.SERVICE)
         master = (svc["pid"], svc["starttime"]) if svc and svc["state"] == "up" else None
         if master != self.master:
+            if self.master is not None:
+                self.nginx_died(now)
             self.master, self.ready, self.workers, self.held = master, False, set(), set()
             self.pending = None
             if master is None and self.written:
@@ -223,7 +196,7 @@ class Router(Renewal, Routes, RouterLog):
         if self.master and not self.ready:
             workers = self.worker_pids()
             if workers:
-                self.ready, self.workers = True, workers
+                self.ready, self.workers, self.served = True, workers, True
                 if self.written and self.written.get("at", 0) > svc.get("since", 0):
                     self.reload(now)  # written after nginx started: it may have read the one before
                 elif self.written:
@@ -240,38 +213,50 @@ class Router(Renewal, Routes, RouterLog):
         self.dirty = False
         self.retry_at = 0.0
         try:
-            plan, blocked = self.plan()
+            plan = self.plan()
             text = nginx.render(plan, self.prefix)
         except TinyservError as e:
             self.say("config", "nginx config not made: %s" % e)
             self.retry_at = now + APPLY_RETRY
             return False
-        if blocked:
+        if self.left_out:
             self.retry_at = now + APPLY_RETRY
         if self.written and text == self.written["text"]:
-            return False
+            return self.same_text(plan, now)
         problem = self.door.test(text)
         if problem:
             self.say("config", "nginx refused the new config (the running one stays): %s" % problem)
             self.retry_at = now + APPLY_RETRY
             return False
-        self.say("config", "nginx config accepted")
-        self.door.install()
-        if not self.declared:
-            self.declare()
-            self.keeper.reconcile()
-        self.generation += 1
-        listens = {s.port for s in plan.sites if s.port is not None}
-        listens |= {plan.http_port} if plan.listen_http else set()
-        listens |= {plan.https_port} if plan.listen_https else set()
-        self.written = {"generation": self.generation, "text": text, "at": now,
-                        "sites": {s.app: s for s in plan.sites}, "listens": listens}
+        self.install_config(plan, text, now)
         if self.master and self.ready:
             self.reload(now)
             return False
         if self.master is None:
             return self.confirm(self.written, now)
         return False  # nginx is starting: follow_master reloads it once it is ready
+
+    def install_config(self, plan, text, now):
+        """Make text (checked) the config nginx reads, and remember what it serves."""
+        self.say("config", "nginx config accepted")
+        self.door.install()
+        self.generation += 1
+        listens = {s.port for s in plan.sites if s.port is not None}
+        listens |= {plan.http_port} if plan.listen_http else set()
+        listens |= {plan.https_port} if plan.listen_https else set()
+        self.written = {"generation": self.generation, "text": text, "at": now,
+                        "sites": {s.app: s for s in plan.sites}, "listens": listens}
+
+    def same_text(self, plan, now):
+        """The config's text is what nginx runs, its sites' instances not (an app in maintenance mode, whose
+        config names none): nginx serves the new sites as it is, no reload. True if live now."""
+        sites = {s.app: s for s in plan.sites}
+        if sites == self.written["sites"]:
+            return False
+        self.written = dict(self.written, sites=sites)
+        if self.master and not self.ready:
+            return False  # follow_master confirms it once nginx is ready
+        return self.confirm(self.written, now)
 
     def reload(self, now):
         """SIGHUP nginx's master; the reload is confirmed when a worker it did not have before appears."""
@@ -341,16 +326,18 @@ class Router(Renewal, Routes, RouterLog):
 def web_ports(instances, public):
     """(primary, backup) internal ports of an app's web instances (supervisor's instance dicts).
 
-    Once one new web is up, the new ones take the traffic (nginx passes over one that does not
-    answer yet, or has crashed: no reload for a crash), with the old ones that still serve as
-    backup until they drain; before that, the old ones serve alone. Draining ones get nothing.
+    Only webs the supervisor has seen listening in their own process group ("up") get traffic: one
+    that is starting, or has crashed, is not in nginx's upstream, so a port it held (or was given)
+    never carries the app's requests to another program that took it. Once one new web is up, the
+    new ones take the traffic, with the old ones that still serve as backup until they drain; before
+    that, the old ones serve alone. Draining ones get nothing.
     """
-    webs = [i for i in instances if i["type"] == "web" and i["port"] != public]
-    current = [i for i in webs if not i.get("retired") and i["state"] in ("starting", "up", "crashed")]
-    old = [i["port"] for i in webs if i.get("retired") and i["state"] == "up"]
-    if not any(i["state"] == "up" for i in current) and old:
+    webs = [i for i in instances if i["type"] == "web" and i["port"] != public and i["state"] == "up"]
+    current = [i["port"] for i in webs if not i.get("retired")]
+    old = [i["port"] for i in webs if i.get("retired")]
+    if not current:
         return old, []
-    return [i["port"] for i in current], old
+    return current, old
 
 
 def site_for(layout, app, port, primary, backup, saved):

@@ -19,7 +19,8 @@ class Routes:
         shown = {app: site._asdict() for app, site in self.live.items()}
         try:
             store.write_json(self.prefix.routes, {"generation": generation, "confirmed_at": now, "sites": shown,
-                                                  "text_digest": digest(self.written["text"] if self.written else "")})
+                                                  "text_digest": digest(self.written["text"] if self.written else ""),
+                                                  "left_out": [self.left_out[p] for p in sorted(self.left_out)]})
         except TinyservError as e:
             self.say("routes", "cannot save the routes: %s" % e)
 

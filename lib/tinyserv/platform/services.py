@@ -5,6 +5,10 @@ services/<name>.json (declare()), and the supervisor keeps it running — starts
 with backoff when it dies, adopts it after a restart of its own, restarts it when its declaration
 changes, stops it when the declaration goes away and at shutdown. A service writes its own logs;
 what it prints goes to services/<name>.log. Its state is in run/services.json.
+
+A service declared with owner_starts (nginx) is started only when its owner asks (start_now): the
+Router writes nginx's config from tinyserv's state before every start and checks its ports, so a
+dead nginx comes back at once on a config that works, never on a stale or broken one in backoff.
 """
 
 import os
@@ -16,7 +20,7 @@ from tinyserv.common.names import check_app_name
 from tinyserv.state.store import mapping_of
 
 SPEC = {"argv": [str], "cwd": str, "env": mapping_of(str), "?grace": (int, float), "?stop_signal": int,
-        "?keep_capabilities": bool}
+        "?keep_capabilities": bool, "?owner_starts": bool}
 SAVED = {"services": mapping_of({"pid": int, "starttime": (int, None), "spec": dict})}
 MAX_BACKOFF = 60
 
@@ -42,16 +46,20 @@ def state_file(layout):
     return os.path.join(layout.run_dir, "services.json")
 
 
-def declare(layout, name, argv, cwd, env, grace=10, stop_signal=signals.SIGTERM, keep_capabilities=False):
+def declare(layout, name, argv, cwd, env, grace=10, stop_signal=signals.SIGTERM, keep_capabilities=False,
+            owner_starts=False):
     """Ask for service name to run argv (in cwd, with exactly env); the supervisor acts on its next sync.
 
     keep_capabilities: the service keeps what the supervisor may bind (ports below 1024, see the
-    systemd unit); app processes and other services never get it.
+    systemd unit); app processes and other services never get it. owner_starts: the Keeper never
+    starts it by itself (nor restarts it after a crash); its owner calls Keeper.start_now.
     """
     os.makedirs(services_dir(layout), mode=0o700, exist_ok=True)
     spec = {"argv": list(argv), "cwd": cwd, "env": dict(env), "grace": grace, "stop_signal": int(stop_signal)}
     if keep_capabilities:
         spec["keep_capabilities"] = True
+    if owner_starts:
+        spec["owner_starts"] = True
     try:
         unchanged = store.read_json(spec_file(layout, name), None) == spec  # then no write (a change restarts it)
     except TinyservError:
@@ -114,8 +122,18 @@ class Keeper:
 
     def start_missing(self):
         for name, spec in self.wanted.items():
-            if name not in self.running:
+            if name not in self.running and not spec.get("owner_starts"):
                 self.start(name, spec)
+
+    def start_now(self, name):
+        """An owner_starts service, started now unless it runs or is not wanted (shutdown). Started?"""
+        svc = self.running.get(name)
+        if name not in self.wanted or (svc and svc["state"] != "crashed"):
+            return False
+        self.running.pop(name, None)
+        self.start(name, self.wanted[name], svc["streak"] if svc else 0)
+        self.save()
+        return True
 
     def start(self, name, spec, streak=0):
         """Spawn the service with its output going to its log file."""
@@ -131,7 +149,8 @@ class Keeper:
         except (OSError, ValueError) as e:
             self.note("service %s could not be started: %s" % (name, e))
             self.running[name] = {"pid": 0, "starttime": None, "spec": spec, "state": "crashed", "since": now,
-                                  "streak": streak + 1, "next_try": now + backoff(streak + 1)}
+                                  "streak": streak + 1, "next_try": None if spec.get("owner_starts") else
+                                  now + backoff(streak + 1)}
             return
         self.running[name] = {"pid": child, "starttime": self.sys.starttime(child), "spec": spec, "state": "up",
                               "since": now, "streak": streak, "child": True}
@@ -157,8 +176,11 @@ class Keeper:
             if svc["state"] == "up" and self.exited(svc):
                 self.sys.signal_group(svc["pid"], signals.SIGKILL)
                 streak = 1 if now - svc["since"] >= 60 else svc["streak"] + 1
-                svc.update(state="crashed", streak=streak, next_try=now + backoff(streak), since=now)
-                self.note("service %s exited; restarting in %d s" % (name, backoff(streak)))
+                owned = svc["spec"].get("owner_starts")
+                svc.update(state="crashed", streak=streak, next_try=None if owned else now + backoff(streak),
+                           since=now)
+                self.note("service %s exited; %s" % (name, "its owner starts it again" if owned else
+                                                     "restarting in %d s" % backoff(streak)))
                 changed = True
             elif svc["state"] == "stopping":
                 if self.exited(svc) and not self.sys.group_members(svc["pid"]):
@@ -168,7 +190,10 @@ class Keeper:
                 elif now >= svc["kill_at"]:
                     self.sys.signal_group(svc["pid"], signals.SIGKILL)
                     svc["kill_at"] = now + 1
-            elif svc["state"] == "crashed" and now >= svc["next_try"]:
+            elif svc["state"] == "crashed" and svc["next_try"] is None and name not in self.wanted:
+                del self.running[name]  # its owner starts it no more (shutdown, or withdrawn)
+                changed = True
+            elif svc["state"] == "crashed" and svc["next_try"] is not None and now >= svc["next_try"]:
                 del self.running[name]
                 if name in self.wanted:
                     self.start(name, self.wanted[name], svc["streak"])
@@ -180,7 +205,8 @@ class Keeper:
     def next_due(self, now, busy):
         """Seconds until a service needs looking at (busy: the supervisor's short interval)."""
         waits = [busy if s["state"] == "stopping" else max(busy, s["next_try"] - now)
-                 for s in self.running.values() if s["state"] in ("stopping", "crashed")]
+                 for s in self.running.values() if s["state"] == "stopping" or (
+                     s["state"] == "crashed" and s["next_try"] is not None)]
         return min(waits) if waits else None
 
     def idle(self):

@@ -13,6 +13,7 @@ import subprocess
 import sys
 
 from tinyserv import __version__
+from tinyserv.common.errors import TinyservError
 
 OK, WARN, FAIL = "ok", "warn", "FAIL"
 Check = collections.namedtuple("Check", "level name detail fix")
@@ -363,6 +364,7 @@ def checks(layout):
     for name, spec in declared.items():
         found.append(check_service(name, spec, services.pid(layout, name)))
     found.extend(swarm_checks(layout))
+    found += check_left_out(layout)
     return found
 
 
@@ -376,6 +378,17 @@ def swarm_checks(layout):
         return []
     registry = settings.registry()
     return check_swarm(engine_swarm(), needed, registry, registry_problem(registry) if registry else None)
+
+
+def check_left_out(layout):
+    """Each port nginx's config leaves out because nginx cannot listen there (the supervisor tries it again)."""
+    from tinyserv.frontdoor import nginx
+    try:
+        lines = nginx.read_routes(nginx.Prefix(layout)).get("left_out") or []
+    except (OSError, ValueError, TinyservError):  # damaged routes: the supervisor writes them anew at its next change
+        return []
+    return [Check(WARN, "front door", str(line), "stop the program that holds the port, or choose another port")
+            for line in lines]
 
 
 def doctor(layout):

@@ -219,7 +219,12 @@ class Server:
         self.sup.selector.register(self.listener, selectors.EVENT_READ, LISTENER)
 
     def close(self):
-        """Stop listening and remove the socket."""
+        """Stop listening and remove the socket (the router lines nginx sent before it stopped are written first)."""
+        reader = self.sup.router.socket
+        if reader is not None:
+            reader.stop()
+            while reader.lines:
+                self.sup.router_log()
         self.sup.router.close_socket()
         self.sup.selector.unregister(self.listener)
         self.listener.close()

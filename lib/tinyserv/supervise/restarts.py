@@ -3,7 +3,6 @@
 import signal
 import time
 
-from tinyserv.state import releases
 from tinyserv.supervise.instances import RUNNING
 
 STABLE_AFTER = 60  # an instance that ran this long before crashing restarts at once
@@ -97,10 +96,8 @@ class Restarts:
             self.forget(app, inst["name"])
             self.reconcile(app)
             return
+        # A web gets a fresh port (port_for): nginx routes to it only once it is seen listening there.
         kept = {k: inst.get(k) for k in ("restarts", "streak", "exit_code", "reason")}
-        if self.router.enabled and inst["type"] == "web" and self.right_port(inst, releases.port(self.layout, app)) \
-                and not self.sys.port_taken(inst["port"]):
-            kept["port"] = inst["port"]  # the same port: nginx's upstream needs no change for a crash
         self.forget(app, inst["name"])
         self.start(app, inst["name"], want.instances[inst["name"]], want, kept)
 

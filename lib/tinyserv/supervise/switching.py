@@ -161,8 +161,8 @@ class Switching:
         """Write the requests nginx reported into their apps' logs, naming the instance that answered."""
         for fields in self.router.read_log():
             app = fields["app"]
-            if app not in self.apps:
-                continue
+            if app not in self.apps and not (app and self.layout.exists(app)):
+                continue  # also at shutdown, once the app's processes are gone: its last requests are logged
             port = nginx.upstream_port(fields)
-            dyno = next((i["name"] for i in self.apps[app].values() if port and i["port"] == port), None)
+            dyno = next((i["name"] for i in self.apps.get(app, {}).values() if port and i["port"] == port), None)
             self.write_lines(app, "router", [nginx.router_line(fields, dyno)])
