@@ -5,6 +5,7 @@ starts a new worker and retires the old one) and a fake door (nginx -t, the netw
 """
 
 import json
+import select
 import signal
 import socket
 
@@ -416,6 +417,7 @@ def test_each_request_nginx_reports_is_a_router_line_in_the_app_log_naming_the_i
               "request_id": "r1", "protocol": "http"}
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
         s.sendto(b"<190>Nov 28 05:41:35 tinyserv: " + json.dumps(fields).encode(), nginx.Prefix(layout).router_socket)
+    assert select.select([sup.router.socket], [], [], 10)[0], "the router log's pump handed nothing over"
     sup.router_log()
     assert ('router: at=info method=GET path="/" host=localhost request_id=r1 fwd="1.2.3.4" dyno=web.1 connect=0ms '
             'service=3ms status=200 bytes=12 protocol=http') in log_text(layout)

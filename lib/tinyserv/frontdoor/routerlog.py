@@ -2,86 +2,116 @@
 
 A Unix datagram socket queues only net.unix.max_dgram_qlen datagrams (10 on many kernels): nginx, which
 never waits on it, drops every line past that while the supervisor's loop is busy (starting thirty webs,
-say). So a thread of the supervisor's reads the socket as lines come, into memory, and wakes the loop
-through a pipe (self.socket is that pipe's reading end, as the loop watches it).
+say) — a thread of the supervisor's own still waits on its GIL. So a small process of its own reads the
+socket as lines come (routerpump.py) into a pipe of a megabyte, which the supervisor's loop watches.
 """
 
-import collections
 import os
+import select
 import socket
-import threading
+import subprocess
+import sys
+import time
 
-from tinyserv.frontdoor import nginx
+from tinyserv.frontdoor import nginx, routerpump
+from tinyserv.platform import procs
 
-LOG_READS = 256  # router datagrams read per turn of the supervisor's loop
-KEPT = 100000  # datagrams kept in memory for the loop at most (the oldest go first)
+READ_BYTES = 64 * 1024  # router lines read per turn of the supervisor's loop (the rest waits in the pipe)
+PIPE_SIZE = 1024 * 1024
+STOP_WAIT = 2.0  # seconds the pump gets to hand over its last lines when the supervisor stops
 
 
 class Reader:
-    """The socket read by a thread into a deque; fileno() is a pipe that is readable while lines wait."""
+    """The socket read by the pump process; fileno() is the pipe it writes into, readable while lines wait."""
 
     def __init__(self, sock):
-        self.sock = sock
-        self.lines = collections.deque(maxlen=KEPT)
-        self.wake_r, self.wake_w = os.pipe()
-        os.set_blocking(self.wake_r, False)
-        os.set_blocking(self.wake_w, False)
-        self.stopped = False
-        self.sock.settimeout(0.5)  # to see `stopped` now and then
-        self.thread = threading.Thread(target=self.run, name="router-log", daemon=True)
-        self.thread.start()
+        self.sock = sock  # kept: a pump that dies is started again on the same socket
+        self.buffer = b""
+        self.pump = self.pipe = None
+        self.start()
+
+    def start(self):
+        read_end, write_end = os.pipe()
+        procs.enlarge_pipe(read_end, PIPE_SIZE)
+        try:
+            self.pump = subprocess.Popen(
+                [sys.executable, "-S", routerpump.__file__, str(self.sock.fileno()), str(write_end),
+                 str(os.getpid())], pass_fds=(self.sock.fileno(), write_end), stdin=subprocess.DEVNULL,
+                start_new_session=True)
+        except OSError:
+            os.close(read_end)
+            raise
+        finally:
+            os.close(write_end)
+        os.set_blocking(read_end, False)
+        if self.pipe is not None:
+            os.close(self.pipe)
+        self.pipe, self.buffer = read_end, b""
 
     def fileno(self):
-        return self.wake_r
+        return self.pipe
 
-    def run(self):
-        while not self.stopped:
-            try:
-                data = self.sock.recv(65536)
-            except socket.timeout:
-                continue
-            except OSError:
-                return
-            self.lines.append(data)
-            try:
-                os.write(self.wake_w, b"x")
-            except OSError:
-                pass  # the pipe is full: the loop is woken already
-
-    def take(self, count):
-        """Up to count datagrams, oldest first (the wake pipe emptied first, so no line is left unsignalled)."""
+    def read(self, limit=READ_BYTES):
+        """The whole datagrams among the next `limit` bytes of the pipe; None once the pump is gone and the pipe
+        is empty."""
         try:
-            while os.read(self.wake_r, 4096):
-                pass
-        except OSError:
-            pass
-        taken = []
-        while self.lines and len(taken) < count:
-            taken.append(self.lines.popleft())
-        if self.lines:
-            try:
-                os.write(self.wake_w, b"x")
-            except OSError:
-                pass
-        return taken
+            data = os.read(self.pipe, limit)
+        except BlockingIOError:
+            return []
+        if not data:
+            return None
+        self.buffer += data
+        lines = []
+        while len(self.buffer) >= routerpump.FRAME:
+            size = int.from_bytes(self.buffer[:routerpump.FRAME], "big")
+            if len(self.buffer) < routerpump.FRAME + size:
+                break
+            lines.append(self.buffer[routerpump.FRAME:routerpump.FRAME + size])
+            self.buffer = self.buffer[routerpump.FRAME + size:]
+        return lines
+
+    def take(self):
+        """The datagrams waiting (a turn's worth); a pump that died is started again (the socket kept its lines)."""
+        lines = self.read()
+        if lines is None:
+            self.pump.wait()
+            self.start()
+            return []
+        return lines
 
     def stop(self):
-        """Stop the thread and take what the socket still holds (nginx has stopped: the last lines)."""
-        self.stopped = True
-        self.thread.join(2)
-        self.sock.setblocking(False)
+        """Let the pump hand over what the socket still holds (nginx has stopped: the last lines), then end it.
+        Returns those lines."""
+        if self.pump.poll() is None:
+            self.pump.terminate()
+        lines, deadline = [], time.monotonic() + STOP_WAIT
+        while True:
+            more = self.read(PIPE_SIZE)
+            if more is None:  # the pump has exited and everything it wrote is read
+                break
+            lines += more
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            if not more:
+                select.select([self.pipe], [], [], left)
+        if self.pump.poll() is None:
+            self.pump.kill()
+        self.pump.wait()
+        self.sock.setblocking(False)  # a pump ended before it could read them: the socket still has them
         try:
             while True:
-                self.lines.append(self.sock.recv(65536))
+                lines.append(self.sock.recv(65536))
         except OSError:
             pass
+        return lines
 
     def close(self):
-        if not self.stopped:
-            self.stop()
+        """Stop the pump and close everything; returns the last lines."""
+        lines = self.stop()
+        os.close(self.pipe)
         self.sock.close()
-        os.close(self.wake_r)
-        os.close(self.wake_w)
+        return lines
 
 
 class RouterLog:
@@ -111,15 +141,16 @@ class RouterLog:
         self.socket = Reader(sock)
 
     def close_socket(self):
-        if self.socket is not None:
-            self.socket.close()
-            self.socket = None
+        """Stop reading; returns the entries the pump still handed over (nginx's last requests)."""
+        if self.socket is None:
+            return []
+        last, self.socket = self.socket.close(), None
+        return self.entries(last)
 
     def read_log(self):
-        """The router log entries waiting on the socket (at most LOG_READS): [fields dict]."""
-        entries = []
-        for data in self.socket.take(LOG_READS):
-            fields = nginx.router_fields(data)
-            if fields:
-                entries.append(fields)
-        return entries
+        """The router log entries waiting (a turn's worth): [fields dict]."""
+        return self.entries(self.socket.take())
+
+    @staticmethod
+    def entries(datagrams):
+        return [fields for fields in map(nginx.router_fields, datagrams) if fields]

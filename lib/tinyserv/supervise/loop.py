@@ -220,12 +220,7 @@ class Server:
 
     def close(self):
         """Stop listening and remove the socket (the router lines nginx sent before it stopped are written first)."""
-        reader = self.sup.router.socket
-        if reader is not None:
-            reader.stop()
-            while reader.lines:
-                self.sup.router_log()
-        self.sup.router.close_socket()
+        self.sup.router_log(self.sup.router.close_socket())  # the lines nginx sent before it stopped
         self.sup.selector.unregister(self.listener)
         self.listener.close()
         try:

@@ -157,9 +157,10 @@ class Switching:
                      key=lambda w: (len(w["name"]), w["name"]))
         releases.publish_routes(self.layout, app, web, list(site.domains))
 
-    def router_log(self):
-        """Write the requests nginx reported into their apps' logs, naming the instance that answered."""
-        for fields in self.router.read_log():
+    def router_log(self, entries=None):
+        """Write the requests nginx reported (entries, else those waiting) into their apps' logs, naming the
+        instance that answered."""
+        for fields in self.router.read_log() if entries is None else entries:
             app = fields["app"]
             if app not in self.apps and not (app and self.layout.exists(app)):
                 continue  # also at shutdown, once the app's processes are gone: its last requests are logged
