@@ -1,6 +1,7 @@
 """Helpers shared by every test layer: running commands, polling, HTTP, making app repositories."""
 
 import http.client
+import json
 import os
 import select
 import shlex
@@ -189,3 +190,26 @@ class Running:
         self._read(0)
         os.close(self.read_fd)
         return self.proc.returncode
+
+
+def package_json(dependencies=None):
+    """A package.json for a Node.js app; without dependencies `npm install` needs no registry."""
+    return json.dumps({"name": "tinyserv-test-app", "version": "1.0.0", "private": True,
+                       "dependencies": dependencies or {}}, indent=2) + "\n"
+
+
+def node_source(body):
+    """The one Node.js app every layer pushes: it answers every request with `body` (a JavaScript expression)
+    as text/plain and logs its port."""
+    return ('require("http").createServer((req, res) => { res.setHeader("Content-Type", "text/plain"); '
+            'res.end(%s); })\n'
+            '  .listen(process.env.PORT, () => console.log("listening on port " + process.env.PORT));\n' % body)
+
+
+def node_app(message, procfile=None, extra=None, main="server.js"):
+    """Files of a node app without dependencies whose web answers `message` and logs its port."""
+    files = {"package.json": package_json(), "Procfile": procfile or "web: node %s\n" % main,
+             main: node_source(json.dumps(message))}
+    files.update(extra or {})
+    return files
+

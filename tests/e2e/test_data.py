@@ -16,9 +16,8 @@ import urllib.parse
 
 import pytest
 
-from conftest import Server, ssh_options
+from helpers import PUSH_TIMEOUT, Server, ssh_options
 from support import describe, http_get, make_app, run, wait_until
-from test_releases import PUSH_TIMEOUT
 
 APP = "data-keeper"
 ADMIN_PASSWORD = "e2eAdminPassword42"

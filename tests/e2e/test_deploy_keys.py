@@ -9,7 +9,7 @@ import shlex
 
 import pytest
 
-from conftest import REAL_SSH, ssh_options
+from helpers import REAL_SSH, ssh_options
 from support import describe, make_app, run, wait_for_http
 
 

@@ -13,7 +13,7 @@ import tempfile
 import pytest
 
 from support import describe, http_get, make_app, run, wait_until
-from test_releases import Poller, node_app
+from helpers import node_app, Poller
 
 PREFIX = "dev-"
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

@@ -1,6 +1,6 @@
 """Ordinary faults over real ssh (issue 7): a push interrupted by a dropped connection or Ctrl-C, hostile input.
 
-Apps here are named rel-... (the App helpers of test_releases) and destroyed at the end of each test.
+Apps here are named rel-... (the App helpers of helpers.py) and destroyed at the end of each test.
 """
 
 import json
@@ -9,8 +9,8 @@ import signal
 
 import pytest
 
-from support import Running, describe, wait_until
-from test_releases import ROOT, App, new_app, node_app, package_json  # noqa: F401 - new_app is a fixture
+from support import describe, Running, wait_until
+from helpers import ROOT, node_app, package_json
 
 SLOW_BOOT = ("const delay = 1500; setTimeout(() => require('http').createServer((req, res) => res.end(%s))"
              ".listen(process.env.PORT), delay);\n")

@@ -16,8 +16,8 @@ import threading
 
 import pytest
 
-from support import Loader, describe, http_answer, make_app, wait_until
-from test_releases import ROOT, App, package_json
+from support import describe, http_answer, Loader, make_app, wait_until
+from helpers import ROOT, App, package_json
 
 SERVER_JS = """const http = require("http");
 let inflight = 0;

@@ -5,197 +5,15 @@ port goes back to the pool the other e2e modules draw from.
 """
 
 import json
-import os
 import re
 import subprocess
-import threading
 import time
 
 import pytest
 
-from support import describe, http_get, make_app, run, wait_until
-
-PREFIX = "rel-"
-ROOT = "/home/deploy/tinyserv"
-SAMPLE_APP = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
-                          "tests", "sample-app")
-PUSH_TIMEOUT = 180
-
-
-def package_json(dependencies=None):
-    """A package.json for a Node.js app; without dependencies `npm install` needs no registry."""
-    return json.dumps({"name": "tinyserv-e2e-app", "version": "1.0.0", "private": True,
-                       "dependencies": dependencies or {}}, indent=2) + "\n"
-
-
-def node_index(body):
-    """index.js of a dependency-free Node.js app that answers every request with `body`."""
-    return ("require('http').createServer((req, res) => res.end(%s))"
-            ".listen(process.env.PORT, () => console.log('listening on ' + process.env.PORT));\n" % body)
-
-
-def node_app(text, procfile="web: node index.js\n"):
-    """The files of a plain node `http` app that answers `text`."""
-    return {"package.json": package_json(), "Procfile": procfile, "index.js": node_index(json.dumps(text))}
-
-
-class App:
-    """One app under test: its local repository, and the client commands run in it."""
-
-    def __init__(self, server, repo, name):
-        self.server = server
-        self.repo = str(repo)
-        self.name = name
-        self.port = None
-
-    def tinyserv(self, *args, check=True):
-        """Run the real client in the app's repository."""
-        __tracebackhide__ = True
-        return run(["tinyserv", *args], cwd=self.repo, env=self.server.env, check=check, timeout=PUSH_TIMEOUT)
-
-    def push(self, *refspecs, check=True):
-        """`git push tinyserv REFSPEC...` (main by default)."""
-        __tracebackhide__ = True
-        return run(["git", "push", "tinyserv", *(refspecs or ["main"])], cwd=self.repo, env=self.server.env,
-                   check=check, timeout=PUSH_TIMEOUT)
-
-    def git(self, *args):
-        """Run git in the app's repository; return its stripped stdout."""
-        return run(["git", *args], cwd=self.repo).stdout.strip()
-
-    def commit(self, files, message):
-        """Write `files` ({name: text}) and commit them; return the new commit's sha."""
-        for name, text in files.items():
-            with open(os.path.join(self.repo, name), "w") as f:
-                f.write(text)
-        self.git("add", "-A")
-        self.git("commit", "-q", "-m", message)
-        return self.git("rev-parse", "HEAD")
-
-    def info(self):
-        return json.loads(self.tinyserv("apps:info", "--json").stdout)
-
-    def releases(self, *args):
-        """`tinyserv releases --json`: newest first."""
-        return json.loads(self.tinyserv("releases", "--json", *args).stdout)
-
-    def config(self):
-        return json.loads(self.tinyserv("config", "--json").stdout)
-
-    def url(self):
-        """The app's URL on this machine (its container port is asked once; the host side is re-read each time)."""
-        if self.port is None:
-            self.port = self.info()["port"]
-        return self.server.url(self.port)
-
-    def get(self):
-        return http_get(self.url())
-
-    def wait_serving(self, text, timeout=30):
-        """Poll until the app answers exactly `text`."""
-        url = self.url()
-        return wait_until(lambda: http_get(url) == (200, text), timeout, interval=0.1,
-                          message=f"{self.name} to answer {text!r} (it answered {http_get(url)!r} before)")
-
-    def on_disk(self):
-        """The app on the server's disk, in one ssh call: its public release file, build directories and main."""
-        out = self.server.ssh(
-            f"cat {ROOT}/releases/{self.name}.json; echo '#'; "
-            f"find {ROOT}/apps/{self.name}/builds -mindepth 1 -maxdepth 1 -type d -printf '%f\\n'; echo '#'; "
-            f"git --git-dir={ROOT}/repos/{self.name}.git rev-parse -q --verify refs/heads/main || true").stdout
-        release, builds, main = out.split("#\n")
-        return {"release": json.loads(release), "builds": sorted(builds.split()), "main": main.strip()}
-
-
-@pytest.fixture
-def new_app(server, tmp_path):
-    """A factory: new_app(short_name, files) makes a repository and an app rel-SHORT_NAME; all destroyed after."""
-    created = []
-
-    def create(short_name, files):
-        name = PREFIX + short_name
-        repo = make_app(tmp_path / name, files)
-        app = App(server, repo, name)
-        app.tinyserv("apps:create", name)
-        created.append(app)
-        return app
-
-    yield create
-    destroyed = [app.tinyserv("apps:destroy", "--confirm", app.name, check=False) for app in created]
-    for result in destroyed:
-        assert result.returncode == 0, describe(result)
-
-
-def deployed(app, text, *refspecs):
-    """Push the app's main branch (or `refspecs`) and wait until it answers `text`; return the push's result."""
-    result = app.push(*refspecs)
-    app.wait_serving(text)
-    return result
-
-
-def output(result):
-    """Everything a command printed (git push writes the server's lines to stderr)."""
-    return result.stdout + result.stderr
-
-
-def remote_lines(result):
-    """The lines the server printed during a push, without git's `remote: ` prefix."""
-    return [line[len("remote: "):].rstrip() for line in output(result).splitlines() if line.startswith("remote: ")]
-
-
-class Poller:
-    """While in a `with` block, GET `url` every ~50 ms in a background thread (until `deadline` seconds at most),
-    recording each answer: (status, body), or None when nothing answered."""
-
-    def __init__(self, url, deadline=PUSH_TIMEOUT, interval=0.05):
-        self.url = url
-        self.deadline = deadline
-        self.interval = interval
-        self.answers = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._poll, daemon=True)
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc_info):
-        self._stop.set()
-        self._thread.join()
-
-    def _poll(self):
-        end = time.monotonic() + self.deadline
-        while not self._stop.is_set() and time.monotonic() < end:
-            self.answers.append(http_get(self.url, timeout=2))
-            self._stop.wait(self.interval)
-
-    def report(self):
-        """How many polls there were and each answer that differed from the first, for failure messages."""
-        return f"{len(self.answers)} polls; answers: " + ", ".join(
-            f"#{i} {answer!r}" for i, answer in enumerate(self.answers) if answer != self.answers[0])
-
-
-def push_while_polling(app, expected):
-    """Push main while polling the app; assert it answered `expected` on every poll; return the push's result."""
-    __tracebackhide__ = True
-    with Poller(app.url()) as poller:
-        result = app.push(check=False)
-    assert len(poller.answers) >= 5, f"too few polls to tell anything: {poller.report()}\n{describe(result)}"
-    wrong = [(i, answer) for i, answer in enumerate(poller.answers) if answer != expected]
-    assert not wrong, (f"the running release did not answer {expected!r} on every poll during the push: "
-                       f"{len(wrong)} of {len(poller.answers)} polls got {wrong[:10]}\n{describe(result)}")
-    return result
-
-
-def assert_rejected(result, reason):
-    """The push failed the way git reports a declined pre-receive hook, with tinyserv's one-line reason."""
-    __tracebackhide__ = True
-    text = output(result)
-    assert result.returncode != 0, f"the push was accepted\n{describe(result)}"
-    assert "pre-receive hook declined" in text, describe(result)
-    assert " !     Push rejected: " + reason in text, describe(result)
-
-
+from helpers import (PREFIX, PUSH_TIMEOUT, ROOT, App, assert_rejected, deployed, node_app, node_index, output,
+                     package_json, push_while_polling, remote_lines, sample_app_files)
+from support import describe, make_app, run, wait_until
 # --- 1. bad pushes leave the running release serving ---------------------------------------------------------
 
 @pytest.fixture(scope="module")
@@ -464,14 +282,6 @@ def test_two_simultaneous_pushes_end_with_one_whole_release_serving(new_app, ser
 
 
 # --- 8. the build cache ---------------------------------------------------------------------------------------
-
-def sample_app_files():
-    files = {}
-    for name in ("Procfile", "index.js", "package.json", "package-lock.json"):
-        with open(os.path.join(SAMPLE_APP, name)) as f:
-            files[name] = f.read()
-    return files
-
 
 def test_a_code_only_push_reuses_dependencies_and_a_manifest_change_installs_them(new_app):
     files = sample_app_files()

@@ -10,7 +10,7 @@ import shlex
 
 import pytest
 
-from conftest import REAL_SSH, ssh_options
+from helpers import REAL_SSH, ssh_options
 from support import describe, make_app, run
 from test_data import ADMIN_PASSWORD, set_up_postgresql
 from test_root_mode import ROOT, RootApp, node_files

@@ -5,7 +5,6 @@ Every app here is named rt-... and destroyed at the end of its test.
 """
 
 import json
-import os
 import re
 
 import pytest

@@ -21,9 +21,8 @@ import pytest
 from pytest_docker.plugin import DockerComposeExecutor, Services
 
 import images
-from conftest import Server
-from support import Loader, describe, http_answer, make_app, run, wait_until
-from test_releases import App
+from helpers import App, Server
+from support import describe, http_answer, Loader, make_app, run, wait_until
 
 SWARM_COMPOSE_FILE = os.path.join(images.REPO, "docker", "docker-compose.swarm.yml")
 BASES_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "swarm-bases")

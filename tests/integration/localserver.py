@@ -59,21 +59,6 @@ def unique_name(prefix):
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
-def node_app(message, procfile="web: node server.js\n", extra=None):
-    """Files of a node app without dependencies whose web answers `message` and logs its port."""
-    files = {
-        "package.json": json.dumps({"name": "tinyserv-test-app", "version": "1.0.0", "private": True}, indent=2),
-        "Procfile": procfile,
-        "server.js": (
-            'const http = require("http");\n'
-            f"const message = {json.dumps(message)};\n"
-            'http.createServer((req, res) => { res.setHeader("Content-Type", "text/plain"); res.end(message); })\n'
-            '  .listen(process.env.PORT, () => console.log("listening on port " + process.env.PORT));\n'),
-    }
-    files.update(extra or {})
-    return files
-
-
 # --- processes, read from /proc ---------------------------------------------------------------------------
 
 

@@ -10,8 +10,8 @@ import types
 
 import pytest
 
-from localserver import TINYSERV_REMOTE, node_app, unique_name
-from support import describe, run
+from localserver import TINYSERV_REMOTE, unique_name
+from support import describe, node_app, run
 
 TOO_LONG = "a" * 31
 INVALID_NAMES = ["../x", "a;b", "has space", "Caps", "", TOO_LONG, "ends.git", "9starts-with-digit"]

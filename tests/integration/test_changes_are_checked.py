@@ -4,8 +4,7 @@ import os
 
 import pytest
 
-from localserver import node_app
-from support import describe, http_get
+from support import describe, http_get, node_app
 
 PICKY = (
     'const http = require("http");\n'

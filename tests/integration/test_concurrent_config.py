@@ -3,8 +3,8 @@
 import subprocess
 import time
 
-from localserver import TINYSERV, node_app
-from support import describe, http_get
+from localserver import TINYSERV
+from support import describe, http_get, node_app
 
 
 BOOT_TIMEOUT = 15  # how long a config:set may wait for web; a hang shows as a warning after this

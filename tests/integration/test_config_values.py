@@ -2,8 +2,7 @@
 
 import json
 
-from localserver import node_app
-from support import http_get, run
+from support import http_get, node_app, run
 
 VALUES = {
     "SPACES": "a b  c",

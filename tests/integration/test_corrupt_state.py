@@ -5,8 +5,7 @@ import os
 
 import pytest
 
-from localserver import node_app
-from support import describe, http_get
+from support import describe, http_get, node_app
 
 DAMAGED = [
     # (file of the damaged app, relative to $TINYSERV_ROOT; {app} and {build} are filled in)

@@ -12,8 +12,8 @@ import types
 
 import pytest
 
-from localserver import TINYSERV_REMOTE, node_app
-from support import describe, run
+from localserver import TINYSERV_REMOTE
+from support import describe, node_app, run
 
 KEYGEN = ["ssh-keygen", "-q", "-t", "ed25519", "-N", ""]
 

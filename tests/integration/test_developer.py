@@ -12,8 +12,8 @@ import uuid
 
 import pytest
 
-from localserver import BIN, REPO, environ_of, live_pids, node_app, port_is_free
-from support import Running, http_get, make_app, run, wait_until
+from localserver import BIN, REPO, environ_of, live_pids, port_is_free
+from support import http_get, make_app, node_app, run, Running, wait_until
 
 TINYSERV = os.path.join(BIN, "tinyserv")
 

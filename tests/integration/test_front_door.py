@@ -14,9 +14,7 @@ import threading
 
 import pytest
 
-from localserver import node_app
-from support import Loader, run, wait_until
-from support import http_answer as get
+from support import http_answer as get, Loader, node_app, run, wait_until
 
 SERVER_JS = """const http = require("http");
 let inflight = 0;

@@ -13,8 +13,7 @@ import socket
 import threading
 import time
 
-from support import wait_until
-from support import http_answer as get
+from support import http_answer as get, wait_until
 from test_front_door import deploy, instance_pid, web_app
 
 

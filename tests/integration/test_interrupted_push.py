@@ -13,8 +13,8 @@ import time
 
 import pytest
 
-from localserver import environ_of, live_pids, node_app
-from support import Running, http_get, wait_until
+from localserver import environ_of, live_pids
+from support import http_get, node_app, Running, wait_until
 
 SLOW_BUILD = "slow build: started"
 DELAY_WEB = (

@@ -2,8 +2,7 @@
 
 import json
 
-from localserver import node_app
-from support import http_get, wait_for_http, wait_until
+from support import http_get, node_app, wait_for_http, wait_until
 
 GROWER = (
     'const http = require("http");\n'

@@ -5,8 +5,7 @@ import os
 import re
 import signal
 
-from localserver import node_app
-from support import http_get, wait_for_http, wait_until
+from support import http_get, node_app, wait_for_http, wait_until
 
 WORKER = 'let n = 0;\nsetInterval(() => console.log("tick " + n++), 200);\n'
 WEB_AND_WORKER = "web: node server.js\nworker: node worker.js\n"

@@ -8,8 +8,8 @@ import types
 
 import pytest
 
-from localserver import Link, node_app
-from support import describe, http_get
+from localserver import Link
+from support import describe, http_get, node_app
 
 GOOD = node_app("good v1")
 NO_SUCH_PACKAGE = "tinyserv-integration-no-such-package-7f3c9a"

@@ -7,8 +7,8 @@ import os
 import signal
 import time
 
-from localserver import cmdline_of, environ_of, live_pids, node_app
-from support import describe, http_get, wait_for_http, wait_until
+from localserver import cmdline_of, environ_of, live_pids
+from support import describe, http_get, node_app, wait_for_http, wait_until
 
 NOISY = node_app("noisy", procfile="web: node server.js\nworker: yes tinyserv-noisy-output\n")
 # Started only by the instance, not by the push's trial boot of web: deploy.py stops the trial boot's process
