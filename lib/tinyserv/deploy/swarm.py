@@ -73,6 +73,16 @@ def refuse_data(layout, app):
                             "nodes cannot see: move them to an add-on first (no volume driver is chosen yet)" % app)
 
 
+def check_rollback(layout, app, target):
+    """A rollback stays on the app's scheduler: a swarm app runs images, a local app build directories."""
+    imaged = "image" in appstate.build_meta(layout, app, target["build"])
+    if imaged != scheduled(layout, app):
+        was, now = ("swarm", "local") if imaged else ("local", "swarm")
+        raise TinyservError("v%d ran on the %s scheduler and %s now runs on the %s one: its build cannot run here; "
+                            "push again, or move the app back first with 'tinyserv scheduler:set %s'" % (
+                                target["version"], was, app, now, was))
+
+
 # --- names ----------------------------------------------------------------------------------------
 
 def new_rollout():
@@ -422,6 +432,12 @@ def destroy(layout, app):
         if time.monotonic() > deadline:
             break
         time.sleep(0.2)
+    remove_images(layout, app)
+
+
+def remove_images(layout, app):
+    """Remove every image built for app (a destroy, or a move off the swarm)."""
+    found = docker.labels(layout.tag, app)
     images = docker.run(["images", "-q", *docker.label_filters(found)], check=False).split()
     if images:
         docker.run(["image", "rm", "-f", *sorted(set(images))], check=False)
