@@ -290,7 +290,7 @@ def test_a_python_app_runs_on_the_swarm_and_is_destroyed_without_a_trace(swarm_s
 
 def local_webs(server):
     """The sample app's node processes the server runs itself (swarm tasks are in containers of their own)."""
-    return server.ssh("pgrep -fc 'node index.js' || true").stdout.strip()
+    return server.ssh("pgrep -fc '[n]ode index.js' || true").stdout.strip()
 
 
 def test_a_deployed_app_moves_to_the_swarm_and_back_without_a_failed_request(swarm_server, tmp_path):

@@ -138,7 +138,8 @@ def follow(services, ps):
 
 def run_words(image, env, argv, tty):
     """`docker run` arguments of a one-off container of the release's image with its config."""
-    return ["run", "--rm", "-i", *(["-t"] if tty else []), *swarm.env_words(env), image, *argv]
+    return ["run", "--rm", "-i", *(["-t"] if tty else []), "--add-host", docker.HOST_GATEWAY, *swarm.env_words(env),
+            image, *argv]
 
 
 def run(layout, app, argv):
