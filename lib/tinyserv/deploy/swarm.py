@@ -439,18 +439,18 @@ def restart(layout, app, ptype=None):
 def destroy(layout, app):
     """Remove every service, task container and image of app (what a test checks is gone)."""
     remove_services([s for s, _ in services_of(layout, app)])
+    remove_images(layout, app)
+
+
+def remove_images(layout, app, timeout=60):
+    """Remove every image built for app (a destroy, or a move off the swarm), once its task containers are gone
+    (the engine keeps an image a container still uses)."""
     found = docker.labels(layout.tag, app)
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + timeout
     while docker.run(["ps", "-aq", *docker.label_filters(found)], check=False).strip():
         if time.monotonic() > deadline:
             break
         time.sleep(0.2)
-    remove_images(layout, app)
-
-
-def remove_images(layout, app):
-    """Remove every image built for app (a destroy, or a move off the swarm)."""
-    found = docker.labels(layout.tag, app)
     images = docker.run(["images", "-q", *docker.label_filters(found)], check=False).split()
     if images:
         docker.run(["image", "rm", "-f", *sorted(set(images))], check=False)
