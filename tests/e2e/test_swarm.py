@@ -287,6 +287,43 @@ def test_a_python_app_runs_on_the_swarm_and_is_destroyed_without_a_trace(swarm_s
     assert made_by(swarm_server, app.name) == {"services": [], "containers": [], "images": []}
 
 
+def local_webs(server):
+    """The sample app's node processes the server runs itself (swarm tasks are in containers of their own)."""
+    return server.ssh("pgrep -fc '[n]ode index.js' || true").stdout.strip()
+
+
+def test_a_deployed_app_moves_to_the_swarm_and_back_without_a_failed_request(swarm_server, tmp_path):
+    name = "swarm-move-%s" % uuid.uuid4().hex[:4]
+    app = App(swarm_server, make_app(tmp_path / name, sample_files()), name)
+    app.tinyserv("apps:create", name)
+    try:
+        app.push()
+        port = app.info()["port"]
+        assert local_webs(swarm_server) != "0", "the app does not run locally: the move would prove nothing"
+        with Loader(port) as load:
+            wait_until(lambda: load.ok > 20, 30, message="requests answered before the move")
+            moved = app.tinyserv("scheduler:set", "swarm")
+            assert "done" in moved.stdout, describe(moved)
+            assert app.info()["scheduler"] == "swarm"
+            assert running_web(swarm_server, name), "no web task after the move"
+            wait_until(lambda: local_webs(swarm_server) == "0", 60, message="the local processes to stop")
+            ok = load.ok
+            wait_until(lambda: load.ok > ok + 20, 30, message="requests answered by the swarm")
+            assert app.releases()[0]["description"].startswith("Move to the swarm"), app.releases()[0]
+            refused = app.tinyserv("rollback", check=False)
+            assert refused.returncode != 0 and "ran on the local scheduler" in refused.stderr, describe(refused)
+            app.tinyserv("scheduler:set", "local")
+            assert app.info()["scheduler"] == "local"
+            wait_until(lambda: made_by(swarm_server, name) == {"services": [], "containers": [], "images": []}, 60,
+                       message="the swarm's services, containers and images to go")
+            ok = load.ok
+            wait_until(lambda: load.ok > ok + 20, 30, message="requests answered by the local web")
+        assert load.failed == [], "%d failed of %d: %s" % (len(load.failed), load.ok, load.failed[:5])
+        assert get(port) == (200, "foo is undefined\n")
+    finally:
+        app.tinyserv("apps:destroy", "--confirm", name, check=False)
+
+
 def test_data_directories_and_cron_are_refused_for_swarm_apps_in_one_line(swarm_server, tmp_path):
     files = dict(PYTHON_APP, **{"app.json": '{"cron": [{"command": "true", "schedule": "*/5 * * * *"}]}'})
     app = swarm_app(swarm_server, tmp_path, "swarm-cron-%s" % uuid.uuid4().hex[:4], files)

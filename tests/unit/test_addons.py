@@ -249,6 +249,11 @@ def test_a_redis_add_on_listens_on_loopback_with_a_password_and_an_append_only_f
     assert redis.password_of({"url": redis.url(6381, "pw123")}) == "pw123"
 
 
+def test_a_swarm_apps_redis_also_listens_on_the_engines_bridge_gateway_if_it_is_there():
+    conf = redis.conf_text("shop", "redis-1a2b", 6381, "pw", "/d", also=["172.17.0.1"]).splitlines()
+    assert "bind 127.0.0.1 -172.17.0.1" in conf and "requirepass pw" in conf
+
+
 def test_redis_commands_are_resp_arrays():
     assert redis.encode("AUTH", "pw") == b"*2\r\n$4\r\nAUTH\r\n$2\r\npw\r\n"
     assert redis.encode("SET", "k", "é") == b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$2\r\n\xc3\xa9\r\n"

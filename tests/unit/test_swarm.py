@@ -142,8 +142,28 @@ def test_task_log_lines_take_the_local_log_format():
 
 def test_run_attaches_a_terminal_only_when_the_user_has_one():
     assert scheduler.run_words("img", {"A": "1"}, ["bash"], tty=True) == [
-        "run", "--rm", "-i", "-t", "--env", "A", "img", "bash"]
+        "run", "--rm", "-i", "-t", "--add-host", "host.docker.internal:host-gateway", "--env", "A", "img", "bash"]
     assert "-t" not in scheduler.run_words("img", {}, ["ls"], tty=False)
+
+
+@pytest.mark.parametrize("key, value, seen", [
+    ("DATABASE_URL", "postgres://app:pw@localhost:5432/db", "postgres://app:pw@host.docker.internal:5432/db"),
+    ("REDIS_URL", "redis://default:pw@127.0.0.1:6390", "redis://default:pw@host.docker.internal:6390"),
+    ("OTHER_URL", "http://127.0.0.1/x", "http://host.docker.internal/x"),
+    ("OTHER_URL", "http://127.0.0.10:80/", "http://127.0.0.10:80/"),  # another address, left alone
+    ("OTHER_URL", "http://localhost.example.org/", "http://localhost.example.org/"),
+    ("OTHER_URL", "https://db.example.org/127.0.0.1", "https://db.example.org/127.0.0.1"),
+    ("NOT_A_URL_KEY", "redis://127.0.0.1:1", "redis://127.0.0.1:1"),
+    ("DATABASE_URL", "postgres://u:p@[::1]:5432/db", "postgres://u:p@[::1]:5432/db"),  # tasks get no IPv6 host
+])
+def test_add_on_urls_on_the_servers_loopback_name_the_host_as_tasks_reach_it(key, value, seen):
+    assert swarm.reachable({key: value}) == {key: seen}
+    assert swarm.task_env("a", {key: value}, 3, "web.1")[key] == seen
+
+
+def test_every_task_and_one_off_container_can_resolve_the_host():
+    words = swarm.service_args("a-r-web", "img", "node .", {}, 1, {}, True, 30)
+    assert words[words.index("--host") + 1] == "host.docker.internal:host-gateway"
 
 
 @pytest.mark.parametrize("info, needed, level, words", [

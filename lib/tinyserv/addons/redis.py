@@ -67,13 +67,25 @@ def conf_file(layout, app, name):
     return os.path.join(addon_dir(layout, app, name), "redis.conf")
 
 
-def conf_text(app, name, port, password, data):
-    """redis.conf of one add-on: loopback, its port and password, AOF persistence in its data directory."""
+def conf_text(app, name, port, password, data, also=()):
+    """redis.conf of one add-on: loopback (and also: the engine's bridge gateway, for a swarm app's tasks; '-'
+    makes it optional, so the server starts while the engine is down), its port and password, AOF persistence."""
     return "\n".join([
         "# Written by tinyserv for add-on %s of app %s." % (name, app),
-        "bind 127.0.0.1", "protected-mode yes", "port %d" % port, "requirepass %s" % password,
+        " ".join(["bind 127.0.0.1", *("-" + a for a in also)]), "protected-mode yes", "port %d" % port, "requirepass %s" % password,
         "daemonize no", 'logfile ""', "dir %s" % data, "dbfilename dump.rdb",
         "appendonly yes", "appendfsync everysec", "save 3600 1 300 100 60 10000", ""])
+
+
+def swarm_addresses(layout, app):
+    """Where a swarm app's tasks reach this server besides loopback: the engine's bridge gateway ([] for a local
+    app: its Redis stays on loopback)."""
+    from tinyserv.state import appstate
+    from tinyserv.platform import docker
+    if appstate.scheduler(layout, app) != "swarm":
+        return []
+    gateway = docker.bridge_gateway()
+    return [gateway] if gateway else []
 
 
 def url(port, password):
@@ -212,7 +224,8 @@ class Provider:
         os.makedirs(data, mode=0o700, exist_ok=True)
         if seed:
             self.seed(layout, app, name, seed)
-        store.write_atomic(conf_file(layout, app, name), conf_text(app, name, addon["port"], password, data), 0o600)
+        store.write_atomic(conf_file(layout, app, name), conf_text(app, name, addon["port"], password, data,
+                                                                   swarm_addresses(layout, app)), 0o600)
         services.declare(layout, name, [program, conf_file(layout, app, name)], addon_dir(layout, app, name),
                          {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8"}, grace=30)
 

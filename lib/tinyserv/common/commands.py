@@ -104,8 +104,8 @@ COMMANDS = [
         arg("name", nargs="?", to=LOCAL, help="app name (default: this repository's app)"),
         arg("--confirm", metavar="NAME", to=LOCAL, help="the app's name, to skip the question")]),
     command("apps:info", "show an app's port, URLs, release and state", TOPIC, json=True),
-    command("scheduler:set", "choose who runs the app's processes: local (this server) or swarm (Docker Swarm)",
-            TOPIC, json=True, args=[arg("name", metavar="NAME", choices=["local", "swarm"], help="local or swarm")]),
+    command("scheduler:set", "choose who runs the app's processes: local (this server) or swarm (Docker Swarm); "
+            "a deployed app moves there", TOPIC, json=True, who=True, args=[arg("name", metavar="NAME", choices=["local", "swarm"], help="local or swarm")]),
     command("ps", "list the app's processes", TOPIC, json=True),
     command("ps:scale", "set how many instances of each process type run", TOPIC, json=True,
             args=[arg("changes", nargs="*", metavar="TYPE=N")]),

@@ -32,6 +32,13 @@ def check_boot(layout, app, build_id, config, cancelled=lambda: None):
     version = releases.current(layout, app)["version"] + 1
     if swarm.scheduled(layout, app):  # a rollout of its own next to the running one: swarm.Started
         return swarm.start(layout, app, meta, config, version, watch=cancelled)
+    return check_local_boot(layout, app, build_id, config, cancelled)
+
+
+def check_local_boot(layout, app, build_id, config, cancelled=lambda: None):
+    """check_boot() of web as a local process, whichever scheduler runs the app now (a move off the swarm)."""
+    meta = appstate.build_meta(layout, app, build_id)
+    version = releases.current(layout, app)["version"] + 1
     keep = settings.nginx_binary() is not None
     if keep:
         control.ensure_supervisor(layout)  # now: one starting later would not know the kept web and kill it

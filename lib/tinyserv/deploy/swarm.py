@@ -27,6 +27,7 @@ Design (docs/swarm.md tells the user's side):
 import collections
 import os
 import random
+import re
 import socket
 import time
 
@@ -71,6 +72,16 @@ def refuse_data(layout, app):
     if os.path.isdir(data) and os.listdir(data):
         raise TinyservError("%s keeps files in its data directory (TINYSERV_DATA_DIR), which swarm tasks on other "
                             "nodes cannot see: move them to an add-on first (no volume driver is chosen yet)" % app)
+
+
+def check_rollback(layout, app, target):
+    """A rollback stays on the app's scheduler: a swarm app runs images, a local app build directories."""
+    imaged = "image" in appstate.build_meta(layout, app, target["build"])
+    if imaged != scheduled(layout, app):
+        was, now = ("swarm", "local") if imaged else ("local", "swarm")
+        raise TinyservError("v%d ran on the %s scheduler and %s now runs on the %s one: its build cannot run here; "
+                            "push again, or move the app back first with 'tinyserv scheduler:set %s'" % (
+                                target["version"], was, app, now, was))
 
 
 # --- names ----------------------------------------------------------------------------------------
@@ -159,7 +170,7 @@ def release_phase(layout, app, meta, config, version, steps, watch):
     command = meta["procfile"]["release"]
     steps.step("Running release command: %s" % command)
     env = task_env(app, config, version, "release.1")
-    words = ["run", "--rm"]
+    words = ["run", "--rm", "--add-host", docker.HOST_GATEWAY]
     for key, value in sorted(docker.labels(layout.tag, app, ptype="release").items()):
         words += ["--label", "%s=%s" % (key, value)]
     words += env_words(env) + [meta["image"], "/bin/sh", "-c", command]
@@ -195,9 +206,20 @@ def build_image(layout, app, build_dir, meta, steps, watch):
 
 # --- what a task runs with --------------------------------------------------------------------------
 
+LOOPBACK_URL = re.compile(r"^([a-z][a-z0-9+.-]*://(?:[^/@\s]*@)?)(127\.0\.0\.1|localhost)(?=[:/?]|$)", re.I)
+
+
+def reachable(config):
+    """config with *_URLs that name this server's loopback (the add-ons' DATABASE_URL, REDIS_URL) naming the
+    host as a task reaches it instead (HOST_ALIAS: the engine's bridge gateway, given to every task)."""
+    return {k: LOOPBACK_URL.sub(lambda m: m.group(1) + docker.HOST_ALIAS, v) if k.endswith("_URL") else v
+            for k, v in config.items()}
+
+
 def task_env(app, config, version, ptype):
-    """Config vars, then what tinyserv sets (no TINYSERV_DATA_DIR: a task may run on any node)."""
-    env = dict(config)
+    """Config vars (loopback URLs as tasks reach them), then what tinyserv sets (no TINYSERV_DATA_DIR: a
+    task may run on any node)."""
+    env = reachable(config)
     env.update(PORT=str(CONTAINER_PORT), DYNO=ptype, PS=ptype, TINYSERV_APP=app, TINYSERV_RELEASE="v%d" % version)
     return env
 
@@ -206,7 +228,8 @@ def service_args(name, image, command, found_labels, replicas, env, web, grace, 
     """`docker service create` arguments of one process type (env values travel in the client's environment)."""
     words = ["service", "create", "--detach", "--quiet", "--name", name, "--replicas", str(replicas),
              "--update-order", "start-first", "--update-parallelism", "1", "--restart-condition", "any",
-             "--restart-delay", "1s", "--stop-grace-period", "%ds" % max(1, int(grace)), "--no-resolve-image"]
+             "--restart-delay", "1s", "--stop-grace-period", "%ds" % max(1, int(grace)), "--no-resolve-image",
+             "--host", docker.HOST_GATEWAY]
     for key, value in sorted(found_labels.items()):
         words += ["--label", "%s=%s" % (key, value), "--container-label", "%s=%s" % (key, value)]
     words += env_words(env)
@@ -416,8 +439,14 @@ def restart(layout, app, ptype=None):
 def destroy(layout, app):
     """Remove every service, task container and image of app (what a test checks is gone)."""
     remove_services([s for s, _ in services_of(layout, app)])
+    remove_images(layout, app)
+
+
+def remove_images(layout, app, timeout=60):
+    """Remove every image built for app (a destroy, or a move off the swarm), once its task containers are gone
+    (the engine keeps an image a container still uses)."""
     found = docker.labels(layout.tag, app)
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + timeout
     while docker.run(["ps", "-aq", *docker.label_filters(found)], check=False).strip():
         if time.monotonic() > deadline:
             break

@@ -14,6 +14,8 @@ from tinyserv.common.errors import TinyservError
 
 LABEL = "tinyserv"  # every label tinyserv puts on a service, container or image starts with this
 TIMEOUT = 120  # seconds an engine command that is not a build may take
+HOST_ALIAS = "host.docker.internal"  # the host as a task sees it: --host/--add-host HOST_ALIAS:host-gateway
+HOST_GATEWAY = "%s:host-gateway" % HOST_ALIAS
 
 Task = collections.namedtuple("Task", "name node desired state age error ports")
 Container = collections.namedtuple("Container", "app rollout type ports")
@@ -137,3 +139,10 @@ def client_env(env):
     merged = {k: v for k, v in os.environ.items() if not k.startswith(("GIT_", "TINYSERV_INSTANCE"))}
     merged.update(env)
     return merged
+
+
+def bridge_gateway():
+    """The host's address on the engine's default bridge (where host-gateway points), or None."""
+    out = run(["network", "inspect", "bridge", "--format", "{{range .IPAM.Config}}{{.Gateway}} {{end}}"],
+              check=False)
+    return out.split()[0] if out.split() else None

@@ -16,24 +16,24 @@ from tinyserv.common import settings
 from tinyserv.common.errors import TinyservError
 
 
-def set_scheduler(layout, app, name):
-    """scheduler:set local|swarm: who runs the app's processes from its next deploy on."""
+def set_scheduler(layout, app, name, by=None):
+    """scheduler:set local|swarm: who runs the app's processes; a deployed app moves (a deploy of its current
+    release on the other side, switched once it answers: deploy/moving.py)."""
+    from tinyserv.deploy import moving
     layout.require(app)
     swarm.check_scheduler(name)
     with store.locked(layout.app_file(app, "lock")):
-        old = appstate.scheduler(layout, app)
-        if old == name:
+        if appstate.scheduler(layout, app) == name:
             return {"app": app, "scheduler": name, "changed": False}
-        release = releases.current(layout, app)
-        if release and release["build"]:
-            raise TinyservError("%s is deployed on the %s scheduler: moving a running app is not done yet; create a "
-                                "new app with 'tinyserv apps:create --scheduler %s' and push it there" % (
-                                    app, old, name))
         if name == "swarm":
             check_swarm_ready(layout, app)
-        appstate.save_scheduler(layout, app, name)
-    logs.append(layout.log_file(app), "tinyserv", "Scheduler set to %s" % name)
-    return {"app": app, "scheduler": name, "changed": True}
+        release = releases.current(layout, app)
+        if not (release and release["build"]):
+            appstate.save_scheduler(layout, app, name)
+            logs.append(layout.log_file(app), "tinyserv", "Scheduler set to %s" % name)
+            return {"app": app, "scheduler": name, "changed": True}
+    moved = moving.move(layout, app, name, by)
+    return {"app": app, "scheduler": name, "changed": True, "release": moved["release"]}
 
 
 def check_swarm_ready(layout, app):
@@ -138,7 +138,8 @@ def follow(services, ps):
 
 def run_words(image, env, argv, tty):
     """`docker run` arguments of a one-off container of the release's image with its config."""
-    return ["run", "--rm", "-i", *(["-t"] if tty else []), *swarm.env_words(env), image, *argv]
+    return ["run", "--rm", "-i", *(["-t"] if tty else []), "--add-host", docker.HOST_GATEWAY, *swarm.env_words(env),
+            image, *argv]
 
 
 def run(layout, app, argv):

@@ -10,7 +10,7 @@ from tinyserv.common.errors import TinyservError
 def index(layout, name, version=None, by=None):
     """rollback [vN]: go back to an earlier release's build and config, without rebuilding (boot-checked like a
     push)."""
-    from tinyserv.deploy import push, rollout
+    from tinyserv.deploy import push, rollout, swarm
     layout.require(name)
     version = releases.version_number(version) if version is not None else None
     with push.changing(layout, name):
@@ -26,4 +26,5 @@ def index(layout, name, version=None, by=None):
         if not os.path.isdir(layout.build_dir(name, target["build"])):
             raise TinyservError("the build of v%d was pruned (TINYSERV_KEEP_BUILDS keeps the last %d)"
                                 % (version, settings.keep_builds()))
+        swarm.check_rollback(layout, name, target)
         return rollout.roll(layout, name, "Rollback to v%d" % version, target["config"], target, by)

@@ -4,6 +4,6 @@ deploy/swarm.py)."""
 from tinyserv.server import scheduler
 
 
-def set_(layout, app, name):
-    """scheduler:set local|swarm: from the app's next deploy on."""
-    return scheduler.set_scheduler(layout, app, name)
+def set_(layout, app, name, by=None):
+    """scheduler:set local|swarm: a deployed app moves there (its current release, switched once it answers)."""
+    return scheduler.set_scheduler(layout, app, name, by)
