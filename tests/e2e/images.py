@@ -181,8 +181,42 @@ def remove_replaced_image(client, old_id, new_id):
             pass
 
 
+SWARM_BASES_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "swarm-bases")
+SWARM_BASES = {"generic": "tinyserv-swarm-generic:bookworm", "python": "tinyserv-swarm-python:bookworm",
+               "node": "tinyserv-swarm-node:bookworm"}
+
+
+def ensure_swarm_bases(client):
+    """The runtime base images a swarm app's generated Dockerfile starts from (tests/e2e/test_swarm.py), built from
+    the Debian base when missing and kept tagged for later runs: no image registry is reachable."""
+    ensure_base_image(client)
+    missing = [name for name, tag in SWARM_BASES.items() if image_id(client, tag) is None]
+    if missing:
+        context = tempfile.mkdtemp(prefix="tinyserv-swarm-bases-")
+        try:
+            shutil.copy(os.path.join(SWARM_BASES_DIR, "Dockerfile"), context)
+            bundle = os.path.join(context, "ca-certificates.crt")
+            if os.path.exists(HOST_CA_BUNDLE):
+                shutil.copy(HOST_CA_BUNDLE, bundle)
+            else:
+                open(bundle, "w").close()
+            for name in missing:
+                started = time.monotonic()
+                log(f"building {SWARM_BASES[name]}")
+                built = subprocess.run(["docker", "build", "-q", "--target", name, "--build-arg",
+                                        "BASE_IMAGE=" + BASE_IMAGE, "-t", SWARM_BASES[name], context],
+                                       capture_output=True, text=True, timeout=1800)
+                if built.returncode:
+                    raise RuntimeError(f"building {SWARM_BASES[name]} failed: {built.stderr[-4000:]}")
+                log(f"built {SWARM_BASES[name]} in {time.monotonic() - started:.0f} s")
+        finally:
+            shutil.rmtree(context, ignore_errors=True)
+    return SWARM_BASES
+
+
 if __name__ == "__main__":
     docker_client = docker.from_env()
     ensure_base_image(docker_client)
+    ensure_swarm_bases(docker_client)
     build_server_image(docker_client, "")
     build_server_image(docker_client, "", tag=SYSTEMD_IMAGE, target="systemd")

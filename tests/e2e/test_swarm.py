@@ -12,9 +12,7 @@ test runs, so only what carries it is ever looked at, killed or checked gone.
 
 import os
 import shlex
-import shutil
 import socket
-import tempfile
 import uuid
 
 import pytest
@@ -25,9 +23,7 @@ from helpers import App, Server
 from support import describe, http_answer, Loader, make_app, run, wait_until
 
 SWARM_COMPOSE_FILE = os.path.join(images.REPO, "docker", "docker-compose.swarm.yml")
-BASES_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "swarm-bases")
-BASES = {"generic": "tinyserv-swarm-generic:bookworm", "python": "tinyserv-swarm-python:bookworm",
-         "node": "tinyserv-swarm-node:bookworm"}
+BASES = images.SWARM_BASES
 SAMPLE_APP = os.path.join(images.REPO, "tests", "sample-app")
 PUSH_TIMEOUT = 900
 
@@ -93,24 +89,8 @@ def swarm_mode(docker_client):
 
 @pytest.fixture(scope="module")
 def swarm_bases(docker_client):
-    """The runtime base images, built from debian:bookworm when missing (kept for later runs)."""
-    images.ensure_base_image(docker_client)
-    missing = [name for name, tag in BASES.items() if docker("image", "inspect", tag, check=False).returncode]
-    if missing:
-        context = tempfile.mkdtemp(prefix="tinyserv-swarm-bases-")
-        try:
-            shutil.copy(os.path.join(BASES_DIR, "Dockerfile"), context)
-            bundle = os.path.join(context, "ca-certificates.crt")
-            if os.path.exists(images.HOST_CA_BUNDLE):
-                shutil.copy(images.HOST_CA_BUNDLE, bundle)
-            else:
-                open(bundle, "w").close()
-            for name in missing:
-                docker("build", "-q", "--target", name, "--build-arg", "BASE_IMAGE=" + images.BASE_IMAGE,
-                       "-t", BASES[name], context, timeout=1800)
-        finally:
-            shutil.rmtree(context, ignore_errors=True)
-    return BASES
+    """The runtime base images (images.py builds them with the others; here only if a run skipped that step)."""
+    return images.ensure_swarm_bases(docker_client)
 
 
 class HostNetServer(Server):
