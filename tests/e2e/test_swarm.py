@@ -3,8 +3,8 @@
 The server container runs on the host's network (docker/docker-compose.swarm.yml) with the engine's socket and the
 host's docker client mounted: tinyserv on the server builds images and runs services on the real engine, and its
 nginx reaches the ports swarm tasks publish in host mode on 127.0.0.1. The engine is put in swarm mode when it is
-not (and left again afterwards only then). The runtime base images are built here from the debootstrapped Debian
-base (tests/e2e/swarm-bases/Dockerfile) and kept tagged, so later runs reuse them: no image registry is reachable.
+not (and left again afterwards only then). The runtime base images are built by images.py from the debootstrapped
+Debian base (tests/e2e/swarm-bases/Dockerfile) and kept tagged, so later runs reuse them: no image registry is reachable.
 
 Everything this module makes carries the label tinyserv.root of the server's root; the engine is shared with other
 test runs, so only what carries it is ever looked at, killed or checked gone.
