@@ -84,8 +84,9 @@ def test_a_read_only_install_compiles_each_module_once_into_the_users_cache(serv
     server.ssh("rm -rf ~/.cache/tinyserv && tinyserv-remote apps")
     cached = "/home/deploy/.cache/tinyserv/bytecode/opt/tinyserv/lib/tinyserv"
     listing = server.ssh(f"cd {cached} && find . -name '*.pyc' | sort").stdout.split()
-    assert "./__pycache__/__init__.cpython-311.pyc" in listing, listing
-    assert any(name.startswith("./server/__pycache__/remote.") for name in listing), listing
+    # sys.pycache_prefix mirrors the source tree, without __pycache__ folders (the package's own __init__ is
+    # imported by the launcher before the prefix is set: it is the one module compiled on every run)
+    assert "./server/remote.cpython-311.pyc" in listing and "./common/commands.cpython-311.pyc" in listing, listing
     before = server.ssh(f"find {cached} -name '*.pyc' -newer /opt/tinyserv/bin/tinyserv-remote -printf '%T@ %p\\n'"
                         " | sort").stdout
     server.ssh("tinyserv-remote apps")  # the second run imports what the first one wrote, compiling nothing
