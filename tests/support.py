@@ -6,6 +6,7 @@ import os
 import select
 import shlex
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -190,6 +191,16 @@ class Running:
         self._read(0)
         os.close(self.read_fd)
         return self.proc.returncode
+
+
+def port_is_free(port):
+    """Can we bind port on every interface (what tinyserv's own allocation checks)?"""
+    with socket.socket() as s:
+        try:
+            s.bind(("0.0.0.0", port))
+            return True
+        except OSError:
+            return False
 
 
 def package_json(dependencies=None):

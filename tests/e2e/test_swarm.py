@@ -20,7 +20,7 @@ from pytest_docker.plugin import DockerComposeExecutor, Services
 
 import images
 from helpers import App, Server
-from support import describe, http_answer, Loader, make_app, run, wait_until
+from support import describe, http_answer, Loader, make_app, port_is_free, run, wait_until
 
 SWARM_COMPOSE_FILE = os.path.join(images.REPO, "docker", "docker-compose.swarm.yml")
 BASES = images.SWARM_BASES
@@ -54,18 +54,9 @@ def free_range(count):
     """The first of count consecutive ports nothing listens on (for the apps' ports on the host's network)."""
     for _ in range(200):
         first = free_port() // 10 * 10
-        if first + count < 65536 and all(port_free(p) for p in range(first, first + count)):
+        if first + count < 65536 and all(port_is_free(p) for p in range(first, first + count)):
             return first
     raise AssertionError("no %d free consecutive ports" % count)
-
-
-def port_free(port):
-    with socket.socket() as s:
-        try:
-            s.bind(("0.0.0.0", port))
-            return True
-        except OSError:
-            return False
 
 
 def docker(*args, check=True, timeout=300):

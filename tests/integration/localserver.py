@@ -13,11 +13,10 @@ import os
 import random
 import shutil
 import signal
-import socket
 import time
 import uuid
 
-from support import describe, make_app, run, wait_until
+from support import describe, make_app, port_is_free, run, wait_until
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BIN = os.path.join(REPO, "bin")
@@ -30,16 +29,6 @@ PORT_SPAN = 20  # ports checked free above TINYSERV_START_PORT: more than any te
 _ranges_taken = set()  # start ports already handed out in this session
 SHUTDOWN_TIMEOUT = 90
 LINGER_TIMEOUT = 5  # an exiting supervisor or a zombie may take a moment to leave /proc
-
-
-def port_is_free(port):
-    """Can we bind port on every interface (what tinyserv's own allocation checks)?"""
-    with socket.socket() as s:
-        try:
-            s.bind(("0.0.0.0", port))
-            return True
-        except OSError:
-            return False
 
 
 def pick_start_port(rng=random.SystemRandom()):

@@ -12,8 +12,8 @@ import uuid
 
 import pytest
 
-from localserver import BIN, REPO, environ_of, live_pids, port_is_free
-from support import http_get, make_app, node_app, run, Running, wait_until
+from localserver import BIN, REPO, environ_of, live_pids
+from support import http_get, make_app, node_app, port_is_free, run, Running, wait_until
 
 TINYSERV = os.path.join(BIN, "tinyserv")
 

@@ -5,8 +5,7 @@ import os
 import signal
 import sys
 
-from localserver import port_is_free
-from support import http_get, wait_for_http, wait_until
+from support import http_get, port_is_free, wait_for_http, wait_until
 
 
 def declare(server, name, port):
