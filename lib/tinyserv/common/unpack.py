@@ -177,13 +177,10 @@ def main(argv):
         return 3
     root_install = "--deploy-user" in argv[2:]
     home = ROOT_CODE_HOME if root_install else code_home()
-    if root_install != (os.geteuid() == 0):
-        sys.stderr.write("tinyserv: %s\n" % (
-            "server:install --root connects as root: name root@HOST" if root_install else
-            "connected as root: install root mode with 'tinyserv server:install --root root@HOST', or connect "
-            "as the user that runs the apps"))
+    if root_install and os.geteuid() != 0:
+        sys.stderr.write("tinyserv: server:install --root connects as root: name root@HOST\n")
         return 4
-    if not root_install and root_mode_unit():
+    if not root_install and os.geteuid() != 0 and root_mode_unit():
         sys.stderr.write("tinyserv: this server runs in root mode: upgrade it as root, with "
                          "'tinyserv server:install --root root@HOST'\n")
         return 4
