@@ -98,6 +98,14 @@ def spawn(argv, cwd, env, out_fd, keep_caps=False, user=None, in_fd=None, err_fd
     return processes.spawn(argv, cwd, env, out_fd, in_fd, err_fd, setup, ROOT_NPROC if user is not None else None)
 
 
+def leader_uid(pid):
+    """The uid that owns pid when pid leads its own process group; None when it does not, or is gone."""
+    try:
+        return os.stat("/proc/%d" % pid).st_uid if os.getpgid(pid) == pid else None
+    except OSError:
+        return None
+
+
 def list_fds(pid):
     """The descriptors of pid (/proc/PID/fd) and what each points to; another user's read as that user."""
     def read():

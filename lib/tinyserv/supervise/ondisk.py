@@ -107,14 +107,10 @@ class OnDisk:
         """Root mode: is the pid the deploy user's state names the leader of a process group of the app's own
         user, carrying the app's mark? Root signals what it adopts; state.json is the deploy user's to write."""
         mark, pid = inst.get("mark") or "", inst.get("pid")
-        user = privileged.find_account(self.layout, app)
-        try:
-            leader = isinstance(pid, int) and os.getpgid(pid) == pid and inst.get("pgid", pid) == pid
-            owner = os.stat("/proc/%d" % pid).st_uid if leader else None
-        except OSError:
+        if not isinstance(pid, int) or inst.get("pgid", pid) != pid or not mark.startswith(self.layout.app_marks(app)):
             return False
-        return bool(user and owner == user.uid and mark.startswith(self.layout.app_marks(app))
-                    and pid in [p for p, _ in table.get(mark, ())])
+        user = privileged.find_account(self.layout, app)
+        return bool(user and self.sys.leader_uid(pid) == user.uid and pid in [p for p, _ in table.get(mark, ())])
 
     def take_over(self, app, inst):
         """Supervise a live instance another supervisor started: its pid, pipe and mark as saved."""
