@@ -27,6 +27,7 @@ class FakeSystem:
         self.output = b""  # what each spawned process writes before spawn returns
         self.spawn_error = None  # an exception spawn raises instead of starting anything
         self.scans = 0  # how often /proc was scanned for marks
+        self.owners = {}  # pid -> uid it runs as (root mode's adoption checks it), else this test's own
 
     def clock(self):
         return self.now
@@ -78,6 +79,9 @@ class FakeSystem:
 
     def reap(self, pid):
         return self.exit_codes.pop(pid, None)
+
+    def leader_uid(self, pid):
+        return self.owners.get(pid, os.getuid()) if pid in self.running else None
 
     def alive(self, pid, starttime=None):
         return pid in self.running and starttime in (None, self.running[pid])

@@ -113,3 +113,17 @@ def test_netlink_and_proc_agree_on_our_sockets(connected_pair):
         ours = {row for row in procs.tcp_sockets(state) if port in row[:2]}
         table = {row for row in procs.proc_sockets() if row[2] == state and port in row[:2]}
         assert ours == table and len(ours) == (1 if state == procs.LISTEN else 2)
+
+
+def test_leader_uid_names_the_owner_of_a_group_leader_only():
+    """Root mode adopts a pid only when it leads its own group, owned by the app's user."""
+    leader = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], start_new_session=True)
+    follower = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])  # in our group
+    try:
+        assert procs.leader_uid(leader.pid) == os.getuid()
+        assert procs.leader_uid(follower.pid) is None
+    finally:
+        for proc in (leader, follower):
+            proc.kill()
+            proc.wait()
+    assert procs.leader_uid(leader.pid) is None  # gone

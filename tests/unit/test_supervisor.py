@@ -521,6 +521,44 @@ def test_adopt_leaves_dead_or_reused_pids_and_starts_afresh(sup, fake, app, layo
     assert inst(sup, "worker.1")["pid"] != 501
 
 
+def adopt_in_root_mode(sup, monkeypatch, uid=4242):
+    """sup.adopt() as in root mode, where APP's own user has uid (then back: starting needs real accounts)."""
+    from tinyserv.platform.users import Account
+    from tinyserv.supervise import ondisk
+    monkeypatch.setattr(ondisk.privileged, "find_account", lambda layout, app: Account("ts-" + app, uid, uid, "/h"))
+    sup.root_mode = True
+    sup.adopt()
+    sup.root_mode = False
+
+
+def test_root_mode_adopts_a_leader_of_the_apps_own_user_carrying_its_mark(sup, fake, app, layout, monkeypatch):
+    mark = layout.app_marks(APP) + "worker.1@1"
+    store.write_json(layout.state_file(APP), {"instances": [dict(saved_instance("worker.1", 501), mark=mark)]})
+    fake.running[501], fake.marks[501], fake.owners[501] = 5010, mark, 4242
+    adopt_in_root_mode(sup, monkeypatch)
+    sup.sync()
+    assert inst(sup, "worker.1")["pid"] == 501 and [argv[-1] for argv, _, _ in fake.spawned] == ["node server.js"]
+
+
+@pytest.mark.parametrize("owner, marked, why", [
+    (0, True, "root's process"), (4242, False, "a process without the instance's mark")])
+def test_root_mode_never_adopts_or_signals_a_pid_the_deploy_users_state_names_falsely(
+        sup, fake, app, layout, monkeypatch, owner, marked, why):
+    """state.json is the deploy user's to write: a pid it names is adopted (and later signalled by root) only
+    when it leads a group of the app's own user and carries the app's mark."""
+    mark = layout.app_marks(APP) + "worker.1@1"
+    store.write_json(layout.state_file(APP), {"instances": [dict(saved_instance("worker.1", 501), mark=mark)]})
+    fake.running[501], fake.owners[501] = 5010, owner
+    if marked:
+        fake.marks[501] = mark
+    adopt_in_root_mode(sup, monkeypatch)
+    sup.sync()
+    assert inst(sup, "worker.1")["pid"] != 501, why
+    assert "worker.1 not adopted: pid 501 is not one of this app's processes" in log_text(layout)
+    if not marked:
+        assert 501 in fake.running and not [s for s in fake.signals + fake.pid_signals if s[0] == 501], why
+
+
 def test_an_adopted_instance_of_an_old_release_is_replaced(sup, fake, app, layout):
     store.write_json(layout.state_file(APP), {"instances": [saved_instance("worker.1", 501, version=1)]})
     fake.running.update({501: 5010})

@@ -12,6 +12,10 @@ from tinyserv.common.errors import TinyservError
 from tinyserv.common.names import check_app_name, check_config_key, parse_assignments, parse_scale
 from tinyserv.common.printer import ago, color, heading, human, iso, pairs, table
 
+SINGLE_USER_KEYS = ("single-user mode: a key that may push runs its build as the deploy user, so --apps and "
+                    "--push-only limit tinyserv's commands, not that user (root mode keeps them apart: "
+                    "docs/installation.md#who-can-do-what)")
+
 
 class AppCommands:
     """An app and its processes, logs, config, releases; deploy keys. Each method is the command named like it."""
@@ -224,12 +228,15 @@ class AppCommands:
     # --- deploy keys ---
 
     def keys(self):
-        self.json_or(self.call(), lambda keys: self.say(heading("Deploy keys") + "\n" + table(
+        keys = self.call()
+        self.json_or(keys, lambda keys: self.say(heading("Deploy keys") + "\n" + table(
             [[k["name"], "all (manages keys)" if k["full"] else ",".join(k["apps"] or ["all"]),
               "push only" if k["push_only"] else "push, commands" + (", run" if not k["push_only"] else ""),
               k["fingerprint"], k["added"]] for k in keys],
             ["NAME", "APPS", "MAY", "FINGERPRINT", "ADDED"]) if keys else "No deploy keys: every key in "
             "authorized_keys has full access (see 'tinyserv keys:add')."))
+        if any(k.get("acts_as_deploy_user") and not k["full"] for k in keys) and not self.args.json:
+            printer.warning(SINGLE_USER_KEYS)
 
     def keys_add(self):
         self.args.key = read_public_key(self.args.file)
@@ -237,6 +244,8 @@ class AppCommands:
         self.say("Adding deploy key %s (%s)... done, it may %s %s" % (
             added["name"], added["fingerprint"], "only push to" if added["push_only"] else "push to and manage",
             "every app" if added["apps"] is None else ", ".join(added["apps"])))
+        if added.get("acts_as_deploy_user") and not added["full"]:
+            printer.warning(SINGLE_USER_KEYS)
 
     def keys_remove(self):
         self.call()

@@ -42,7 +42,7 @@ class DeveloperCommands:
         if remote.local:
             raise TinyservError("server:install works over ssh: name the server ('tinyserv server:install "
                                 "user@host') or set TINYSERV_REMOTE")
-        code = install(remote, self.say)
+        code = install(remote, self.say, root_user=self.args.user if self.args.root else None)
         if code == 0:
             self.say("-----> tinyserv %s is ready on %s: 'tinyserv apps:create' in an app's repository, then "
                      "'git push tinyserv main'" % (__version__, remote.host))

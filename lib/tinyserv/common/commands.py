@@ -164,8 +164,12 @@ COMMANDS = [
             "server.lifecycle.version", app=False, json=True, args=[SERVER]),
     # The developer's side: setting a server up and checking it, working on this machine, small things.
     command("server:install", "install tinyserv on the server over ssh, or upgrade it without stopping apps",
-            None, app=False, args=[SERVER]),
-    command("setup", None, "server.setup.setup", app=False, client=False, stream=True),
+            None, app=False, args=[SERVER, arg("--root", action="store_true", to=LOCAL,
+                                               help="root mode, connecting as root: apps isolated from each other"),
+                                   arg("--user", default="deploy", metavar="USER", to=LOCAL,
+                                       help="with --root: the deploy user, made if missing (default deploy)")]),
+    command("setup", None, "server.setup.setup", app=False, client=False, stream=True,
+            args=[arg("--deploy-user", metavar="USER", help="root mode: the deploy user (server:install --root)")]),
     command("doctor", "check this server: versions, PATH, root, supervisor, boot, disk, programs", "server.doctor.doctor",
             app=False, client=False, stream=True, scope=SERVER, door=True),
     command("local", "run the app's Procfile on this machine, as heroku local does", None, app=False, args=[

@@ -218,22 +218,24 @@ def restore_fd_limit():
         resource.setrlimit(resource.RLIMIT_NOFILE, _nofile_at_start)
 
 
-def apply_limits(env):
+def apply_limits(env, default_nproc=None):
     """The app's own limits, from its environment: TINYSERV_NOFILE open files and TINYSERV_NPROC processes
-    (soft and hard, never above the hard limit this process has)."""
+    (default_nproc without it; soft and hard, never above the hard limit this process has)."""
     import resource
     from tinyserv.common.settings import open_files, processes
-    for kind, value in ((resource.RLIMIT_NOFILE, open_files(env)), (resource.RLIMIT_NPROC, processes(env))):
+    for kind, value in ((resource.RLIMIT_NOFILE, open_files(env)),
+                        (resource.RLIMIT_NPROC, processes(env) or default_nproc)):
         if value:
             hard = resource.getrlimit(kind)[1]
             resource.setrlimit(kind, (value, value if hard == resource.RLIM_INFINITY else min(value, hard)))
 
 
-def spawn(argv, cwd, env, out_fd, in_fd=None, err_fd=None, setup=None):
+def spawn(argv, cwd, env, out_fd, in_fd=None, err_fd=None, setup=None, default_nproc=None):
     """Start argv in a new session with stdin /dev/null and stdout+stderr on out_fd; return pid.
 
     in_fd and err_fd: other descriptors for stdin and stderr. setup: run in the child once it
     has its session, before anything else (platform/procs becomes the app's user there).
+    default_nproc: its process limit when its environment sets no TINYSERV_NPROC (apply_limits).
 
     A failure to start it (no memory to fork, a directory that is gone, an environment
     too big for exec) raises OSError here, in the caller; a NUL byte raises ValueError.
@@ -249,7 +251,8 @@ def spawn(argv, cwd, env, out_fd, in_fd=None, err_fd=None, setup=None):
         os.close(report_w)
         raise
     if pid == 0:  # child: never return into the caller's code
-        _exec_child(argv, cwd, env, (in_fd, out_fd, out_fd if err_fd is None else err_fd), report_w, setup)
+        _exec_child(argv, cwd, env, (in_fd, out_fd, out_fd if err_fd is None else err_fd), report_w, setup,
+                    default_nproc)
     os.close(report_w)
     try:
         report = _read_all(report_r)
@@ -262,7 +265,7 @@ def spawn(argv, cwd, env, out_fd, in_fd=None, err_fd=None, setup=None):
     return pid
 
 
-def _exec_child(argv, cwd, env, stdio, report_w, setup=None):
+def _exec_child(argv, cwd, env, stdio, report_w, setup=None, default_nproc=None):
     """The child's side of spawn: set up its session, user and descriptors, then exec; report failure on report_w."""
     try:
         os.setsid()
@@ -280,7 +283,7 @@ def _exec_child(argv, cwd, env, stdio, report_w, setup=None):
         os.closerange(3, report_w)
         os.closerange(report_w + 1, 65536)
         restore_fd_limit()
-        apply_limits(env)
+        apply_limits(env, default_nproc)
         for sig in (signal.SIGPIPE, signal.SIGTERM, signal.SIGINT, signal.SIGCHLD, signal.SIGHUP):
             signal.signal(sig, signal.SIG_DFL)
         os.execvpe(argv[0], argv, env)

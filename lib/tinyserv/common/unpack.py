@@ -8,6 +8,10 @@ tar on standard input, so it imports nothing of tinyserv (and only what Python 3
 
 `current` is switched with a rename, so a command that starts during an upgrade runs one version or the
 other, never a mix. The newest KEEP versions stay: the previous one may still run the old supervisor.
+
+Run as root (`server:install --root`, root mode), the code goes to /opt/tinyserv instead: the same layout, every
+directory and file root's and writable by root alone, compiled by root, so that the root supervisor never runs
+or imports a byte a non-root user could have written.
 """
 
 import compileall
@@ -19,6 +23,8 @@ import tarfile
 import tempfile
 
 CODE_HOME = ".tinyserv-code"  # under the server user's home directory
+ROOT_CODE_HOME = "/opt/tinyserv"  # root mode's: root-owned, outside every other user's reach
+UNIT_PATH = "/etc/systemd/system/tinyserv.service"
 KEEP = 3
 MIN_PYTHON = (3, 9)
 IDENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,80}\Z")
@@ -30,17 +36,37 @@ class UnpackError(Exception):
 
 
 def code_home(home=None):
-    """~/.tinyserv-code, where every version's code lives."""
+    """~/.tinyserv-code, where every version's code lives (root mode's is ROOT_CODE_HOME)."""
     return os.path.join(home or os.path.expanduser("~"), CODE_HOME)
 
 
 def installed_script(real_script, home=None):
     """The path that always runs the current version (…/current/bin/tinyserv-remote) when real_script is a
-    version's own copy under code_home(); else real_script (a checkout: nothing to switch)."""
-    versions = os.path.join(os.path.realpath(code_home(home)), "versions") + os.sep
-    if os.path.realpath(real_script).startswith(versions):
-        return os.path.join(code_home(home), "current", "bin", os.path.basename(real_script))
+    version's own copy under code_home() or root mode's /opt/tinyserv; else real_script (a checkout)."""
+    for top in (code_home(home), ROOT_CODE_HOME):
+        versions = os.path.join(os.path.realpath(top), "versions") + os.sep
+        if os.path.realpath(real_script).startswith(versions):
+            return os.path.join(top, "current", "bin", os.path.basename(real_script))
     return real_script
+
+
+def root_mode_unit(path=UNIT_PATH):
+    """Does this server's systemd unit run tinyserv in root mode (its supervisor as root)?"""
+    try:
+        with open(path) as f:
+            return "\nEnvironment=TINYSERV_DEPLOY_USER=" in f.read()
+    except OSError:
+        return False
+
+
+def ensure_root_home(home):
+    """/opt/tinyserv and its versions/: root's, 0755, real directories (never a symlink someone left there)."""
+    for path in (os.path.dirname(home), home, os.path.join(home, "versions")):
+        os.makedirs(path, mode=0o755, exist_ok=True)
+        info = os.lstat(path)
+        if not os.path.isdir(path) or os.path.islink(path) or info.st_uid != 0 or info.st_mode & 0o022:
+            raise UnpackError("%s must be a directory of root's that only root may write "
+                              "(chown root:root %s; chmod 755 %s)" % (path, path, path))
 
 
 def unpack(stream, ident, home):
@@ -149,8 +175,19 @@ def main(argv):
         sys.stderr.write("tinyserv: the server's python3 is %d.%d; tinyserv needs %d.%d or later "
                          "(sudo apt install python3)\n" % (sys.version_info[:2] + MIN_PYTHON))
         return 3
-    home = code_home()
+    root_install = "--deploy-user" in argv[2:]
+    home = ROOT_CODE_HOME if root_install else code_home()
+    if root_install and os.geteuid() != 0:
+        sys.stderr.write("tinyserv: server:install --root connects as root: name root@HOST\n")
+        return 4
+    if not root_install and os.geteuid() != 0 and root_mode_unit():
+        sys.stderr.write("tinyserv: this server runs in root mode: upgrade it as root, with "
+                         "'tinyserv server:install --root root@HOST'\n")
+        return 4
     try:
+        if os.geteuid() == 0:
+            os.umask(0o022)
+            ensure_root_home(home)
         unpack(sys.stdin.buffer, argv[1], home)
         switch(home, argv[1])
         prune(home)

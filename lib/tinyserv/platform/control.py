@@ -11,6 +11,7 @@ from tinyserv.state import store
 from tinyserv.platform import procs
 from tinyserv.common.errors import TinyservError
 from tinyserv.platform.privileged import read_line
+from tinyserv.platform.users import as_root
 
 from tinyserv import REMOTE_SCRIPT  # noqa: E402
 
@@ -82,8 +83,9 @@ def stop_supervisor(layout, timeout=60):
     deadline = time.monotonic() + timeout
     # The standby takes the supervisor's lock when it exits, sees run/shut-down and leaves too.
     while time.monotonic() < deadline:
-        if not procs.alive(pid) and not store.lock_held(layout.supervisor_lock) and \
-                not store.lock_held(layout.standby_lock):
+        with as_root():  # root mode: the locks are root's
+            held = store.lock_held(layout.supervisor_lock) or store.lock_held(layout.standby_lock)
+        if not procs.alive(pid) and not held:
             return True
         time.sleep(0.05)
     raise TinyservError("the supervisor (pid %d) did not stop within %d s" % (pid, timeout))

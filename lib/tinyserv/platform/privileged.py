@@ -27,10 +27,10 @@ import socket
 import subprocess
 
 from tinyserv.common.errors import TinyservError
+from tinyserv.platform import rootsafe
+from tinyserv.platform.rootsafe import DEPLOY_USER, MODE_FILE
 from tinyserv.platform.users import Account, as_root, become
 
-MODE_FILE = "root-mode"  # in run/: written by a root supervisor, so the deploy user's commands know to ask it
-DEPLOY_USER = "TINYSERV_DEPLOY_USER"
 SHARED_DIRS = ("data", "home")  # the app's own directories, besides each build and dependency directory
 
 
@@ -69,6 +69,10 @@ def enter(layout, environ=os.environ):
         raise TinyservError("%s=%s: no such user on this server" % (DEPLOY_USER, name)) from None
     if user.pw_uid == 0:
         raise TinyservError("%s must name an unprivileged user, not %s" % (DEPLOY_USER, name))
+    from tinyserv import CODE_ROOT
+    rootsafe.check_code(CODE_ROOT)  # root runs nothing the deploy user could have written
+    rootsafe.place_locks(layout, environ)
+    rootsafe.ensure_lock_dir(layout)
     if os.path.exists(layout.root) and os.stat(layout.root).st_uid != user.pw_uid:
         raise TinyservError("TINYSERV_ROOT %s is not %s's: root mode keeps tinyserv's state the deploy "
                             "user's" % (layout.root, name))
@@ -143,16 +147,13 @@ def make_account(layout, app):
               "--shell", "/usr/sbin/nologin", "--comment", comment(layout, app), user_name(app)], "useradd")
         found = find_account(layout, app)
     deployer = pwd.getpwnam(deploy_user(layout))
-    # apps/<app>: the deploy user's, entered by the app's group only; builds/ and deps/ likewise.
+    # apps/<app>: the deploy user's, entered by the app's group only; builds/ and deps/ likewise. The deploy
+    # user can write apps/: each directory is made and changed through a descriptor, never through a symlink.
     for sub in ("", "builds", "deps"):
         path = layout.app_file(app, sub) if sub else layout.app_dir(app)
-        os.makedirs(path, mode=0o750, exist_ok=True)
-        os.lchown(path, deployer.pw_uid, found.gid)
-        os.chmod(path, 0o750)
+        rootsafe.ensure_dir(path, deployer.pw_uid, found.gid, 0o750)
     for sub in SHARED_DIRS:
-        path = layout.app_file(app, sub)
-        os.makedirs(path, mode=0o770, exist_ok=True)
-        give(path, found, deployer.pw_gid)
+        give(layout.app_file(app, sub), found, deployer.pw_gid)
     return found
 
 
@@ -196,8 +197,7 @@ def uid_of(pid):
 
 def give(path, user, group):
     """Make a directory the app's: owned by its user, group the deploy user's, setgid, no access for others."""
-    os.lchown(path, user.uid, group)
-    os.chmod(path, 0o2770)
+    rootsafe.ensure_dir(path, user.uid, group, 0o2770)
 
 
 def _run(argv, what):

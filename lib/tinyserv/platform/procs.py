@@ -75,13 +75,17 @@ def stop(pgids, grace, what, term=True, marks=()):
     processes.stop(pgids, grace, what, term, marks, ROOT_MODE)
 
 
+ROOT_NPROC = 512  # root mode: the processes an app's user may have, unless the app sets TINYSERV_NPROC
+
+
 def spawn(argv, cwd, env, out_fd, keep_caps=False, user=None, in_fd=None, err_fd=None):
     """common.processes.spawn for the server: as user, never with the root or capabilities it could keep.
 
     user: a users.Account to run as (root mode: an app's own user, with its HOME). A child of a
     root-mode supervisor never keeps the root it could take back. Capabilities this process was
     given (systemd's AmbientCapabilities, for nginx to bind ports below 1024) are not passed on
-    unless keep_caps: apps never get them.
+    unless keep_caps: apps never get them. An app's own user has at most ROOT_NPROC processes unless the app
+    sets TINYSERV_NPROC: a fork bomb stops there.
     """
     drop = None if keep_caps or not has_ambient_caps() else ambient_dropper()
     if user is not None:
@@ -91,7 +95,15 @@ def spawn(argv, cwd, env, out_fd, keep_caps=False, user=None, in_fd=None, err_fd
         if drop:
             drop()
         become(user) if user is not None else shed_root()
-    return processes.spawn(argv, cwd, env, out_fd, in_fd, err_fd, setup)
+    return processes.spawn(argv, cwd, env, out_fd, in_fd, err_fd, setup, ROOT_NPROC if user is not None else None)
+
+
+def leader_uid(pid):
+    """The uid that owns pid when pid leads its own process group; None when it does not, or is gone."""
+    try:
+        return os.stat("/proc/%d" % pid).st_uid if os.getpgid(pid) == pid else None
+    except OSError:
+        return None
 
 
 def list_fds(pid):

@@ -333,10 +333,10 @@ def checks(layout):
     from tinyserv.platform import services
     from tinyserv import REMOTE_SCRIPT
     from tinyserv.deploy import runtimes
-    from tinyserv.state.store import lock_held
-    from tinyserv.common.unpack import code_home
+    from tinyserv.supervise.handover import lock_holders  # reads /proc/locks: never takes the lock
+    from tinyserv.common.unpack import installed_script
     code_dir = os.path.dirname(os.path.dirname(REMOTE_SCRIPT))
-    current = os.path.join(code_home(), "current")
+    current = os.path.dirname(os.path.dirname(installed_script(REMOTE_SCRIPT)))  # its install's `current`
     user = pwd.getpwuid(os.getuid())
     found = [check_version(code_dir, current if os.path.lexists(current) else None), check_python(),
              check_ssh_path(ssh_sees(user.pw_shell, os.path.expanduser("~"), user.pw_name), REMOTE_SCRIPT,
@@ -345,7 +345,7 @@ def checks(layout):
     pid = control.running(layout) if os.path.isdir(layout.run_dir) else None
     found.append(check_supervisor(pid, supervisor_code(pid) if pid else None, code_dir, len(layout.apps()),
                                   os.path.exists(layout.shutdown_marker),
-                                  pid is not None and lock_held(layout.standby_lock)))
+                                  pid is not None and bool(lock_holders(layout.standby_lock))))
     systemd = os.path.isdir("/run/systemd/system")
     found.append(check_boot(systemd, systemd and systemd_unit_enabled(), crontab_boot_line()))
     found.append(check_disk(layout.root))

@@ -113,12 +113,13 @@ def add(layout, name, key, apps=None, push_only=False):
                        "fingerprint": fingerprint(key)}
         store.write_json(keys_file(layout), {"keys": saved})
         write_authorized(saved)
-    return shown(name, saved[name])
+    return shown(name, saved[name], single_user(layout))
 
 
 def listing(layout):
     """keys: every deploy key, without the key itself."""
-    return [shown(name, entry) for name, entry in sorted(load(layout).items())]
+    single = single_user(layout)
+    return [shown(name, entry, single) for name, entry in sorted(load(layout).items())]
 
 
 def remove(layout, name):
@@ -133,15 +134,31 @@ def remove(layout, name):
     return {"removed": name}
 
 
-def shown(name, entry):
+def single_user(layout):
+    """Is this server in single-user mode, where every build, release command and `run` is the deploy user?"""
+    from tinyserv.platform.privileged import deploy_user
+    return deploy_user(layout) is None
+
+
+def shown(name, entry, single=False):
+    """A key as `keys` shows it; single: in single-user mode, where a key that may push runs code as the deploy
+    user (its build), so --apps and --push-only limit tinyserv's commands, not what that user may do."""
     return {"name": name, "apps": entry["apps"], "push_only": entry["push_only"], "added": entry["added"],
-            "fingerprint": entry["fingerprint"], "full": entry["apps"] is None and not entry["push_only"]}
+            "fingerprint": entry["fingerprint"], "full": entry["apps"] is None and not entry["push_only"],
+            "acts_as_deploy_user": single or (entry["apps"] is None and not entry["push_only"])}
+
+
+def remote_script():
+    """The tinyserv-remote a deploy key's line runs: the install's stable `current` path, which every upgrade
+    moves on and no pruning removes (a checkout's own script when tinyserv runs from a checkout)."""
+    from tinyserv import REMOTE_SCRIPT
+    from tinyserv.common.unpack import installed_script
+    return installed_script(REMOTE_SCRIPT)
 
 
 def line(name, entry, python=sys.executable):
     """The authorized_keys line of a deploy key: a forced command, and `restrict` (a pty only for `run`)."""
-    from tinyserv import REMOTE_SCRIPT
-    command = " ".join(shlex.quote(w) for w in (python, REMOTE_SCRIPT)) + " ssh-serve --key " + name
+    command = " ".join(shlex.quote(w) for w in (python, remote_script())) + " ssh-serve --key " + name
     options = 'command="%s",restrict' % command.replace("\\", "\\\\").replace('"', '\\"')
     if not entry["push_only"]:
         options += ",pty"

@@ -64,13 +64,17 @@ def shutdown(layout):
     from tinyserv.platform import control
     from tinyserv.platform import procs
     from tinyserv.state import store
+    from tinyserv.platform import privileged
+    # Root mode (systemd's ExecStop, as root): from here on as the deploy user, root only to signal the apps.
+    root_mode = os.getuid() == 0 and bool(os.environ.get(privileged.DEPLOY_USER)) and privileged.enter(layout)
     layout.ensure()
     store.write_atomic(layout.shutdown_marker, time.strftime("%Y-%m-%dT%H:%M:%SZ\n", time.gmtime()))
     control.stop_supervisor(layout)
-    # Processes no supervisor was watching (it had been killed), and daemons that left their group, too.
+    # Processes no supervisor was watching (it had been killed), and daemons that left their group, too. In
+    # root mode only by their marks: the groups in state.json are the deploy user's word, not to be trusted.
     names = layout.apps()
-    procs.stop([g for name in names for g in live_groups(layout, name)], grace=30, what="shutdown",
-               marks=[layout.app_marks(name) for name in names])
+    groups = [] if root_mode else [g for name in names for g in live_groups(layout, name)]
+    procs.stop(groups, grace=30, what="shutdown", marks=[layout.app_marks(name) for name in names])
     print("tinyserv: every app stopped")
 
 
@@ -101,23 +105,38 @@ def systemd_unit(layout, root=False):
     print(unit_text(layout, root), end="")
 
 
-def unit_text(layout, root=False):
-    """The systemd unit for this user and these settings; it runs the current version of an installed
-    tinyserv (~/.tinyserv-code/current), so an upgrade needs no new unit."""
+def unit_text(layout, root=False, user=None, environ=os.environ):
+    """The systemd unit for this user (or user, as root) and these settings; it runs the current version of an
+    installed tinyserv (…/current), so an upgrade needs no new unit. In root mode only root-owned code will do."""
     import getpass
     from tinyserv.platform import control
     from tinyserv.state.layout import start_port
     from tinyserv.common.unpack import installed_script
-    front_door = "".join("Environment=%s=%s\n" % (name, os.environ[name]) for name in FRONT_DOOR_SETTINGS
-                         if os.environ.get(name))
-    user = getpass.getuser()
-    if root and os.geteuid() == 0:
-        raise TinyservError("run 'tinyserv-remote systemd-unit --root' as the deploy user: the unit names "
-                            "the user whose apps and state it keeps")
-    return UNIT.format(user=user, root=layout.root, port=start_port(), front_door=front_door,
+    front_door = "".join("Environment=%s=%s\n" % (name, environ[name]) for name in FRONT_DOOR_SETTINGS
+                         if environ.get(name))
+    if user is None:
+        user = getpass.getuser()
+        if root and os.geteuid() == 0:
+            raise TinyservError("run 'tinyserv-remote systemd-unit --root' as the deploy user: the unit names "
+                                "the user whose apps and state it keeps")
+    if root:
+        from tinyserv.platform.rootsafe import check_code
+        from tinyserv import CODE_ROOT
+        check_code(CODE_ROOT)
+    return UNIT.format(user=user, root=layout.root, port=start_port(environ), front_door=front_door,
                        python=sys.executable, script=installed_script(control.REMOTE_SCRIPT),
                        mode=(ROOT_MODE if root else SINGLE_USER).format(user=user),
                        capability="" if root else CAPABILITY.format(user=user))
+
+
+def unit_settings(text):
+    """The Environment= settings of an installed unit's text, to carry over into a new unit."""
+    found = {}
+    for line in (text or "").splitlines():
+        name, _, value = line.partition("=")[2].partition("=") if line.startswith("Environment=") else ("", "", "")
+        if name:
+            found[name] = value
+    return found
 
 
 FRONT_DOOR_SETTINGS = ("TINYSERV_NGINX", "TINYSERV_HTTP_PORT", "TINYSERV_HTTPS_PORT", "TINYSERV_DOMAIN",
@@ -147,13 +166,17 @@ def stand_by(layout):
     down (run/shut-down exists): then the supervisor went away on purpose.
     """
     import fcntl
+    from tinyserv.platform.users import as_root
+    from tinyserv.platform.rootsafe import open_lock
     try:
-        mine = os.open(layout.standby_lock, os.O_RDWR | os.O_CREAT, 0o600)
+        with as_root():  # root mode: the locks are root's (/run/tinyserv)
+            mine = open_lock(layout.standby_lock)
         try:
             fcntl.flock(mine, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             return None  # another standby waits already
-        lock = os.open(layout.supervisor_lock, os.O_RDWR | os.O_CREAT, 0o600)
+        with as_root():
+            lock = open_lock(layout.supervisor_lock)
         fcntl.flock(lock, fcntl.LOCK_EX)
     except OSError as e:
         raise TinyservError("cannot wait as the standby supervisor in %s: %s" % (layout.run_dir, e.strerror)) from None
@@ -166,4 +189,5 @@ def stand_by(layout):
 def version(layout):
     """This server's tinyserv: its version and where its code is."""
     from tinyserv import CODE_ROOT, __version__
-    return {"version": __version__, "code": CODE_ROOT}
+    from tinyserv.platform.privileged import deploy_user
+    return {"version": __version__, "code": CODE_ROOT, "root_mode": deploy_user(layout) is not None}

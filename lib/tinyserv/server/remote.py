@@ -16,6 +16,7 @@ from tinyserv.common import commands, settings
 from tinyserv.common.commands import ARGV, STDIN, dest, sent
 from tinyserv.common.errors import ArgumentParser, TinyservError, guarded, parse
 from tinyserv.state.layout import Layout, server_root
+from tinyserv.platform.rootsafe import place_locks
 
 
 def parser(verbs=None):
@@ -80,7 +81,7 @@ def main(argv=None):
     def body():
         args = parse(parser(commands.named_in(argv)), argv)
         cmd = commands.BY_NAME[args.verb]
-        layout = Layout(server_root()).check()
+        layout = place_locks(Layout(server_root()).check())  # root mode: the supervisor's locks are root's
         settings.load_settings_file(layout.root)  # TINYSERV_POSTGRES_URL and the like, unless the environment has them
         # A push whose process was killed is settled before anything else (deploy.pending_file says where
         # its record is; looked at here first so that most commands need not load the deploy code).

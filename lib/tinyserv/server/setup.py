@@ -7,27 +7,41 @@ Each step is safe to run twice, so installing again is how a server is upgraded:
   - every app's git hook pointed at this version;
   - the systemd unit installed when this user may (root, or sudo without a password), else printed;
   - the supervisor handed over to this version, without stopping an app (handover.py).
+
+Root mode (`server:install --root`, `setup --deploy-user USER` run as root): the code is root's in
+/opt/tinyserv; root makes the deploy user if missing (rootinstall.py), runs the deploy user's part
+(`setup --deploy-user USER` again, as that user: as_deploy_user below), then writes the root-mode unit and
+(re)starts it. Root never writes into the deploy user's home itself: that user's own process does.
 """
 
 import os
 import pwd
+import re
 import shutil
 import subprocess
+import sys
 
 from tinyserv import __version__
+from tinyserv.common.errors import TinyservError
+from tinyserv.common.settings import SECRET_SETTINGS, settings_file
 from tinyserv.server import doctor
 from tinyserv.state import store
 from tinyserv.common.printer import Steps
-from tinyserv.common.unpack import code_home
+from tinyserv.common.unpack import ROOT_CODE_HOME, code_home
 
 BEGIN = "# >>> tinyserv >>>"
 END = "# <<< tinyserv <<<"
 UNIT_PATH = "/etc/systemd/system/tinyserv.service"
+SECRET = re.compile(r"\s*(export\s+)?(%s)=" % "|".join(SECRET_SETTINGS))  # never in a 0644 file like ~/.bashrc
 
 
 def environment_block():
     """The lines ssh commands need: tinyserv's current version on PATH (once, however often bash starts)."""
+    from tinyserv import REMOTE_SCRIPT
+    from tinyserv.common.unpack import ROOT_CODE_HOME, installed_script
     bin_dir = "$HOME/%s/current/bin" % os.path.basename(code_home())
+    if installed_script(REMOTE_SCRIPT).startswith(ROOT_CODE_HOME + "/"):  # root mode: root's code
+        bin_dir = os.path.join(ROOT_CODE_HOME, "current", "bin")
     return "\n".join([
         BEGIN + " written by `tinyserv server:install`; it stays above the interactive guard below,",
         "# because ssh commands (git push, tinyserv) read ~/.bashrc only down to that guard.",
@@ -64,6 +78,17 @@ def ensure_environment(home):
     if new != old:
         store.write_atomic(os.path.join(os.path.realpath(path)), new, mode)
     return new != old
+
+
+def what_apps_need(layout, steps):
+    """Say which programs apps need are missing (and the apt line), and put uv in the runtime cache."""
+    steps.step("Checking what apps need")
+    missing = doctor.missing_programs(["git", "node", "npm", "python3-venv"])
+    steps.detail("missing: %s" % ", ".join(missing) if missing else "git, node, npm and python3-venv are there")
+    if missing:
+        steps.detail("install them with: " + doctor.apt_line(missing))
+    steps.step("uv (Python apps get the Python version they ask for)")
+    steps.detail(ensure_uv(layout))
 
 
 def ensure_uv(layout):
@@ -136,8 +161,15 @@ def point_hooks(layout):
     return len(names)
 
 
-def setup(layout):
+def setup(layout, deploy_user=None):
     """Everything server:install does once the new code is current (see the module's docstring)."""
+    if deploy_user is not None and os.geteuid() == 0:
+        from tinyserv.server import rootinstall
+        return rootinstall.as_root(deploy_user)
+    if deploy_user is not None:
+        if pwd.getpwuid(os.getuid()).pw_name != deploy_user:
+            raise TinyservError("setup --deploy-user %s runs as root or as %s" % (deploy_user, deploy_user))
+        return as_deploy_user(layout)
     from tinyserv.supervise.handover import handover
     steps = Steps()
     home = os.path.expanduser("~")
@@ -145,17 +177,89 @@ def setup(layout):
     steps.step("tinyserv %s is current (%s)" % (__version__, os.path.realpath(os.path.join(code_home(), "current"))))
     changed = ensure_environment(home)
     steps.detail("~/.bashrc: tinyserv's lines %s at the top" % ("written" if changed else "already"))
-    steps.step("Checking what apps need")
-    missing = doctor.missing_programs(["git", "node", "npm", "python3-venv"])
-    steps.detail("missing: %s" % ", ".join(missing) if missing else "git, node, npm and python3-venv are there")
-    if missing:
-        steps.detail("install them with: " + doctor.apt_line(missing))
-    steps.step("uv (Python apps get the Python version they ask for)")
-    steps.detail(ensure_uv(layout))
+    what_apps_need(layout, steps)
     steps.step("Start at boot")
     install_unit(layout, steps)
     steps.step("Supervisor")
     hooks = point_hooks(layout)
     if hooks:
         steps.detail("git hooks of %d app(s) run this version" % hooks)
+    point_keys(layout, steps)
     steps.detail(handover(layout))
+
+
+def point_keys(layout, steps):
+    """Rewrite the deploy keys' lines in authorized_keys: they run the stable `current` path, never one version's."""
+    from tinyserv.server import keys
+    saved = keys.load(layout)
+    if saved:
+        keys.write_authorized(saved)
+        steps.detail("deploy keys: %d line(s) in %s run %s" % (len(saved), keys.authorized_keys(),
+                                                                 keys.remote_script()))
+
+
+# --- root mode: the deploy user's part of `server:install --root` -----------------------------------
+
+def as_deploy_user(layout):
+    """The deploy user's part of a root install, run by root as that user: root's authorized keys (when it has
+    none), ~/.bashrc's PATH at /opt/tinyserv/current/bin, the admin settings moved out of ~/.bashrc (0644) into
+    $TINYSERV_ROOT/settings.env (0600), what apps need, every app's hook and deploy key pointed at `current`."""
+    steps = Steps()
+    home = os.path.expanduser("~")
+    layout.ensure()
+    steps.detail("ssh keys: %s" % copy_keys(sys.stdin.buffer.read(), os.path.join(home, ".ssh")))
+    changed = ensure_environment(home)
+    steps.detail("~/.bashrc: PATH at %s/current/bin %s" % (ROOT_CODE_HOME, "written" if changed else "already"))
+    moved = move_secrets(os.path.join(home, ".bashrc"), settings_file(layout.root))
+    if moved:
+        steps.detail("moved %s from ~/.bashrc to %s (0600: only you and root read it)" % (
+            ", ".join(moved), settings_file(layout.root)))
+    what_apps_need(layout, steps)
+    steps.step("Apps and deploy keys")
+    hooks = point_hooks(layout)
+    if hooks:
+        steps.detail("git hooks of %d app(s) run this version" % hooks)
+    point_keys(layout, steps)
+    return 0
+
+
+def copy_keys(text, ssh_dir):
+    """Root's authorized keys become this user's when it has none of its own; what happened."""
+    path = os.path.join(ssh_dir, "authorized_keys")
+    existing = read_text(path)
+    if existing is not None and any(line.strip() and not line.startswith("#") for line in existing.splitlines()):
+        return "%s kept as it is" % path
+    if not text.strip():
+        return "none: root has no authorized keys to give (add yours to %s)" % path
+    from tinyserv.state.store import write_atomic
+    os.makedirs(ssh_dir, mode=0o700, exist_ok=True)
+    os.chmod(ssh_dir, 0o700)
+    write_atomic(path, text, 0o600)
+    return "root's authorized keys copied to %s" % path
+
+
+def move_secrets(bashrc, settings_path):
+    """Move the admin settings' lines (TINYSERV_POSTGRES_URL) from ~/.bashrc into the 0600 settings file."""
+    from tinyserv.state.store import write_atomic
+    text = read_text(bashrc)
+    if text is None:
+        return []
+    lines = text.splitlines(keepends=True)
+    secret = [line for line in lines if SECRET.match(line)]
+    if not secret:
+        return []
+    kept = read_text(settings_path) or ""
+    entries = [re.sub(r"^\s*export\s+", "", line).rstrip("\n") + "\n" for line in secret]
+    write_atomic(settings_path, kept + ("" if not kept or kept.endswith("\n") else "\n") + "".join(entries), 0o600)
+    write_atomic(os.path.realpath(bashrc), "".join(line for line in lines if not SECRET.match(line)),
+                 os.stat(bashrc).st_mode & 0o777)
+    return sorted({line.split("=", 1)[0].split()[-1] for line in secret})
+
+
+def read_text(path):
+    """A file's text, or None when it cannot be read."""
+    try:
+        with open(path) as f:
+            return f.read()
+    except OSError:
+        return None

@@ -50,6 +50,7 @@ class Layout:
         self.supervisor_pid = os.path.join(self.run_dir, "supervisor.pid")
         self.supervisor_log = os.path.join(self.run_dir, "supervisor.log")
         self.shutdown_marker = os.path.join(self.run_dir, "shut-down")
+        self.lock_dir = None  # root mode: the three above are in /run/tinyserv/<tag> (platform.rootsafe)
 
     @property
     def tag(self):

@@ -15,7 +15,7 @@ import socket
 import sys
 import time
 
-from tinyserv.platform import procs, users
+from tinyserv.platform import procs, rootsafe, users
 from tinyserv.state import store
 from tinyserv.common.errors import TinyservError
 from tinyserv.supervise import rootmode
@@ -190,7 +190,7 @@ class Server:
         """Make sure a standby supervisor waits to take over if this one dies (cheap when one does)."""
         if self.standby is not None and procs.reap(self.standby) is not None:
             self.standby = None
-        if self.sup.shutting_down or store.lock_held(self.layout.standby_lock):
+        if self.sup.shutting_down or self.standby_waits():
             return
         env = {k: v for k, v in os.environ.items() if not k.startswith(("GIT_", "SSH_", procs.MARK))}
         try:
@@ -204,6 +204,11 @@ class Server:
                 os.close(out)
         except (OSError, ValueError) as e:
             print("tinyserv supervisor: cannot start a standby: %s" % e, file=sys.stderr, flush=True)
+
+    def standby_waits(self):
+        """Does a standby supervisor hold the standby lock (root's, in root mode)?"""
+        with users.as_root():
+            return store.lock_held(self.layout.standby_lock)
 
     def listen(self):
         """Bind the control socket (0600) and watch it in the loop."""
@@ -247,7 +252,8 @@ def main(layout, wait=True, lock=None):
     """
     layout.ensure()
     if lock is None:
-        lock = os.open(layout.supervisor_lock, os.O_RDWR | os.O_CREAT, 0o600)
+        with users.as_root():  # root mode: the locks are root's (/run/tinyserv), the rest the deploy user's
+            lock = rootsafe.open_lock(layout.supervisor_lock)
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
         except BlockingIOError:
@@ -255,8 +261,10 @@ def main(layout, wait=True, lock=None):
         if os.path.exists(layout.shutdown_marker) and wait:
             return 0  # tinyserv was shut down while we waited: the last supervisor went away on purpose
     procs.raise_fd_limit()  # thousands of instances mean thousands of pipes
-    store.write_atomic(layout.supervisor_pid, "%d\n" % os.getpid(), 0o644)
+    with users.as_root():
+        store.write_atomic(layout.supervisor_pid, "%d\n" % os.getpid(), 0o644)
     server = Server(Supervisor(layout), layout.supervisor_sock, layout)
     server.run()
-    store.remove(layout.supervisor_pid)
+    with users.as_root():
+        store.remove(layout.supervisor_pid)
     return 0

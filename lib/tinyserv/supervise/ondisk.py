@@ -8,6 +8,7 @@ import os
 import signal
 import sys
 
+from tinyserv.platform import privileged
 from tinyserv.state import appstate, releases, store
 from tinyserv.common.errors import TinyservError
 from tinyserv.supervise.instances import RUNNING, is_instance_mark, one_line, retired_key
@@ -93,10 +94,23 @@ class OnDisk:
             return
         for inst in saved["instances"]:
             if inst["state"] in RUNNING + ("stopping", "draining") and self.sys.alive(inst["pid"], inst["starttime"]):
+                if self.root_mode and not self.its_own(app, inst, table):
+                    self.event(app, "%s not adopted: pid %s is not one of this app's processes" % (
+                        inst["name"], inst["pid"]))
+                    continue
                 self.take_over(app, inst)
                 kept.add(inst.get("mark"))
             elif inst.get("mark"):
                 self.sys.signal_pids(table.get(inst["mark"], []), signal.SIGKILL)
+
+    def its_own(self, app, inst, table):
+        """Root mode: is the pid the deploy user's state names the leader of a process group of the app's own
+        user, carrying the app's mark? Root signals what it adopts; state.json is the deploy user's to write."""
+        mark, pid = inst.get("mark") or "", inst.get("pid")
+        if not isinstance(pid, int) or inst.get("pgid", pid) != pid or not mark.startswith(self.layout.app_marks(app)):
+            return False
+        user = privileged.find_account(self.layout, app)
+        return bool(user and self.sys.leader_uid(pid) == user.uid and pid in [p for p, _ in table.get(mark, ())])
 
     def take_over(self, app, inst):
         """Supervise a live instance another supervisor started: its pid, pipe and mark as saved."""

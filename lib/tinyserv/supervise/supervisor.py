@@ -56,6 +56,7 @@ class System:
     group_members = staticmethod(procs.group_members)
     group_rss = staticmethod(procs.group_rss)
     marked_by = staticmethod(procs.marked_by)
+    leader_uid = staticmethod(procs.leader_uid)
     accepts = staticmethod(boot.listening)
     healthy = staticmethod(boot.healthy)
     free_port = staticmethod(boot.free_port)
