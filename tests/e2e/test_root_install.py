@@ -19,7 +19,7 @@ import shutil
 import pytest
 
 from support import describe, make_app, run, wait_for_http, wait_until
-from test_releases import node_app
+from helpers import node_app
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 

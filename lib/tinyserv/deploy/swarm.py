@@ -28,7 +28,6 @@ import collections
 import os
 import random
 import re
-import socket
 import time
 
 from tinyserv.state import appstate, logs, releases, store
