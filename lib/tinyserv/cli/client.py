@@ -36,10 +36,12 @@ class Client(AppCommands, FrontDoorCommands, DataCommands, DeveloperCommands):
         self.out.write(text + "\n")
 
     def json_or(self, value, render):
+        """--json: the server's answer as it is; else render(answer) with every text in it escaped, since an
+        app, a build or a commit may have written it (a committer's email, a Procfile's command)."""
         if getattr(self.args, "json", False):
             self.say(printer.dumps(value))
         else:
-            render(value)
+            render(printer.escaped(value))
 
     @property
     def app(self):
