@@ -55,3 +55,62 @@ def test_a_restore_whose_app_claims_a_domain_another_app_holds_here_is_refused_a
         assert_one_line(refused, "shop.test", holder.name, app.name, "nothing was changed")
         assert second.snapshot() == before
         assert not os.path.exists(os.path.join(second.root, "apps", app.name))
+
+
+# --- 9: every file tinyserv reads from the user is a regular file, read up to a stated limit -----------------------
+
+MEMORY_CAP = "ulimit -v 1000000"  # 1 GB of address space: on a tinyserv that reads /dev/zero whole, a MemoryError
+#                                   instead of the machine's OOM killer
+
+
+@pytest.fixture(scope="module")
+def created(module_server, tmp_path_factory):
+    """An app (not deployed: every read below is refused before anything travels) and a 2 MiB file."""
+    base = tmp_path_factory.mktemp("files")
+    app = module_server.new_app(base, node_app("x"), prefix="files")
+    big = base / "big.env"
+    big.write_text("A=%s\n" % ("x" * 2 * 1024 * 1024))
+    return module_server, app, str(big)
+
+
+FILE_CASES = [
+    # (id, words after tinyserv or tinyserv-remote, words the one line must hold)
+    ("config:push -e /dev/zero", ["config:push", "-e", "/dev/zero"], ["/dev/zero", "not a regular file"]),
+    ("config:pull -e /dev/zero", ["config:pull", "-e", "/dev/zero"], ["/dev/zero", "not a regular file"]),
+    ("config:push -e a 2 MiB file", ["config:push", "-e", "{big}"], ["larger than 1 MiB"]),
+    ("config:pull -e a 2 MiB file", ["config:pull", "-e", "{big}"], ["larger than 1 MiB"]),
+    ("config:push -e a directory", ["config:push", "-e", "/"], ["not a regular file"]),
+    ("keys:add NAME /dev/zero", ["keys:add", "ci", "/dev/zero"], ["/dev/zero", "not a regular file"]),
+    ("certs:add /dev/zero /dev/zero", ["certs:add", "/dev/zero", "/dev/zero"], ["/dev/zero", "not a regular file"]),
+    ("local -e /dev/zero", ["local", "-e", "/dev/zero"], ["/dev/zero", "not a regular file"]),
+    ("local -f /dev/zero", ["local", "-f", "/dev/zero"], ["/dev/zero", "not a regular file"]),
+]
+
+STDIN_CASES = [
+    ("config:set < /dev/zero", ["config:set", "{app}"]),
+    ("keys:add NAME < /dev/zero", ["keys:add", "ci"]),
+    ("certs:add < /dev/zero", ["certs:add", "{app}"]),
+]
+
+
+@pytest.mark.parametrize("args, words", [c[1:] for c in FILE_CASES], ids=[c[0] for c in FILE_CASES])
+def test_a_file_that_is_not_regular_or_too_large_is_refused_in_one_line(created, args, words):
+    server, app, big = created
+    before = server.snapshot()
+    argv = [a.format(big=big) for a in args]
+    result = run(["bash", "-c", MEMORY_CAP + ' && exec "$@"', "-", TINYSERV, *argv, "-a", app.name]
+                 if argv[0] not in ("keys:add", "local") else
+                 ["bash", "-c", MEMORY_CAP + ' && exec "$@"', "-", TINYSERV, *argv], cwd=app.path, env=server.env,
+                 check=False, timeout=60)
+    assert_one_line(result, *words)
+    assert server.snapshot() == before
+
+
+@pytest.mark.parametrize("args", [c[1] for c in STDIN_CASES], ids=[c[0] for c in STDIN_CASES])
+def test_endless_standard_input_to_tinyserv_remote_is_refused_in_one_line(created, args):
+    server, app, _ = created
+    before = server.snapshot()
+    result = run(["bash", "-c", MEMORY_CAP + ' && exec "$@" < /dev/zero', "-", TINYSERV_REMOTE,
+                  *[a.format(app=app.name) for a in args]], env=server.env, check=False, timeout=60)
+    assert_one_line(result, "standard input is larger than 1 MiB")
+    assert server.snapshot() == before

@@ -5,7 +5,7 @@ import shlex
 import sys
 import time
 
-from tinyserv.common import configvars, printer
+from tinyserv.common import configvars, printer, userfiles
 from tinyserv.cli import gitlocal
 from tinyserv.cli.target import app_option
 from tinyserv.common.errors import TinyservError
@@ -257,11 +257,6 @@ def read_public_key(path):
     home = os.path.expanduser("~/.ssh")
     candidates = [path] if path else [os.path.join(home, n) for n in ("id_ed25519.pub", "id_ecdsa.pub", "id_rsa.pub")]
     for candidate in candidates:
-        try:
-            with open(candidate, encoding="utf-8") as f:
-                return f.read(16385)
-        except FileNotFoundError:
-            continue
-        except OSError as e:
-            raise TinyservError("cannot read %s: %s" % (candidate, e.strerror)) from None
+        if os.path.exists(candidate):
+            return userfiles.read_text(candidate, userfiles.MAX_PUBLIC_KEY)
     raise TinyservError("no public key at %s: name the .pub file (tinyserv keys:add NAME FILE)" % candidates[0])

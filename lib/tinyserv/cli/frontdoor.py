@@ -1,5 +1,6 @@
 """The client's side of the front door's commands (nginx): domains, certs, maintenance, features."""
 
+from tinyserv.common import userfiles
 from tinyserv.common.errors import TinyservError
 from tinyserv.common.names import MAX_PEM, check_domain, check_feature, check_pem
 from tinyserv.common.printer import escaped, heading, table
@@ -94,11 +95,6 @@ class FrontDoorCommands:
 def read_pem(path, kind):
     """A PEM file the user named, read here (its text goes to the server on standard input)."""
     try:
-        with open(path, "rb") as f:
-            data = f.read(MAX_PEM + 1)
-    except OSError as e:
-        raise TinyservError("cannot read %s: %s" % (path, e.strerror)) from None
-    try:
-        return check_pem(data.decode("utf-8"), kind)
+        return check_pem(userfiles.read_bytes(path, MAX_PEM).decode("utf-8"), kind)
     except UnicodeDecodeError:
         raise TinyservError("%s is not a PEM file (not text)" % path) from None

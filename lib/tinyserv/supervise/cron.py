@@ -11,11 +11,10 @@ minute after now, never "now + a minute", so jobs do not drift with the supervis
 apps/<app>/run/cron.json says when each job last ran and runs next.
 """
 
-import json
 import os
 import re
 
-from tinyserv.common import schedule
+from tinyserv.common import schedule, userfiles
 from tinyserv.state import store
 from tinyserv.common.errors import TinyservError
 
@@ -40,10 +39,7 @@ def read_jobs(text):
     """The cron jobs of app.json's text ([{command, schedule}]), checked; one line naming app.json's line if not."""
     if text is None:
         return []
-    try:
-        data = json.loads(text)
-    except ValueError as e:
-        raise TinyservError("app.json is not valid JSON: %s" % e) from None
+    data = userfiles.parse_json(text, "app.json")
     if not isinstance(data, dict):
         raise TinyservError("app.json must be a JSON object")
     entries = data.get("cron", [])
