@@ -8,7 +8,7 @@ import subprocess
 import pytest
 
 from localserver import TINYSERV, TINYSERV_REMOTE, local_server, node_app
-from support import describe, run, wait_for_http
+from support import Running, describe, run, wait_for_http
 
 
 def assert_one_line(result, *words):
@@ -114,3 +114,40 @@ def test_endless_standard_input_to_tinyserv_remote_is_refused_in_one_line(create
                   *[a.format(app=app.name) for a in args]], env=server.env, check=False, timeout=60)
     assert_one_line(result, "standard input is larger than 1 MiB")
     assert server.snapshot() == before
+
+
+# --- 11: a destroyed app's push, and JSON nested 100,000 deep: one line each --------------------------------------
+
+
+@pytest.mark.parametrize("phase, files", [
+    ("Running build script", {"package.json": json.dumps({"name": "a", "version": "1.0.0", "private": True,
+                                                          "scripts": {"build": "echo at-$((40+2)); sleep 30"}})}),
+    ("Running release command", {"Procfile": "web: node server.js\nrelease: echo at-$((40+2)); sleep 30\n"}),
+    ("Checking that web boots", {"Procfile": "web: sleep 30; node server.js\n"}),
+], ids=["during the build", "during the release command", "during the boot check"])
+def test_apps_destroy_during_a_push_ends_the_push_with_one_line_saying_so(server, tmp_path, phase, files):
+    app = server.new_app(tmp_path, node_app("x", extra=files), prefix="gone")
+    push = Running(["git", "push", "tinyserv", "main"], cwd=app.path, env=server.env)
+    push.wait_for(phase)
+    if "web: sleep" not in files.get("Procfile", ""):
+        push.wait_for("at-42")  # its command runs: echo said so
+    server.tinyserv("apps:destroy", "--confirm", app.name, cwd=app.path)
+    code = push.finish()
+    assert code != 0, push.output
+    assert "Traceback" not in push.output and "unexpected error" not in push.output, push.output
+    assert "Push rejected: %s was destroyed during this push (apps:destroy): nothing was deployed" % app.name \
+        in push.output, push.output
+    assert app.name not in server.tinyserv("apps").stdout
+
+
+@pytest.mark.parametrize("name, text", [
+    ("app.json", "[" * 100000 + "]" * 100000),
+    ("package.json", '{"a":' * 100000 + "1" + "}" * 100000),
+], ids=["app.json", "package.json"])
+def test_a_push_with_json_nested_100000_deep_is_rejected_in_one_line(server, tmp_path, name, text):
+    app = server.new_app(tmp_path, node_app("x", extra={name: text}), prefix="deep")
+    pushed = server.push(app, check=False)
+    shown = describe(pushed)
+    assert pushed.returncode != 0, shown
+    assert "Traceback" not in pushed.stderr and "unexpected error" not in pushed.stderr, shown
+    assert "Push rejected: %s nests too deeply to be read" % name in pushed.stderr, shown

@@ -62,6 +62,19 @@ class Deploy:
 
     def run(self, push, receiver):
         """Deploy push; receiver is git-receive-pack's (pid, starttime), whose end settles the ref."""
+        try:
+            self.deploy(push, receiver)
+        except Exception:
+            self.still_there()  # apps:destroy stopped the build and took its files: say that, not what broke
+            raise
+
+    def still_there(self):
+        """Raise the one error for an app destroyed while this push ran (apps:destroy never waits for a build)."""
+        if not self.layout.exists(self.app):
+            raise TinyservError("%s was destroyed during this push (apps:destroy): nothing was deployed" % self.app)
+
+    def deploy(self, push, receiver):
+        """run's body."""
         started = time.monotonic()
         waiting = lambda: self.steps.step("Waiting for another deploy of %s to finish" % self.app)  # noqa: E731
         with store.locked(self.layout.app_file(self.app, "deploy.lock"), waiting=waiting, cancelled=self.cancelled):
@@ -82,6 +95,7 @@ class Deploy:
 
         def watch():
             self.cancelled()
+            self.still_there()
             if time.monotonic() > deadline:
                 raise TinyservError("the build took longer than %d s (TINYSERV_BUILD_TIMEOUT); it was stopped" % limit)
         self.steps.step("Building %s (%s, %s)" % (self.app, push.new[:7], branch(push.ref)))
@@ -136,6 +150,7 @@ class Deploy:
     def transaction(self, meta, push, receiver, started, checked=None):
         """Record the release, switch to it, tell git yes, and keep it only if git moves the ref."""
         with store.locked(self.layout.app_file(self.app, "lock")):
+            self.still_there()
             config = releases.current_config(self.layout, self.app)
             version = releases.current(self.layout, self.app)["version"] + 1
             store.write_json(pending_file(self.layout, self.app), {
