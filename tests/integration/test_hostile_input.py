@@ -151,3 +151,21 @@ def test_a_push_with_json_nested_100000_deep_is_rejected_in_one_line(server, tmp
     assert pushed.returncode != 0, shown
     assert "Traceback" not in pushed.stderr and "unexpected error" not in pushed.stderr, shown
     assert "Push rejected: %s nests too deeply to be read" % name in pushed.stderr, shown
+
+
+# --- 15: a push from a shallow clone is refused before it is built ------------------------------------------------
+
+
+def test_a_push_from_a_shallow_clone_is_refused_in_one_line_before_anything_is_built(server, tmp_path):
+    app = server.new_app(tmp_path, node_app("one"), prefix="shallow")
+    server.commit(app, node_app("two"))
+    clone = str(tmp_path / "clone")
+    run(["git", "clone", "-q", "--depth", "1", "file://" + app.path, clone])
+    before = server.releases(app)
+    pushed = server.git("push", os.path.join(server.root, "repos", app.name + ".git"), "main", cwd=clone, check=False)
+    shown = describe(pushed)
+    assert pushed.returncode != 0, shown
+    assert "Building" not in pushed.stderr and "Released" not in pushed.stderr, shown
+    assert "Push rejected: " in pushed.stderr and "shallow clone" in pushed.stderr, shown
+    assert server.releases(app) == before
+    assert not os.listdir(os.path.join(server.root, "apps", app.name, "builds"))

@@ -30,11 +30,24 @@ PENDING = {"version": int, "build": str, "ref": str, "old": str, "new": str,
            "receiver": int, "receiver_start": (int, None)}
 
 
-def git_out(repo, *args):
-    """stdout of a git command on the app's repository (the push's own quarantine included)."""
+def git(repo, *args):
+    """A git command on the app's repository (the push's own quarantine included): its CompletedProcess."""
     env = {k: v for k, v in os.environ.items() if k not in ("GIT_DIR", "GIT_WORK_TREE")}
     env["GIT_DIR"] = repo
-    return subprocess.run(["git", *args], env=env, capture_output=True, text=True).stdout.strip()
+    return subprocess.run(["git", *args], env=env, capture_output=True, text=True)
+
+
+def git_out(repo, *args):
+    """stdout of a git command on the app's repository."""
+    return git(repo, *args).stdout.strip()
+
+
+def check_whole_history(repo, push):
+    """Refuse a push from a shallow clone before building it: its history stops at commits this repository
+    lacks, and git refuses to move the ref after the hook ('shallow update not allowed')."""
+    if git(repo, "rev-list", "--quiet", push.new, "--not", "--all").returncode != 0:
+        raise TinyservError("%s comes from a shallow clone, and git takes no shallow push: fetch the whole "
+                            "history ('git fetch --unshallow') and push again" % push.new[:7])
 
 
 def read_ref(repo, ref):
