@@ -169,3 +169,40 @@ def test_a_push_from_a_shallow_clone_is_refused_in_one_line_before_anything_is_b
     assert "Push rejected: " in pushed.stderr and "shallow clone" in pushed.stderr, shown
     assert server.releases(app) == before
     assert not os.listdir(os.path.join(server.root, "apps", app.name, "builds"))
+
+
+# --- 16: the small ones ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("content", ["", "{}"], ids=["empty", "an empty object"])
+def test_an_app_whose_formation_json_is_damaged_is_broken_in_apps_not_up(server, tmp_path, content):
+    app = server.new_app(tmp_path, node_app("x"), prefix="form")
+    server.push(app)
+    with open(os.path.join(server.root, "apps", app.name, "formation.json"), "w") as f:
+        f.write(content)
+    listed = {a["name"]: a for a in json.loads(server.tinyserv("apps", "--json").stdout)}
+    assert listed[app.name]["state"] == "broken" and "formation.json is damaged" in listed[app.name]["error"]
+    shown = server.tinyserv("apps")
+    assert "broken: " in shown.stdout and "formation.json" in shown.stdout, describe(shown)
+
+
+def test_maintenance_prints_json_with_json(server, tmp_path):
+    app = server.new_app(tmp_path, node_app("x"), prefix="mnt")
+    assert json.loads(server.tinyserv("maintenance", "--json", cwd=app.path).stdout) == {"maintenance": False}
+    server.tinyserv("maintenance:on", cwd=app.path)
+    assert json.loads(server.tinyserv("maintenance", "--json", cwd=app.path).stdout) == {"maintenance": True}
+    assert server.tinyserv("maintenance", cwd=app.path).stdout == "on\n"
+
+
+def test_apps_destroy_of_an_app_whose_data_directory_is_a_symlink_says_the_data_is_kept(server, tmp_path):
+    app = server.new_app(tmp_path, node_app("x"), prefix="link")
+    elsewhere = tmp_path / "big-disk"
+    elsewhere.mkdir()
+    (elsewhere / "photos").write_bytes(b"x" * 5000)
+    data = os.path.join(server.root, "apps", app.name, "data")
+    os.rmdir(data)
+    os.symlink(elsewhere, data)
+    out = server.tinyserv("apps:destroy", "--confirm", app.name, cwd=app.path).stdout
+    assert "Destroying ⬢ %s... done: the link to its data directory (%s is kept) deleted" % (
+        app.name, elsewhere) in out, out
+    assert "4.9 KB" not in out and (elsewhere / "photos").stat().st_size == 5000

@@ -147,6 +147,11 @@ def test_ps_shows_a_procfiles_escape_sequences_escaped():
     assert out.startswith("=== web (node x \\x1b[2J): 1\n")
 
 
+def test_maintenance_prints_on_or_off_and_json_with_json():
+    assert run("maintenance", {"maintenance": {"maintenance": True}}, json=False)[0] == "on\n"
+    assert run("maintenance", {"maintenance": {"maintenance": False}}, json=True)[0] == '{\n  "maintenance": false\n}\n'
+
+
 def test_releases_json_prints_what_the_remote_answered():
     out, calls = run("releases", {"releases": [{"version": 1}]}, num=1, json=True)
     assert calls == [(["releases", "--num", "1", "--", "myapp"], {})]

@@ -261,7 +261,24 @@ def listing(layout, app):
         return {"jobs": [], "deployed": False}
     entries = appstate.build_meta(layout, app, release["build"]).get("cron", [])
     saved = {j["name"]: j for j in store.load(cron_file(layout, app), SAVED, {"jobs": []})["jobs"]}
-    running = {i["name"] for i in appstate.instances(layout, app) if i["type"] == PREFIX and i["state"] == "up"}
+    running = {i["name"]: i["version"] for i in appstate.instances(layout, app)
+               if i["type"] == PREFIX and i["state"] == "up"}
+    history = {r["version"]: r for r in releases.history(layout, app)}
+
+    def runs(name, entry):
+        """Is a run of this job going on? A run an earlier release started counts when that release had the
+        same job (a deploy lets a run finish; the job it ran may be gone or changed since)."""
+        version = running.get(name)
+        if version is None or version == release["version"]:
+            return version is not None
+        build = (history.get(version) or {}).get("build")
+        try:
+            earlier = appstate.build_meta(layout, app, build).get("cron", []) if build else []
+        except TinyservError:
+            return False  # that build was pruned: its jobs are unknown
+        n = number_of(name)
+        return n <= len(earlier) and earlier[n - 1] == entry
+
     jobs = []
     for n, entry in enumerate(entries, start=1):
         name = job_name(n)
@@ -271,5 +288,5 @@ def listing(layout, app):
         jobs.append({"name": name, "schedule": entry["schedule"], "command": entry["command"],
                      "next_at": known.get("next_at"), "last_started": known.get("last_started"),
                      "last_exit": known.get("last_exit"), "runs": known.get("runs", 0),
-                     "skipped": known.get("skipped", 0), "running": name in running})
+                     "skipped": known.get("skipped", 0), "running": runs(name, entry)})
     return {"jobs": jobs, "deployed": True}
