@@ -9,8 +9,7 @@ import json
 
 import pytest
 
-from localserver import node_app
-from support import describe, wait_until
+from support import describe, node_app, wait_until
 
 ESC = "\x1b"
 CLEAR = ESC + "[2J"  # clears the screen

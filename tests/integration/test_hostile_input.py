@@ -3,12 +3,11 @@ that fails changes nothing."""
 
 import json
 import os
-import subprocess
 
 import pytest
 
-from localserver import TINYSERV, TINYSERV_REMOTE, local_server, node_app
-from support import Running, describe, run, wait_for_http
+from localserver import TINYSERV, TINYSERV_REMOTE, local_server
+from support import Running, describe, node_app, run
 
 
 def assert_one_line(result, *words):
