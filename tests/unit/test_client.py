@@ -288,3 +288,20 @@ def test_a_download_never_writes_through_a_partial_file_someone_planted(tmp_path
     assert Client.save_stream(types.SimpleNamespace(remote=remote), ["pg:backups:download"], str(target)) == 0
     assert victim.read_bytes() == b"keep me" and target.read_bytes() == b"the dump"
     assert os.stat(target).st_mode & 0o777 == 0o600
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["domains:add", "-x.test"], ["domains:add", "--", "-x.test"]),
+    (["domains:add", "-x.test", "-a", "shop"], ["domains:add", "-a", "shop", "--", "-x.test"]),
+    (["-a", "shop", "domains:remove", "-x.test"], ["-a", "shop", "domains:remove", "--", "-x.test"]),
+    (["apps:create", "-starts-with-dash"], ["apps:create", "--", "-starts-with-dash"]),
+    (["domains:add", "www.example.org", "-ashop"], ["domains:add", "www.example.org", "-ashop"]),
+    (["domains:add", "--", "-x.test"], ["domains:add", "--", "-x.test"]),
+    (["local", "-p", "-5"], ["local", "-p", "-5"]),
+    (["releases", "-n", "-1"], ["releases", "-n", "-1"]),
+    (["run", "ls", "-la"], ["run", "ls", "-la"]),
+    (["domains", "--bogus"], ["domains", "--bogus"]),
+    (["domains:add", "--help"], ["domains:add", "--help"]),
+])
+def test_a_word_starting_with_a_dash_that_is_no_option_is_the_commands_positional(argv, expected):
+    assert client.stray_dashes_as_positionals(argv) == expected

@@ -131,6 +131,27 @@ def test_releases_prints_a_table_newest_first():
                    "v1       Initial release  ann         2026-11-27T05:00:00Z\n")
 
 
+def test_releases_show_a_committers_escape_sequences_escaped_but_json_keeps_them():
+    answer = {"releases": [{"version": 2, "description": "Deploy 1234567 \x1b]0;pwned\x07", "by": "ev\x1b[2Jil@x",
+                            "created_at": "2024-01-01T00:00:00Z"}]}
+    out, _ = run("releases", answer, num=None, json=False)
+    assert "\x1b" not in out and "ev\\x1b[2Jil@x" in out and "\\x1b]0;pwned\\x07" in out
+    out, _ = run("releases", answer, num=None, json=True)
+    assert '"ev\\u001b[2Jil@x"' in out
+
+
+def test_ps_shows_a_procfiles_escape_sequences_escaped():
+    answer = {"ps": {"formation": {"web": {"command": "node x \x1b[2J", "quantity": 1, "stopped": False}},
+                     "instances": []}}
+    out, _ = run("ps", answer, json=False)
+    assert out.startswith("=== web (node x \\x1b[2J): 1\n")
+
+
+def test_maintenance_prints_on_or_off_and_json_with_json():
+    assert run("maintenance", {"maintenance": {"maintenance": True}}, json=False)[0] == "on\n"
+    assert run("maintenance", {"maintenance": {"maintenance": False}}, json=True)[0] == '{\n  "maintenance": false\n}\n'
+
+
 def test_releases_json_prints_what_the_remote_answered():
     out, calls = run("releases", {"releases": [{"version": 1}]}, num=1, json=True)
     assert calls == [(["releases", "--num", "1", "--", "myapp"], {})]

@@ -26,7 +26,7 @@ def complete_in_bash(line, tmp_path):
     ("tinyserv ps --", ["--app", "--remote", "--json"]),
     ("tinyserv -r staging ps:scale -", ["-a", "--app", "-r", "--remote", "--json"]),
     ("tinyserv apps --", ["--json"]),
-    ("tinyserv logs -", ["-a", "--app", "-r", "--remote", "-n", "--num", "-t", "--tail", "--ps"]),
+    ("tinyserv logs -", ["-a", "--app", "-r", "--remote", "-n", "--num", "-t", "--tail", "--ps", "--raw"]),
     ("tinyserv completion ", ["bash", "zsh"]),
     ("tinyserv config:pull --o", ["--overwrite"]),
     ("/usr/local/bin/tinyserv rel", ["releases", "releases:info"]),

@@ -211,6 +211,32 @@ def test_a_deploy_lets_a_running_job_finish_and_shutdown_stops_it(sup, fake, lay
     assert (pid, signal.SIGTERM) in fake.signals
 
 
+def test_after_a_deploy_that_changes_a_job_cron_does_not_show_the_new_job_running_while_the_old_one_runs(
+        sup, fake, layout):
+    cron_app(layout, [{"command": "node long.js", "schedule": "* * * * *"}])
+    sup.sync()
+    fake.now = utc("2026-11-28T05:00:00Z")
+    sup.tick()
+    assert cron.listing(layout, APP)["jobs"][0]["running"] is True
+    cron_app(layout, [{"command": "node other.js", "schedule": "@daily"}], build="b2")
+    sup.sync(APP)
+    sup.tick()
+    assert sup.apps[APP]["scheduler.1"]["state"] == "up"  # the old run goes on
+    listed = cron.listing(layout, APP)["jobs"][0]
+    assert (listed["command"], listed["running"]) == ("node other.js", False)
+
+
+def test_after_a_deploy_that_keeps_a_job_cron_shows_its_run_going_on(sup, fake, layout):
+    cron_app(layout, [{"command": "node long.js", "schedule": "* * * * *"}])
+    sup.sync()
+    fake.now = utc("2026-11-28T05:00:00Z")
+    sup.tick()
+    cron_app(layout, [{"command": "node long.js", "schedule": "* * * * *"}], build="b2")
+    sup.sync(APP)
+    sup.tick()
+    assert cron.listing(layout, APP)["jobs"][0]["running"] is True
+
+
 def test_the_supervisor_wakes_up_for_a_job_when_nothing_else_happens(sup, fake, layout):
     cron_app(layout, [{"command": "x", "schedule": "* * * * *"}])
     sup.sync()

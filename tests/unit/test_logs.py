@@ -159,6 +159,23 @@ def test_follow_copies_lines_appended_after_it_started(tmp_path):
     assert out.getvalue() == line("web.1", "new") + line("worker.1", "more")
 
 
+def test_an_escaping_stream_escapes_each_lines_control_characters_and_keeps_its_newline():
+    out = io.StringIO()
+    escaping = logs.Escaping(out)
+    escaping.writelines(["a \x1b[2Jb\n", "tab\tstays\n", "no newline \x07"])
+    assert out.getvalue() == "a \\x1b[2Jb\ntab\tstays\nno newline \\x07"
+
+
+def test_follow_through_an_escaping_stream_escapes_new_lines(tmp_path):
+    path = str(tmp_path / "app.log")
+    log = writer(path)
+    out = io.StringIO()
+    logs.follow(path, None, logs.Escaping(out), Script(lambda: log.write("web.1", "\x1b[2Jnew"), None),
+                interval=0)
+    log.close()
+    assert out.getvalue() == line("web.1", "\\x1b[2Jnew")
+
+
 def test_follow_filters_by_ps(tmp_path):
     path = str(tmp_path / "app.log")
     log = writer(path)

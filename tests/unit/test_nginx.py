@@ -177,7 +177,8 @@ def test_hostile_domain_names_are_refused_in_one_line(name, words):
 
 
 @pytest.mark.parametrize("words, message", [
-    (["web=21"], "web runs at most 20"), (["web=101"], "at most 100"), (["worker=101"], "at most 100"),
+    (["web=21"], "web runs at most 20"), (["web=101"], "web runs at most 20"), (["web=99999"], "web runs at most 20"),
+    (["worker=101"], "at most 100"),
 ])
 def test_scaling_is_refused_past_the_limits_of_a_type(words, message):
     with pytest.raises(TinyservError, match=message):

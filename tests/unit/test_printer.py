@@ -18,6 +18,7 @@ class Terminal(io.StringIO):
 @pytest.fixture
 def colour_allowed(monkeypatch):
     monkeypatch.delenv("NO_COLOR", raising=False)
+    monkeypatch.setenv("TERM", "xterm-256color")
 
 
 def plain(text):
@@ -82,6 +83,44 @@ def test_color_wraps_text_in_ansi_codes_on_a_terminal(colour_allowed):
 def test_color_is_plain_on_a_terminal_with_no_color_set(monkeypatch):
     monkeypatch.setenv("NO_COLOR", "1")
     assert printer.color("up", "32", Terminal()) == "up"
+
+
+def test_color_is_plain_on_a_dumb_terminal(colour_allowed, monkeypatch):
+    monkeypatch.setenv("TERM", "dumb")
+    assert printer.color("up", "32", Terminal()) == "up"
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("plain text", "plain text"),
+    ("tab\tand\nnewline stay", "tab\tand\nnewline stay"),
+    ("\x1b[2Jclear", "\\x1b[2Jclear"),
+    ("carriage\rreturn", "carriage\\x0dreturn"),
+    ("bell\x07 nul\x00 del\x7f", "bell\\x07 nul\\x00 del\\x7f"),
+    ("c1 csi\x9b2J", "c1 csi\\x9b2J"),
+    ("utf-8 é ⬢ stays", "utf-8 é ⬢ stays"),
+])
+def test_escape_shows_control_characters_but_tab_and_newline_as_hex(text, expected):
+    assert printer.escape(text) == expected
+
+
+def test_escaped_escapes_every_string_in_an_answer_and_leaves_the_rest():
+    answer = [{"by": "ev\x1bil", "version": 3, "tags": ["\x1b]0;t\x07"], "none": None, "\x1bkey": True}]
+    assert printer.escaped(answer) == [{"by": "ev\\x1bil", "version": 3, "tags": ["\\x1b]0;t\\x07"],
+                                        "none": None, "\\x1bkey": True}]
+
+
+def test_steps_escape_what_a_build_printed():
+    out = io.StringIO()
+    steps = printer.Steps(out)
+    steps.step("Building")
+    steps.detail("npm says \x1b[31mred\x1b[0m\r")
+    assert out.getvalue() == "-----> Building\n       npm says \\x1b[31mred\\x1b[0m\\x0d\n"
+
+
+def test_an_error_escapes_its_message_and_the_output_it_quotes():
+    err = io.StringIO()
+    printer.error("web exited: \x1b[2J", ["last \x1b]0;x\x07line"], stream=err)
+    assert err.getvalue() == "       last \\x1b]0;x\\x07line\ntinyserv: web exited: \\x1b[2J\n"
 
 
 def test_color_is_plain_for_a_stream_without_isatty(colour_allowed):

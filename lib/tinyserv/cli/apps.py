@@ -5,7 +5,7 @@ import shlex
 import sys
 import time
 
-from tinyserv.common import configvars, printer
+from tinyserv.common import configvars, printer, userfiles
 from tinyserv.cli import gitlocal
 from tinyserv.cli.target import app_option
 from tinyserv.common.errors import TinyservError
@@ -65,7 +65,8 @@ class AppCommands:
             raise TinyservError("confirmation %r does not match %r: nothing was destroyed" % (confirm, name))
         result = self.call(app=name)
         removed = gitlocal.in_repository() and gitlocal.remove_remote_if(name)
-        deleted = "its data directory (%s)" % human(result.get("data_bytes", 0))
+        deleted = ("the link to its data directory (%s is kept)" % printer.escape(result["data_kept"])
+                   if result.get("data_kept") else "its data directory (%s)" % human(result.get("data_bytes", 0)))
         if result.get("addons"):
             deleted += " and add-ons %s, with their data" % ", ".join(result["addons"])
         self.say("Destroying ⬢ %s... done: %s deleted" % (name, deleted)
@@ -73,10 +74,12 @@ class AppCommands:
 
     def data_of(self, name):
         """What apps:destroy's question says besides code and config: the data directory and add-ons."""
-        size = human(self.call("storage", app=name)["bytes"])
+        storage = self.call("storage", app=name)
         listed = self.call("addons", app=name)
-        return "its data directory (%s)%s" % (size, " and its add-ons %s with all their data" % ", ".join(
-            a["name"] for a in listed) if listed else "")
+        data = ("the link to its data directory (%s stays)" % printer.escape(storage["linked_to"])
+                if storage.get("linked_to") else "its data directory (%s)" % human(storage["bytes"]))
+        return data + (" and its add-ons %s with all their data" % ", ".join(a["name"] for a in listed)
+                       if listed else "")
 
     def destroy_target(self):
         """NAME, -a, this repository's app or, with none of those, the name given to --confirm."""
@@ -257,11 +260,6 @@ def read_public_key(path):
     home = os.path.expanduser("~/.ssh")
     candidates = [path] if path else [os.path.join(home, n) for n in ("id_ed25519.pub", "id_ecdsa.pub", "id_rsa.pub")]
     for candidate in candidates:
-        try:
-            with open(candidate, encoding="utf-8") as f:
-                return f.read(16385)
-        except FileNotFoundError:
-            continue
-        except OSError as e:
-            raise TinyservError("cannot read %s: %s" % (candidate, e.strerror)) from None
+        if os.path.exists(candidate):
+            return userfiles.read_text(candidate, userfiles.MAX_PUBLIC_KEY)
     raise TinyservError("no public key at %s: name the .pub file (tinyserv keys:add NAME FILE)" % candidates[0])

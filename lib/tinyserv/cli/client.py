@@ -1,5 +1,6 @@
 """tinyserv: the developer's command line. Heroku's verbs, run against your own server."""
 
+import re
 import sys
 
 from tinyserv import __version__
@@ -36,10 +37,12 @@ class Client(AppCommands, FrontDoorCommands, DataCommands, DeveloperCommands):
         self.out.write(text + "\n")
 
     def json_or(self, value, render):
+        """--json: the server's answer as it is; else render(answer) with every text in it escaped, since an
+        app, a build or a commit may have written it (a committer's email, a Procfile's command)."""
         if getattr(self.args, "json", False):
             self.say(printer.dumps(value))
         else:
-            render(value)
+            render(printer.escaped(value))
 
     @property
     def app(self):
@@ -117,9 +120,35 @@ def parser(verbs=None):
     return p
 
 
+NEGATIVE_NUMBER = re.compile(r"-[0-9]+(\.[0-9]*)?\Z")  # argparse takes these as values, not options
+
+
+def stray_dashes_as_positionals(argv):
+    """argv with each word after the command that starts with '-' but is none of its options (`domains:add
+    -x.test`) moved behind '--': the command's positional argument, as meant, which its own check then
+    refuses in one line ('invalid domain'), where argparse would say HOST is missing."""
+    at = next((i for i, word in enumerate(argv) if word in commands.BY_NAME), None)
+    if at is None or "--" in argv[at:]:
+        return argv
+    args = commands.client_args(commands.BY_NAME[argv[at]])
+    positional = [a for a in args if not a.flags[0].startswith("-")]
+    if not positional or any(a.options.get("nargs") == "..." for a in positional):
+        return argv
+    flags = {"-h", "--help", "--json", "-a", "--app", "-r", "--remote"} | {
+        flag for a in args for flag in a.flags if flag.startswith("-")}
+
+    def stray(word):
+        if not word.startswith("-") or word == "-" or NEGATIVE_NUMBER.match(word):
+            return False
+        return not (word.partition("=")[0] in flags or (not word.startswith("--") and word[:2] in flags))
+    words = argv[at + 1:]
+    return argv[:at + 1] + [w for w in words if not stray(w)] + ["--"] + [w for w in words if stray(w)] \
+        if any(stray(w) for w in words) else argv
+
+
 def main(argv=None):
     """Entry point of bin/tinyserv."""
-    argv = sys.argv[1:] if argv is None else argv
+    argv = stray_dashes_as_positionals(sys.argv[1:] if argv is None else argv)
 
     def body():
         args = parse(parser(commands.named_in(argv)), argv)

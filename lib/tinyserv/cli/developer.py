@@ -6,7 +6,7 @@ import os
 import sys
 
 from tinyserv import __version__
-from tinyserv.common import commands, configvars, printer
+from tinyserv.common import commands, configvars, printer, userfiles
 from tinyserv.cli.target import who
 from tinyserv.cli.transport import Remote
 from tinyserv.common.errors import TinyservError
@@ -115,12 +115,8 @@ class DeveloperCommands:
 
 
 def read_text(path):
-    """A local file's text, or the one error that says why it cannot be read."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            return f.read()
-    except (OSError, UnicodeDecodeError) as e:
-        raise TinyservError("cannot read %s: %s" % (path, getattr(e, "strerror", None) or e)) from None
+    """A local .env file's text (a regular file of at most 1 MiB), or the one error that says why not."""
+    return userfiles.read_text(path, userfiles.MAX_ENV)
 
 
 def write_private(path, text):

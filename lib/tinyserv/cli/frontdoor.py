@@ -1,8 +1,9 @@
 """The client's side of the front door's commands (nginx): domains, certs, maintenance, features."""
 
+from tinyserv.common import userfiles
 from tinyserv.common.errors import TinyservError
 from tinyserv.common.names import MAX_PEM, check_domain, check_feature, check_pem
-from tinyserv.common.printer import heading, table
+from tinyserv.common.printer import escaped, heading, table
 
 
 class FrontDoorCommands:
@@ -42,7 +43,7 @@ class FrontDoorCommands:
     def certs_add(self):
         self.args.cert = read_pem(self.args.cert, "cert")  # sent as JSON on standard input, not as paths
         self.args.key = read_pem(self.args.key, "key")
-        cert = self.call()
+        cert = escaped(self.call())  # its names are the certificate's own
         self.say("Adding a certificate to ⬢ %s... done, %s (expires %s)" % (self.app, cert["name"], cert["expires"]))
         self.say("It serves %s over HTTPS" % (", ".join(cert["serves"]) if cert["serves"] else
                                                "none of the app's domains yet (it covers %s)" % ", ".join(
@@ -53,7 +54,7 @@ class FrontDoorCommands:
         self.say("Removing certificate %s from ⬢ %s... done" % (result["removed"], self.app))
 
     def certs_auto_enable(self):
-        cert = self.call()
+        cert = escaped(self.call())
         self.say("Getting a certificate for ⬢ %s... done, it serves %s (expires %s)" % (
             self.app, ", ".join(cert["serves"]), cert["expires"]))
 
@@ -66,7 +67,7 @@ class FrontDoorCommands:
         self.say("Automatic certificates of ⬢ %s... disabled" % self.app)
 
     def maintenance(self):
-        self.say("on" if self.call()["maintenance"] else "off")
+        self.json_or(self.call(), lambda m: self.say("on" if m["maintenance"] else "off"))
 
     def maintenance_on(self):
         self.call()
@@ -94,11 +95,6 @@ class FrontDoorCommands:
 def read_pem(path, kind):
     """A PEM file the user named, read here (its text goes to the server on standard input)."""
     try:
-        with open(path, "rb") as f:
-            data = f.read(MAX_PEM + 1)
-    except OSError as e:
-        raise TinyservError("cannot read %s: %s" % (path, e.strerror)) from None
-    try:
-        return check_pem(data.decode("utf-8"), kind)
+        return check_pem(userfiles.read_bytes(path, MAX_PEM).decode("utf-8"), kind)
     except UnicodeDecodeError:
         raise TinyservError("%s is not a PEM file (not text)" % path) from None

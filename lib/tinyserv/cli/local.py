@@ -15,7 +15,7 @@ import sys
 import time
 import uuid
 
-from tinyserv.common import dotenv
+from tinyserv.common import dotenv, userfiles
 from tinyserv.common import processes as procs
 from tinyserv.common.errors import TinyservError
 from tinyserv.common.printer import color
@@ -58,22 +58,18 @@ class Prefixer:
         return self.prefix + rest.decode("utf-8", "replace") + "\n" if rest else ""
 
 
-def read_file(path, what):
-    """A local file's text, or the one error that says why it cannot be read."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            return f.read()
-    except FileNotFoundError:
-        raise TinyservError("no %s here (%s)" % (what, os.path.abspath(path))) from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise TinyservError("cannot read %s: %s" % (path, getattr(e, "strerror", None) or e)) from None
+def read_file(path, what, limit):
+    """A local file's text (a regular file of at most limit bytes), or the one error that says why not."""
+    if not os.path.exists(path):
+        raise TinyservError("no %s here (%s)" % (what, os.path.abspath(path)))
+    return userfiles.read_text(path, limit)
 
 
 def environment(env_path, explicit):
     """The environment the processes get: ours, then the .env file's (a missing default .env is fine)."""
     if not explicit and not os.path.exists(env_path):
         return dict(os.environ), 0
-    values = dotenv.parse_env(read_file(env_path, "environment file"), env_path)
+    values = dotenv.parse_env(read_file(env_path, "environment file", userfiles.MAX_ENV), env_path)
     return dict(os.environ, **values), len(values)
 
 
@@ -202,7 +198,7 @@ def raise_interrupt(signum, frame):
 
 def run(types, procfile="Procfile", env_file=".env", env_given=False, port=5000, grace=5, out=None):
     """`tinyserv local`: run the Procfile here; the exit code."""
-    processes = plan(parse_procfile(read_file(procfile, "Procfile")), types, port)
+    processes = plan(parse_procfile(read_file(procfile, "Procfile", userfiles.MAX_PROCFILE)), types, port)
     env, count = environment(env_file, env_given)
     runner = Runner(processes, env, out)
     if count:

@@ -66,11 +66,11 @@ def parse_scale(words):
         if not sep or not PROCESS_TYPE.match(ptype) or not re.match(r"[0-9]+\Z", count):
             raise TinyservError("%r is not TYPE=N (N a whole number, 0 or more)" % (word,))
         formation[ptype] = int(count)
+        if ptype == "web" and formation[ptype] > MAX_WEB:  # the tighter limit first: it is the one that holds
+            raise TinyservError("web=%d is too many: web runs at most %d instances" % (formation[ptype], MAX_WEB))
         if formation[ptype] > MAX_PER_TYPE:
             raise TinyservError("%s=%d is too many: a process type runs at most %d instances" % (
                 ptype, formation[ptype], MAX_PER_TYPE))
-        if ptype == "web" and formation[ptype] > MAX_WEB:
-            raise TinyservError("web=%d is too many: web runs at most %d instances" % (formation[ptype], MAX_WEB))
     return formation
 
 

@@ -11,11 +11,33 @@ INDENT = " " * len(ARROW)
 
 
 def color(text, code, stream=None):
-    """Wrap text in an ANSI colour when stream is a terminal and NO_COLOR is unset."""
+    """Wrap text in an ANSI colour when stream is a terminal, NO_COLOR is unset and TERM is not 'dumb'."""
     stream = stream or sys.stdout
-    if not getattr(stream, "isatty", lambda: False)() or os.environ.get("NO_COLOR"):
+    if (not getattr(stream, "isatty", lambda: False)() or os.environ.get("NO_COLOR")
+            or os.environ.get("TERM") == "dumb"):
         return text
     return "\033[%sm%s\033[0m" % (code, text)
+
+
+# Control characters (C0, DEL, C1) but tab and newline: what could move the cursor or rewrite the screen.
+CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def escape(text):
+    """Text that came from an app, a build or a commit, safe for a terminal: each control character but tab
+    and newline shown as \\xNN (ESC as \\x1b), so none can move the cursor or rewrite the screen."""
+    return CONTROL.sub(lambda m: "\\x%02x" % ord(m.group()), text)
+
+
+def escaped(value):
+    """A server's answer with every string in it escaped (for printing; --json prints the answer itself)."""
+    if isinstance(value, str):
+        return escape(value)
+    if isinstance(value, dict):
+        return {escape(k): escaped(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [escaped(v) for v in value]
+    return value
 
 
 class Steps:
@@ -31,7 +53,8 @@ class Steps:
         self.write(INDENT + text)
 
     def write(self, line):
-        self.out.write(line.rstrip("\n") + "\n")
+        """One line; what a build or an app wrote is escaped on its way (see escape)."""
+        self.out.write(escape(line.rstrip("\n")) + "\n")
         self.out.flush()
 
 
@@ -72,16 +95,16 @@ def dumps(value):
 def error(message, details=(), stream=None):
     """The one-line error every failure ends in, below the lines that explain it (if any)."""
     stream = stream or sys.stderr
-    for line in details:
-        stream.write(INDENT + line.rstrip("\n") + "\n")
-    stream.write(color("tinyserv: " + message.replace("\n", " "), "31", stream) + "\n")
+    for line in details:  # often a web's last output
+        stream.write(INDENT + escape(line.rstrip("\n")) + "\n")
+    stream.write(color("tinyserv: " + escape(message.replace("\n", " ")), "31", stream) + "\n")
     stream.flush()
 
 
 def warning(message, stream=None):
     """A warning on stderr: something to fix that did not stop the command."""
     stream = stream or sys.stderr
-    stream.write(color("tinyserv: warning: " + message.replace("\n", " "), "33", stream) + "\n")
+    stream.write(color("tinyserv: warning: " + escape(message.replace("\n", " ")), "33", stream) + "\n")
     stream.flush()
 
 

@@ -6,7 +6,6 @@ script. Any failure raises TinyservError and removes the half-made build.
 """
 
 import hashlib
-import json
 import os
 import re
 import select
@@ -18,6 +17,7 @@ from tinyserv.platform import appenv, privileged, procs
 from tinyserv.deploy import runtimes, versions
 from tinyserv.supervise import cron
 from tinyserv.state import nofollow, store
+from tinyserv.common import userfiles
 from tinyserv.common.errors import TinyservError
 from tinyserv.common.procfile import parse_procfile
 
@@ -180,10 +180,7 @@ def read_healthcheck(build_dir):
     text = read_pushed_text(build_dir, "app.json")
     if text is None:
         return None
-    try:
-        manifest = json.loads(text)
-    except ValueError as e:
-        raise TinyservError("app.json is not valid JSON: %s" % e) from None
+    manifest = userfiles.parse_json(text, "app.json")
     checks = (manifest.get("healthchecks") or {}).get("web") if isinstance(manifest, dict) else None
     if checks is None:
         return None
@@ -263,10 +260,7 @@ def is_django(build_dir):
 
 
 def read_package_json(build_dir):
-    try:
-        package = json.loads(read_pushed_text(build_dir, "package.json"))
-    except ValueError as e:
-        raise TinyservError("package.json is not valid JSON: %s" % e) from None
+    package = userfiles.parse_json(read_pushed_text(build_dir, "package.json"), "package.json")
     if not isinstance(package, dict):
         raise TinyservError("package.json is not a JSON object")
     return package

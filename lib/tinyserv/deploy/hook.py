@@ -30,6 +30,8 @@ def run(layout, app, text, out):
     """The hook's body: deploy what was pushed, or refuse it; returns the hook's exit code."""
     try:
         push = deploy.plan(deploy.parse_updates(text), *deploy.deployed(releases.history(layout, app)))
+        if push is not None:
+            deploy.check_whole_history(layout.repo(app), push)
     except TinyservError as e:
         reject(Steps(out), e)
         return 1

@@ -30,11 +30,24 @@ PENDING = {"version": int, "build": str, "ref": str, "old": str, "new": str,
            "receiver": int, "receiver_start": (int, None)}
 
 
-def git_out(repo, *args):
-    """stdout of a git command on the app's repository (the push's own quarantine included)."""
+def git(repo, *args):
+    """A git command on the app's repository (the push's own quarantine included): its CompletedProcess."""
     env = {k: v for k, v in os.environ.items() if k not in ("GIT_DIR", "GIT_WORK_TREE")}
     env["GIT_DIR"] = repo
-    return subprocess.run(["git", *args], env=env, capture_output=True, text=True).stdout.strip()
+    return subprocess.run(["git", *args], env=env, capture_output=True, text=True)
+
+
+def git_out(repo, *args):
+    """stdout of a git command on the app's repository."""
+    return git(repo, *args).stdout.strip()
+
+
+def check_whole_history(repo, push):
+    """Refuse a push from a shallow clone before building it: its history stops at commits this repository
+    lacks, and git refuses to move the ref after the hook ('shallow update not allowed')."""
+    if git(repo, "rev-list", "--quiet", push.new, "--not", "--all").returncode != 0:
+        raise TinyservError("%s comes from a shallow clone, and git takes no shallow push: fetch the whole "
+                            "history ('git fetch --unshallow') and push again" % push.new[:7])
 
 
 def read_ref(repo, ref):
@@ -62,6 +75,19 @@ class Deploy:
 
     def run(self, push, receiver):
         """Deploy push; receiver is git-receive-pack's (pid, starttime), whose end settles the ref."""
+        try:
+            self.deploy(push, receiver)
+        except Exception:
+            self.still_there()  # apps:destroy stopped the build and took its files: say that, not what broke
+            raise
+
+    def still_there(self):
+        """Raise the one error for an app destroyed while this push ran (apps:destroy never waits for a build)."""
+        if not self.layout.exists(self.app):
+            raise TinyservError("%s was destroyed during this push (apps:destroy): nothing was deployed" % self.app)
+
+    def deploy(self, push, receiver):
+        """run's body."""
         started = time.monotonic()
         waiting = lambda: self.steps.step("Waiting for another deploy of %s to finish" % self.app)  # noqa: E731
         with store.locked(self.layout.app_file(self.app, "deploy.lock"), waiting=waiting, cancelled=self.cancelled):
@@ -82,6 +108,7 @@ class Deploy:
 
         def watch():
             self.cancelled()
+            self.still_there()
             if time.monotonic() > deadline:
                 raise TinyservError("the build took longer than %d s (TINYSERV_BUILD_TIMEOUT); it was stopped" % limit)
         self.steps.step("Building %s (%s, %s)" % (self.app, push.new[:7], branch(push.ref)))
@@ -136,6 +163,7 @@ class Deploy:
     def transaction(self, meta, push, receiver, started, checked=None):
         """Record the release, switch to it, tell git yes, and keep it only if git moves the ref."""
         with store.locked(self.layout.app_file(self.app, "lock")):
+            self.still_there()
             config = releases.current_config(self.layout, self.app)
             version = releases.current(self.layout, self.app)["version"] + 1
             store.write_json(pending_file(self.layout, self.app), {

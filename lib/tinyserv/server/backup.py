@@ -204,6 +204,12 @@ def capture(layout, file=None):
             os.fsync(out.fileno())
             out.close()
             os.rename(partial, target)
+    except BrokenPipeError:
+        # What read the archive ended before it did (`backup - | false`): a backup cut short is a failure,
+        # never guarded()'s quiet end of output. Python's last flush of stdout goes nowhere.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        raise TinyservError("the backup failed: whatever read its archive from standard output ended before "
+                            "it was written (broken pipe)") from None
     except BaseException:
         if target:
             out.close()

@@ -12,7 +12,7 @@ import json
 import os
 import sys
 
-from tinyserv.common import commands, settings
+from tinyserv.common import commands, settings, userfiles
 from tinyserv.common.commands import ARGV, STDIN, dest, sent
 from tinyserv.common.errors import ArgumentParser, TinyservError, guarded, parse
 from tinyserv.state.layout import Layout, server_root
@@ -41,13 +41,19 @@ def parser(verbs=None):
 
 def read_input(cmd):
     """The JSON object the client sends on stdin: the command's STDIN arguments (and who asks)."""
-    text = sys.stdin.read()
+    data = userfiles.read_stream(sys.stdin.buffer, userfiles.MAX_STDIN, "standard input")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise TinyservError("standard input is not UTF-8 text") from None
     try:
         data = json.loads(text or "{}")
     except ValueError as e:
         if cmd.text_stdin:  # not JSON: the text itself (`tinyserv-remote keys:add ci < key.pub`)
             return {cmd.text_stdin: text}
         raise TinyservError("expected JSON on standard input: %s" % e) from None
+    except RecursionError:
+        raise TinyservError("the JSON on standard input nests too deeply to be read") from None
     if not isinstance(data, dict):
         raise TinyservError("expected a JSON object on standard input")
     allowed = {dest(a) for a in sent(cmd, STDIN)} | ({"by"} if cmd.who else set())

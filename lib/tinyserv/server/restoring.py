@@ -16,9 +16,10 @@ import urllib.parse
 
 from tinyserv.addons import registry as addons, postgres, redis
 from tinyserv.deploy import appfiles, ports
+from tinyserv.frontdoor import domains
 from tinyserv.platform import control, services
 from tinyserv.supervise import waiting
-from tinyserv.state import addonstate, logs, nofollow, releases, store
+from tinyserv.state import addonstate, appstate, logs, nofollow, releases, store
 from tinyserv.common import settings
 from tinyserv.common.errors import TinyservError
 from tinyserv.state.layout import start_port
@@ -83,6 +84,18 @@ class Restore:
                                         % addon["name"])
         if "postgresql" in kinds:
             self.check_databases(names)
+        self.check_domains(names)
+
+    def check_domains(self, names):
+        """No domain of the archive's apps belongs to an app of this server: a domain has one app, always."""
+        for app in names:
+            staged = store.load(os.path.join(self.staging, "apps", app, "router.json"), appstate.ROUTER, {})
+            for domain in staged.get("domains", []):
+                holder = domains.owner(self.layout, domain)
+                if holder:
+                    raise TinyservError("%s answers at %s in the archive, but here the app %s does: remove it there "
+                                        "first ('tinyserv domains:remove %s -a %s'); nothing was changed" % (
+                                            app, domain, holder, domain, holder))
 
     def check_databases(self, names):
         """None of the archive's database or role names exists on this server's PostgreSQL."""

@@ -71,10 +71,11 @@ def processes(layout, app, types):
 
 # --- logs -------------------------------------------------------------------------------------------
 
-def show_logs(layout, app, num, following, ps):
-    """logs: the app's log (tinyserv's lines and nginx's), and for a swarm app its tasks' lines, merged."""
+def show_logs(layout, app, num, following, ps, raw=False):
+    """logs: the app's log (tinyserv's lines and nginx's), and for a swarm app its tasks' lines, merged;
+    escaped as logs.show escapes them, unless raw."""
     if not swarm.scheduled(layout, app):
-        return logs.show(layout, app, num, following, ps)
+        return logs.show(layout, app, num, following, ps, raw)
     if num < 0:
         raise TinyservError("-n must be 0 or more, not %d" % num)
     services = swarm.current_services(layout, app)
@@ -86,10 +87,11 @@ def show_logs(layout, app, num, following, ps):
                          check=False)
         lines += [line for line in task_lines(out, ptype) if logs.matches(line, ps)]
     lines.sort(key=lambda line: line[:20])
-    sys.stdout.writelines(lines[-num:] if num > 0 else [])
-    sys.stdout.flush()
+    out = sys.stdout if raw else logs.Escaping(sys.stdout)
+    out.writelines(lines[-num:] if num > 0 else [])
+    out.flush()
     if following:
-        follow(services, ps)
+        follow(services, ps, out)
 
 
 def task_lines(text, ptype):
@@ -108,8 +110,8 @@ def task_lines(text, ptype):
     return found
 
 
-def follow(services, ps):
-    """Follow the tasks' logs until the client goes away."""
+def follow(services, ps, out):
+    """Follow the tasks' logs into out until the client goes away."""
     import subprocess
     procs = []
     for ptype, service in sorted(services.items()):
@@ -127,8 +129,8 @@ def follow(services, ps):
                 for key, _ in sel.select(1.0):
                     line = key.fileobj.readline()
                     if line:
-                        sys.stdout.writelines(task_lines(line, key.data))
-                        sys.stdout.flush()
+                        out.writelines(task_lines(line, key.data))
+                        out.flush()
     finally:
         for _, proc in procs:
             proc.kill()

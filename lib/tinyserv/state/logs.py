@@ -6,6 +6,7 @@ import sys
 import time
 
 from tinyserv.common.names import number
+from tinyserv.common.printer import escape
 from tinyserv.state.releases import now_iso
 
 DEFAULT_MAX_BYTES = 5 * 1024 * 1024
@@ -164,17 +165,39 @@ def append(path, source, text):
         log.close()
 
 
-def show(layout, app, num, following, ps):
-    """logs: the last num lines of the app's log (of one process type or instance); then follow it."""
+def show(layout, app, num, following, ps, raw=False):
+    """logs: the last num lines of the app's log (of one process type or instance); then follow it.
+
+    Each line's control characters are escaped (printer.escape), as the app may have written any; raw: not.
+    """
     from tinyserv.common.errors import TinyservError
     layout.require(app)
     if num < 0:
         raise TinyservError("-n must be 0 or more, not %d" % num)
     path = layout.log_file(app)
-    sys.stdout.writelines(tail(path, num, ps))
-    sys.stdout.flush()
+    out = sys.stdout if raw else Escaping(sys.stdout)
+    out.writelines(tail(path, num, ps))
+    out.flush()
     if following:
-        follow(path, ps, sys.stdout, stdin_closed)
+        follow(path, ps, out, stdin_closed)
+
+
+class Escaping:
+    """A stream of whole lines whose text is escaped on its way to out (the newline that ends each kept)."""
+
+    def __init__(self, out):
+        self.out = out
+
+    def write(self, line):
+        text = line[:-1] if line.endswith("\n") else line
+        self.out.write(escape(text) + line[len(text):])
+
+    def writelines(self, lines):
+        for line in lines:
+            self.write(line)
+
+    def flush(self):
+        self.out.flush()
 
 
 def matches(line, ps):

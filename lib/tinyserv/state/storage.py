@@ -41,5 +41,6 @@ def info(layout, app):
     if not os.path.isdir(path):
         raise TinyservError("%s is not a directory: move it away so tinyserv can make the data directory" % path)
     size, files = usage(path)
-    return {"app": app, "path": path, "bytes": size, "files": files}
+    linked = os.path.realpath(path) if os.path.islink(path) else None  # apps:destroy removes only the link
+    return {"app": app, "path": path, "bytes": size, "files": files, "linked_to": linked}
 

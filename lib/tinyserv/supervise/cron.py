@@ -11,11 +11,10 @@ minute after now, never "now + a minute", so jobs do not drift with the supervis
 apps/<app>/run/cron.json says when each job last ran and runs next.
 """
 
-import json
 import os
 import re
 
-from tinyserv.common import schedule
+from tinyserv.common import schedule, userfiles
 from tinyserv.state import store
 from tinyserv.common.errors import TinyservError
 
@@ -40,10 +39,7 @@ def read_jobs(text):
     """The cron jobs of app.json's text ([{command, schedule}]), checked; one line naming app.json's line if not."""
     if text is None:
         return []
-    try:
-        data = json.loads(text)
-    except ValueError as e:
-        raise TinyservError("app.json is not valid JSON: %s" % e) from None
+    data = userfiles.parse_json(text, "app.json")
     if not isinstance(data, dict):
         raise TinyservError("app.json must be a JSON object")
     entries = data.get("cron", [])
@@ -265,7 +261,24 @@ def listing(layout, app):
         return {"jobs": [], "deployed": False}
     entries = appstate.build_meta(layout, app, release["build"]).get("cron", [])
     saved = {j["name"]: j for j in store.load(cron_file(layout, app), SAVED, {"jobs": []})["jobs"]}
-    running = {i["name"] for i in appstate.instances(layout, app) if i["type"] == PREFIX and i["state"] == "up"}
+    running = {i["name"]: i["version"] for i in appstate.instances(layout, app)
+               if i["type"] == PREFIX and i["state"] == "up"}
+    history = {r["version"]: r for r in releases.history(layout, app)}
+
+    def runs(name, entry):
+        """Is a run of this job going on? A run an earlier release started counts when that release had the
+        same job (a deploy lets a run finish; the job it ran may be gone or changed since)."""
+        version = running.get(name)
+        if version is None or version == release["version"]:
+            return version is not None
+        build = (history.get(version) or {}).get("build")
+        try:
+            earlier = appstate.build_meta(layout, app, build).get("cron", []) if build else []
+        except TinyservError:
+            return False  # that build was pruned: its jobs are unknown
+        n = number_of(name)
+        return n <= len(earlier) and earlier[n - 1] == entry
+
     jobs = []
     for n, entry in enumerate(entries, start=1):
         name = job_name(n)
@@ -275,5 +288,5 @@ def listing(layout, app):
         jobs.append({"name": name, "schedule": entry["schedule"], "command": entry["command"],
                      "next_at": known.get("next_at"), "last_started": known.get("last_started"),
                      "last_exit": known.get("last_exit"), "runs": known.get("runs", 0),
-                     "skipped": known.get("skipped", 0), "running": name in running})
+                     "skipped": known.get("skipped", 0), "running": runs(name, entry)})
     return {"jobs": jobs, "deployed": True}

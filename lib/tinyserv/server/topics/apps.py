@@ -61,7 +61,9 @@ def destroy(layout, name):
     with addonstate.changing(layout, name), store.locked(layout.global_lock), \
             store.locked(layout.app_file(name, "lock")):
         doomed = addons.check_all(layout, name)  # one that cannot be deleted keeps the whole app, untouched
-        data_bytes, data_files = storage.usage(layout.data_dir(name))
+        # A data directory that is a symlink (to another disk, say) loses only the link: its files are kept.
+        kept = os.path.realpath(layout.data_dir(name)) if os.path.islink(layout.data_dir(name)) else None
+        data_bytes, data_files = storage.usage(layout.data_dir(name)) if kept is None else (0, 0)
         pgids = lifecycle.live_groups(layout, name)
         releases.unpublish(layout, name)
         supervised = bool(control.running(layout))
@@ -78,7 +80,7 @@ def destroy(layout, name):
         from tinyserv.frontdoor import router
         router.wait_until_live(layout, name, lambda site: site is None)  # nginx no longer answers for it
     return {"destroyed": name, "addons": [a["name"] for a in doomed], "data_bytes": data_bytes,
-            "data_files": data_files}
+            "data_files": data_files, "data_kept": kept}
 
 
 def info(layout, name):
@@ -111,6 +113,7 @@ def _overall_state(layout, name):
     release = releases.current(layout, name)
     if not release or not release["build"]:
         return "not deployed"
+    appstate.formation(layout, name)  # damaged (an empty file): the app is broken, whatever still runs
     if appstate.scheduler(layout, name) == "swarm":
         return "up" if release.get("swarm") else "not deployed"
     saved = appstate.supervisor_state(layout, name)

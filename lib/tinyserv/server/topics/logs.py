@@ -3,6 +3,6 @@
 from tinyserv.server import scheduler
 
 
-def index(layout, app, num, following, ps):
-    """logs [-n N] [-t] [--ps TYPE]: the last lines of the app's log, then follow it (stream)."""
-    return scheduler.show_logs(layout, app, num, following, ps)
+def index(layout, app, num, following, ps, raw):
+    """logs [-n N] [-t] [--ps TYPE] [--raw]: the last lines of the app's log, then follow it (stream)."""
+    return scheduler.show_logs(layout, app, num, following, ps, raw)
