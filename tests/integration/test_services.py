@@ -46,8 +46,14 @@ def test_a_service_is_kept_running_adopted_by_the_standby_and_stopped_at_shutdow
     wait_until(lambda: open(os.path.join(server.root, "run", "supervisor.pid")).read().strip() != str(supervisor),
                10, message="the standby to take over")
     assert http_get(url)[0] == 200 and service_pid(server, "web-files") == second
-    log = open(os.path.join(server.root, "run", "supervisor.log")).read()
-    assert f"service web-files adopted (pid {second})" in log, log[-2000:]
+
+    def log():
+        with open(os.path.join(server.root, "run", "supervisor.log")) as f:
+            return f.read()
+    # the pid file changes as the standby takes over; its "adopted" line follows a moment later
+    wait_until(lambda: f"service web-files adopted (pid {second})" in log(), 10,
+               message="the standby to say it adopted the service (not started a second one): " + log()[-2000:])
+    assert service_pid(server, "web-files") == second
 
     server.remote("shutdown")
     assert wait_until(lambda: http_get(url) is None, 10, message="the service to stop") is True
