@@ -118,7 +118,7 @@ def _exec(layout, conn, message, fds):
     pid = procs.spawn(argv, cwd, env, fds[1], user=user, in_fd=fds[0], err_fd=fds[2])
     _close(fds)  # now only the process holds them: their end of file is its end
     code = watch(conn, pid)
-    procs.stop([pid], grace=5, what="stopping %s" % argv[0], term=code is None, marks=[mark])
+    procs.stop_run([pid], mark, "stopping %s" % argv[0], term=code is None)
     if code is None:
         raise TinyservError("the caller went away")
     return {"exit": code}
