@@ -2,6 +2,7 @@
 a supervisor killed with SIGKILL while an app logs every request, a daemon that left its instance's group, and
 one app's damaged file across shutdown and startup."""
 
+import contextlib
 import json
 import os
 import signal
@@ -48,6 +49,11 @@ def standby_pids(server):
     """Live `tinyserv-remote supervise --standby` processes of this server's root."""
     root = f"TINYSERV_ROOT={server.root}".encode()
     return [pid for pid in live_pids() if "supervise --standby" in cmdline_of(pid) and root in environ_of(pid)]
+
+
+def supervisor_log(server):
+    with open(os.path.join(server.root, "run", "supervisor.log"), errors="replace") as f:
+        return f.read()
 
 
 def log_of(server, app):
@@ -150,3 +156,31 @@ def test_one_app_with_a_damaged_formation_does_not_keep_the_others_from_starting
     assert ps_json(server, healthy)["instances"][0]["state"] == "up"
     with open(os.path.join(server.root, "apps", damaged.name, "run", "state.json")) as f:
         assert "formation.json is damaged" in json.load(f)["broken"]
+
+
+def test_a_frozen_supervisor_is_said_to_be_not_answering_and_its_standby_takes_over(server, tmp_path):
+    app = server.new_app(tmp_path, node_app("thawed"), prefix="frozen")
+    server.push(app)
+    url = server.url(app)
+    wait_until(lambda: standby_pids(server), 10, message="a standby supervisor")
+    frozen = supervisor_pid(server)
+    os.kill(frozen, signal.SIGSTOP)
+    try:
+        [web] = server.node_processes(app, "web.1")
+        os.kill(web, signal.SIGKILL)  # a crash that only a supervisor that answers can see to
+        started = time.monotonic()
+        ps = server.tinyserv("ps", cwd=app.path, check=False, timeout=60)
+        shown = describe(ps)
+        assert ps.returncode == 1 and f"the supervisor (pid {frozen}) is not answering" in ps.stderr, shown
+        assert "did not start" not in ps.stderr and time.monotonic() - started < 10, shown
+
+        wait_until(lambda: (pid := supervisor_pid(server)) != frozen and pid, 40, interval=0.2,
+                         message="the standby to take over from the frozen supervisor")
+        assert wait_for_http(url, contains="thawed", timeout=15) == (200, "thawed")
+        assert ps_json(server, app)["instances"][0]["state"] == "up"
+        assert server.node_processes(app, "web.1") not in ([], [web])  # the crash was seen to
+        assert frozen not in live_pids(), "the frozen supervisor was killed, not left to wake up beside the new one"
+        assert f"the supervisor (pid {frozen}) has not answered for" in supervisor_log(server)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(frozen, signal.SIGCONT)
