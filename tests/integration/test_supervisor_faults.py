@@ -6,6 +6,7 @@ import contextlib
 import json
 import os
 import signal
+import threading
 import time
 
 from localserver import cmdline_of, environ_of, live_pids
@@ -184,3 +185,30 @@ def test_a_frozen_supervisor_is_said_to_be_not_answering_and_its_standby_takes_o
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.kill(frozen, signal.SIGCONT)
+
+
+SLOW_WEB = ('const http = require("http");\n'
+            'const server = http.createServer((req, res) => res.end("slow to start"));\n'
+            'setTimeout(() => server.listen(process.env.PORT), 3000);\n')
+
+
+def test_a_push_whose_supervisor_is_killed_during_the_boot_check_is_released(server, tmp_path):
+    app = server.new_app(tmp_path, node_app("first"), prefix="trial")
+    server.push(app)
+    wait_until(lambda: standby_pids(server), 10, message="a standby supervisor")
+    old = supervisor_pid(server)
+    version = server.releases(app)[0]["version"] + 1
+    server.commit(app, dict(node_app("unused"), **{"server.js": SLOW_WEB}))
+    pushed = {}
+    pushing = threading.Thread(target=lambda: pushed.update(result=server.push(app, check=False)))
+    pushing.start()
+    try:
+        wanted = {f"TINYSERV_APP={app.name}".encode(), f"TINYSERV_RELEASE=v{version}".encode()}
+        wait_until(lambda: [p for p in live_pids() if wanted <= environ_of(p)], 60, interval=0.05,
+                   message="the boot check's web")
+        os.kill(old, signal.SIGKILL)
+    finally:
+        pushing.join(120)
+    assert pushed["result"].returncode == 0, describe(pushed["result"])
+    assert wait_for_http(server.url(app), contains="slow to start", timeout=10) == (200, "slow to start")
+    assert supervisor_pid(server) != old

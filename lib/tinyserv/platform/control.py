@@ -21,7 +21,10 @@ def request(layout, message, timeout=10):
         conn.settimeout(timeout)
         conn.connect(layout.supervisor_sock)
         conn.sendall((json.dumps(message) + "\n").encode())
-        reply = json.loads(read_line(conn) or "{}")
+        line = read_line(conn)
+    if not line:
+        raise ConnectionResetError("the supervisor closed the connection without answering")
+    reply = json.loads(line)
     if not reply.get("ok"):
         raise TinyservError("the supervisor refused %s: %s" % (message.get("cmd"), reply.get("error")))
     return reply
@@ -96,8 +99,14 @@ def sync(layout, app=None, candidate=None):
 
     candidate: a web a boot check kept running (boot.Up.instance), for the supervisor to take over.
     """
-    ensure_supervisor(layout)
-    request(layout, {"cmd": "sync", "app": app, **({"candidate": candidate} if candidate else {})})
+    message = {"cmd": "sync", "app": app, **({"candidate": candidate} if candidate else {})}
+    pid = ensure_supervisor(layout)
+    try:
+        request(layout, message)
+    except OSError as e:  # it died before it answered (killed, say): a sync is safe to ask again, of its standby
+        if ensure_supervisor(layout) == pid:
+            raise TinyservError("the supervisor (pid %d) did not answer: %s" % (pid, e.strerror or e)) from None
+        request(layout, message)
 
 
 def stop_supervisor(layout, timeout=60):

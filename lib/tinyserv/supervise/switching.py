@@ -82,6 +82,8 @@ class Switching:
     def drop_candidate(self, app):
         """A candidate nobody took (its release was superseded, or no front door): stop it like any instance."""
         cand = self.candidates.pop(app, None)
+        if any(cand and i["pid"] == cand["pid"] for i in self.apps.get(app, {}).values()):
+            return  # ours already: a sync asked again after the last supervisor took it and died
         if cand and self.sys.alive(cand["pid"], cand["starttime"]):
             inst = dict(cand, type="web", state="up", child=False, retired=True, restarts=0, exit_code=None,
                         next_try=None, grace=cand.get("grace", 30.0), command=cand.get("command", ""))
