@@ -10,7 +10,7 @@ import threading
 import time
 
 from localserver import cmdline_of, environ_of, live_pids
-from support import describe, http_get, node_app, wait_for_http, wait_until
+from support import Loader, describe, http_get, node_app, wait_for_http, wait_until
 
 NOISY = node_app("noisy", procfile="web: node server.js\nworker: yes tinyserv-noisy-output\n")
 # Started only by the instance, not by the push's trial boot of web: deploy.py stops the trial boot's process
@@ -212,3 +212,51 @@ def test_a_push_whose_supervisor_is_killed_during_the_boot_check_is_released(ser
     assert pushed["result"].returncode == 0, describe(pushed["result"])
     assert wait_for_http(server.url(app), contains="slow to start", timeout=10) == (200, "slow to start")
     assert supervisor_pid(server) != old
+
+
+# A web that closes its listener CLOSE_AFTER ms after listen() and keeps running: nginx answers 502 for it.
+CLOSING_WEB = ('const http = require("http");\n'
+               'const server = http.createServer((req, res) => res.end("still " + (process.env.GREETING || "here")));\n'
+               'server.listen(process.env.PORT, () => {\n'
+               '  if (process.env.CLOSE_AFTER) setTimeout(() => server.close(), Number(process.env.CLOSE_AFTER));\n'
+               '});\n'
+               'setInterval(() => {}, 1000);\n')
+
+
+def closing_app():
+    return dict(node_app("unused"), **{"server.js": CLOSING_WEB})
+
+
+def test_a_config_change_whose_web_closes_its_listener_at_once_is_refused_and_the_old_web_serves_on(
+        server, tmp_path):
+    app = server.new_app(tmp_path, closing_app(), prefix="closing")
+    server.push(app)
+    port = server.port(app)
+    before = server.releases(app)
+    with Loader(port) as loader:
+        wait_until(lambda: loader.ok > 5, 10, message="the loader's first answers")
+        changed = server.tinyserv("config:set", "CLOSE_AFTER=100", "GREETING=there", cwd=app.path, check=False)
+        wait_until(lambda: loader.ok > 20, 10, message="answers after the change")
+    shown = describe(changed)
+    assert changed.returncode == 1 and "web stopped answering after the switch" in changed.stderr, shown
+    assert http_get(f"http://127.0.0.1:{port}/") == (200, "still here")
+    assert loader.failed == [], loader.failed[:5]
+    assert [r["version"] for r in server.releases(app)] == [r["version"] for r in before]
+    assert "no longer answers connections on port" in log_of(server, app)
+
+
+def test_a_web_that_stops_answering_is_shown_in_ps_and_restarted_and_the_log_says_so(server, tmp_path):
+    app = server.new_app(tmp_path, closing_app(), prefix="closing")
+    server.tinyserv("config:set", "CLOSE_AFTER=2000", cwd=app.path)
+    server.push(app)
+
+    def silent():
+        web = ps_json(server, app)["instances"][0]
+        return web if web["state"] == "up" and web.get("silent_since") else None
+    assert wait_until(silent, 20, interval=0.2, message="ps to say web.1 does not answer")["restarts"] == 0
+    assert "up, not answering for" in server.tinyserv("ps", cwd=app.path).stdout
+    wait_until(lambda: ps_json(server, app)["instances"][0]["restarts"] >= 1, 20, interval=0.2,
+               message="web.1 to be restarted for not answering")
+    text = log_of(server, app)
+    assert "web.1 does not answer connections on port" in text, text
+    assert "web.1 stopped answering on port" in text and ", restarting" in text, text

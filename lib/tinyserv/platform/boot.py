@@ -23,7 +23,7 @@ SHOWN_LINES = 15
 KEPT_LINES = 200  # lines a kept web printed during its check, written to the app log when it goes live
 
 Up = collections.namedtuple("Up", "port instance lines", defaults=(None, ()))
-Crashed = collections.namedtuple("Crashed", "exit_code lines")
+Crashed = collections.namedtuple("Crashed", "exit_code lines reason", defaults=(None,))  # reason: "not answering"
 TimedOut = collections.namedtuple("TimedOut", "seconds lines")
 
 
@@ -200,6 +200,11 @@ def describe(result, health=None):
     if health:
         return "web did not answer GET %s with 2xx or 3xx within %d s" % (health, result.seconds)
     return "web did not listen on $PORT within %d s" % result.seconds
+
+
+def answers(port, health=None):
+    """Does a running web still answer: its health check path when it has one, else a TCP connection?"""
+    return healthy(port, health) if health else port_open(port)
 
 
 def port_open(port, host="127.0.0.1"):

@@ -108,7 +108,7 @@ class Switching:
             return
         site = self.sites.get(app)
         current = [instances.get(n) for n in (site[2] if site else [])]
-        if all(c and c["state"] == "up" and now - c["since"] >= SETTLE for c in current):
+        if all(c and c["state"] == "up" and c.get("answered") for c in current):  # health.py looked again
             for inst in old:
                 inst.update(state="draining", since=now, drain_until=now + inst.get("grace", 30.0))
                 self.event(app, "%s of v%d is draining: nginx sends it no new requests" % (
