@@ -235,7 +235,9 @@ def test_a_config_change_whose_web_closes_its_listener_at_once_is_refused_and_th
     before = server.releases(app)
     with Loader(port) as loader:
         wait_until(lambda: loader.ok > 5, 10, message="the loader's first answers")
-        changed = server.tinyserv("config:set", "CLOSE_AFTER=100", "GREETING=there", cwd=app.path, check=False)
+        # 0.25 s: within the 0.3 s the switch waits, and long enough for the boot check to see it listen on a busy
+        # machine (one that never sees it listen refuses the change too, after the boot timeout).
+        changed = server.tinyserv("config:set", "CLOSE_AFTER=250", "GREETING=there", cwd=app.path, check=False)
         wait_until(lambda: loader.ok > 20, 10, message="answers after the change")
     shown = describe(changed)
     assert changed.returncode == 1 and "web stopped answering after the switch" in changed.stderr, shown
