@@ -5,6 +5,7 @@ import os
 import re
 import signal
 
+from localserver import cmdline_of
 from support import http_get, node_app, wait_for_http, wait_until
 
 WORKER = 'let n = 0;\nsetInterval(() => console.log("tick " + n++), 200);\n'
@@ -70,6 +71,18 @@ def test_run_has_the_app_environment_and_passes_the_exit_code_through(server, tm
     printed = int(server.tinyserv("run", "echo $PORT", cwd=app.path).stdout)
     assert printed != port if server.front_door else printed == port  # nginx holds the app's port
     assert server.tinyserv("run", "sh", "-c", "exit 7", cwd=app.path, check=False).returncode == 7
+
+
+def test_run_stops_every_process_it_started_when_the_command_ends_daemons_too(server, tmp_path):
+    app = deploy(server, tmp_path, files=node_app("one"))
+    quiet = ">/dev/null 2>&1 </dev/null"  # else they hold run's output open and run never ends
+    server.tinyserv("run", f"setsid sleep 9991 {quiet} & setsid sh -c 'sleep 9992 & sleep 9993' {quiet} & echo started",
+                    cwd=app.path)
+
+    def daemons():
+        return [p for p in server.app_processes(app, "run.1") if cmdline_of(p).startswith("sleep 999")]
+    wait_until(lambda: not daemons(), timeout=10, message="run's daemons to be stopped with it")
+    assert http_get(server.url(app)) == (200, "one")  # the app's own processes are not run's
 
 
 def test_releases_lists_the_deploy_and_the_config_releases(server, tmp_path):

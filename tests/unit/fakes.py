@@ -95,6 +95,13 @@ class FakeSystem:
     def accepts(self, port, pgid):
         return port in self.listening
 
+    def healthy(self, port, path):
+        return True
+
+    def answers(self, port, health=None):
+        """A connection to port (or GET health) is answered: it listens, and its health check passes."""
+        return port in self.listening and (not health or self.healthy(port, health))
+
     def sent(self, sig):
         return [pgid for pgid, s in self.signals if s == sig]
 

@@ -170,6 +170,15 @@ def test_ps_of_an_app_never_deployed_says_how_to_deploy():
     assert out == "myapp has not been deployed yet: git push tinyserv main\n"
 
 
+def test_ps_says_when_a_running_web_stopped_answering(monkeypatch):
+    monkeypatch.setattr("time.time", lambda: 1000.0)
+    web = {"name": "web.1", "type": "web", "state": "up", "pid": 42, "since": 900.0, "restarts": 0,
+           "exit_code": None, "reason": None, "next_try": None, "silent_since": 988.0}
+    out, _ = run("ps", {"ps": {"formation": {"web": {"quantity": 1, "stopped": False, "command": "node server.js"}},
+                               "instances": [web], "release": 2}}, json=False)
+    assert "web.1    up, not answering for 12s  42" in out, out
+
+
 # --- apps that keep data ---------------------------------------------------------------------------
 
 

@@ -212,6 +212,7 @@ def test_a_new_release_s_web_gets_the_traffic_with_the_old_one_as_backup_then_th
 def test_the_web_that_passed_the_boot_check_is_kept_as_the_live_one(layout, sup, fake, door, running):
     deploy(layout, WEB, build="b3")
     checked = fake.process()
+    fake.listening.add(45000)
     spawned = len(fake.spawned)
     sup.sync(APP, candidate={"name": "web.1", "version": 3, "pid": checked, "pgid": checked,
                              "starttime": fake.running[checked], "fifo": None, "mark": "m", "port": 45000,

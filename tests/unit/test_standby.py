@@ -5,6 +5,7 @@ import fcntl
 import os
 import threading
 
+from tinyserv.platform import standby
 from tinyserv.server.lifecycle import stand_by
 from tinyserv.state.store import lock_held
 from support import wait_until
@@ -74,3 +75,61 @@ def test_a_lock_nobody_holds_is_not_held_and_checking_takes_it_only_for_a_moment
     assert not lock_held(layout.supervisor_lock)
     fd = hold(layout.supervisor_lock)
     os.close(fd)
+
+
+class Turns:
+    """done for standby.watch: each wait() is one turn (PING_EVERY s on the clock), until the answers run out."""
+
+    def __init__(self, answers):
+        self.answers = list(answers)
+        self.now = 0.0
+        self.turns = 0
+
+    def wait(self, seconds):
+        self.now += seconds if self.turns else 0
+        self.turns += 1
+        return self.turns > len(self.answers)
+
+    def is_set(self):
+        return False
+
+    def ping(self, sock_path):
+        return self.answers[self.turns - 1]
+
+
+def watched(answers):
+    """The times at which standby.watch killed the supervisor, given its answers to each ping."""
+    turns, killed = Turns(answers), []
+    standby.watch("sock", "lock", turns, lambda text: None, ping=turns.ping,
+                  kill=lambda lock, note: killed.append(turns.now), clock=lambda: turns.now)
+    return killed
+
+
+def pings(seconds):
+    return int(seconds / standby.PING_EVERY)
+
+
+def test_a_supervisor_that_answers_is_left_alone():
+    assert watched([True] * pings(600)) == []
+
+
+def test_a_supervisor_silent_for_the_takeover_time_is_killed_once_it_has_been_that_long():
+    silent = pings(standby.TAKEOVER_AFTER) + 1
+    killed = watched([True, True] + [False] * silent)
+    assert len(killed) == 1
+    assert killed[0] - 2 * standby.PING_EVERY == standby.TAKEOVER_AFTER
+
+
+def test_a_supervisor_that_answers_again_before_the_takeover_time_is_left_alone():
+    almost = pings(standby.TAKEOVER_AFTER)
+    assert watched(([False] * almost + [True]) * 5) == []
+
+
+def test_the_standby_never_kills_itself_when_it_holds_the_lock(layout):
+    active = hold(layout.supervisor_lock)  # this process holds it, as a test does
+    try:
+        notes = []
+        standby.kill_holders(layout.supervisor_lock, notes.append)
+        assert notes == []
+    finally:
+        os.close(active)

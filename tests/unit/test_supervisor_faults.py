@@ -14,6 +14,7 @@ import pytest
 from tinyserv.common import processes
 from tinyserv.state import logs, store
 from tinyserv.supervise import supervisor
+from tinyserv.supervise.instances import is_instance_mark
 from tinyserv.supervise.loop import Server
 from tinyserv.supervise.ondisk import BROKEN_RETRY
 from tinyserv.supervise.output import LINE_COST, NOTICE_EVERY, OUTPUT_BUDGET, READ_CHUNK, Budget
@@ -394,3 +395,25 @@ def test_adoption_kills_instances_no_state_file_lists_but_not_builds(sup, fake, 
     sup.adopt()
     assert not fake.alive(unrecorded)
     assert fake.alive(build)
+
+
+def test_adoption_spares_a_web_a_running_push_boot_checks_and_kills_one_whose_push_is_gone(sup, fake, layout):
+    worker_app(layout)
+    store.write_json(layout.state_file(APP), {"instances": []})
+    push = fake.daemon("the deployer")
+    checked = fake.daemon(layout.mark(APP, "web.1@7~%d.%d" % (push, fake.running[push])))
+    gone = fake.daemon("a deployer killed with SIGKILL")
+    orphan = fake.daemon(layout.mark(APP, "web.1@8~%d.%d" % (gone, fake.running[gone])))
+    fake.exit(gone, 137)
+    sup.adopt()
+    assert fake.alive(checked), "the push hands it over, or stops it, itself"
+    assert not fake.alive(orphan)
+
+
+def test_a_kept_web_s_mark_names_the_change_it_belongs_to(layout):
+    from tinyserv.platform import boot
+    mark = boot.kept_mark(layout, APP, os.getpid())
+    assert is_instance_mark(mark) and mark.startswith(layout.app_marks(APP) + "web.1@")
+    assert boot.owner_of(mark) == (os.getpid(), processes.starttime(os.getpid()))
+    assert boot.owner_of(layout.mark(APP, "web.1@7")) is None
+    assert boot.owner_of(layout.mark(APP, "trial.7~1.2")) is None

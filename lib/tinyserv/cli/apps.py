@@ -131,6 +131,8 @@ class AppCommands:
 
     def ps_row(self, i, now):
         state = color(i["state"], {"up": "32", "crashed": "31"}.get(i["state"], "33"))
+        if i.get("silent_since") and i["state"] == "up":  # it runs, but no longer answers (supervise/health.py)
+            state = color("up, not answering for %s" % ago(i["silent_since"], now), "31")
         next_try = "in %ds" % max(0, round(i["next_try"] - now)) if i["state"] == "crashed" else ""
         since = "%s (%s ago)" % (iso(i["since"]), ago(i["since"], now)) if i["since"] else ""
         last = i.get("reason") or ("" if i["exit_code"] is None else i["exit_code"])

@@ -132,6 +132,8 @@ def recorded(checked):
 
 def describe(result):
     """What went wrong on the app's port, in words."""
+    if isinstance(result, boot.Crashed) and result.reason == "not answering":
+        return "stopped answering"
     if isinstance(result, boot.Crashed):
         return "crashed (exit %s)" % result.exit_code
     return "did not come up within %d s" % result.seconds

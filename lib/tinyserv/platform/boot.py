@@ -23,7 +23,7 @@ SHOWN_LINES = 15
 KEPT_LINES = 200  # lines a kept web printed during its check, written to the app log when it goes live
 
 Up = collections.namedtuple("Up", "port instance lines", defaults=(None, ()))
-Crashed = collections.namedtuple("Crashed", "exit_code lines")
+Crashed = collections.namedtuple("Crashed", "exit_code lines reason", defaults=(None,))  # reason: "not answering"
 TimedOut = collections.namedtuple("TimedOut", "seconds lines")
 
 
@@ -34,16 +34,19 @@ def free_port():
         return s.getsockname()[1]
 
 
-def check(layout, app, build_dir, meta, config, version, timeout, cancelled=lambda: None, keep=False, user=None):
+def check(layout, app, build_dir, meta, config, version, timeout, cancelled=lambda: None, keep=False, user=None,
+          owner=None):
     """Start web on a trial port and wait until it listens: Up, Crashed or TimedOut.
 
     cancelled() may raise to abandon the check (the push's client went away); web is
     stopped, with every process it started, whatever happens, unless it passed and keep
     is set: then Up.instance describes it for the supervisor, and the caller owns it.
     user: the app's own user (root mode, where the supervisor runs the check), else None.
+    owner: the pid of the change this web belongs to (kept_mark), if not this process.
     """
     if keep:
-        return check_kept(layout, app, build_dir, meta, config, version, timeout, cancelled, user)
+        return check_kept(layout, app, build_dir, meta, config, version, timeout, cancelled, user,
+                          owner or os.getpid())
     port = free_port()
     mark = layout.mark(app, "trial.%d" % time.time_ns())
     env = appenv.process_env(build_dir, meta, config, app, "web.1", port, version, mark, layout.ensure_data_dir(app))
@@ -62,11 +65,29 @@ def check(layout, app, build_dir, meta, config, version, timeout, cancelled=lamb
         return result._replace(lines=lines)
 
 
-def check_kept(layout, app, build_dir, meta, config, version, timeout, cancelled, user=None):
+def kept_mark(layout, app, owner):
+    """The mark of a web a kept check starts: an instance's (web.1@...) that names the change it belongs to.
+
+    A new supervisor kills the instances no run/state.json lists, but not a web whose change (a push,
+    a config:set: owner, a pid) still runs: the change hands it over, or stops it, itself.
+    """
+    return layout.mark(app, "web.1@%d~%d.%s" % (time.time_ns(), owner, procs.starttime(owner)))
+
+
+def owner_of(mark):
+    """(pid, starttime) of the change a kept web belongs to (kept_mark), or None for any other mark."""
+    _, _, owner = mark.rpartition("~")
+    pid, _, started = owner.partition(".")
+    if "@" not in mark or not pid.isdigit() or not started.isdigit():
+        return None
+    return int(pid), int(started)
+
+
+def check_kept(layout, app, build_dir, meta, config, version, timeout, cancelled, user=None, owner=None):
     """check() for the front door: web.1 writes into a pipe the supervisor can take over, and stays up if it passes."""
     port = free_port()
     started = time.time()
-    mark = layout.mark(app, "web.1@%d" % time.time_ns())
+    mark = kept_mark(layout, app, owner or os.getpid())
     fifo = layout.app_file(app, "run", "web.1.%d.fifo" % time.time_ns())
     os.mkfifo(fifo, 0o600)
     reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
@@ -179,6 +200,11 @@ def describe(result, health=None):
     if health:
         return "web did not answer GET %s with 2xx or 3xx within %d s" % (health, result.seconds)
     return "web did not listen on $PORT within %d s" % result.seconds
+
+
+def answers(port, health=None):
+    """Does a running web still answer: its health check path when it has one, else a TCP connection?"""
+    return healthy(port, health) if health else port_open(port)
 
 
 def port_open(port, host="127.0.0.1"):

@@ -8,7 +8,7 @@ import sys
 import time
 
 from tinyserv.state import store
-from tinyserv.platform import procs
+from tinyserv.platform import procs, standby
 from tinyserv.common.errors import TinyservError
 from tinyserv.platform.privileged import read_line
 from tinyserv.platform.users import as_root
@@ -22,7 +22,10 @@ def request(layout, message, timeout=10):
         conn.settimeout(timeout)
         conn.connect(layout.supervisor_sock)
         conn.sendall((json.dumps(message) + "\n").encode())
-        reply = json.loads(read_line(conn) or "{}")
+        line = read_line(conn)
+    if not line:
+        raise ConnectionResetError("the supervisor closed the connection without answering")
+    reply = json.loads(line)
     if not reply.get("ok"):
         raise TinyservError("the supervisor refused %s: %s" % (message.get("cmd"), reply.get("error")))
     return reply
@@ -41,6 +44,10 @@ def ensure_supervisor(layout, timeout=10):
     pid = running(layout)
     if pid:
         return pid
+    if store.lock_held(layout.supervisor_lock):  # one runs, but did not answer: starting, busy, or frozen
+        pid = wait_answering(layout, timeout)
+        if pid:
+            return pid
     if os.path.exists(layout.shutdown_marker):
         raise TinyservError("tinyserv was shut down on this server; run 'tinyserv-remote startup' there first")
     from tinyserv.platform.privileged import deploy_user
@@ -65,13 +72,42 @@ def ensure_supervisor(layout, timeout=10):
     raise TinyservError("the supervisor did not start; see %s" % layout.supervisor_log)
 
 
+def wait_answering(layout, timeout):
+    """The pid of the supervisor that holds the lock, once it answers; None if the lock frees meanwhile.
+
+    One that starts or is busy gets until timeout; one that is stopped (SIGSTOP) will not answer before
+    SIGCONT, so that is said at once. Either way its standby kills it once it has been silent too long.
+    """
+    deadline = time.monotonic() + timeout
+    while store.lock_held(layout.supervisor_lock):
+        holders = standby.lock_holders(layout.supervisor_lock)
+        stopped = any(standby.process_state(pid) in ("T", "t") for pid in holders)
+        pid = None if stopped else running(layout)
+        if pid:
+            return pid
+        if stopped or time.monotonic() > deadline:
+            raise TinyservError("the supervisor (pid %s) is not answering%s; its standby takes over once it has "
+                                "been silent for %d s (see %s)" % (
+                                    ", ".join(map(str, holders)) or "unknown",
+                                    ": it is stopped (SIGSTOP?)" if stopped else "", standby.TAKEOVER_AFTER,
+                                    layout.supervisor_log))
+        time.sleep(0.05)
+    return None
+
+
 def sync(layout, app=None, candidate=None):
     """Tell the supervisor that what should run for app (or every app) changed.
 
     candidate: a web a boot check kept running (boot.Up.instance), for the supervisor to take over.
     """
-    ensure_supervisor(layout)
-    request(layout, {"cmd": "sync", "app": app, **({"candidate": candidate} if candidate else {})})
+    message = {"cmd": "sync", "app": app, **({"candidate": candidate} if candidate else {})}
+    pid = ensure_supervisor(layout)
+    try:
+        request(layout, message)
+    except OSError as e:  # it died before it answered (killed, say): a sync is safe to ask again, of its standby
+        if ensure_supervisor(layout) == pid:
+            raise TinyservError("the supervisor (pid %d) did not answer: %s" % (pid, e.strerror or e)) from None
+        request(layout, message)
 
 
 def stop_supervisor(layout, timeout=60):

@@ -305,14 +305,29 @@ def attach(layout, app, argv, cwd, env):
     In root mode this process waits, passes Ctrl-C (and hang-up, SIGTERM) on, and returns its exit code.
     """
     if deploy_user(layout) is None:
-        from tinyserv.platform.procs import apply_limits
-        os.chdir(cwd)
-        apply_limits(env)
-        os.execvpe(argv[0], argv, env)
+        return run_here(argv, cwd, env)
     proc = start(layout, app, argv, cwd, env, stdin=0, stdout=1, stderr=2)
     for sig in (signal.SIGINT, signal.SIGQUIT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, lambda number, frame: proc.signal(number))
     return proc.wait()
+
+
+def run_here(argv, cwd, env):
+    """Run argv on our terminal and return its exit code once it ends; then stop every process it left
+    behind (its mark finds daemons too), as the supervisor does with `run` in root mode and as destroy does.
+
+    It stays in our process group, so the terminal's Ctrl-C reaches it directly: we only wait meanwhile
+    (a handler, not SIG_IGN, which the command would inherit), and pass SIGTERM and hang-up on.
+    """
+    from tinyserv.platform import procs
+    proc = subprocess.Popen(argv, cwd=cwd, env=env, preexec_fn=lambda: procs.apply_limits(env))
+    for sig in (signal.SIGINT, signal.SIGQUIT):
+        signal.signal(sig, lambda number, frame: None)
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, lambda number, frame: proc.send_signal(number))
+    code = proc.wait()
+    procs.stop_run([], env[procs.MARK], "stopping what %s left running" % argv[0])
+    return code if code >= 0 else 128 - code
 
 
 def trial(layout, app, build_id, config, version, timeout, cancelled, keep):

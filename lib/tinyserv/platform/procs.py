@@ -77,6 +77,20 @@ def stop(pgids, grace, what, term=True, marks=()):
 
 ROOT_NPROC = 512  # root mode: the processes an app's user may have, unless the app sets TINYSERV_NPROC
 
+LOOKS = 5  # looks for a one-off run's leftovers: one that forks while we stop it is found by the next
+
+
+def stop_run(pgids, mark, what, term=True):
+    """Stop a one-off run (`tinyserv run`) and everything carrying its mark, daemons too, as destroy would.
+
+    A daemon may fork a child after a look at /proc: look again until none is left (LOOKS at most).
+    """
+    stop(pgids, 5, what, term, [mark])
+    for _ in range(LOOKS):
+        if not marked([mark]):
+            return
+        stop([], 5, what, True, [mark])
+
 
 def spawn(argv, cwd, env, out_fd, keep_caps=False, user=None, in_fd=None, err_fd=None):
     """common.processes.spawn for the server: as user, never with the root or capabilities it could keep.

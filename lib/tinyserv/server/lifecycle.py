@@ -160,7 +160,8 @@ def supervise(layout, boot=False, if_none=False, standby=False):
 
 
 def stand_by(layout):
-    """Wait until the active supervisor dies; return its lock, now ours, or None when we should not take over.
+    """Wait until the active supervisor dies (or, silent too long, is killed); return its lock, now ours, or
+    None when we should not take over.
 
     One standby at a time holds run/standby.lock. None also when tinyserv was shut
     down (run/shut-down exists): then the supervisor went away on purpose.
@@ -177,13 +178,30 @@ def stand_by(layout):
             return None  # another standby waits already
         with as_root():
             lock = open_lock(layout.supervisor_lock)
-        fcntl.flock(lock, fcntl.LOCK_EX)
+        wait_for_lock(layout, lock)
     except OSError as e:
         raise TinyservError("cannot wait as the standby supervisor in %s: %s" % (layout.run_dir, e.strerror)) from None
     if os.path.exists(layout.shutdown_marker):
         return None  # both locks go with this process, which exits now
     os.close(mine)  # the next standby may wait now
     return lock
+
+
+def wait_for_lock(layout, lock):
+    """Block until the supervisor's lock is ours: it frees when the supervisor dies, and one that stops
+    answering is killed meanwhile (platform/standby.py watches it from a thread of its own)."""
+    import fcntl
+    import threading
+    from tinyserv.platform import standby
+    done = threading.Event()
+    watcher = threading.Thread(target=standby.watch, daemon=True, args=(
+        layout.supervisor_sock, layout.supervisor_lock, done,
+        lambda text: print("tinyserv standby: %s" % text, file=sys.stderr, flush=True)))
+    watcher.start()
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+    finally:
+        done.set()
 
 
 def version(layout):

@@ -22,26 +22,10 @@ import time
 
 from tinyserv.platform import control
 from tinyserv.platform import procs
+from tinyserv.platform.standby import lock_holders
 from tinyserv.common.errors import TinyservError
 
 ATTEMPTS = 5  # tries at putting our standby in place (the old supervisor may start one of its own meanwhile)
-
-
-def lock_holders(path):
-    """Pids holding an flock on path, from /proc/locks (without touching the lock, unlike supervisor.lock_held)."""
-    try:
-        info = os.stat(path)
-        with open("/proc/locks") as f:
-            rows = f.read().splitlines()
-    except OSError:
-        return []
-    wanted = "%02x:%02x:%d" % (os.major(info.st_dev), os.minor(info.st_dev), info.st_ino)
-    holders = []
-    for row in rows:
-        fields = row.split()
-        if len(fields) >= 6 and fields[1] == "FLOCK" and fields[5] == wanted:  # "->" rows are waiters
-            holders.append(int(fields[4]))
-    return holders
 
 
 def cmdline(pid):

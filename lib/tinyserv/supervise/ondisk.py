@@ -8,7 +8,7 @@ import os
 import signal
 import sys
 
-from tinyserv.platform import privileged
+from tinyserv.platform import boot, privileged
 from tinyserv.state import appstate, releases, store
 from tinyserv.common.errors import TinyservError
 from tinyserv.supervise.instances import RUNNING, is_instance_mark, one_line, retired_key
@@ -81,9 +81,14 @@ class OnDisk:
         for app in self.layout.apps():
             self.guarded(app, self.adopt_app, app, table, kept)
         for mark, pids in table.items():
-            if is_instance_mark(mark) and mark not in kept:
+            if is_instance_mark(mark) and mark not in kept and not self.change_runs(mark):
                 self.sys.signal_pids(pids, signal.SIGKILL)  # unrecorded, or its record is unreadable
         self.keep_services(self.services.adopt)
+
+    def change_runs(self, mark):
+        """Is mark a web a boot check kept for a change (a push) that still runs? That change owns it, not us."""
+        owner = boot.owner_of(mark)
+        return owner is not None and self.sys.alive(*owner)
 
     def adopt_app(self, app, table, kept):
         """Take over one app's live instances, as its run/state.json lists them."""

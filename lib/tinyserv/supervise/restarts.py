@@ -49,6 +49,8 @@ class Restarts:
         how = "exited with %s" % code if code is not None else "exited"
         if inst.get("reason") == "memory":
             how = "was stopped for using too much memory"
+        if inst.get("reason") == "not answering":
+            how = "stopped answering on port %d" % inst["port"]
         if not inst["pid"]:
             how = "could not be started"
         self.event(app, "%s %s, restarting %s" % (inst["name"], how, "in %ds" % delay if delay else "now"))

@@ -38,8 +38,13 @@ def receive(conn, limit=1024 * 1024):
 
 def peer_uid(conn):
     """The uid of the process at the other end of a unix socket (SO_PEERCRED)."""
+    return peer_credentials(conn)[1]
+
+
+def peer_credentials(conn):
+    """(pid, uid, gid) of the process at the other end of a unix socket (SO_PEERCRED)."""
     creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-    return struct.unpack("3i", creds)[1]
+    return struct.unpack("3i", creds)
 
 
 def refusal(uid, owner=None):
@@ -118,7 +123,7 @@ def _exec(layout, conn, message, fds):
     pid = procs.spawn(argv, cwd, env, fds[1], user=user, in_fd=fds[0], err_fd=fds[2])
     _close(fds)  # now only the process holds them: their end of file is its end
     code = watch(conn, pid)
-    procs.stop([pid], grace=5, what="stopping %s" % argv[0], term=code is None, marks=[mark])
+    procs.stop_run([pid], mark, "stopping %s" % argv[0], term=code is None)
     if code is None:
         raise TinyservError("the caller went away")
     return {"exit": code}
@@ -169,7 +174,7 @@ def _trial(layout, conn, message, fds):
             raise TinyservError("the caller went away")
     result = boot.check(layout, app, build_dir, appstate.build_meta(layout, app, build_id), message["config"],
                         int(message["version"]), float(message["timeout"]), cancelled, keep=bool(message["keep"]),
-                        user=account(layout, app))
+                        user=account(layout, app), owner=peer_credentials(conn)[0])  # the change, not this helper
     return {"result": type(result).__name__, "fields": result._asdict()}
 
 

@@ -13,7 +13,7 @@ read in bounded slices within a budget, so it cannot starve the others.
 
 The Supervisor is this module's reconciling and ticking, with a half per concern beside it:
 switching.py (web behind the front door), stopping.py (signals, deadlines, strays), restarts.py
-(crashes, memory, ps:restart, cron runs),
+(crashes, memory, ps:restart, cron runs), health.py (webs that stop answering),
 ondisk.py (state.json, adoption, broken apps) and output.py (pipes, budgets, app logs). The control
 socket and the event loop that drive it are loop.py's.
 """
@@ -31,6 +31,7 @@ from tinyserv.frontdoor import router, swarm
 from tinyserv.common import settings
 from tinyserv.common.errors import TinyservError
 from tinyserv.common.procfile import process_types
+from tinyserv.supervise.health import Health
 from tinyserv.supervise.instances import RUNNING, one_line
 from tinyserv.supervise.ondisk import BROKEN_RETRY, OnDisk
 from tinyserv.supervise.output import PIPE_SIZE, Output
@@ -59,6 +60,7 @@ class System:
     leader_uid = staticmethod(procs.leader_uid)
     accepts = staticmethod(boot.listening)
     healthy = staticmethod(boot.healthy)
+    answers = staticmethod(boot.answers)
     free_port = staticmethod(boot.free_port)
     port_taken = staticmethod(lambda port: bool(procs.listening_sockets(port)))
 
@@ -93,7 +95,7 @@ def desired_state(layout, app):
                    settings.stop_timeout(release["config"]))
 
 
-class Supervisor(Switching, Stopping, Restarts, OnDisk, Output):
+class Supervisor(Switching, Stopping, Restarts, OnDisk, Output, Health):
     """Owns the instances of every app; driven by Server.run() or, in tests, by tick()."""
 
     def __init__(self, layout, system=None, door=None):
@@ -300,6 +302,7 @@ class Supervisor(Switching, Stopping, Restarts, OnDisk, Output):
         self.sweep()
         for app, inst in self.each_instance():
             self.guarded(app, self.advance, app, inst, now)
+        self.check_webs(now)
         for app in list(self.apps):
             self.guarded(app, self.drain_due, app, now)
         self.sweep()

@@ -82,6 +82,8 @@ class Switching:
     def drop_candidate(self, app):
         """A candidate nobody took (its release was superseded, or no front door): stop it like any instance."""
         cand = self.candidates.pop(app, None)
+        if any(cand and i["pid"] == cand["pid"] for i in self.apps.get(app, {}).values()):
+            return  # ours already: a sync asked again after the last supervisor took it and died
         if cand and self.sys.alive(cand["pid"], cand["starttime"]):
             inst = dict(cand, type="web", state="up", child=False, retired=True, restarts=0, exit_code=None,
                         next_try=None, grace=cand.get("grace", 30.0), command=cand.get("command", ""))
@@ -106,7 +108,7 @@ class Switching:
             return
         site = self.sites.get(app)
         current = [instances.get(n) for n in (site[2] if site else [])]
-        if all(c and c["state"] == "up" and now - c["since"] >= SETTLE for c in current):
+        if all(c and c["state"] == "up" and c.get("answered") for c in current):  # health.py looked again
             for inst in old:
                 inst.update(state="draining", since=now, drain_until=now + inst.get("grace", 30.0))
                 self.event(app, "%s of v%d is draining: nginx sends it no new requests" % (

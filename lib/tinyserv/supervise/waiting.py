@@ -35,12 +35,13 @@ def wait_for_web(layout, app, version, timeout, settle=SETTLE):
             restarts.setdefault(i["name"], i.get("restarts", 0))
         failed = [i for i in webs if i["state"] == "crashed" or i.get("restarts", 0) > restarts[i["name"]]]
         if failed:
-            return Crashed(failed[0].get("exit_code"), [])
+            return Crashed(failed[0].get("exit_code"), [], failed[0].get("reason"))
         if not webs and not expects_web(layout, app) and not still_routed(layout, app):
             return Up(None)
-        # "since" is when the supervisor saw the instance accept connections.
+        # "since" is when the supervisor saw the instance accept connections; "answered", when it saw it
+        # answer again SETTLE s later (supervise/health.py).
         if webs and all(i["state"] == "up" and time.time() - i["since"] >= settle and i.get("routed", True)
-                        for i in webs):
+                        and i.get("answered") for i in webs):
             return Up(webs[0].get("port"))
         if time.monotonic() > deadline:
             return TimedOut(timeout, [])

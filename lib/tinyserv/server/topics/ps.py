@@ -25,8 +25,8 @@ def index(layout, name):
             running.setdefault("%s.%d" % (ptype, n), {"name": "%s.%d" % (ptype, n), "type": ptype,
                                                       "state": "stopped", "command": f["command"]})
     old = [dict(i, state="draining") for i in saved if i.get("retired")]  # old webs serving until replaced
-    shown = [{k: inst.get(k) for k in ("name", "type", "state", "pid", "since", "restarts",
-                                       "exit_code", "reason", "next_try", "command", "version", "port")}
+    shown = [{k: inst.get(k) for k in ("name", "type", "state", "pid", "since", "restarts", "exit_code", "reason",
+                                       "next_try", "command", "version", "port", "silent_since")}
              for inst in sorted(list(running.values()) + old, key=lambda i: (
                  i["type"] != "web", i["type"], _number_of(i["name"]), bool(i.get("retired"))))]
     return {"formation": types, "instances": shown, "release": release["version"] if release else None,

@@ -1,0 +1,52 @@
+"""The supervisor's watch on web instances that run but may have stopped answering.
+
+A web counts as up once it accepts connections; one that then closes its listener (or whose
+app.json health check starts failing) still runs, and nginx answers 502 for it. So each web is
+looked at again on a timer of its own: once SETTLE s after it came up — a switch keeps the old web
+until that look passes, so a web that fails it is switched back — then every CHECK_EVERY s. A look
+is one connection to its port (or GET of its health check path), never a scan of the socket tables;
+a web that fails FAILURES looks in a row is restarted, and the app log says so.
+"""
+
+from tinyserv.platform import boot
+
+SETTLE = boot.SETTLE  # a web must still answer this long after it first did
+CHECK_EVERY = 5  # seconds between looks at a web that answers
+RECHECK_EVERY = 2  # ... and at one that did not answer the last look
+FAILURES = 3  # looks in a row without an answer after which a web is restarted
+NOT_ANSWERING = "not answering"  # the reason of a web restarted for it (ps, wait_for_web)
+
+
+class Health:
+    """The Supervisor's looks at its web instances: answered (first confirmed), silent_since, failures."""
+
+    def check_webs(self, now):
+        """Look at every running web whose look is due (one connection each)."""
+        for app, inst in self.each_instance():
+            if inst["type"] == "web" and inst["state"] == "up" and not inst.get("retired") \
+                    and not inst.get("oneoff") and now >= inst.get("next_look", inst["since"] + SETTLE):
+                self.guarded(app, self.look_at, app, inst, now)
+
+    def look_at(self, app, inst, now):
+        """One look at a web: note that it answers, or that it does not (and restart it when that lasts)."""
+        if self.sys.answers(inst["port"], inst.get("health")):
+            if inst.get("silent_since") is not None:
+                self.event(app, "%s answers again on port %d" % (inst["name"], inst["port"]))
+            if not inst.get("answered") or inst.get("silent_since") is not None:
+                inst.update(answered=now, silent_since=None, failures=0)
+                self.dirty.add(app)
+            inst["next_look"] = now + CHECK_EVERY
+            return
+        failures = inst.get("failures", 0) + 1
+        inst.update(failures=failures, silent_since=inst.get("silent_since") or now, next_look=now + RECHECK_EVERY)
+        self.dirty.add(app)
+        what = "GET %s" % inst["health"] if inst.get("health") else "connections"
+        if not inst.get("answered"):  # a switch waits on this look, with the old web kept: fail it now
+            self.event(app, "%s no longer answers %s on port %d %.1f s after it first did" % (
+                inst["name"], what, inst["port"], now - inst["since"]))
+        elif failures < FAILURES:
+            self.event(app, "%s does not answer %s on port %d (%d of %d looks before a restart)" % (
+                inst["name"], what, inst["port"], failures, FAILURES))
+            return
+        inst.update(exit_code=None, reason=NOT_ANSWERING)
+        self.crashed(app, inst, now)
