@@ -76,7 +76,6 @@ def stop(pgids, grace, what, term=True, marks=()):
 
 
 ROOT_NPROC = 512  # root mode: the processes an app's user may have, unless the app sets TINYSERV_NPROC
-
 LOOKS = 5  # looks for a one-off run's leftovers: one that forks while we stop it is found by the next
 
 
