@@ -96,3 +96,6 @@ class FakeSystem:
 
     def group_rss(self, pgid):
         return self.rss.get(pgid, 0) if pgid in self.running else 0
+
+    def groups_rss(self, pgids):
+        return {pgid: self.group_rss(pgid) for pgid in pgids}

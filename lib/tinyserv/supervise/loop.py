@@ -166,7 +166,7 @@ class Server:
         now = self.sup.sys.clock()
         self.sup.resume_due(now)
         if urgent or now >= self.next_tick:
-            self.sup.tick()
+            self.sup.tick(events=urgent)
             self.next_tick = self.sup.sys.clock() + self.sup.poll_interval()
         if self.layout and now >= self.next_check:
             self.next_check = now + STANDBY_CHECK

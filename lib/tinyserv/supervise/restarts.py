@@ -24,15 +24,18 @@ class Restarts:
         if now < self.next_memory_check:
             return
         self.next_memory_check = now + MEMORY_CHECK
-        for app, inst in self.each_instance():
-            limit = inst.get("memory_limit")
-            if limit and inst["state"] in RUNNING and inst["pid"] and not inst.get("retired"):
-                used = self.sys.group_rss(inst["pgid"])
-                if used > limit:
-                    self.event(app, "Error R15 (Memory quota exceeded): %s used %d MB, over TINYSERV_MEMORY_LIMIT="
-                                    "%d MB; restarting it" % (inst["name"], used // 2 ** 20, limit // 2 ** 20))
-                    inst.update(exit_code=None, reason="memory")
-                    self.crashed(app, inst, now)
+        limited = [(app, inst) for app, inst in self.each_instance() if inst.get("memory_limit")
+                   and inst["state"] in RUNNING and inst["pid"] and not inst.get("retired")]
+        if not limited:
+            return
+        used_by = self.sys.groups_rss([inst["pgid"] for _, inst in limited])  # one /proc scan for all of them
+        for app, inst in limited:
+            used, limit = used_by.get(inst["pgid"], 0), inst["memory_limit"]
+            if used > limit:
+                self.event(app, "Error R15 (Memory quota exceeded): %s used %d MB, over TINYSERV_MEMORY_LIMIT="
+                                "%d MB; restarting it" % (inst["name"], used // 2 ** 20, limit // 2 ** 20))
+                inst.update(exit_code=None, reason="memory")
+                self.crashed(app, inst, now)
 
     def crashed(self, app, inst, now):
         """The main process ended on its own (or never started): kill what is left of it, schedule a restart."""

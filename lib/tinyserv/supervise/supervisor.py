@@ -31,7 +31,7 @@ from tinyserv.frontdoor import router, swarm
 from tinyserv.common import settings
 from tinyserv.common.errors import TinyservError
 from tinyserv.common.procfile import process_types
-from tinyserv.supervise.instances import RUNNING, one_line
+from tinyserv.supervise.instances import RUNNING, one_line, steady
 from tinyserv.supervise.ondisk import BROKEN_RETRY, OnDisk
 from tinyserv.supervise.output import PIPE_SIZE, Output
 from tinyserv.supervise.restarts import Restarts
@@ -40,6 +40,7 @@ from tinyserv.supervise.switching import Switching
 
 POLL = 0.5  # how often to look at processes when nothing is changing
 BUSY_POLL = 0.05  # ... and while something is starting or stopping
+ADOPTED_CHECK = 2  # seconds between looks at running instances that are not our children (no SIGCHLD for them)
 APP_FAULTS = (TinyservError, OSError, ValueError, KeyError, TypeError)  # what one app's bad data can raise
 
 
@@ -54,7 +55,7 @@ class System:
     alive = staticmethod(procs.alive)
     starttime = staticmethod(procs.starttime)
     group_members = staticmethod(procs.group_members)
-    group_rss = staticmethod(procs.group_rss)
+    groups_rss = staticmethod(procs.groups_rss)
     marked_by = staticmethod(procs.marked_by)
     accepts = staticmethod(boot.listening)
     healthy = staticmethod(boot.healthy)
@@ -111,6 +112,7 @@ class Supervisor(Switching, Stopping, Restarts, OnDisk, Output):
         self.shutting_down = False
         self.services = services.Keeper(layout, self.sys, self.note)
         self.next_memory_check = 0
+        self.next_adopted_check = 0
         self.scheduler = cron.Scheduler(layout, self.note)  # asked what is due by the clock in self.sys
         # The front door: nginx if installed; a test with a fake system has none unless it passes a fake door.
         found = {} if system is None else {"binary": lambda: door.binary if door else None, "door": door}
@@ -293,12 +295,20 @@ class Supervisor(Switching, Stopping, Restarts, OnDisk, Output):
 
     # --- the loop ------------------------------------------------------------
 
-    def tick(self):
-        """Advance every instance: notice exits, finish stops, restart, mark web up, drain old webs."""
+    def tick(self, events=True):
+        """Advance every instance: notice exits, finish stops, restart, mark web up, drain old webs.
+
+        Without events (SIGCHLD, a pipe's end), a steady instance is not looked at: no /proc read per app
+        per tick. A child's end wakes the loop; adopted ones (not our children) are looked at every ADOPTED_CHECK s.
+        """
         now = self.sys.clock()
+        adopted = now >= self.next_adopted_check
+        if adopted:
+            self.next_adopted_check = now + ADOPTED_CHECK
         self.sweep()
         for app, inst in self.each_instance():
-            self.guarded(app, self.advance, app, inst, now)
+            if events or not steady(inst) or (adopted and not inst.get("child")):
+                self.guarded(app, self.advance, app, inst, now)
         for app in list(self.apps):
             self.guarded(app, self.drain_due, app, now)
         self.sweep()
