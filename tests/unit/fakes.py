@@ -85,6 +85,9 @@ class FakeSystem:
     def starttime(self, pid):
         return self.running.get(pid)
 
+    def children(self, pid):
+        return None  # as on a kernel that does not list them: callers fall back on group_members
+
     def group_members(self, pgid):
         return [pgid] if pgid in self.running else []
 

@@ -55,6 +55,7 @@ class System:
     alive = staticmethod(procs.alive)
     starttime = staticmethod(procs.starttime)
     group_members = staticmethod(procs.group_members)
+    children = staticmethod(procs.children)
     groups_rss = staticmethod(procs.groups_rss)
     marked_by = staticmethod(procs.marked_by)
     accepts = staticmethod(boot.listening)
