@@ -4,6 +4,7 @@ import signal
 import time
 
 from tinyserv.supervise.instances import RUNNING
+from tinyserv.supervise.ondisk import BROKEN_RETRY
 
 STABLE_AFTER = 60  # an instance that ran this long before crashing restarts at once
 MAX_BACKOFF = 300
@@ -36,6 +37,22 @@ class Restarts:
                                 "%d MB; restarting it" % (inst["name"], used // 2 ** 20, limit // 2 ** 20))
                 inst.update(exit_code=None, reason="memory")
                 self.crashed(app, inst, now)
+
+    def tick_changes(self, now):
+        """tick()'s part for instances that changed: old webs drain, crashed ones restart, gone ones go."""
+        for app in list(self.apps):
+            self.guarded(app, self.drain_due, app, now)
+        self.sweep()
+        for app, inst in self.each_instance():
+            if inst["state"] == "crashed" and self.restart_due(inst, now):
+                if not self.guarded(app, self.restart_crashed, app, inst):
+                    inst["next_try"] = now + BROKEN_RETRY
+        for app in list(self.apps):
+            gone = [name for name, i in self.apps[app].items() if i["state"] == "gone"]
+            for name in gone:
+                self.forget(app, name)
+            if gone:
+                self.guarded(app, self.reconcile, app)
 
     def crashed(self, app, inst, now):
         """The main process ended on its own (or never started): kill what is left of it, schedule a restart."""
