@@ -1,6 +1,7 @@
-"""Plot tinyserv's own resident memory against the number of apps (bench/results/memory.png).
+"""Plot tinyserv's own resident memory against the number of apps (bench/results/memory.png), and the cost of
+each thing scale.py measures against the number of apps (bench/results/scale.png).
 
-Reads tests/bench/results/memory*.json (written by memory.py) and needs matplotlib, which
+Reads tests/bench/results/memory*.json (written by memory.py) and scale*.json (scale.py), and needs matplotlib, which
 stays out of the repository: install it into a throwaway venv, e.g.
 
     /usr/bin/python3 -m venv /tmp/tinyserv-bench-venv
@@ -83,5 +84,46 @@ def main():
     print("wrote %s" % os.path.relpath(out, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 
+SCALE_PANELS = [
+    ("seconds", [("redeploy_push_s", "code-only redeploy"), ("config_set_s", "config:set"), ("ps_s", "ps"),
+                 ("apps_s", "apps")]),
+    ("seconds until every app answers", [("all_answer_after_startup_s", "after `startup`")]),
+    ("% of one core", [("supervisor_idle_cpu_pct", "supervisor idle CPU")]),
+    ("MB resident", [("supervisor_rss_mb", "supervisor"), ("own_rss_mb", "tinyserv's own"), ("nginx_rss_mb", "nginx")]),
+]
+
+
+def scale_plot():
+    """bench/results/scale.png: each measure of scale.json (and scale-before.json, dashed) against N."""
+    runs = [(label, json.load(open(os.path.join(RESULTS, name + ".json"))))
+            for name, label in (("scale", "this version"), ("scale-before", "before"))
+            if os.path.exists(os.path.join(RESULTS, name + ".json"))]
+    if not runs:
+        return
+    fig, axes = plt.subplots(2, 2, figsize=(10, 7.5), dpi=110)
+    colors = ["tab:green", "tab:blue", "tab:purple", "tab:orange"]
+    for ax, (unit, series) in zip(axes.flat, SCALE_PANELS):
+        for r, (label, run) in enumerate(runs):
+            rows = sorted(run["rows"], key=lambda row: row["apps"])
+            for i, (key, name) in enumerate(series):
+                ax.plot([row["apps"] for row in rows], [row[key] for row in rows], marker="o" if r == 0 else "x",
+                        linestyle="-" if r == 0 else "--", color=colors[i % len(colors)],
+                        label="%s (%s)" % (name, label))
+        ax.set_xlabel("apps (python3 -S -m http.server behind nginx)")
+        ax.set_ylabel(unit)
+        ax.set_ylim(bottom=0)
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8)
+    m = runs[0][1]["machine"]
+    fig.suptitle("tinyserv's cost against the number of apps (localhost)\n%s cores, tinyserv %s, %s, load average "
+                 "%.1f-%.1f" % (m["nproc"], m.get("tinyserv", {}).get("commit", "?"), m["date"][:10],
+                                m.get("loadavg_at_start", 0), m.get("loadavg_at_end", 0)), fontsize=11)
+    fig.tight_layout()
+    out = os.path.join(RESULTS, "scale.png")
+    fig.savefig(out)
+    print("wrote %s" % os.path.relpath(out, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+
+
 if __name__ == "__main__":
     main()
+    scale_plot()

@@ -89,6 +89,9 @@ class FakeSystem:
     def starttime(self, pid):
         return self.running.get(pid)
 
+    def children(self, pid):
+        return None  # as on a kernel that does not list them: callers fall back on group_members
+
     def group_members(self, pgid):
         return [pgid] if pgid in self.running else []
 
@@ -107,3 +110,6 @@ class FakeSystem:
 
     def group_rss(self, pgid):
         return self.rss.get(pgid, 0) if pgid in self.running else 0
+
+    def groups_rss(self, pgids):
+        return {pgid: self.group_rss(pgid) for pgid in pgids}

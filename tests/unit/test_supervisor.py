@@ -206,6 +206,47 @@ def test_a_crashed_instance_group_is_killed_before_the_restart(sup, fake, app):
     assert (worker, signal.SIGKILL) in fake.signals
 
 
+def test_an_idle_tick_looks_at_no_steady_instance_and_adopted_ones_only_every_few_seconds(sup, fake, app):
+    from tinyserv.supervise.supervisor import ADOPTED_CHECK
+    sup.sync()
+    looked = []
+    real_alive, real_reap = fake.alive, fake.reap
+    fake.alive = lambda pid, started=None: looked.append(pid) or real_alive(pid, started)
+    fake.reap = lambda pid: looked.append(pid) or real_reap(pid)
+    fake.listening.add(PORT)
+    sup.tick()  # an event tick looks at everything: web.1 is seen listening
+    assert states(sup) == {"web.1": "up", "worker.1": "up"}
+    for _ in range(20):
+        looked.clear()
+        fake.now += 0.5
+        sup.tick(events=False)
+        assert looked == []  # children: their end comes as SIGCHLD (events=True), no /proc read meanwhile
+    worker = inst(sup, "worker.1")
+    worker["child"] = False  # as if adopted from a previous supervisor: no SIGCHLD when it ends
+    fake.exit(worker["pid"], 1)
+    fake.exit_codes.clear()
+    fake.now += 0.1
+    sup.tick(events=False)
+    if inst(sup, "worker.1")["pid"] == worker["pid"]:  # not yet due: seen within ADOPTED_CHECK s
+        fake.now += ADOPTED_CHECK
+        sup.tick(events=False)
+    assert inst(sup, "worker.1")["pid"] != worker["pid"]
+    assert "worker.1 exited" in log_text(sup.layout)
+
+
+def test_a_child_that_ends_is_seen_at_the_tick_its_signal_brings(sup, fake, app):
+    sup.sync()
+    sup.tick()
+    worker = inst(sup, "worker.1")["pid"]
+    fake.exit(worker, 4)
+    fake.now += 0.5
+    sup.tick(events=False)
+    assert inst(sup, "worker.1")["pid"] == worker  # an idle tick does not look
+    sup.tick(events=True)  # SIGCHLD woke the loop
+    assert inst(sup, "worker.1")["pid"] != worker
+    assert "worker.1 exited with 4" in log_text(sup.layout)
+
+
 def test_a_crash_loop_waits_longer_before_each_restart(sup, fake, app):
     sup.sync()
     delays = []

@@ -206,7 +206,8 @@ class Router(Starts, Renewal, Routes, RouterLog):
     def worker_pids(self):
         """nginx's worker processes: the rest of its master's process group."""
         pid = self.master[0]
-        return {p for p in self.sys.group_members(pid) if p != pid}
+        found = self.sys.children(pid)  # cheap: checked every few milliseconds while a reload is pending
+        return {p for p in (self.sys.group_members(pid) if found is None else found) if p != pid}
 
     def apply(self, now):
         """Render, check with nginx -t, install and reload; a refused config changes nothing. True if live now."""

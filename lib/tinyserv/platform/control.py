@@ -15,6 +15,8 @@ from tinyserv.platform.users import as_root
 
 from tinyserv import REMOTE_SCRIPT  # noqa: E402
 
+FIRST_SYNC_TIMEOUT = 300  # seconds a supervisor we started, still running, may take before it first answers
+
 
 def request(layout, message, timeout=10):
     """Send one JSON request to the supervisor and return its JSON reply."""
@@ -61,13 +63,17 @@ def ensure_supervisor(layout, timeout=10):
         # Never the caller's stdout/stderr: a git hook's output pipe held by a
         # long-lived process would keep `git push` waiting.
         # -S: no site-packages (tinyserv needs only the standard library): a smaller, faster supervisor.
-        subprocess.Popen([sys.executable, "-S", REMOTE_SCRIPT, "supervise", "--if-none"], cwd=layout.root, env=env,
-                         stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+        proc = subprocess.Popen([sys.executable, "-S", REMOTE_SCRIPT, "supervise", "--if-none"], cwd=layout.root,
+                                env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
+    started = time.monotonic()
+    while True:
         pid = running(layout)
         if pid:
             return pid
+        # It answers once its first sync has started every app: seconds per hundred apps on a busy machine.
+        waited = time.monotonic() - started
+        if waited > timeout and (proc.poll() is not None or waited > FIRST_SYNC_TIMEOUT):
+            break
         time.sleep(0.05)
     raise TinyservError("the supervisor did not start; see %s" % layout.supervisor_log)
 

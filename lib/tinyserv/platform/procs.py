@@ -152,6 +152,51 @@ def group_rss(pgid):
     return total
 
 
+def children(pid):
+    """The live children of pid, from /proc/PID/task/*/children: a few small reads, where a group's members
+    need a scan of all of /proc. None when the kernel does not say (no CONFIG_PROC_CHILDREN, no /proc)."""
+    try:
+        tasks = os.listdir("/proc/%d/task" % pid)
+    except OSError:
+        return None
+    found = set()
+    for task in tasks:
+        try:
+            with open("/proc/%d/task/%s/children" % (pid, task), "rb") as f:
+                found.update(int(child) for child in f.read().split())
+        except FileNotFoundError:
+            if not os.path.exists("/proc/%d/task/%s" % (pid, task)):
+                continue  # the thread ended
+            return None
+        except OSError:
+            return None
+    return [child for child in found if (proc_stat(child) or "Z")[0] not in "ZX"]
+
+
+def groups_rss(pgids):
+    """{pgid: resident bytes} of the live processes of each group in pgids: one /proc scan for all of them."""
+    wanted = set(pgids)
+    totals = dict.fromkeys(wanted, 0)
+    if not wanted:
+        return totals
+    page = os.sysconf("SC_PAGE_SIZE")
+    try:
+        names = os.listdir("/proc")
+    except FileNotFoundError:
+        return totals
+    for name in names:
+        if not name.isdigit():
+            continue
+        stat = proc_stat(int(name))
+        if stat and stat[1] in wanted and stat[0] not in "ZX":
+            try:
+                with open("/proc/%s/statm" % name) as f:
+                    totals[stat[1]] += int(f.read().split()[1]) * page
+            except (OSError, IndexError, ValueError):
+                pass
+    return totals
+
+
 _ambient = None  # this process's ambient capability set (CapAmb in /proc/self/status), read once
 
 

@@ -16,3 +16,8 @@ def one_line(error):
 def is_instance_mark(mark):
     """Does a TINYSERV_INSTANCE value belong to an instance (web.1@...), not a build or a one-off run?"""
     return "@" in mark.rsplit(":", 1)[-1]
+
+
+def steady(inst):
+    """Is inst running with nothing to wait for but its end (which SIGCHLD or its pipe closing tells of)?"""
+    return inst["state"] == "up" and not inst.get("retired")

@@ -24,6 +24,7 @@ from tinyserv.supervise.supervisor import POLL, Supervisor
 from tinyserv import REMOTE_SCRIPT  # noqa: E402
 
 STANDBY_CHECK = 3  # seconds between checks that a standby supervisor waits
+RELOAD_POLL = 0.01  # seconds between looks at nginx while it takes a new config (cheap: its master's children)
 
 
 LISTENER, WAKE, ROUTER_LOG = "listener", "wake", "router"  # selector tags of the server's own descriptors
@@ -146,6 +147,8 @@ class Server:
         """Wait for output, a request or a signal (until the next tick is due), handle them, tick when due."""
         now = self.sup.sys.clock()
         due = min(self.next_tick, self.next_check) if self.layout else self.next_tick
+        if self.sup.router.pending:
+            due = min(due, now + RELOAD_POLL)
         events = self.sup.selector.select(max(0.0, due - now))
         urgent = False
         # Output first: a request handled below may close pipes whose numbers are in events.
@@ -166,8 +169,10 @@ class Server:
         now = self.sup.sys.clock()
         self.sup.resume_due(now)
         if urgent or now >= self.next_tick:
-            self.sup.tick()
+            self.sup.tick(events=urgent)
             self.next_tick = self.sup.sys.clock() + self.sup.poll_interval()
+        elif self.sup.router.pending:
+            self.sup.save_dirty()  # only the router's part: a deploy waits for nginx to confirm its reload
         if self.layout and now >= self.next_check:
             self.next_check = now + STANDBY_CHECK
             self.keep_standby()

@@ -4,6 +4,7 @@ import signal
 import time
 
 from tinyserv.supervise.instances import RUNNING
+from tinyserv.supervise.ondisk import BROKEN_RETRY
 
 STABLE_AFTER = 60  # an instance that ran this long before crashing restarts at once
 MAX_BACKOFF = 300
@@ -24,15 +25,35 @@ class Restarts:
         if now < self.next_memory_check:
             return
         self.next_memory_check = now + MEMORY_CHECK
+        limited = [(app, inst) for app, inst in self.each_instance() if inst.get("memory_limit")
+                   and inst["state"] in RUNNING and inst["pid"] and not inst.get("retired")]
+        if not limited:
+            return
+        used_by = self.sys.groups_rss([inst["pgid"] for _, inst in limited])  # one /proc scan for all of them
+        for app, inst in limited:
+            used, limit = used_by.get(inst["pgid"], 0), inst["memory_limit"]
+            if used > limit:
+                self.event(app, "Error R15 (Memory quota exceeded): %s used %d MB, over TINYSERV_MEMORY_LIMIT="
+                                "%d MB; restarting it" % (inst["name"], used // 2 ** 20, limit // 2 ** 20))
+                inst.update(exit_code=None, reason="memory")
+                self.crashed(app, inst, now)
+
+    def tick_changes(self, now):
+        """tick()'s part for instances that changed: old webs drain, crashed ones restart, gone ones go."""
+        for app in list(self.apps):
+            self.guarded(app, self.drain_due, app, now)
+        self.sweep()
         for app, inst in self.each_instance():
-            limit = inst.get("memory_limit")
-            if limit and inst["state"] in RUNNING and inst["pid"] and not inst.get("retired"):
-                used = self.sys.group_rss(inst["pgid"])
-                if used > limit:
-                    self.event(app, "Error R15 (Memory quota exceeded): %s used %d MB, over TINYSERV_MEMORY_LIMIT="
-                                    "%d MB; restarting it" % (inst["name"], used // 2 ** 20, limit // 2 ** 20))
-                    inst.update(exit_code=None, reason="memory")
-                    self.crashed(app, inst, now)
+            if inst["state"] == "crashed" and self.restart_due(inst, now):
+                if not self.guarded(app, self.restart_crashed, app, inst):
+                    inst["next_try"] = now + BROKEN_RETRY
+        for app in list(self.apps):
+            gone = [name for name, i in self.apps[app].items() if i["state"] == "gone"]
+            for name in gone:
+                self.forget(app, name)
+            if gone:
+                self.guarded(app, self.reconcile, app)
+        self.sweep()
 
     def crashed(self, app, inst, now):
         """The main process ended on its own (or never started): kill what is left of it, schedule a restart."""

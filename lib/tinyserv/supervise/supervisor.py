@@ -32,8 +32,8 @@ from tinyserv.common import settings
 from tinyserv.common.errors import TinyservError
 from tinyserv.common.procfile import process_types
 from tinyserv.supervise.health import Health
-from tinyserv.supervise.instances import RUNNING, one_line
-from tinyserv.supervise.ondisk import BROKEN_RETRY, OnDisk
+from tinyserv.supervise.instances import RUNNING, one_line, steady
+from tinyserv.supervise.ondisk import OnDisk
 from tinyserv.supervise.output import PIPE_SIZE, Output
 from tinyserv.supervise.restarts import Restarts
 from tinyserv.supervise.stopping import Stopping
@@ -41,6 +41,7 @@ from tinyserv.supervise.switching import Switching
 
 POLL = 0.5  # how often to look at processes when nothing is changing
 BUSY_POLL = 0.05  # ... and while something is starting or stopping
+ADOPTED_CHECK = 2  # seconds between looks at running instances that are not our children (no SIGCHLD for them)
 APP_FAULTS = (TinyservError, OSError, ValueError, KeyError, TypeError)  # what one app's bad data can raise
 
 
@@ -55,7 +56,8 @@ class System:
     alive = staticmethod(procs.alive)
     starttime = staticmethod(procs.starttime)
     group_members = staticmethod(procs.group_members)
-    group_rss = staticmethod(procs.group_rss)
+    children = staticmethod(procs.children)
+    groups_rss = staticmethod(procs.groups_rss)
     marked_by = staticmethod(procs.marked_by)
     leader_uid = staticmethod(procs.leader_uid)
     accepts = staticmethod(boot.listening)
@@ -114,6 +116,8 @@ class Supervisor(Switching, Stopping, Restarts, OnDisk, Output, Health):
         self.shutting_down = False
         self.services = services.Keeper(layout, self.sys, self.note)
         self.next_memory_check = 0
+        self.next_adopted_check = 0
+        self.quiet = False  # every instance steady, and nothing changed since poll_interval() saw so
         self.scheduler = cron.Scheduler(layout, self.note)  # asked what is due by the clock in self.sys
         # The front door: nginx if installed; a test with a fake system has none unless it passes a fake door.
         found = {} if system is None else {"binary": lambda: door.binary if door else None, "door": door}
@@ -296,32 +300,33 @@ class Supervisor(Switching, Stopping, Restarts, OnDisk, Output, Health):
 
     # --- the loop ------------------------------------------------------------
 
-    def tick(self):
-        """Advance every instance: notice exits, finish stops, restart, mark web up, drain old webs."""
+    def tick(self, events=True):
+        """Advance every instance: notice exits, finish stops, restart, mark web up, drain old webs.
+
+        Without events (SIGCHLD, a pipe's end), a steady instance is not looked at: no /proc read per app
+        per tick. A child's end wakes the loop; adopted ones (not our children) are looked at every ADOPTED_CHECK s.
+        """
         now = self.sys.clock()
+        adopted = now >= self.next_adopted_check
+        if adopted:
+            self.next_adopted_check = now + ADOPTED_CHECK
         self.sweep()
-        for app, inst in self.each_instance():
+        look = [] if self.quiet and not events and not adopted else [
+            (app, inst) for app, inst in self.each_instance()
+            if events or not steady(inst) or (adopted and not inst.get("child"))]
+        for app, inst in look:
             self.guarded(app, self.advance, app, inst, now)
-        self.check_webs(now)
-        for app in list(self.apps):
-            self.guarded(app, self.drain_due, app, now)
-        self.sweep()
-        for app, inst in self.each_instance():
-            if inst["state"] == "crashed" and self.restart_due(inst, now):
-                if not self.guarded(app, self.restart_crashed, app, inst):
-                    inst["next_try"] = now + BROKEN_RETRY
-        for app in list(self.apps):
-            gone = [name for name, i in self.apps[app].items() if i["state"] == "gone"]
-            for name in gone:
-                self.forget(app, name)
-            if gone:
-                self.guarded(app, self.reconcile, app)
-        self.sweep()
+        self.check_webs(now)  # each web's own timer (health.py): cheap when none is due
+        if events or look or not self.quiet:
+            self.quiet = False  # poll_interval looks at every instance again
+            self.tick_changes(now)
         self.retry_broken(now)
         self.check_memory(now)
         self.keep_services(self.services.tick)
         self.run_due_jobs(now)
         self.dirty |= self.swarm.changed()  # a swarm app's tasks moved: route it again
+        if self.dirty:
+            self.quiet = False
         self.save_dirty()
 
     def each_instance(self):
@@ -356,12 +361,16 @@ class Supervisor(Switching, Stopping, Restarts, OnDisk, Output, Health):
         wait = POLL
         if self.router.busy():
             return BUSY_POLL
-        for instances in self.apps.values():
-            for inst in instances.values():
-                if inst["state"] in ("starting", "stopping", "draining") or inst.get("retired"):
-                    return BUSY_POLL
-                if inst["state"] == "crashed":
-                    wait = min(wait, max(BUSY_POLL, inst["next_try"] - now))
+        if not self.quiet:  # else nothing changed since every instance was seen steady: no need to look again
+            self.quiet = True
+            for instances in self.apps.values():
+                for inst in instances.values():
+                    if inst["state"] in ("starting", "stopping", "draining") or inst.get("retired"):
+                        self.quiet = False
+                        return BUSY_POLL
+                    if inst["state"] == "crashed":
+                        self.quiet = False
+                        wait = min(wait, max(BUSY_POLL, inst["next_try"] - now))
         for until in self.paused.values():
             wait = min(wait, max(BUSY_POLL, until - now))
         for due in (self.services.next_due(now, BUSY_POLL), self.scheduler.next_due(now)):
