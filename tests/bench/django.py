@@ -36,6 +36,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
 import deploy  # noqa: E402
 from common import BenchError, TinyservRoot  # noqa: E402
+from tinyserv.state import store  # noqa: E402  (common put lib/ on sys.path)
 
 SAMPLE = os.path.join(common.REPO, "tests", "sample-django")
 URLS_PY = """from django.http import HttpResponse
@@ -131,8 +132,21 @@ class Server:
         self.ts.client("config:set", "-a", name, *self.config(cache), cwd=path, timeout=120)
         return path
 
+    def wait_for_previous_push(self, app, timeout=300):
+        """Seconds until the app's last push has done what it goes on doing after `git push` returns
+        (pruning old builds and their virtualenvs, under the deploy lock), so that each push is timed on its
+        own rather than queued behind the last one's clean-up."""
+        lock = os.path.join(self.ts.root, "apps", app, "deploy.lock")
+        started = time.monotonic()
+        while store.lock_held(lock):
+            if time.monotonic() - started > timeout:
+                raise BenchError("the last push of %s still held %s after %d s" % (app, lock, timeout))
+            time.sleep(0.05)
+        return round(time.monotonic() - started, 3)
+
     def deploy(self, tool, path, app, token):
         """Push with or without uv; deploy.tinyserv_deploy's run dict, with the load average at the start."""
+        waited = self.wait_for_previous_push(app)
         self.use(tool)
         load = os.getloadavg()[0]
         run = deploy.tinyserv_deploy(self.ts, path, app, "release " + token, markers=MARKERS)
@@ -141,6 +155,7 @@ class Server:
         if said and not all(expected in line and (tool == "uv" or "uv " not in line) for line in said):
             raise BenchError("a %s deploy of %s installed with something else: %s" % (tool, app, said))
         run["loadavg"] = load
+        run["waited_for_previous_push_s"] = waited
         run["resolve_download_s"] = resolve_download_s(run["push_output"])
         return run
 
@@ -265,8 +280,10 @@ def main(argv=None):
             result["deploys"][key] = summarize(measure())
             show(dict(ROWS)[key], result["deploys"][key])
         result["cache_files"] = {tool: files_under(os.path.join(server.caches, "shared", tool)) for tool in TOOLS}
-        loads = [r["loadavg"] for d in result["deploys"].values() for tool in TOOLS for r in d[tool]["runs"]]
+        measured = [r for d in result["deploys"].values() for tool in TOOLS for r in d[tool]["runs"]]
+        loads = [r["loadavg"] for r in measured]
         result["loadavg_at_deploys"] = {"min": min(loads), "median": common.median(loads), "max": max(loads)}
+        result["waited_for_previous_push_max_s"] = max(r["waited_for_previous_push_s"] for r in measured)
     return common.finish("django", result, began)
 
 

@@ -174,9 +174,12 @@ def django_section(r):
               "not yet in the cache each time: %s). \"Resolving and downloading\" runs from the push's "
               "\"Installing dependencies\" line to pip's \"Installing collected packages\" or uv's last "
               "\"Resolved\"/\"Prepared\" line, start-up included; what follows is unpacking into the "
-              "virtualenv (pip also compiles it to bytecode, which uv leaves to the first import)." % (
+              "virtualenv (pip also compiles it to bytecode, which uv leaves to the first import). Each redeploy waits "
+              "until the app's last push has finished what it does after `git push` returns (pruning old builds and "
+              "their virtualenvs, under the app's deploy lock; up to %.1f s here), so no push is timed queued behind "
+              "another's clean-up." % (
                   m["nproc"], m.get("loadavg_at_start", 0), m.get("loadavg_at_end", 0), loads["min"], loads["max"],
-                  ", ".join(r["six"]))]
+                  ", ".join(r["six"]), r.get("waited_for_previous_push_max_s", 0))]
     if pip_cache == 0:
         lines += ["", "pip's cache stayed empty in this run: the way from this machine to the index drops the "
                   "`Cache-Control` and `ETag` headers pip's HTTP cache needs, so pip downloaded every package "
