@@ -150,15 +150,15 @@ def django_section(r):
                  installed["uv"].get("django", "?"), installed["uv"].get("gunicorn", "?"),
                  installed["uv"].get("whitenoise", "?"), m["server_python_version"], r["uv"].split(" (")[0], pip,
                  r["repeat"]), "",
-             "| what | uv | pip | pip/uv | of which resolving and downloading: uv / pip | machine |",
+             "| what | uv | pip | pip/uv (each pair) | of which fetching packages: uv / pip | machine |",
              "|---|---:|---:|---:|---:|---|"]
     for key, title in DJANGO_ROWS:
         d = r["deploys"][key]
         fetched = [d[tool].get("resolve_download_median_s") for tool in ("uv", "pip")]
-        lines.append("| %s | %s | %s | %.2f× | %s | %s |" % (
+        lines.append("| %s | %s | %s | %.2f× (%s) | %s | %s |" % (
             title, seconds(d["uv"]["push_to_answer_s"]), seconds(d["pip"]["push_to_answer_s"]),
-            d["ratio_pip_over_uv"], "%.2f s / %.2f s" % tuple(fetched) if None not in fetched else "– (reused)",
-            machine_line(m)))
+            d["ratio_pip_over_uv"], ", ".join("%.2f" % x for x in d["pair_ratios_pip_over_uv"]),
+            "%.2f s / %.2f s" % tuple(fetched) if None not in fetched else "– (reused)", machine_line(m)))
     loads = r["loadavg_at_deploys"]
     pip_cache = r.get("cache_files", {}).get("pip")
     lines += ["", "The machine is shared and was loaded: other sessions' tests and builds ran on its %s cores "
@@ -171,10 +171,12 @@ def django_section(r):
               "file (`PIP_CONFIG_FILE=/dev/null`), so it asks the same index as uv. A changed requirements.txt "
               "makes a new virtualenv from scratch (tinyserv reuses one only for unchanged manifests and Python), "
               "so the dependency-only redeploy installs every package again, from the cache, plus six (a version "
-              "not yet in the cache each time: %s). \"Resolving and downloading\" runs from the push's "
+              "not yet in the cache each time: %s). In the code-only row both tools do the same work (the "
+              "virtualenv is reused): the difference there is noise. \"Fetching packages\" runs from the push's "
               "\"Installing dependencies\" line to pip's \"Installing collected packages\" or uv's last "
-              "\"Resolved\"/\"Prepared\" line, start-up included; what follows is unpacking into the "
-              "virtualenv (pip also compiles it to bytecode, which uv leaves to the first import). Each redeploy waits "
+              "\"Resolved\"/\"Prepared\" line: the installer's start-up, resolving and downloading (uv also "
+              "unpacks into its cache); what follows is putting the files into the virtualenv (pip also compiles "
+              "them to bytecode, which uv leaves to the first import). Each redeploy waits "
               "until the app's last push has finished what it does after `git push` returns (pruning old builds and "
               "their virtualenvs, under the app's deploy lock; up to %.1f s here), so no push is timed queued behind "
               "another's clean-up." % (
@@ -195,7 +197,9 @@ def django_section(r):
             lines.append("| %s | %s | %s |" % (title, tool, " | ".join(
                 "%.2f" % phases[p] if phases.get(p) is not None else "–" for p in r["phase_names"])))
     lines += ["", "A virtualenv is made before the push prints \"Installing dependencies\": `uv venv` in the uv "
-              "rows, `python3 -m venv` (which installs pip into it) in the pip rows."]
+              "rows, `python3 -m venv` (which installs pip into it) in the pip rows. uv's collectstatic takes "
+              "longer than pip's because the first run of Django's code compiles it to bytecode, which pip did "
+              "while installing."]
     return lines
 
 
