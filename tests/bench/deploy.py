@@ -71,15 +71,15 @@ def sample_files(token, description=None):
     return files
 
 
-def phases(lines, answer_s):
+def phases(lines, answer_s, markers=MARKERS):
     """Seconds per phase from the stamped push lines (None for a phase whose marker is missing)."""
     stamps = [0.0]
-    for marker, _ in MARKERS:
+    for marker, _ in markers:
         keys = marker if isinstance(marker, tuple) else (marker,)
         stamps.append(next((t for t, line in lines if any(k in line for k in keys)), None))
     stamps.append(answer_s)
     out = {}
-    for i, name in enumerate(PHASES):
+    for i, name in enumerate([name for _, name in markers] + [SWITCH]):
         a, b = stamps[i], stamps[i + 1]
         out[name] = round(b - a, 3) if a is not None and b is not None else None
     return out
@@ -182,8 +182,9 @@ def port_of(ts, app):
         return json.load(f)["port"]
 
 
-def tinyserv_deploy(ts, repo, app, token):
-    """Push repo to its app; a run dict: push start -> first answer with token, push time, phases, output.
+def tinyserv_deploy(ts, repo, app, token, markers=MARKERS):
+    """Push repo to its app; a run dict: push start -> first answer with token, push time, phases (between
+    markers' lines), output.
 
     HTTP polling (every POLL_MS) starts when the push says "Launching": the new release
     cannot answer earlier, and the build and boot check run unperturbed.
@@ -207,7 +208,7 @@ def tinyserv_deploy(ts, repo, app, token):
         pollers[0].stop()
     return {"answer_s": round(answer_s, 3), "push_s": round(push_s, 3),
             "push_ends_after_answer_s": round(push_s - answer_s, 3),
-            "phases": phases(lines, answer_s), "push_output": lines}
+            "phases": phases(lines, answer_s, markers), "push_output": lines}
 
 
 def summarize(runs, floors=None):
@@ -216,7 +217,8 @@ def summarize(runs, floors=None):
            "push_s": common.stats([r["push_s"] for r in runs]),
            "push_ends_after_answer_median_s": round(common.median([r["push_ends_after_answer_s"] for r in runs]), 3),
            "phases_median_s": {p: (round(common.median([r["phases"][p] for r in runs]), 3)
-                                   if all(r["phases"][p] is not None for r in runs) else None) for p in PHASES},
+                                   if all(r["phases"][p] is not None for r in runs) else None)
+                               for p in runs[0]["phases"]},
            "runs": runs}
     if floors:
         out["floor"] = {k: common.stats([f[k] for f in floors]) for k in floors[0]}

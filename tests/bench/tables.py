@@ -1,6 +1,6 @@
 """Write tests/bench/results/README-tables.md from the JSON results, and the same tables into docs/benchmarks.md.
 
-memory.py, deploy.py and noisy.py call this after writing their JSON; run it alone to redo the tables.
+memory.py, deploy.py, django.py and noisy.py call this after writing their JSON; run it alone to redo the tables.
 """
 
 import glob
@@ -124,6 +124,82 @@ def deploy_section(r):
             lines.append("| %s | %.2f | %.2f | %s | %.2f |" % (
                 title, f["push_s"]["median"], f["checkout_s"]["median"],
                 "%.2f" % f["npm_ci_s"]["median"] if f.get("npm_ci_s") else "– (reused)", f["boot_s"]["median"]))
+    return lines
+
+
+DJANGO_ROWS = [
+    ("first_cold", "First deploy of a fresh app, empty caches"),
+    ("first_warm", "First deploy of another app, warm caches"),
+    ("dependency_change", "Dependency-only redeploy (requirements.txt adds six)"),
+    ("code_only", "Code-only redeploy (virtualenv reused)"),
+]
+
+
+def django_section(r):
+    """A Django app's deploys with uv against pip (issue 19), paired in one run."""
+    m, installed = r["machine"], r["installed"]
+    pip = installed["pip"].get("pip", "?")
+    lines = ["### Django deploys: uv against pip", "",
+             "What: seconds from the start of `git push` until the new release answers HTTP with its new content, "
+             "for tests/sample-django (Django %s, gunicorn %s, whitenoise %s; one view, `collectstatic` into "
+             "STATIC_ROOT), localhost mode with nginx in front, built on the server's %s either way. **uv**: "
+             "%s in `$TINYSERV_ROOT/runtimes/uv`, so the build runs `uv venv` and `uv pip install -r "
+             "requirements.txt`; **pip**: no uv on the server, so it falls back to `python3 -m venv` and pip %s. "
+             "Median of %d, min–max in brackets; uv and pip ran in pairs, alternating which went first, and "
+             "pip/uv is the median of the pairs' ratios." % (
+                 installed["uv"].get("django", "?"), installed["uv"].get("gunicorn", "?"),
+                 installed["uv"].get("whitenoise", "?"), m["server_python_version"], r["uv"].split(" (")[0], pip,
+                 r["repeat"]), "",
+             "| what | uv | pip | pip/uv (each pair) | of which fetching packages: uv / pip | machine |",
+             "|---|---:|---:|---:|---:|---|"]
+    for key, title in DJANGO_ROWS:
+        d = r["deploys"][key]
+        fetched = [d[tool].get("resolve_download_median_s") for tool in ("uv", "pip")]
+        lines.append("| %s | %s | %s | %.2f× (%s) | %s | %s |" % (
+            title, seconds(d["uv"]["push_to_answer_s"]), seconds(d["pip"]["push_to_answer_s"]),
+            d["ratio_pip_over_uv"], ", ".join("%.2f" % x for x in d["pair_ratios_pip_over_uv"]),
+            "%.2f s / %.2f s" % tuple(fetched) if None not in fetched else "– (reused)", machine_line(m)))
+    loads = r["loadavg_at_deploys"]
+    pip_cache = r.get("cache_files", {}).get("pip")
+    lines += ["", "The machine is shared and was loaded: other sessions' tests and builds ran on its %s cores "
+              "meanwhile (load average %.1f at the start, %.1f at the end, %.1f–%.1f when the measured pushes "
+              "began), so single runs swing by seconds; the pairs put that drift on both tools alike. Install "
+              "times include downloads: both tools fetch from the Python package index over the network. Caches: "
+              "each tool's cache is a directory of the run's own (`UV_CACHE_DIR`, `PIP_CACHE_DIR` as config vars); "
+              "a cold first deploy's app gets new, empty ones, so uv and pip both start cold and download "
+              "everything; the other rows share the caches the earlier deploys filled. pip reads no configuration "
+              "file (`PIP_CONFIG_FILE=/dev/null`), so it asks the same index as uv. A changed requirements.txt "
+              "makes a new virtualenv from scratch (tinyserv reuses one only for unchanged manifests and Python), "
+              "so the dependency-only redeploy installs every package again, from the cache, plus six (a version "
+              "not yet in the cache each time: %s). In the code-only row both tools do the same work (the "
+              "virtualenv is reused): the difference there is noise. \"Fetching packages\" runs from the push's "
+              "\"Installing dependencies\" line to pip's \"Installing collected packages\" or uv's last "
+              "\"Resolved\"/\"Prepared\" line: the installer's start-up, resolving and downloading (uv also "
+              "unpacks into its cache); what follows is putting the files into the virtualenv (pip also compiles "
+              "them to bytecode, which uv leaves to the first import). Each redeploy waits "
+              "until the app's last push has finished what it does after `git push` returns (pruning old builds and "
+              "their virtualenvs, under the app's deploy lock; up to %.1f s here), so no push is timed queued behind "
+              "another's clean-up." % (
+                  m["nproc"], m.get("loadavg_at_start", 0), m.get("loadavg_at_end", 0), loads["min"], loads["max"],
+                  ", ".join(r["six"]), r.get("waited_for_previous_push_max_s", 0))]
+    if pip_cache == 0:
+        lines += ["", "pip's cache stayed empty in this run: the way from this machine to the index drops the "
+                  "`Cache-Control` and `ETag` headers pip's HTTP cache needs, so pip downloaded every package "
+                  "again in each deploy; uv's cache (%d files) does not depend on them. On a server that reaches the "
+                  "index directly, pip's warm rows would be shorter by about its download time." % (
+                      r["cache_files"]["uv"])]
+    lines += ["", conditions(m), "", "Where the time goes (median seconds, from the push output's arrival times):",
+              "", "| what | tool | " + " | ".join(r["phase_names"]) + " |",
+              "|---|---|" + "---:|" * len(r["phase_names"])]
+    for key, title in DJANGO_ROWS:
+        for tool in ("uv", "pip"):
+            phases = r["deploys"][key][tool]["phases_median_s"]
+            lines.append("| %s | %s | %s |" % (title, tool, " | ".join(
+                "%.2f" % phases[p] if phases.get(p) is not None else "–" for p in r["phase_names"])))
+    lines += ["", "A virtualenv is made before the push prints \"Installing dependencies\": `uv venv` in the uv "
+              "rows, `python3 -m venv` (which installs pip into it) in the pip rows. uv's collectstatic takes "
+              "longer than pip's because the first run of Django's code compiles it to bytecode, which pip did "
+              "while installing."]
     return lines
 
 
@@ -325,6 +401,7 @@ def main():
     frontdoor = load("frontdoor")
     scale = [(label, load(name)) for name, label in (("scale", "this version"), ("scale-before", "before"))
              if load(name)]
+    django = load("django")
     lines = ["<!-- Generated by tests/bench/tables.py from tests/bench/results/*.json; re-run the benchmarks to update. -->", ""]
     if frontdoor:
         lines += frontdoor_section(frontdoor) + [""]
@@ -334,6 +411,8 @@ def main():
         lines += memory_section([m for m in memory if m]) + [""]
     if deploy:
         lines += deploy_section(deploy) + [""]
+    if django:
+        lines += django_section(django) + [""]
     if noisy:
         lines += noisy_section(noisy) + [""]
     if cli:
@@ -341,7 +420,7 @@ def main():
     if data:
         lines += data_section(data) + [""]
     lines += ["Re-run: `python3 tests/bench/frontdoor.py`, `python3 tests/bench/memory.py`, "
-              "`python3 tests/bench/deploy.py`, "
+              "`python3 tests/bench/deploy.py`, `python3 tests/bench/django.py`, "
               "`python3 tests/bench/noisy.py`, `python3 tests/bench/data.py`, `python3 tests/bench/scale.py`, "
               "`.tox/e2e/bin/python tests/bench/cli_latency.py`, then "
               "`/tmp/tinyserv-bench-venv/bin/python tests/bench/plot.py` (see tests/bench/README.md).", ""]

@@ -157,38 +157,22 @@ def test_an_app_asking_for_a_python_the_server_cannot_get_is_rejected_in_one_lin
     assert app.info()["commit"] is None, app.info()
 
 
-DJANGO_SETTINGS = """\
-from pathlib import Path
-BASE_DIR = Path(__file__).resolve().parent.parent
-SECRET_KEY = "e2e-only"
-DEBUG = False
-ALLOWED_HOSTS = ["*"]
-INSTALLED_APPS = ["django.contrib.staticfiles"]
-MIDDLEWARE = ["django.middleware.security.SecurityMiddleware", "whitenoise.middleware.WhiteNoiseMiddleware"]
-ROOT_URLCONF = "site_e2e.urls"
-WSGI_APPLICATION = "site_e2e.wsgi.application"
-STATIC_URL = "static/"
-STATIC_ROOT = BASE_DIR / "staticfiles"
-STATICFILES_DIRS = [BASE_DIR / "assets"]
-"""
+SAMPLE_DJANGO = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "sample-django")
 
-DJANGO_FILES = {
-    "requirements.txt": "django>=5.2,<5.3\nwhitenoise>=6,<7\ngunicorn>=23,<24\n",
-    "Procfile": "web: gunicorn site_e2e.wsgi --bind 0.0.0.0:$PORT\n",
-    "manage.py": "import os, sys\nos.environ.setdefault('DJANGO_SETTINGS_MODULE', 'site_e2e.settings')\n"
-                 "from django.core.management import execute_from_command_line\nexecute_from_command_line(sys.argv)\n",
-    "site_e2e/__init__.py": "",
-    "site_e2e/settings.py": DJANGO_SETTINGS,
-    "site_e2e/urls.py": "from django.http import HttpResponse\nfrom django.urls import path\n"
-                        "urlpatterns = [path('', lambda request: HttpResponse('django up'))]\n",
-    "site_e2e/wsgi.py": "import os\nos.environ.setdefault('DJANGO_SETTINGS_MODULE', 'site_e2e.settings')\n"
-                        "from django.core.wsgi import get_wsgi_application\napplication = get_wsgi_application()\n",
-    "assets/hello.txt": "a static file, collected\n",
-}
+
+def read_tree(top):
+    """Every file under top as {relative name: text}: a sample app to commit."""
+    files = {}
+    for directory, _, names in os.walk(top):
+        for name in names:
+            path = os.path.join(directory, name)
+            with open(path) as f:
+                files[os.path.relpath(path, top)] = f.read()
+    return files
 
 
 def test_a_django_app_has_its_static_files_collected_and_served(server, new_app):
-    app = new_app("django", DJANGO_FILES)
+    app = new_app("django", read_tree(SAMPLE_DJANGO))  # tests/sample-django, also benchmarked
     pushed = app.push()
     assert "Running collectstatic" in output(pushed), describe(pushed)
     assert app.serving() == "django up"
