@@ -19,6 +19,7 @@ from tinyserv.platform import procs
 READ_BYTES = 64 * 1024  # router lines read per turn of the supervisor's loop (the rest waits in the pipe)
 PIPE_SIZE = 1024 * 1024
 STOP_WAIT = 2.0  # seconds the pump gets to hand over its last lines when the supervisor stops
+READY_WAIT = 5.0  # seconds a starting pump gets to say it reads the socket (then the supervisor goes on anyway)
 
 
 class Reader:
@@ -43,10 +44,13 @@ class Reader:
             raise
         finally:
             os.close(write_end)
+        # Until the pump reads, the socket holds only max_dgram_qlen lines: wait for its first (empty) frame.
+        ready = select.select([read_end], [], [], READY_WAIT)[0] and os.read(read_end, routerpump.FRAME)
         os.set_blocking(read_end, False)
         if self.pipe is not None:
             os.close(self.pipe)
-        self.pipe, self.buffer = read_end, b""
+        self.pipe = read_end
+        self.buffer = b"" if ready == routerpump.FRAME * b"\0" else (ready or b"")
 
     def fileno(self):
         return self.pipe
@@ -66,7 +70,8 @@ class Reader:
             size = int.from_bytes(self.buffer[:routerpump.FRAME], "big")
             if len(self.buffer) < routerpump.FRAME + size:
                 break
-            lines.append(self.buffer[routerpump.FRAME:routerpump.FRAME + size])
+            if size:  # an empty frame is the pump's "ready"
+                lines.append(self.buffer[routerpump.FRAME:routerpump.FRAME + size])
             self.buffer = self.buffer[routerpump.FRAME + size:]
         return lines
 

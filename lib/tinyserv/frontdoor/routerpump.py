@@ -12,6 +12,7 @@ import socket
 import sys
 
 FRAME = 4  # bytes of the big-endian length before each datagram in the pipe
+READY = b""  # the empty frame the pump writes first, once it reads the socket
 
 
 def pump(sock, out, parent):
@@ -19,6 +20,7 @@ def pump(sock, out, parent):
     stopping = []
     signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
     sock.settimeout(0.5)  # to notice a parent that died without telling
+    write(out, READY)  # the supervisor starts nginx only now: no line waits on a reader still starting
     while not stopping:
         try:
             data = sock.recv(65536)
