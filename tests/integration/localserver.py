@@ -24,8 +24,10 @@ TINYSERV = os.path.join(BIN, "tinyserv")
 TINYSERV_REMOTE = os.path.join(BIN, "tinyserv-remote")
 SAMPLE_APP = os.path.join(REPO, "tests", "sample-app")
 
-PORT_RANGE = (20000, 40000)
-PORT_SPAN = 20  # ports checked free above TINYSERV_START_PORT: more than any test creates apps
+# Below the kernel's ephemeral range (net.ipv4.ip_local_port_range starts at 32768), where web instances' internal
+# ports come from: an app's public port (or nginx's) inside that range can be drawn by an internal port first.
+PORT_RANGE = (20000, 32000)
+PORT_SPAN = 64  # ports checked free above TINYSERV_START_PORT: more than any test creates apps (nginx's two last)
 _ranges_taken = set()  # start ports already handed out in this session
 SHUTDOWN_TIMEOUT = 90
 LINGER_TIMEOUT = 5  # an exiting supervisor or a zombie may take a moment to leave /proc
