@@ -33,7 +33,10 @@ SERVE_PROBE = ("require('http').createServer((q, r) => r.end(require('fs').readF
 
 
 def probing_files(key, other):
-    package = {"name": "who", "version": "1.0.0", "private": True, "scripts": {"postinstall": "sh probe.sh"}}
+    # The description changes package.json with each key, so the push reinstalls (and runs postinstall) rather
+    # than reuse the dependencies of the push before.
+    package = {"name": "who", "version": "1.0.0", "private": True, "description": "probe as " + key,
+               "scripts": {"postinstall": "sh probe.sh"}}
     return {"package.json": json.dumps(package) + "\n", "Procfile": "web: node index.js\n",
             "index.js": SERVE_PROBE, "probe.sh": PROBE % {"key": key, "root": ROOT, "other": other}}
 
@@ -118,8 +121,10 @@ def test_single_user_a_limited_keys_build_reads_another_app_and_writes_as_the_de
 
 def test_single_user_nothing_of_tinyservs_runs_as_root_and_the_deploy_user_has_no_sudo(single):
     server = single["server"]
-    processes = [line.split(None, 1) for line in
-                 server.root_host.check_output("ps -eo user:32=,args=").splitlines() if line.strip()]
+    # PID 1 is the container's init (tini running the test image's entrypoint), standing in for the OS's own.
+    processes = [line.split(None, 2)[1:] for line in
+                 server.root_host.check_output("ps -eo pid=,user:32=,args=").splitlines()
+                 if line.strip() and line.split()[0] != "1"]
     tinyservs = [(user, args) for user, args in processes if "tinyserv" in args]
     assert any(user == "deploy" and "tinyserv-remote" in args for user, args in tinyservs), processes
     assert [(user, args) for user, args in tinyservs if user == "root"] == [], processes
