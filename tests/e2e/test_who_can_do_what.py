@@ -65,12 +65,13 @@ def make_keyed(server, base, prefix):
         env = dict(server.env, TINYSERV_SSH_REUSE="0")
         env["GIT_SSH_COMMAND"] = shlex.join([REAL_SSH] + ssh_options(path))
         keys[key] = env
+    keys["full"] = server.env  # the test run's own key: a plain line of authorized_keys
     return {"server": server, "one": one, "two": two, "repos": repos, "keys": keys}
 
 
 def destroy(keyed):
     server = keyed["server"]
-    for key in [*keyed["keys"], "full"]:
+    for key in keyed["keys"]:
         if key != "full":
             server.ssh(f"tinyserv-remote keys:remove {key}", check=False)
         server.ssh(f"rm -f /home/deploy/planted-by-{key}", check=False)
@@ -108,7 +109,7 @@ def push_probe(keyed, key):
     return dict(line.split(": ", 1) for line in body.splitlines() if ": " in line)
 
 
-@pytest.mark.parametrize("key", ["ci", "pusher"])
+@pytest.mark.parametrize("key", ["full", "ci", "pusher"])
 def test_single_user_a_limited_keys_build_reads_another_app_and_writes_as_the_deploy_user(single, key):
     probe = push_probe(single, key)
     assert probe["user"] == "deploy", probe
@@ -150,3 +151,10 @@ def test_root_mode_an_app_limited_keys_run_runs_as_its_apps_user(rooted):
     other = run(["tinyserv", "run", "-a", rooted["two"], "id -un"], cwd=repo, env=rooted["keys"]["ci"],
                 check=False, timeout=TIMEOUT)
     assert other.returncode != 0 and "which this key may not touch" in other.stderr, describe(other)
+
+
+def test_root_mode_a_full_key_reads_every_app(rooted):
+    repo = rooted["repos"][rooted["one"]]
+    ran = run(["tinyserv", "run", "-a", rooted["two"], "echo $SECRET"], cwd=repo, env=rooted["keys"]["full"],
+              check=False, timeout=TIMEOUT)
+    assert ran.returncode == 0 and ran.stdout.strip() == "secret-of-two", describe(ran)
