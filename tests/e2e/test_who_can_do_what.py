@@ -35,7 +35,7 @@ SERVE_PROBE = ("require('http').createServer((q, r) => r.end(require('fs').readF
 def probing_files(key, other):
     # The description changes package.json with each key, so the push reinstalls (and runs postinstall) rather
     # than reuse the dependencies of the push before.
-    package = {"name": "who", "version": "1.0.0", "private": True, "description": "probe as " + key,
+    package = {"name": "who", "version": "1.0.0", "private": True, "description": f"probe as {key} of {other}",
                "scripts": {"postinstall": "sh probe.sh"}}
     return {"package.json": json.dumps(package) + "\n", "Procfile": "web: node index.js\n",
             "index.js": SERVE_PROBE, "probe.sh": PROBE % {"key": key, "root": ROOT, "other": other}}
@@ -45,7 +45,7 @@ def commit(repo, files):
     for name, text in files.items():
         (repo / name).write_text(text)
     run(["git", "add", "-A"], cwd=repo)
-    run(["git", "commit", "-q", "-m", "probe as another key"], cwd=repo)
+    run(["git", "commit", "-q", "--allow-empty", "-m", "probe as another key"], cwd=repo)
 
 
 def make_keyed(server, base, prefix):
