@@ -145,6 +145,7 @@ def test_root_mode_a_limited_keys_build_runs_as_its_apps_user_and_reaches_nothin
 
 
 def test_root_mode_an_app_limited_keys_run_runs_as_its_apps_user(rooted):
+    push_probe(rooted, "ci")  # deployed, whichever tests ran before
     repo = rooted["repos"][rooted["one"]]
     ran = run(["tinyserv", "run", "id -un"], cwd=repo, env=rooted["keys"]["ci"], check=False, timeout=TIMEOUT)
     assert ran.returncode == 0 and ran.stdout.strip() == "ts-" + rooted["one"], describe(ran)
