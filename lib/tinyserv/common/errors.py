@@ -68,7 +68,16 @@ def guarded(body):
             raise
         from tinyserv.common.printer import error
         error(one_line(e), getattr(e, "details", ()))
+        quiet_stdout()  # a failure on writing (a broken pipe) must not turn into another at exit's flush
         return 1
+
+
+def quiet_stdout():
+    """Flush stdout now; if its reader went away, point it at /dev/null so exit's flush has nowhere to fail."""
+    try:
+        sys.stdout.flush()
+    except (BrokenPipeError, ValueError):
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 def one_line(e):
