@@ -80,6 +80,8 @@ class Writer:
             self.add(nofollow.Found("", os.fstat(top), top, None), name)
             for found in nofollow.walk(top, skip, lambda rel: self.deep.append("%s/%s" % (name, rel))):
                 self.add(found, "%s/%s" % (name, found.rel))
+        except BrokenPipeError:
+            raise  # the archive's reader went away, not this directory: capture() says so
         except OSError as e:
             raise TinyservError("cannot back up %s: %s" % (e.filename or source, e.strerror)) from None
         finally:
