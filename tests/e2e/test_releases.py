@@ -224,7 +224,7 @@ def test_a_python_app_deploys_into_a_virtualenv_and_serves(new_app):
 
     result = deployed(app, "hello from python with six 1.16.0")
 
-    for line in ["-----> Python app detected", "-----> Installing dependencies (pip install -r requirements.txt)"]:
+    for line in ["-----> Python app detected", "-----> Installing dependencies (uv pip install -r requirements.txt)"]:
         assert line in remote_lines(result), describe(result)
 
 
@@ -292,7 +292,7 @@ def test_a_code_only_push_reuses_dependencies_and_a_manifest_change_installs_the
     app.commit({"index.js": files["index.js"].replace("foo is", "foo now is")}, "code only")
     code_only = deployed(app, "foo now is undefined\n")
 
-    assert "-----> Reusing dependencies (package.json and package-lock.json unchanged)" in remote_lines(code_only), \
+    assert "-----> Reusing dependencies (manifests, lockfile and runtime unchanged)" in remote_lines(code_only), \
         describe(code_only)
     assert "Installing dependencies" not in output(code_only), describe(code_only)
 

@@ -5,6 +5,7 @@ Every app here is named rt-... and destroyed at the end of its test.
 """
 
 import json
+import os
 import re
 
 import pytest

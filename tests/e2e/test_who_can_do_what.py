@@ -145,8 +145,11 @@ def test_root_mode_a_limited_keys_build_runs_as_its_apps_user_and_reaches_nothin
 
 
 def test_root_mode_an_app_limited_keys_run_runs_as_its_apps_user(rooted):
-    push_probe(rooted, "ci")  # deployed, whichever tests ran before
     repo = rooted["repos"][rooted["one"]]
+    commit(repo, probing_files("ci", rooted["two"]))  # deployed by this key, whichever tests ran before (the
+    pushed = run(["git", "push", "tinyserv", "main"], cwd=repo, env=rooted["keys"]["ci"], check=False,
+                 timeout=TIMEOUT)  # probe's page may be an earlier key's: npm reuses the dependencies)
+    assert pushed.returncode == 0 and "Released v" in pushed.stderr, describe(pushed)
     ran = run(["tinyserv", "run", "id -un"], cwd=repo, env=rooted["keys"]["ci"], check=False, timeout=TIMEOUT)
     assert ran.returncode == 0 and ran.stdout.strip() == "ts-" + rooted["one"], describe(ran)
     other = run(["tinyserv", "run", "-a", rooted["two"], "id -un"], cwd=repo, env=rooted["keys"]["ci"],
