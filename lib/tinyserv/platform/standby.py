@@ -5,13 +5,16 @@ that is alive but answers nothing (frozen with SIGSTOP, stuck) keeps its lock, a
 unsupervised; so while it waits, the standby pings it every PING_EVERY s, and once it has been silent
 for TAKEOVER_AFTER s (longer than any client waits for an answer) kills it and takes over.
 
-The standby stays small: this module imports nothing of tinyserv's and little of Python's.
+The standby stays small: of tinyserv's it imports only privileged.py's line reader (the standby loads that
+module anyway), and little of Python's.
 """
 
 import os
 import signal
 import socket
 import time
+
+from tinyserv.platform.privileged import read_line
 
 PING_EVERY = 3  # seconds between the standby's pings of the active supervisor
 PING_TIMEOUT = 3  # seconds a ping waits for its answer
@@ -42,15 +45,10 @@ def answers(sock_path, timeout=PING_TIMEOUT):
             conn.settimeout(timeout)
             conn.connect(sock_path)
             conn.sendall(b'{"cmd": "ping"}\n')
-            reply = b""
-            while not reply.endswith(b"\n"):
-                chunk = conn.recv(4096)
-                if not chunk:
-                    break
-                reply += chunk
+            reply = read_line(conn)
     except OSError:
         return False
-    return b'"ok": true' in reply
+    return '"ok": true' in reply
 
 
 def lock_holders(path):
