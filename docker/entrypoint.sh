@@ -23,20 +23,6 @@ if [ -e /etc/tinyserv-e2e/start-postgresql ]; then
     pg_ctlcluster 15 main start || echo "tinyserv-e2e: PostgreSQL did not start" >&2
 fi
 
-if [ -n "${TINYSERV_E2E_ROOT_MODE:-}" ]; then
-    # Root mode (docker/docker-compose.rootmode.yml): no systemd in here, so start the supervisor from the very
-    # unit `tinyserv-remote systemd-unit --root` prints, as systemd would: as root, with its Environment= lines.
-    unit=$(su - deploy -c 'tinyserv-remote systemd-unit --root')
-    settings=$(printf '%s\n' "$unit" | sed -n 's/^Environment=//p')
-    start=$(printf '%s\n' "$unit" | sed -n 's/^ExecStart=//p')
-    root=$(printf '%s\n' "$settings" | sed -n 's/^TINYSERV_ROOT=//p')
-    echo "tinyserv-e2e: boot: as root: $settings $start"
-    # shellcheck disable=SC2086 # the unit's words, split as systemd splits them (none hold spaces here)
-    env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8 $settings \
-        setsid $start </dev/null >>/var/log/tinyserv-supervisor.log 2>&1 &
-    for _ in $(seq 300); do [ -S "$root/run/supervisor.sock" ] && break; sleep 0.1; done
-fi
-
 if ! su - deploy -c 'command -v tinyserv-remote' >/dev/null 2>&1; then
     # The bare image: `tinyserv server:install` has not put tinyserv there (yet).
     echo "tinyserv-e2e: boot: tinyserv is not installed for deploy: nothing to start"

@@ -5,12 +5,13 @@ API for tests:
   host              testinfra host inside the server, as user deploy (same as server.host)
   bare_servers      two more servers (module-scoped) without tinyserv: Debian, sshd and the deploy user, for
                     `tinyserv server:install` (docker/docker-compose.bare.yml, the Dockerfile's `bare` stage)
-  root_server       a server whose supervisor runs as root (module-scoped, docker/docker-compose.rootmode.yml)
+  root_server       a server in root mode (module-scoped): systemd_server after `tinyserv server:install --root`
   systemd_server    a stock Debian server booting with systemd as PID 1 (module-scoped), reached as root over ssh,
                     without a deploy user until something creates one; see `SystemdServer`
 Without a working Docker engine every e2e test fails: these tests never skip.
 """
 
+import contextlib
 import os
 import shlex
 import shutil
@@ -191,28 +192,29 @@ def bare_servers(bare_image, docker_compose_command, docker_compose_project_name
         compose.execute("down -v --timeout 5")
 
 
-ROOT_MODE_COMPOSE_FILE = os.path.join(REPO, "docker", "docker-compose.rootmode.yml")
+@contextlib.contextmanager
+def booted_systemd_server(image, docker_client, project, ssh_key, ssh_wrapper_dir):
+    """A Debian server booting with systemd as PID 1 (see `SystemdServer`), booted and answering ssh as root;
+    removed when the `with` ends.
 
-
-@pytest.fixture(scope="module")
-def root_server(server_image, docker_compose_command, docker_compose_project_name, docker_client, ssh_key,
-                ssh_wrapper_dir):
-    """A server in root mode (docker/docker-compose.rootmode.yml), up and answering ssh; removed after the module.
-
-    Its entrypoint starts the supervisor as root from `tinyserv-remote systemd-unit --root`, as systemd would.
+    Run the way systemd was measured to work in a container here, without --privileged (which the engine refuses):
+    `docker run -d --cgroupns=host -v /sys/fs/cgroup:/sys/fs/cgroup:rw --tmpfs /run --tmpfs /run/lock
+    -p 127.0.0.1::22 ... IMAGE /sbin/init`.
     """
-    project = docker_compose_project_name + "root"
-    compose = DockerComposeExecutor(docker_compose_command, ROOT_MODE_COMPOSE_FILE, project)
+    container = None
     try:
-        compose.execute("up -d")
-        containers = docker_client.containers.list(filters={"label": [
-            f"com.docker.compose.project={project}", "com.docker.compose.service=rootserver"]})
-        assert len(containers) == 1, f"expected one rootserver container, found {containers}"
-        started = Server(containers[0], ssh_key, ssh_wrapper_dir, Services(compose), name="rootserver")
-        started.wait_for_ssh()
+        container = docker_client.containers.run(
+            image, ["/sbin/init"], detach=True, name=f"{project}systemd{uuid.uuid4().hex[:4]}",
+            labels={"tinyserv-e2e": project},
+            cgroupns="host", volumes={"/sys/fs/cgroup": {"bind": "/sys/fs/cgroup", "mode": "rw"}},
+            tmpfs={"/run": "", "/run/lock": ""},
+            ports={f"{port}/tcp": ("127.0.0.1", None) for port in SYSTEMD_PORTS})
+        started = SystemdServer(container, ssh_key, ssh_wrapper_dir)
+        started.wait_until_booted()
         yield started
     finally:
-        compose.execute("down -v --timeout 5")
+        if container is not None:
+            container.remove(force=True, v=True)
 
 
 @pytest.fixture(scope="session")
@@ -224,28 +226,23 @@ def systemd_image(docker_client, ssh_key, docker_compose_project_name):
 
 @pytest.fixture(scope="module")
 def systemd_server(systemd_image, docker_client, docker_compose_project_name, ssh_key, ssh_wrapper_dir):
-    """A Debian server booting with systemd as PID 1 (see `SystemdServer`), booted and answering ssh as root;
-    removed after the module.
-
-    Run the way systemd was measured to work in a container here, without --privileged (which the engine refuses):
-    `docker run -d --cgroupns=host -v /sys/fs/cgroup:/sys/fs/cgroup:rw --tmpfs /run --tmpfs /run/lock
-    -p 127.0.0.1::22 ... IMAGE /sbin/init`.
-    """
-    container = None
-    try:
-        container = docker_client.containers.run(
-            systemd_image, ["/sbin/init"], detach=True,
-            name=f"{docker_compose_project_name}systemd{uuid.uuid4().hex[:4]}",
-            labels={"tinyserv-e2e": docker_compose_project_name},
-            cgroupns="host", volumes={"/sys/fs/cgroup": {"bind": "/sys/fs/cgroup", "mode": "rw"}},
-            tmpfs={"/run": "", "/run/lock": ""},
-            ports={f"{port}/tcp": ("127.0.0.1", None) for port in SYSTEMD_PORTS})
-        started = SystemdServer(container, ssh_key, ssh_wrapper_dir)
-        started.wait_until_booted()
+    """A stock Debian server booting with systemd as PID 1, without a deploy user; removed after the module."""
+    with booted_systemd_server(systemd_image, docker_client, docker_compose_project_name, ssh_key,
+                               ssh_wrapper_dir) as started:
         yield started
-    finally:
-        if container is not None:
-            container.remove(force=True, v=True)
+
+
+@pytest.fixture(scope="module")
+def root_server(systemd_image, docker_client, docker_compose_project_name, ssh_key, ssh_wrapper_dir):
+    """A server in root mode the way the README sets one up: a stock Debian server under systemd, then
+    `tinyserv server:install --root root@HOST` from this tree (its result in `installed`); removed after the
+    module. Its TINYSERV_ROOT is the default, `tinyserv_root` (/home/deploy/.tinyserv)."""
+    with booted_systemd_server(systemd_image, docker_client, docker_compose_project_name, ssh_key,
+                               ssh_wrapper_dir) as started:
+        started.installed = run([os.path.join(REPO, "bin", "tinyserv"), "server:install", "--root",
+                                 started.root_remote], env=started.env, timeout=240, check=False)
+        assert started.installed.returncode == 0, describe(started.installed) + "\n" + started.diagnosis()
+        yield started
 
 
 @pytest.fixture

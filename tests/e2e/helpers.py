@@ -24,7 +24,8 @@ REAL_SSH = shutil.which("ssh") or "/usr/bin/ssh"
 SSH_WAIT_TIMEOUT = 180  # the boot hook runs before sshd starts (see docker/entrypoint.sh)
 SYSTEMD_BOOT_TIMEOUT = 120  # how long a systemd server's boot may take
 SYSTEMD_STOP_TIMEOUT = 30  # how long systemd gets to shut down
-ROOT = "/home/deploy/tinyserv"
+ROOT = "/home/deploy/tinyserv"  # TINYSERV_ROOT of the compose servers (docker/deploy-env.sh)
+INSTALLED_ROOT = "/home/deploy/.tinyserv"  # TINYSERV_ROOT of a server set up by `server:install --root` (the default)
 SAMPLE_APP = os.path.join(REPO, "tests", "sample-app")
 PUSH_TIMEOUT = 180
 PREFIX = "rel-"  # the apps new_app makes (conftest.py) are named rel-...
@@ -37,7 +38,9 @@ def ssh_options(key):
 
 
 class Server:
-    """The server container as a test sees it: ssh, published ports, testinfra, restart."""
+    """The server container as a test sees it: ssh, published ports, testinfra, restart, its TINYSERV_ROOT."""
+
+    tinyserv_root = ROOT
 
     def __init__(self, container, key, ssh_dir, services, name="server"):
         self.name = name
@@ -129,14 +132,15 @@ class SystemdServer(Server):
     Besides what `Server` offers (port, url, remote and env for the deploy user, logs, testinfra's `host` as
     deploy and `root_host` as root, both through docker exec), it has:
       root_remote                   ssh://root@127.0.0.1:PORT, for `tinyserv server:install --root`
-      ssh(user, command, *, check=True, input=None, timeout=120)   run a shell command as `user` over ssh
       system_state()                what `systemctl is-system-running` says (through docker exec)
       wait_until_booted(timeout)    poll until the state is running or degraded and ssh as root answers
       reboot()                      `docker restart` (systemd shuts down and boots again), then wait_until_booted
       diagnosis()                   text for failure messages: state, failed units, jobs, journal, container log
-    Unlike `Server.ssh`, `ssh` names the user first (root until a deploy user exists); `ssh_as` is the same.
+    `ssh_as("root", command)` runs as root (`ssh(command)`, as everywhere, as the deploy user once one exists).
     `restart()` and `wait_for_ssh()` are reboot() and wait_until_booted(), so code written for any server works.
     """
+
+    tinyserv_root = INSTALLED_ROOT
 
     def __init__(self, container, key, ssh_dir, name="systemd"):
         super().__init__(container, key, ssh_dir, services=None, name=name)
@@ -145,11 +149,6 @@ class SystemdServer(Server):
     def root_remote(self):
         """Return the ssh remote that reaches this server as root."""
         return f"ssh://root@127.0.0.1:{self.port(22)}"
-
-    def ssh(self, user, command, *, check=True, input=None, timeout=120):
-        """Run the shell command string `command` as `user` over real ssh; return the CompletedProcess."""
-        __tracebackhide__ = True
-        return self.ssh_as(user, command, check=check, input=input, timeout=timeout)
 
     def docker_exec(self, args):
         """Run `args` as root through docker exec (no ssh needed); return (exit code, output), or (None, why)."""
@@ -292,10 +291,11 @@ class App:
 
     def on_disk(self):
         """The app on the server's disk, in one ssh call: its public release file, build directories and main."""
+        root = self.server.tinyserv_root
         out = self.server.ssh(
-            f"cat {ROOT}/releases/{self.name}.json; echo '#'; "
-            f"find {ROOT}/apps/{self.name}/builds -mindepth 1 -maxdepth 1 -type d -printf '%f\\n'; echo '#'; "
-            f"git --git-dir={ROOT}/repos/{self.name}.git rev-parse -q --verify refs/heads/main || true").stdout
+            f"cat {root}/releases/{self.name}.json; echo '#'; "
+            f"find {root}/apps/{self.name}/builds -mindepth 1 -maxdepth 1 -type d -printf '%f\\n'; echo '#'; "
+            f"git --git-dir={root}/repos/{self.name}.git rev-parse -q --verify refs/heads/main || true").stdout
         release, builds, main = out.split("#\n")
         return {"release": json.loads(release), "builds": sorted(builds.split()), "main": main.strip()}
 
@@ -376,3 +376,29 @@ def sample_app_files():
         with open(os.path.join(SAMPLE_APP, name)) as f:
             files[name] = f.read()
     return files
+
+
+def assert_escaped_output(server, directory, name):
+    """What an app, a build or a commit writes reaches the terminal escaped (issue 16 item 8): app `name` is made in
+    `directory` with a commit author, a release command and a web that write a clear-screen sequence; the push,
+    `releases` and `logs` show it as \\x1b, `logs --raw` as written. The app is destroyed afterwards."""
+    __tracebackhide__ = True
+    clear, shown = "\x1b[2J", "\\x1b[2J"
+    files = node_app("esc", procfile="web: node index.js\nrelease: printf 'release says \\033[2Jhi\\n'")
+    files["index.js"] = "console.log('app says \\u001b[2Jhello');\n" + files["index.js"]
+    app = App(server, support.make_app(os.path.join(str(directory), name), files), name)
+    app.git("config", "user.email", "evil" + clear + "@example.invalid")
+    app.git("commit", "-q", "--amend", "--reset-author", "--no-edit")
+    app.tinyserv("apps:create", name)
+    try:
+        pushed = app.push()
+        assert "\x1b" not in output(pushed) and "release says " + shown + "hi" in output(pushed), describe(pushed)
+        releases = app.tinyserv("releases")
+        assert "\x1b" not in releases.stdout and "evil" + shown in releases.stdout, describe(releases)
+        logs = wait_until(lambda: (lambda r: r if "hello" in r.stdout else None)(app.tinyserv("logs")),
+                          30, message="the app's first line in its log")
+        assert "\x1b" not in logs.stdout and "app says " + shown + "hello" in logs.stdout, describe(logs)
+        raw = app.tinyserv("logs", "--raw")
+        assert "app says " + clear + "hello" in raw.stdout, describe(raw)
+    finally:
+        app.tinyserv("apps:destroy", "--confirm", name, check=False)

@@ -12,6 +12,7 @@ import types
 
 import pytest
 
+from helpers import assert_escaped_output
 from support import describe, http_get, make_app, run, wait_for_http, wait_until
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -523,22 +524,4 @@ def test_command_help_exits_zero_and_describes_it(server, tmp_path, name):
 # --- what an app, a build or a commit writes reaches the terminal escaped (issue 16 item 8) --------------------
 
 def test_escape_sequences_from_a_commit_a_release_command_and_an_app_arrive_escaped_over_ssh(server, tmp_path):
-    clear, shown = "\x1b[2J", "\\x1b[2J"
-    files = node_app("esc", procfile="web: node index.js\nrelease: printf 'release says \\033[2Jhi\\n'")
-    files["index.js"] = "console.log('app says \\u001b[2Jhello');\n" + files["index.js"]
-    repo = make_app(tmp_path / "core-esc", files)
-    run(["git", "config", "user.email", "evil" + clear + "@example.invalid"], cwd=repo)
-    run(["git", "commit", "-q", "--amend", "--reset-author", "--no-edit"], cwd=repo)
-    try:
-        tinyserv(server, "apps:create", "core-esc", cwd=repo)
-        pushed = push(server, repo)
-        assert "\x1b" not in output(pushed) and "release says " + shown + "hi" in output(pushed), describe(pushed)
-        releases = tinyserv(server, "releases", cwd=repo)
-        assert "\x1b" not in releases.stdout and "evil" + shown in releases.stdout, describe(releases)
-        logs = wait_until(lambda: (lambda r: r if "hello" in r.stdout else None)(tinyserv(server, "logs", cwd=repo)),
-                          30, message="the app's first line in its log")
-        assert "\x1b" not in logs.stdout and "app says " + shown + "hello" in logs.stdout, describe(logs)
-        raw = tinyserv(server, "logs", "--raw", cwd=repo)
-        assert "app says " + clear + "hello" in raw.stdout, describe(raw)
-    finally:
-        destroy_if_present(server, "core-esc", repo)
+    assert_escaped_output(server, tmp_path, "core-esc")

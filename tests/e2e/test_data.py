@@ -140,7 +140,7 @@ def set_up_postgresql(server, root=None):
         as_root(server, f"sed -i 's|^export TINYSERV_ROOT=.*|export TINYSERV_ROOT={root}|; "
                         f"s|^export TINYSERV_START_PORT=.*|export TINYSERV_START_PORT=5010|' {bashrc}")
     # The admin URL goes where only deploy (and root) may read it, not into ~/.bashrc (0644).
-    settings = f"{root or '/home/deploy/tinyserv'}/settings.env"
+    settings = f"{root or server.tinyserv_root}/settings.env"
     as_root(server, "su deploy -c " + shlex.quote(
         f"umask 077 && mkdir -p {os.path.dirname(settings)} && echo TINYSERV_POSTGRES_URL={ADMIN_URL} > {settings}"))
 

@@ -45,12 +45,12 @@ def client(server, *args, cwd=None, check=True):
 
 def root(server, command, **kwargs):
     __tracebackhide__ = True
-    return server.ssh("root", command, **kwargs)
+    return server.ssh_as("root", command, **kwargs)
 
 
 def deploy(server, command, **kwargs):
     __tracebackhide__ = True
-    return server.ssh("deploy", command, **kwargs)
+    return server.ssh_as("deploy", command, **kwargs)
 
 
 def install_root(server, tree=REPO):
@@ -89,12 +89,10 @@ def port_of(server, name):
 
 
 @pytest.fixture(scope="module")
-def rooted(systemd_server):
-    """The systemd server after `server:install --root`: root mode, deploy user made, unit running."""
-    installed = install_root(systemd_server)
-    assert installed.returncode == 0, describe(installed)
-    systemd_server.installed = installed
-    return systemd_server
+def rooted(root_server):
+    """The systemd server after `server:install --root` (conftest's root_server): root mode, deploy user made,
+    unit running."""
+    return root_server
 
 
 @pytest.fixture(scope="module")

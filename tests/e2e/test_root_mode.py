@@ -1,7 +1,7 @@
 """Apps isolated from each other (issue 9) over real ssh, on a server whose supervisor runs as root.
 
-The container's entrypoint starts the supervisor as root from the unit `tinyserv-remote systemd-unit --root`
-prints; the deploy user's commands (ssh, git push) reach it only through its socket. Each app runs as its own
+The server is set up as the README says: a stock Debian server under systemd, then `tinyserv server:install
+--root root@HOST`; the deploy user's commands (ssh, git push) reach the root supervisor only through its socket. Each app runs as its own
 system user ts-APP: its `run` cannot read another app's build, config, log or /proc/PID/environ, nor signal it.
 """
 
@@ -10,9 +10,10 @@ import shlex
 
 import pytest
 
+from helpers import INSTALLED_ROOT
 from support import describe, http_get, make_app, run, wait_for_http, wait_until
 
-ROOT = "/home/deploy/tinyserv"
+ROOT = INSTALLED_ROOT  # root_server is set up by `server:install --root`
 TIMEOUT = 180
 
 

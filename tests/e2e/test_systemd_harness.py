@@ -24,7 +24,7 @@ WantedBy=multi-user.target
 def root(server, command, **kwargs):
     """Run `command` as root over ssh, failing with the command, exit code and output."""
     __tracebackhide__ = True
-    return server.ssh("root", command, **kwargs)
+    return server.ssh_as("root", command, **kwargs)
 
 
 def lines(result):

@@ -12,7 +12,7 @@ import shlex
 
 import pytest
 
-from helpers import REAL_SSH, ROOT, ssh_options
+from helpers import REAL_SSH, ssh_options
 from support import describe, make_app, run, wait_for_http
 
 TIMEOUT = 180
@@ -32,13 +32,13 @@ SERVE_PROBE = ("require('http').createServer((q, r) => r.end(require('fs').readF
                ".listen(process.env.PORT);\n")
 
 
-def probing_files(key, other):
+def probing_files(key, other, root):
     # The description changes package.json with each key, so the push reinstalls (and runs postinstall) rather
     # than reuse the dependencies of the push before.
     package = {"name": "who", "version": "1.0.0", "private": True, "description": f"probe as {key} of {other}",
                "scripts": {"postinstall": "sh probe.sh"}}
     return {"package.json": json.dumps(package) + "\n", "Procfile": "web: node index.js\n",
-            "index.js": SERVE_PROBE, "probe.sh": PROBE % {"key": key, "root": ROOT, "other": other}}
+            "index.js": SERVE_PROBE, "probe.sh": PROBE % {"key": key, "root": root, "other": other}}
 
 
 def commit(repo, files):
@@ -53,7 +53,8 @@ def make_keyed(server, base, prefix):
     one, two = prefix + "-one", prefix + "-two"
     repos = {}
     for name in (one, two):
-        repos[name] = make_app(base / name, probing_files("full", one if name == two else two))
+        other = one if name == two else two
+        repos[name] = make_app(base / name, probing_files("full", other, server.tinyserv_root))
         run(["tinyserv", "apps:create", name], cwd=repos[name], env=server.env, timeout=TIMEOUT)
     run(["git", "push", "tinyserv", "main"], cwd=repos[two], env=server.env, timeout=TIMEOUT)
     run(["tinyserv", "config:set", "SECRET=secret-of-two"], cwd=repos[two], env=server.env, timeout=TIMEOUT)
@@ -100,7 +101,7 @@ def rooted(root_server, tmp_path_factory):
 def push_probe(keyed, key):
     """Push app one with `key`, its build probing as that key; return the probe's lines, as the app serves them."""
     repo = keyed["repos"][keyed["one"]]
-    commit(repo, probing_files(key, keyed["two"]))
+    commit(repo, probing_files(key, keyed["two"], keyed["server"].tinyserv_root))
     pushed = run(["git", "push", "tinyserv", "main"], cwd=repo, env=keyed["keys"][key], check=False,
                  timeout=TIMEOUT)
     assert pushed.returncode == 0 and "Released v" in pushed.stderr, describe(pushed)
@@ -146,7 +147,8 @@ def test_root_mode_a_limited_keys_build_runs_as_its_apps_user_and_reaches_nothin
 
 def test_root_mode_an_app_limited_keys_run_runs_as_its_apps_user(rooted):
     repo = rooted["repos"][rooted["one"]]
-    commit(repo, probing_files("ci", rooted["two"]))  # deployed by this key, whichever tests ran before (the
+    root = rooted["server"].tinyserv_root
+    commit(repo, probing_files("ci", rooted["two"], root))  # deployed by this key, whichever tests ran before (the
     pushed = run(["git", "push", "tinyserv", "main"], cwd=repo, env=rooted["keys"]["ci"], check=False,
                  timeout=TIMEOUT)  # probe's page may be an earlier key's: npm reuses the dependencies)
     assert pushed.returncode == 0 and "Released v" in pushed.stderr, describe(pushed)
