@@ -200,6 +200,18 @@ def check_disk(path, usage=shutil.disk_usage):
     return Check(OK, "disk", detail, None)
 
 
+def check_router_queue(queue):
+    """The kernel's Unix datagram queue, which nginx's router log lines wait in (platform/kernel.py)."""
+    from tinyserv.platform import kernel
+    if queue is None:
+        return Check(OK, "kernel", "%s: not there (not Linux)" % kernel.SETTING, None)
+    detail = "%s is %d" % (kernel.SETTING, queue)
+    if queue >= kernel.WANTED:
+        return Check(OK, "kernel", detail + " (the router log's queue)", None)
+    return Check(WARN, "kernel", detail + ": under load nginx drops router log lines past that",
+                 "as root: " + kernel.how_to_set())
+
+
 def check_programs(name, programs, level, what, which=shutil.which):
     """Programs that should be there (level when one is not)."""
     missing = missing_programs(programs, which)
@@ -349,6 +361,8 @@ def checks(layout):
     systemd = os.path.isdir("/run/systemd/system")
     found.append(check_boot(systemd, systemd and systemd_unit_enabled(), crontab_boot_line()))
     found.append(check_disk(layout.root))
+    from tinyserv.platform import kernel
+    found.append(check_router_queue(kernel.dgram_queue()))
     from tinyserv.common.settings import settings_file
     found.append(check_secrets(settings_file(layout.root), file_mode(settings_file(layout.root)),
                                exposed_secrets(os.path.expanduser("~"))))

@@ -21,6 +21,7 @@ from tinyserv import REMOTE_SCRIPT, __version__
 from tinyserv.common.unpack import ROOT_CODE_HOME, UNIT_PATH, installed_script
 from tinyserv.common.errors import TinyservError
 from tinyserv.common.printer import Steps
+from tinyserv.platform import kernel
 from tinyserv.platform.rootsafe import check_code, open_dir
 from tinyserv.state.layout import Layout
 
@@ -41,6 +42,7 @@ def as_root(name):
     steps.step("Deploy user %s" % name)
     user = ensure_user(name, steps)
     pass_through(user, steps)
+    steps.detail(kernel.tune([], run))
     steps.step("As %s" % name)
     with open(ROOT_KEYS, "rb") if os.path.isfile(ROOT_KEYS) else open(os.devnull, "rb") as keys:
         code = run_as(user, [sys.executable, script, "setup", "--deploy-user", name], stdin=keys)
@@ -145,9 +147,9 @@ def systemctl(*args, check=True):
     return run(["systemctl", *args], check=check)
 
 
-def run(argv, check=True):
-    """Run a program as root; raise with its error."""
-    result = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+def run(argv, data=None, check=True):
+    """Run a program as root (data: its standard input); raise with its error."""
+    result = subprocess.run(argv, input=data or "", capture_output=True, text=True,
                             env={"PATH": SAFE_PATH, "LANG": "C.UTF-8"})
     if check and result.returncode != 0:
         raise TinyservError("%s failed: %s" % (" ".join(argv), " ".join((result.stderr or result.stdout).split())))

@@ -3,6 +3,7 @@
 Each step is safe to run twice, so installing again is how a server is upgraded:
   - tinyserv's lines at the top of ~/.bashrc (above Debian's interactive guard, which ssh commands never pass);
   - what apps need (git, node and npm, python3-venv), with the `apt install` line for what is missing;
+  - the kernel's Unix datagram queue long enough for the router log (platform/kernel.py), when this user may;
   - uv in the runtime cache (TINYSERV_ROOT/runtimes/uv), for Python apps that ask for a version;
   - every app's git hook pointed at this version;
   - the systemd unit installed when this user may (root, or sudo without a password), else printed;
@@ -24,6 +25,7 @@ import sys
 from tinyserv import __version__
 from tinyserv.common.errors import TinyservError
 from tinyserv.common.settings import SECRET_SETTINGS, settings_file
+from tinyserv.platform import kernel
 from tinyserv.server import doctor
 from tinyserv.state import store
 from tinyserv.common.printer import Steps
@@ -114,7 +116,7 @@ def can_be_root():
     return None
 
 
-def install_unit(layout, steps):
+def install_unit(layout, steps, as_root):
     """Install and enable the systemd unit when systemd runs and this user may; else say how."""
     from tinyserv.server.lifecycle import unit_text
     if not os.path.isdir("/run/systemd/system"):
@@ -126,7 +128,7 @@ def install_unit(layout, steps):
             installed = f.read()
     except OSError:
         installed = None
-    done = place_unit(unit_text(layout), installed, can_be_root(), pwd.getpwuid(os.getuid()).pw_name, root_run)
+    done = place_unit(unit_text(layout), installed, as_root, pwd.getpwuid(os.getuid()).pw_name, root_run)
     steps.detail(done)
 
 
@@ -178,8 +180,10 @@ def setup(layout, deploy_user=None):
     changed = ensure_environment(home)
     steps.detail("~/.bashrc: tinyserv's lines %s at the top" % ("written" if changed else "already"))
     what_apps_need(layout, steps)
+    as_root = can_be_root()
+    steps.detail(kernel.tune(as_root, root_run))
     steps.step("Start at boot")
-    install_unit(layout, steps)
+    install_unit(layout, steps, as_root)
     steps.step("Supervisor")
     hooks = point_hooks(layout)
     if hooks:
