@@ -101,9 +101,9 @@ class FakeSystem:
     def healthy(self, port, path):
         return True
 
-    def answers(self, port, health=None):
-        """A connection to port (or GET health) is answered: it listens, and its health check passes."""
-        return port in self.listening and (not health or self.healthy(port, health))
+    def answering(self, ports):
+        """The ones of ports a connection is answered on: those that listen."""
+        return {port for port in ports if port in self.listening}
 
     def sent(self, sig):
         return [pgid for pgid, s in self.signals if s == sig]

@@ -128,24 +128,47 @@ class Counting(FrontSystem):
     def __init__(self):
         super().__init__()
         self.looks = 0
+        self.asked = []
 
-    def answers(self, port, health=None):
+    def answering(self, ports):
         self.looks += 1
-        return super().answers(port, health)
+        self.asked.append(sorted(ports))
+        return super().answering(ports)
 
 
-def test_each_web_is_looked_at_on_a_timer_of_its_own_not_at_every_tick(layout, door):
+def test_each_web_is_looked_at_every_check_interval_not_at_every_tick(layout, door):
     fake = Counting()
     sup = Supervisor(layout, fake, door=door)
     try:
         make_app(layout, procfile=WEB)
         sup.sync()
         fake.listening.add(web(sup)["port"])
-        settle(sup, fake, SETTLED)
+        settle(sup, fake, SETTLED)  # up
+        settle(sup, fake, SETTLED)  # its first look, SETTLE after it was up
         fake.looks = 0
-        for _ in range(int(CHECK_EVERY * 10)):  # a tick every 0.1 s
+        for _ in range(int(CHECK_EVERY * 10) - 1):  # a tick every 0.1 s, for just under CHECK_EVERY
             fake.now += 0.1
             sup.tick()
         assert fake.looks == 1
+    finally:
+        sup.close()
+
+
+def test_webs_due_on_the_same_beat_are_looked_at_with_one_dump_of_the_listening_sockets(layout, door):
+    fake = Counting()
+    sup = Supervisor(layout, fake, door=door)
+    try:
+        make_app(layout, procfile=WEB, app="one", port=5001)
+        make_app(layout, procfile=WEB, app="two", port=5002)
+        sup.sync()
+        ports = sorted(i["port"] for instances in sup.apps.values() for i in instances.values())
+        fake.listening.update(ports)
+        settle(sup, fake, SETTLED)  # up
+        settle(sup, fake, SETTLED)  # each one's first look, SETTLE after it was up
+        fake.looks, fake.asked = 0, []
+        for _ in range(int(CHECK_EVERY * 10) - 1):
+            fake.now += 0.1
+            sup.tick()
+        assert fake.asked == [ports], fake.asked
     finally:
         sup.close()

@@ -207,6 +207,20 @@ def answers(port, health=None):
     return healthy(port, health) if health else port_open(port)
 
 
+def answering(ports):
+    """The ones of ports that accept a connection on 127.0.0.1 now: listening there with room in the accept
+    queue, from one dump of the listening sockets for all of them (a connection each cost the supervisor about
+    0.1 ms a port, 200 a second at 1,000 webs); a connection each where the kernel refuses that dump."""
+    ports = set(ports)
+    if not ports:
+        return set()
+    try:
+        queues = procs.listen_queues()
+    except OSError:
+        return {port for port in ports if port_open(port)}
+    return {port for port in ports if port in queues and queues[port][0] <= queues[port][1]}
+
+
 def port_open(port, host="127.0.0.1"):
     """Does something accept TCP connections on host:port?"""
     try:

@@ -294,24 +294,56 @@ def diag_sockets(state):
             request = struct.pack("=BBBBI48x", family, socket.IPPROTO_TCP, 0, 0, 1 << int(state, 16))
             s.send(struct.pack("=IHHII", 16 + len(request), SOCK_DIAG_BY_FAMILY, NLM_F_REQUEST | NLM_F_DUMP,
                                family, 0) + request)
-            done = False
-            while not done:
-                data = s.recv(65536)
-                at = 0
-                while at + 16 <= len(data):
-                    length, kind = struct.unpack_from("=IH", data, at)
-                    if kind == NLMSG_DONE:
-                        done = True
-                        break
-                    if kind == NLMSG_ERROR or length < 16 + 72:
-                        raise OSError("sock_diag refused the request")
-                    found = struct.unpack_from("=B", data, at + 17)[0]
-                    local, remote = struct.unpack_from(">HH", data, at + 20)
-                    inode = struct.unpack_from("=I", data, at + 16 + 68)[0]
-                    yield local, remote, "%02X" % found, "socket:[%d]" % inode
-                    at += (length + 3) & ~3
-                if not data:
-                    raise OSError("sock_diag closed")
+            for msg in diag_replies(s):
+                found = struct.unpack_from("=B", msg, 1)[0]
+                local, remote = struct.unpack_from(">HH", msg, 4)
+                inode = struct.unpack_from("=I", msg, 68)[0]
+                yield local, remote, "%02X" % found, "socket:[%d]" % inode
+
+
+LOOPBACK_OR_ANY = {"0.0.0.0", "127.0.0.1", "::", "::1", "::ffff:127.0.0.1"}
+
+
+def listen_queues():
+    """{port: (queued, backlog)} of the TCP sockets listening where 127.0.0.1 reaches them (loopback or any
+    address), from one sock_diag dump: queued connections wait for accept(), past backlog the kernel drops new
+    ones. Raises OSError when the kernel refuses sock_diag."""
+    import ipaddress
+    import socket
+    import struct
+    found = {}
+    with socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_INET_DIAG) as s:
+        s.settimeout(5)
+        for family, size in ((socket.AF_INET, 4), (socket.AF_INET6, 16)):
+            request = struct.pack("=BBBBI48x", family, socket.IPPROTO_TCP, 0, 0, 1 << int(LISTEN, 16))
+            s.send(struct.pack("=IHHII", 16 + len(request), SOCK_DIAG_BY_FAMILY, NLM_F_REQUEST | NLM_F_DUMP,
+                               family, 0) + request)
+            for msg in diag_replies(s):
+                port = struct.unpack_from(">H", msg, 4)[0]
+                address = str(ipaddress.ip_address(msg[8:8 + size]))
+                if address in LOOPBACK_OR_ANY:
+                    queued, backlog = struct.unpack_from("=II", msg, 56)
+                    old = found.get(port)
+                    found[port] = (queued, backlog) if old is None or queued <= backlog else old
+    return found
+
+
+def diag_replies(s):
+    """The inet_diag_msg payloads of one sock_diag dump on netlink socket s."""
+    import struct
+    while True:
+        data = s.recv(65536)
+        if not data:
+            raise OSError("sock_diag closed")
+        at = 0
+        while at + 16 <= len(data):
+            length, kind = struct.unpack_from("=IH", data, at)
+            if kind == NLMSG_DONE:
+                return
+            if kind == NLMSG_ERROR or length < 16 + 72:
+                raise OSError("sock_diag refused the request")
+            yield data[at + 16:at + length]
+            at += (length + 3) & ~3
 
 
 def proc_sockets():

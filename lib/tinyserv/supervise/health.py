@@ -21,21 +21,27 @@ class Health:
     """The Supervisor's looks at its web instances: answered (first confirmed), silent_since, failures."""
 
     def check_webs(self, now):
-        """Look at every running web whose look is due (one connection each)."""
-        for app, inst in self.each_instance():
-            if inst["type"] == "web" and inst["state"] == "up" and not inst.get("retired") \
-                    and not inst.get("oneoff") and now >= inst.get("next_look", inst["since"] + SETTLE):
-                self.guarded(app, self.look_at, app, inst, now)
+        """Look at every running web whose look is due: one dump of the listening sockets for all of those
+        without a health check path (boot.answering), a GET each for the others."""
+        due = [(app, inst) for app, inst in self.each_instance()
+               if inst["type"] == "web" and inst["state"] == "up" and not inst.get("retired")
+               and not inst.get("oneoff") and now >= inst.get("next_look", inst["since"] + SETTLE)]
+        if not due:
+            return
+        answering = self.sys.answering([inst["port"] for _, inst in due if not inst.get("health")])
+        for app, inst in due:
+            self.guarded(app, self.look_at, app, inst, now, answering)
 
-    def look_at(self, app, inst, now):
+    def look_at(self, app, inst, now, answering):
         """One look at a web: note that it answers, or that it does not (and restart it when that lasts)."""
-        if self.sys.answers(inst["port"], inst.get("health")):
+        port, health = inst["port"], inst.get("health")
+        if self.sys.healthy(port, health) if health else port in answering:
             if inst.get("silent_since") is not None:
                 self.event(app, "%s answers again on port %d" % (inst["name"], inst["port"]))
             if not inst.get("answered") or inst.get("silent_since") is not None:
                 inst.update(answered=now, silent_since=None, failures=0)
                 self.dirty.add(app)
-            inst["next_look"] = now + CHECK_EVERY
+            inst["next_look"] = now - now % CHECK_EVERY + CHECK_EVERY  # on the same beat as the others: one dump
             return
         failures = inst.get("failures", 0) + 1
         inst.update(failures=failures, silent_since=inst.get("silent_since") or now, next_look=now + RECHECK_EVERY)

@@ -62,7 +62,7 @@ class System:
     leader_uid = staticmethod(procs.leader_uid)
     accepts = staticmethod(boot.listening)
     healthy = staticmethod(boot.healthy)
-    answers = staticmethod(boot.answers)
+    answering = staticmethod(boot.answering)
     free_port = staticmethod(boot.free_port)
     port_taken = staticmethod(lambda port: bool(procs.listening_sockets(port)))
 
