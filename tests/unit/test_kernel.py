@@ -57,3 +57,20 @@ def test_doctor_warns_on_a_short_queue_with_the_fix():
     assert short.fix == "as root: " + kernel.how_to_set()
     assert doctor.check_router_queue(512).level == doctor.OK
     assert doctor.check_router_queue(None).level == doctor.OK
+
+
+def test_doctor_warns_of_ports_in_the_kernels_ephemeral_range():
+    ours = {"TINYSERV_START_PORT": 38000, "TINYSERV_HTTP_PORT": 80, "TINYSERV_HTTPS_PORT": 443}
+    inside = doctor.check_ports(ours, (32768, 60999))
+    assert inside.level == doctor.WARN
+    assert inside.detail.startswith("TINYSERV_START_PORT=38000 in the kernel's ephemeral range (32768-60999)")
+    assert inside.fix == "choose ports below 32768 (net.ipv4.ip_local_port_range)"
+    assert doctor.check_ports(dict(ours, TINYSERV_START_PORT=5000), (32768, 60999)).level == doctor.OK
+    assert doctor.check_ports(ours, None).level == doctor.OK
+
+
+def test_the_ephemeral_range_is_read_from_proc(tmp_path):
+    setting = tmp_path / "ip_local_port_range"
+    setting.write_text("32768\t60999\n")
+    assert doctor.ephemeral_range(str(setting)) == (32768, 60999)
+    assert doctor.ephemeral_range(str(tmp_path / "absent")) is None

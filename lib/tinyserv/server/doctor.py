@@ -200,6 +200,30 @@ def check_disk(path, usage=shutil.disk_usage):
     return Check(OK, "disk", detail, None)
 
 
+def check_ports(ports, ephemeral):
+    """tinyserv's own ports ({setting: port}) against the kernel's ephemeral range ((low, high), or None), from
+    which every web's internal port is drawn: one drawn there first would take an app's public port."""
+    if ephemeral is None:
+        return Check(OK, "ports", "the kernel's ephemeral range is unknown (not Linux)", None)
+    low, high = ephemeral
+    inside = ["%s=%d" % (name, port) for name, port in sorted(ports.items()) if low <= port <= high]
+    if not inside:
+        return Check(OK, "ports", "below the kernel's ephemeral range (%d-%d)" % (low, high), None)
+    return Check(WARN, "ports", "%s in the kernel's ephemeral range (%d-%d), where webs' internal ports are drawn: "
+                 "one can take an app's public port" % (", ".join(inside), low, high),
+                 "choose ports below %d (net.ipv4.ip_local_port_range)" % low)
+
+
+def ephemeral_range(path="/proc/sys/net/ipv4/ip_local_port_range"):
+    """The kernel's (low, high) ports for its own choice, or None."""
+    try:
+        with open(path) as f:
+            low, high = (int(word) for word in f.read().split())
+        return low, high
+    except (OSError, ValueError):
+        return None
+
+
 def check_router_queue(queue):
     """The kernel's Unix datagram queue, which nginx's router log lines wait in (platform/kernel.py)."""
     from tinyserv.platform import kernel
@@ -363,6 +387,7 @@ def checks(layout):
     found.append(check_disk(layout.root))
     from tinyserv.platform import kernel
     found.append(check_router_queue(kernel.dgram_queue()))
+    found.append(check_ports(own_ports(), ephemeral_range()))
     from tinyserv.common.settings import settings_file
     found.append(check_secrets(settings_file(layout.root), file_mode(settings_file(layout.root)),
                                exposed_secrets(os.path.expanduser("~"))))
@@ -380,6 +405,14 @@ def checks(layout):
     found.extend(swarm_checks(layout))
     found += check_left_out(layout)
     return found
+
+
+def own_ports():
+    """{setting: port} of the ports tinyserv's apps and front door are reached on (the first app port)."""
+    from tinyserv.state.layout import start_port
+    from tinyserv.common import settings
+    return {"TINYSERV_START_PORT": start_port(), "TINYSERV_HTTP_PORT": settings.http_port(),
+            "TINYSERV_HTTPS_PORT": settings.https_port()}
 
 
 def swarm_checks(layout):
