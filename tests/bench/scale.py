@@ -5,7 +5,7 @@ the app, reached through nginx by its domain (<app>.scale.test). Apps are added 
 there are N of them; then, at that N:
 
   - a code-only redeploy of one app (`git push` start -> the push returns, and -> nginx answers with the new page);
-  - `tinyserv config:set` of one app, `tinyserv ps` of one app, `tinyserv apps`;
+  - `tinyserv config:set` of one app, `tinyserv ps` of one app, `tinyserv apps` (each the median of --repeat runs);
   - the supervisor's idle CPU (utime+stime from /proc/PID/stat over IDLE_S seconds, % of one core) and RSS;
     nginx's RSS (master + workers);
   - `tinyserv-remote shutdown` then `startup`: seconds from `startup` until every app answers at its domain.
@@ -95,21 +95,26 @@ def idle_cpu(pid, seconds=IDLE_S):
     return round(100.0 * used / TICKS / wall, 2)
 
 
-def measure(ts, names, round_no):
-    """One row of numbers at len(names) apps."""
+def measure(ts, names, round_no, repeat):
+    """One row of numbers at len(names) apps (each time the median of `repeat` runs)."""
     first = names[0]
     path = os.path.join(ts.work, first)
-    token = "r%d" % round_no
-    common.commit_files(path, app_files(first, token), ts.env, "code-only change")
-    started = time.monotonic()
-    push_s, code, lines = common.timed_push(path, ts.env)
-    if code != 0:
-        raise BenchError("redeploy failed:\n%s" % "\n".join(l for _, l in lines))
-    wait_answer(ts, first, token)
-    answered_s = time.monotonic() - started
-    config_s = timed(lambda: ts.client("config:set", "-a", first, "BENCH=%d" % round_no))
-    ps_s = timed(lambda: ts.client("ps", "-a", first))
-    apps_s = timed(lambda: ts.client("apps"))
+    pushes, answers, configs, pses, appses = [], [], [], [], []
+    for rep in range(repeat):
+        token = "r%d.%d" % (round_no, rep)
+        common.commit_files(path, app_files(first, token), ts.env, "code-only change")
+        started = time.monotonic()
+        push_s, code, lines = common.timed_push(path, ts.env)
+        if code != 0:
+            raise BenchError("redeploy failed:\n%s" % "\n".join(l for _, l in lines))
+        wait_answer(ts, first, token)
+        pushes.append(push_s)
+        answers.append(time.monotonic() - started)
+        configs.append(timed(lambda: ts.client("config:set", "-a", first, "BENCH=%s" % token)))
+        pses.append(timed(lambda: ts.client("ps", "-a", first)))
+        appses.append(timed(lambda: ts.client("apps")))
+    push_s, answered_s = common.median(pushes), common.median(answers)
+    config_s, ps_s, apps_s = common.median(configs), common.median(pses), common.median(appses)
     time.sleep(3)  # the old webs drain and stop: idle means nothing is changing
     sup = ts.supervisor_pid()
     cpu = idle_cpu(sup)
@@ -137,12 +142,13 @@ def main(argv=None):
     parser.add_argument("--counts", default="1,100,300")
     parser.add_argument("--commit", help="measure tinyserv at this commit instead of the working tree")
     parser.add_argument("--out", default="scale")
+    parser.add_argument("--repeat", type=int, default=3, help="runs of each timed command at each N (median)")
     # Below the kernel's ephemeral ports (32768-60999): a boot check's kernel-chosen port never is an app's port.
     parser.add_argument("--start-port", type=int, default=20000)
     args = parser.parse_args(argv)
     counts = [int(c) for c in args.counts.split(",")]
     began = time.monotonic()
-    result = {"machine": common.machine(commit=args.commit), "idle_s": IDLE_S, "rows": [],
+    result = {"machine": common.machine(commit=args.commit), "idle_s": IDLE_S, "repeat": args.repeat, "rows": [],
               "app": "web: python3 -S -m http.server $PORT, behind nginx, reached by its domain"}
     with TinyservRoot(start_port=args.start_port, ports_needed=max(counts) + 20, commit=args.commit,
                       prefix="tinyserv-bench-scale-") as ts:
@@ -155,7 +161,7 @@ def main(argv=None):
             print("%d apps (added in %.0f s)" % (count, time.monotonic() - adding), flush=True)
             for name in names:
                 wait_answer(ts, name, name, timeout=300)
-            result["rows"].append(measure(ts, names, round_no))
+            result["rows"].append(measure(ts, names, round_no, args.repeat))
             common.write_result(args.out, result)  # each N as it is measured: a later failure keeps these
     return common.finish(args.out, result, began)
 
