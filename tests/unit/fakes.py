@@ -86,6 +86,9 @@ class FakeSystem:
     def alive(self, pid, starttime=None):
         return pid in self.running and starttime in (None, self.running[pid])
 
+    def exit_fd(self, pid):
+        return None  # as on a kernel without pidfd_open: adopted instances are looked at every ADOPTED_CHECK s
+
     def starttime(self, pid):
         return self.running.get(pid)
 

@@ -127,3 +127,36 @@ def test_leader_uid_names_the_owner_of_a_group_leader_only():
             proc.kill()
             proc.wait()
     assert procs.leader_uid(leader.pid) is None  # gone
+
+
+def test_listen_queues_sees_loopback_and_any_listeners_with_their_queues_and_not_others():
+    import socket
+    from tinyserv.platform import boot, procs
+    with socket.socket() as loop, socket.socket(socket.AF_INET6) as any6, socket.socket() as other:
+        loop.bind(("127.0.0.1", 0))
+        loop.listen(3)
+        any6.bind(("::", 0))
+        any6.listen(5)
+        other.bind(("127.0.0.2", 0))  # 127.0.0.1 does not reach it
+        other.listen(5)
+        ports = [s.getsockname()[1] for s in (loop, any6, other)]
+        with socket.create_connection(("127.0.0.1", ports[0])):
+            queues = procs.listen_queues()
+            assert queues.get(ports[0]) == (1, 3)  # one connection waits for accept(), of 3
+        assert queues.get(ports[1]) == (0, 5) and ports[2] not in queues
+        assert boot.answering(ports) == set(ports[:2])
+
+
+def test_exit_fd_turns_readable_when_the_process_ends():
+    import select
+    import subprocess
+    from tinyserv.platform import procs
+    child = subprocess.Popen(["sleep", "30"])
+    fd = procs.exit_fd(child.pid)
+    try:
+        assert fd is not None and select.select([fd], [], [], 0)[0] == []
+        child.kill()
+        assert select.select([fd], [], [], 5)[0] == [fd]
+    finally:
+        child.wait()
+        os.close(fd)

@@ -661,3 +661,31 @@ def test_the_server_answers_control_requests(sup, app, message, reply):
     answer = Server(sup, "unused.sock").handle(message)
     answer.pop("pid", None)
     assert answer == reply
+
+
+def test_an_adopted_instance_whose_end_is_watched_is_not_looked_at_until_it_ends(sup, fake, app):
+    from tinyserv.supervise.supervisor import ADOPTED_CHECK
+    ends, _ = os.pipe()
+    fake.exit_fd = lambda pid: os.dup(ends)  # as pidfd_open: a descriptor that turns readable at the end
+    sup.sync()
+    fake.listening.add(PORT)
+    sup.tick()
+    worker = inst(sup, "worker.1")
+    worker["child"] = False  # adopted: no SIGCHLD when it ends
+    fake.now += ADOPTED_CHECK
+    sup.tick(events=False)  # the adopted look, once: from then on its end is watched
+    assert worker["pid"] in sup.exit_fds
+    looked = []
+    real_alive = fake.alive
+    fake.alive = lambda pid, started=None: looked.append(pid) or real_alive(pid, started)
+    for _ in range(10):
+        fake.now += ADOPTED_CHECK
+        sup.tick(events=False)
+    assert looked == []  # no /proc read per adopted instance every ADOPTED_CHECK s
+    fake.exit(worker["pid"], 1)
+    fake.exit_codes.clear()
+    sup.exit_seen(sup.exit_fds[worker["pid"]])  # what the loop does when the descriptor turns readable
+    sup.tick(events=True)
+    assert worker["pid"] not in sup.exit_fds and inst(sup, "worker.1")["pid"] != worker["pid"]
+    assert "worker.1 exited" in log_text(sup.layout)
+    os.close(ends)

@@ -38,6 +38,15 @@ def proc_stat(pid):
     return fields[0], int(fields[2]), int(fields[19])
 
 
+def exit_fd(pid):
+    """A descriptor that becomes readable when pid ends, even when it is not our child (pidfd_open, Linux 5.3);
+    None where there is none."""
+    try:
+        return os.pidfd_open(pid)
+    except (AttributeError, OSError):
+        return None
+
+
 def alive(pid, starttime=None):
     """True if pid exists, is not a zombie and (if given) started at starttime.
 

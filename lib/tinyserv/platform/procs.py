@@ -9,7 +9,7 @@ import os
 
 from tinyserv.common import processes
 # The plain ones, for the server's modules to find here with the rest:
-from tinyserv.common.processes import (MARK, alive, apply_limits, group_members, proc_stat,  # noqa: F401
+from tinyserv.common.processes import (MARK, alive, apply_limits, exit_fd, group_members, proc_stat,  # noqa: F401
                                        raise_fd_limit, reap, starttime)
 from tinyserv.platform.users import as_owner_of, as_root, become, can_switch, shed_root
 
@@ -301,14 +301,14 @@ def diag_sockets(state):
                 yield local, remote, "%02X" % found, "socket:[%d]" % inode
 
 
-LOOPBACK_OR_ANY = {"0.0.0.0", "127.0.0.1", "::", "::1", "::ffff:127.0.0.1"}
+LOOPBACK_OR_ANY = {bytes(4), bytes([127, 0, 0, 1]),  # 0.0.0.0, 127.0.0.1; then ::, ::1, ::ffff:127.0.0.1
+                   bytes(16), bytes(15) + b"\x01", bytes(10) + b"\xff\xff" + bytes([127, 0, 0, 1])}
 
 
 def listen_queues():
     """{port: (queued, backlog)} of the TCP sockets listening where 127.0.0.1 reaches them (loopback or any
     address), from one sock_diag dump: queued connections wait for accept(), past backlog the kernel drops new
     ones. Raises OSError when the kernel refuses sock_diag."""
-    import ipaddress
     import socket
     import struct
     found = {}
@@ -319,9 +319,8 @@ def listen_queues():
             s.send(struct.pack("=IHHII", 16 + len(request), SOCK_DIAG_BY_FAMILY, NLM_F_REQUEST | NLM_F_DUMP,
                                family, 0) + request)
             for msg in diag_replies(s):
-                port = struct.unpack_from(">H", msg, 4)[0]
-                address = str(ipaddress.ip_address(msg[8:8 + size]))
-                if address in LOOPBACK_OR_ANY:
+                if msg[8:8 + size] in LOOPBACK_OR_ANY:
+                    port = struct.unpack_from(">H", msg, 4)[0]
                     queued, backlog = struct.unpack_from("=II", msg, 56)
                     old = found.get(port)
                     found[port] = (queued, backlog) if old is None or queued <= backlog else old

@@ -19,6 +19,7 @@ from tinyserv.platform import procs, rootsafe, users
 from tinyserv.state import store
 from tinyserv.common.errors import TinyservError
 from tinyserv.supervise import rootmode
+from tinyserv.supervise.stopping import EXIT
 from tinyserv.supervise.supervisor import POLL, Supervisor
 
 from tinyserv import REMOTE_SCRIPT  # noqa: E402
@@ -166,6 +167,9 @@ class Server:
                 urgent = True  # SIGCHLD: one of our children exited
             elif key.data == ROUTER_LOG:
                 self.sup.router_log()
+            elif key.data == EXIT:
+                self.sup.exit_seen(key.fd)
+                urgent = True  # an adopted instance's process ended
         now = self.sup.sys.clock()
         self.sup.resume_due(now)
         if urgent or now >= self.next_tick:

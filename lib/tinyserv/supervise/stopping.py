@@ -5,7 +5,11 @@ scan (sweep) finds them for every instance that stops or crashed, and the instan
 its group and those strays are.
 """
 
+import os
+import selectors
 import signal
+
+EXIT = "exit"  # the selector's tag of an adopted process's exit_fd
 
 
 class Stopping:
@@ -48,6 +52,39 @@ class Stopping:
         for mark, (inst, sig) in pending.items():
             inst["strays"] = table.get(mark, [])
             self.sys.signal_pids(inst["strays"], sig)
+
+    def watch_exit(self, inst):
+        """Have an adopted instance's end wake the loop (its exit_fd in the selector) instead of a look every
+        ADOPTED_CHECK s. No watch when the kernel gives no exit_fd, or when the pid is no longer the instance's
+        (it ended, or was reused): the next look sees that."""
+        pid = inst.get("pid")
+        if not pid or pid in self.exit_fds:
+            return
+        fd = self.sys.exit_fd(pid)
+        if fd is None:
+            return
+        if not self.sys.alive(pid, inst.get("starttime")):  # the descriptor may be another process's
+            os.close(fd)
+            return
+        self.exit_fds[pid] = fd
+        self.selector.register(fd, selectors.EVENT_READ, EXIT)
+
+    def exit_seen(self, fd):
+        """An adopted process ended (its exit_fd is readable): stop watching it; the loop then looks at every
+        instance, as for SIGCHLD."""
+        for pid in [pid for pid, watched in self.exit_fds.items() if watched == fd]:
+            del self.exit_fds[pid]
+        self.selector.unregister(fd)
+        os.close(fd)
+
+    def unwatch_exits(self):
+        for fd in self.exit_fds.values():
+            os.close(fd)
+        self.exit_fds.clear()
+
+    def idle(self):
+        """True when shutting down and nothing runs any more."""
+        return self.shutting_down and not any(self.apps.values()) and self.services.idle()
 
     def lingering(self, inst):
         """Is a process found by the instance's mark still alive?"""

@@ -41,7 +41,7 @@ from tinyserv.supervise.switching import Switching
 
 POLL = 0.5  # how often to look at processes when nothing is changing
 BUSY_POLL = 0.05  # ... and while something is starting or stopping
-ADOPTED_CHECK = 2  # seconds between looks at running instances that are not our children (no SIGCHLD for them)
+ADOPTED_CHECK = 2  # seconds between looks at instances that are not our children and have no exit_fd watched
 APP_FAULTS = (TinyservError, OSError, ValueError, KeyError, TypeError)  # what one app's bad data can raise
 
 
@@ -54,6 +54,7 @@ class System:
     signal_pids = staticmethod(procs.signal_pids)
     reap = staticmethod(procs.reap)
     alive = staticmethod(procs.alive)
+    exit_fd = staticmethod(procs.exit_fd)
     starttime = staticmethod(procs.starttime)
     group_members = staticmethod(procs.group_members)
     children = staticmethod(procs.children)
@@ -117,6 +118,7 @@ class Supervisor(Switching, Stopping, Restarts, OnDisk, Output, Health):
         self.services = services.Keeper(layout, self.sys, self.note)
         self.next_memory_check = 0
         self.next_adopted_check = 0
+        self.exit_fds = {}  # pid -> a descriptor readable once that adopted process ends (stopping.py)
         self.quiet = False  # every instance steady, and nothing changed since poll_interval() saw so
         self.scheduler = cron.Scheduler(layout, self.note)  # asked what is due by the clock in self.sys
         # The front door: nginx if installed; a test with a fake system has none unless it passes a fake door.
@@ -303,8 +305,8 @@ class Supervisor(Switching, Stopping, Restarts, OnDisk, Output, Health):
     def tick(self, events=True):
         """Advance every instance: notice exits, finish stops, restart, mark web up, drain old webs.
 
-        Without events (SIGCHLD, a pipe's end), a steady instance is not looked at: no /proc read per app
-        per tick. A child's end wakes the loop; adopted ones (not our children) are looked at every ADOPTED_CHECK s.
+        Without events (SIGCHLD, a pipe's end, an exit_fd), a steady instance is not looked at: no /proc read per
+        app per tick. Adopted ones (not our children) without an exit_fd are looked at every ADOPTED_CHECK s.
         """
         now = self.sys.clock()
         adopted = now >= self.next_adopted_check
@@ -313,9 +315,11 @@ class Supervisor(Switching, Stopping, Restarts, OnDisk, Output, Health):
         self.sweep()
         look = [] if self.quiet and not events and not adopted else [
             (app, inst) for app, inst in self.each_instance()
-            if events or not steady(inst) or (adopted and not inst.get("child"))]
+            if events or not steady(inst) or (adopted and not inst.get("child") and inst["pid"] not in self.exit_fds)]
         for app, inst in look:
             self.guarded(app, self.advance, app, inst, now)
+            if not inst.get("child") and inst["state"] != "gone":
+                self.watch_exit(inst)
         self.check_webs(now)  # each web's own timer (health.py): cheap when none is due
         if events or look or not self.quiet:
             self.quiet = False  # poll_interval looks at every instance again
@@ -377,10 +381,6 @@ class Supervisor(Switching, Stopping, Restarts, OnDisk, Output, Health):
             wait = wait if due is None else min(wait, due)
         return wait
 
-    def idle(self):
-        """True when shutting down and nothing runs any more."""
-        return self.shutting_down and not any(self.apps.values()) and self.services.idle()
-
     def shutdown(self):
         """Stop every instance of every app and start nothing any more."""
         self.shutting_down = True
@@ -394,6 +394,7 @@ class Supervisor(Switching, Stopping, Restarts, OnDisk, Output, Health):
             self.unwatch(fd)
         for app in list(self.logs):
             self.close_log(app)
+        self.unwatch_exits()
         self.selector.close()
 
 
