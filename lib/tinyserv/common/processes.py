@@ -38,6 +38,17 @@ def proc_stat(pid):
     return fields[0], int(fields[2]), int(fields[19])
 
 
+def readable(files, timeout):
+    """The ones of files (descriptor numbers, or objects with fileno()) readable, or at their end, within timeout
+    seconds. poll(), not select(): a supervisor of 1,000 apps holds descriptors numbered past select()'s 1023."""
+    import select
+    poller, by_fd = select.poll(), {}
+    for f in files:
+        by_fd[f if isinstance(f, int) else f.fileno()] = f
+        poller.register(f, select.POLLIN)
+    return [by_fd[fd] for fd, _ in poller.poll(None if timeout is None else int(timeout * 1000))]
+
+
 def exit_fd(pid):
     """A descriptor that becomes readable when pid ends, even when it is not our child (pidfd_open, Linux 5.3);
     None where there is none."""

@@ -7,7 +7,6 @@ socket as lines come (routerpump.py) into a pipe of a megabyte, which the superv
 """
 
 import os
-import select
 import socket
 import subprocess
 import sys
@@ -45,7 +44,7 @@ class Reader:
         finally:
             os.close(write_end)
         # Until the pump reads, the socket holds only max_dgram_qlen lines: wait for its first (empty) frame.
-        ready = select.select([read_end], [], [], READY_WAIT)[0] and os.read(read_end, routerpump.FRAME)
+        ready = procs.readable([read_end], READY_WAIT) and os.read(read_end, routerpump.FRAME)
         os.set_blocking(read_end, False)
         if self.pipe is not None:
             os.close(self.pipe)
@@ -99,7 +98,7 @@ class Reader:
             if left <= 0:
                 break
             if not more:
-                select.select([self.pipe], [], [], left)
+                procs.readable([self.pipe], left)
         if self.pump.poll() is None:
             self.pump.kill()
         self.pump.wait()

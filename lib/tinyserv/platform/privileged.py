@@ -21,11 +21,11 @@ account. Acting as another user (as_root, become ...) is users.py's.
 import json
 import os
 import pwd
-import select
 import signal
 import socket
 import subprocess
 
+from tinyserv.common import processes
 from tinyserv.common.errors import TinyservError
 from tinyserv.platform import rootsafe
 from tinyserv.platform.rootsafe import DEPLOY_USER, MODE_FILE
@@ -255,7 +255,7 @@ class Remote:
         self.pid = None
 
     def poll(self):
-        if self.code is None and select.select([self.conn], [], [], 0)[0]:
+        if self.code is None and processes.readable([self.conn], 0):
             self.wait()
         return self.code
 
@@ -340,7 +340,7 @@ def trial(layout, app, build_id, config, version, timeout, cancelled, keep):
     conn = ask(layout, {"cmd": "trial", "app": app, "build": build_id, "config": config, "version": version,
                         "timeout": timeout, "keep": keep})
     with conn:
-        while not select.select([conn], [], [], 0.1)[0]:
+        while not processes.readable([conn], 0.1):
             cancelled()  # raising closes the connection: the supervisor stops the trial web
         reply = finish(conn, "trial")
     kind = {"Up": boot.Up, "Crashed": boot.Crashed, "TimedOut": boot.TimedOut}[reply["result"]]

@@ -9,7 +9,7 @@ import os
 
 from tinyserv.common import processes
 # The plain ones, for the server's modules to find here with the rest:
-from tinyserv.common.processes import (MARK, alive, apply_limits, exit_fd, group_members, proc_stat,  # noqa: F401
+from tinyserv.common.processes import (MARK, alive, apply_limits, exit_fd, readable, group_members, proc_stat,  # noqa: F401
                                        raise_fd_limit, reap, starttime)
 from tinyserv.platform.users import as_owner_of, as_root, become, can_switch, shed_root
 

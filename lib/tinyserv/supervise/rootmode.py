@@ -10,11 +10,11 @@ with the app's account.
 import json
 import os
 import pwd
-import select
 import signal
 import socket
 import struct
 
+from tinyserv.common import processes
 from tinyserv.common.errors import TinyservError
 from tinyserv.platform.privileged import account, deploy_user, delete, drop_account, give, make_account, uid_of
 from tinyserv.platform.users import as_root
@@ -149,7 +149,7 @@ def watch(conn, pid):
             code = procs.reap(pid)
             if code is not None:
                 return code
-            ready = select.select([conn] + ([exited] if exited is not None else []), [], [], 0.05)[0]
+            ready = processes.readable([conn] + ([exited] if exited is not None else []), 0.05)
             if conn in ready:
                 data = conn.recv(64)
                 if not data:
@@ -170,7 +170,7 @@ def _trial(layout, conn, message, fds):
     build_dir = _inside(layout, app, layout.build_dir(app, build_id), "builds")
 
     def cancelled():
-        if select.select([conn], [], [], 0)[0] and not conn.recv(64):
+        if processes.readable([conn], 0) and not conn.recv(64):
             raise TinyservError("the caller went away")
     result = boot.check(layout, app, build_dir, appstate.build_meta(layout, app, build_id), message["config"],
                         int(message["version"]), float(message["timeout"]), cancelled, keep=bool(message["keep"]),
