@@ -223,6 +223,36 @@ def test_config_set_and_rollback_switch_without_a_failed_request(node_app):
     assert [r["description"] for r in node_app.releases()[:2]][0].startswith("Rollback to v")
 
 
+SLOW_PYTHON_APP = dict(PYTHON_APP, **{"server.py": "import time\ntime.sleep(3)  # a web that takes a while to listen\n"
+                                                    + PYTHON_APP["server.py"]})
+
+
+def test_a_restart_at_web_1_is_a_new_rollout_of_the_same_release_without_a_failed_request(swarm_server, tmp_path):
+    app = swarm_app(swarm_server, tmp_path, "swarm-restart-%s" % uuid.uuid4().hex[:4], SLOW_PYTHON_APP)
+    try:
+        app.push()
+        port = app.info()["port"]
+        before = set(docker("service", "ls", *ours(swarm_server, app.name), "-q").stdout.split())
+        history = [r["version"] for r in app.releases()]
+        old_task = running_web(swarm_server, app.name)
+        assert len(old_task) == 1, "web=1 expected: %s" % old_task
+        with Loader(port) as load:
+            wait_until(lambda: load.ok > 20, 30, message="requests answered before the restart")
+            app.tinyserv("ps:restart")
+            wait_until(lambda: len(running_web(swarm_server, app.name)) == 1 and
+                       running_web(swarm_server, app.name) != old_task, 120, message="the old task replaced")
+            ok = load.ok
+            wait_until(lambda: load.ok > ok + 300, 60, message="requests answered after the restart")
+        assert load.failed == [], "%d failed of %d: %s" % (len(load.failed), load.ok, load.failed[:5])
+        after = set(docker("service", "ls", *ours(swarm_server, app.name), "-q").stdout.split())
+        assert after and not after & before, "the restart did not replace the services: %s, then %s" % (
+            before, after)
+        assert [r["version"] for r in app.releases()] == history, "a restart made a release"
+        assert get(port) == (200, "python says hello\n")
+    finally:
+        app.tinyserv("apps:destroy", "--confirm", app.name, check=False)
+
+
 def test_a_push_whose_web_crashes_is_rejected_and_the_old_release_keeps_serving(swarm_server, node_app):
     before = set(docker("service", "ls", *ours(swarm_server, node_app.name), "-q").stdout.split())
     node_app.commit({"index.js": "throw new Error('broken on purpose')\n"}, "broken")

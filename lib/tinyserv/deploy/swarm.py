@@ -16,8 +16,8 @@ Design (docs/swarm.md tells the user's side):
   the old one, boot-checks that its web tasks answer, records the release (history.json's
   "swarm": {"rollout", "image"}), lets the front door switch (new tasks primary, old ones backup) and
   only then removes the old services. Undo is the same in reverse: nothing is switched before it answers.
-  Scaling updates the replicas of the current rollout; a restart is `docker service update --force`
-  (--update-order start-first).
+  Scaling updates the replicas of the current rollout; a restart is a new rollout of the current release
+  (same image and config, no new release), switched like a config change.
 - The release phase is a one-off container of the new image (`docker run --rm`) that gates the release.
 - The front door learns where the tasks listen from frontdoor/swarm.py (the supervisor's one watcher).
 - Refused in one line: app.json cron and a data directory that holds files (no volume driver is chosen:
@@ -334,10 +334,15 @@ def switch(layout, app, release, started, steps=None):
     """The release (recorded, with started's rollout) serves once nginx routes to its tasks; old services go."""
     logs.append(layout.log_file(app), "tinyserv", "Release v%d: %s (swarm rollout %s)" % (
         release["version"], release["description"], started.rollout))
+    route(layout, app, started, release["config"])
+
+
+def route(layout, app, started, config):
+    """Let nginx send traffic to started's tasks (the recorded rollout), then remove every other rollout."""
     control.sync(layout, app)
     wanted = set(started.ports)
     router.wait_until_live(layout, app, lambda site: site is not None and wanted <= set(site["primary"]),
-                           timeout=settings.boot_timeout(release["config"]))
+                           timeout=settings.boot_timeout(config))
     retire_others(layout, app, started.rollout)
 
 
@@ -429,10 +434,32 @@ def scale(layout, app, changes):
 
 
 def restart(layout, app, ptype=None):
-    """Replace the current rollout's tasks (start-first); nginx follows their new ports."""
-    for t, name in sorted(current_services(layout, app).items()):
-        if ptype in (None, t):
-            docker.run(["service", "update", "--detach", "--quiet", "--force", name])
+    """ps:restart: every type (or web) as a new rollout of the current release, the path a config change takes
+    without making a release: same image and config, boot-checked, switched, then the old services go. Another
+    type alone has no traffic to hand over: its tasks are replaced in place (start-first).
+
+    The caller holds the app's lock."""
+    release = releases.current(layout, app)
+    running = release.get("swarm")
+    if not running:
+        return  # never deployed on the swarm: nothing runs
+    if ptype not in (None, "web"):
+        services = current_services(layout, app)
+        if ptype in services:
+            docker.run(["service", "update", "--detach", "--quiet", "--force", services[ptype]])
+        return
+    meta = appstate.build_meta(layout, app, release["build"])
+    started = start(layout, app, meta, release["config"], release["version"], image=running["image"])
+    try:
+        releases.rerun(layout, app, {"rollout": started.rollout, "image": started.image})
+        logs.append(layout.log_file(app), "tinyserv", "Restart of v%d (swarm rollout %s)" % (
+            release["version"], started.rollout))
+        route(layout, app, started, release["config"])
+    except BaseException:
+        releases.rerun(layout, app, running)  # the old tasks never stopped: they serve again
+        control.sync(layout, app)
+        abandon(started)
+        raise
 
 
 def destroy(layout, app):
