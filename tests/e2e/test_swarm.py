@@ -224,8 +224,12 @@ def test_config_set_and_rollback_switch_without_a_failed_request(node_app):
     assert [r["description"] for r in node_app.releases()[:2]][0].startswith("Rollback to v")
 
 
-SLOW_PYTHON_APP = dict(PYTHON_APP, **{"server.py": "import time\ntime.sleep(3)  # a web that takes a while to listen\n"
-                                                    + PYTHON_APP["server.py"]})
+# A web that takes a while to listen and stops at once on SIGTERM (as a well-behaved server closes its listening
+# socket first): a restart that stops the old task once the new one merely runs leaves nothing listening.
+SLOW_PYTHON_APP = dict(PYTHON_APP, **{"server.py": (
+    "import os, signal, time\n"
+    "signal.signal(signal.SIGTERM, lambda *_: os._exit(0))\n"
+    "time.sleep(3)\n") + PYTHON_APP["server.py"]})
 
 
 def test_a_restart_at_web_1_is_a_new_rollout_of_the_same_release_without_a_failed_request(swarm_server, tmp_path):
