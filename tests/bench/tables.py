@@ -390,6 +390,48 @@ def scale_section(runs):
     return lines
 
 
+def swarm_section(r):
+    """The same app local and on a one-node swarm: deploys, failed requests through redeploys, a killed web."""
+    f, c, k = r["first"], r["code_only"], r["crash"]
+    lines = ["### The same app on the local scheduler and on a one-node Docker Swarm", "",
+             "What: the express sample app (tests/sample-app) on the two schedulers of one tinyserv (%s; the generated "
+             "Dockerfile starts from %s, the e2e suite's Debian base with Debian's nodejs; Docker %s). Push start "
+             "→ the new content answers through nginx, local and swarm runs interleaved, median with min–max. The "
+             "code-only redeploys ran under a GET every %d ms through nginx to each app (anything but a 200 is a "
+             "failed request). A killed web: `docker kill` of a web task's container (SIGKILL of the local web's "
+             "node process for comparison) under the same GETs; serving again = the first answer after the last "
+             "failed request." % (r["setup"], r["base_image"], r["docker"], c["local"]["load"]["interval_ms"]), "",
+             "| what | local | swarm | swarm / local |", "|---|---:|---:|---:|"]
+    for key, title in (("first", "first deploy of a fresh app (`npm ci` on both sides), %d runs" % r["repeat"]),
+                       ("code_only", "code-only redeploy (dependencies reused), %d runs" % r["redeploys"])):
+        d = r[key]
+        lines.append("| %s | %s | %s | %s (each pair: %s) |" % (
+            title, seconds(d["local"]["push_to_answer_s"]), seconds(d["swarm"]["push_to_answer_s"]),
+            "%.2f×" % d["ratio_of_medians"], ", ".join("%.2f" % x for x in d["pair_ratios"])))
+    lines.append("| failed requests through %d code-only redeploys (goal 0) | **%d** of %d | **%d** of %d | – |" % (
+        r["redeploys"], c["local"]["load"]["failed"], c["local"]["load"]["requests"], c["swarm"]["load"]["failed"],
+        c["swarm"]["load"]["requests"]))
+
+    def crash(d):
+        again = seconds(d["serving_again_s"]) if d["serving_again_s"] else "–"
+        return "%s; failed requests %s" % (again, ", ".join(map(str, d["failed_requests"])))
+    lines.append("| web=1 killed → serving again (%d kills) | %s | %s | – |" % (
+        len(k["swarm_web1"]["runs"]), crash(k["local_web1"]), crash(k["swarm_web1"])))
+    lines.append("| web=2, one task killed: failed requests (the replacement task runs after) | – | **%s** (%s) | – |" % (
+        ", ".join(map(str, k["swarm_web2"]["failed_requests"])), seconds(k["swarm_web2"]["replaced_s"])))
+    lines += ["", "The local web's wait grows from kill to kill: the supervisor restarts a web that crashes again soon "
+              "after a backoff (0, 2, 4 s ...). Swarm restarts a task after its restart delay (1 s), then the "
+              "supervisor's watcher sees the new task's port and nginx is reloaded; with web=2 nginx passes the "
+              "requests that meet the dead task to the other one meanwhile."]
+    loads = [x["load"][0] for d in (f, c) for side in ("local", "swarm") for x in d[side]["runs"]]
+    lines += ["", "%s During the runs the 1-minute load average was %.1f–%.1f: other benchmarks and tests shared the "
+              "2 cores, so the seconds move from run to run; the failed-request counts do not depend on it." % (
+                  conditions(r["machine"]), min(loads), max(loads)),
+              "", "Machine: %s. Re-run: `python3 tests/bench/swarm.py` (needs `python3 tests/e2e/images.py` once for "
+              "the base image)." % machine_line(r["machine"])]
+    return lines
+
+
 def main():
     paths = sorted(glob.glob(os.path.join(RESULTS, "memory*.json")),
                    key=lambda p: (os.path.basename(p) != "memory.json", p))
@@ -425,9 +467,15 @@ def main():
               "`.tox/e2e/bin/python tests/bench/cli_latency.py`, then "
               "`/tmp/tinyserv-bench-venv/bin/python tests/bench/plot.py` (see tests/bench/README.md).", ""]
     text = "\n".join(lines)
+    swarm = load("swarm")
+    # The swarm tables have markers of their own on the page (their section sits apart from the others).
+    swarm_text = "\n".join(swarm_section(swarm) + [""]) if swarm else ""
     with open(os.path.join(RESULTS, "README-tables.md"), "w") as f:
-        f.write(text)
+        f.write(text + ("\n" + swarm_text if swarm_text else ""))
     update_benchmarks_page(text.replace("### ", "## "))
+    if swarm_text:
+        update_benchmarks_page(swarm_text.replace("### ", "## "), "<!-- bench-swarm:start -->",
+                               "<!-- bench-swarm:end -->")
 
 
 def update_benchmarks_page(tables, start="<!-- bench:start -->", end="<!-- bench:end -->"):

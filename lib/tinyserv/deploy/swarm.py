@@ -5,10 +5,8 @@ Design (docs/swarm.md tells the user's side):
 - The scheduler is per app: apps/<app>/scheduler.json says "local" (the default, unchanged) or
   "swarm"; `apps:create --scheduler` and `scheduler:set` write it, TINYSERV_SCHEDULER is the server's
   default for new apps, `apps:info` shows it. A swarm app needs the front door (nginx).
-- A push builds an image instead of a build directory's dependencies: the app's own Dockerfile, else
-  one written here per runtime on the base image the server names (TINYSERV_SWARM_BASE_NODE, _PYTHON,
-  _GENERIC), with the dependency manifests copied and installed before the code, so a code-only push
-  reuses the engine's cached dependency layer. With TINYSERV_REGISTRY the image is pushed there.
+- A push builds an image instead of a build directory's dependencies (deploy/image.py: the app's own
+  Dockerfile, else one written per runtime, with the runtime version the app asks for).
 - A rollout is one set of services, one per Procfile process type, named APP-ROLLOUT-TYPE and labelled
   with this root's tag, the app, the rollout and the type; replicas = the formation, environment =
   config vars + PORT, web published in host mode on a port the engine picks per task (the ingress mesh
@@ -16,8 +14,8 @@ Design (docs/swarm.md tells the user's side):
   the old one, boot-checks that its web tasks answer, records the release (history.json's
   "swarm": {"rollout", "image"}), lets the front door switch (new tasks primary, old ones backup) and
   only then removes the old services. Undo is the same in reverse: nothing is switched before it answers.
-  Scaling updates the replicas of the current rollout; a restart is `docker service update --force`
-  (--update-order start-first).
+  Scaling updates the replicas of the current rollout; a restart is a new rollout of the current release
+  (same image and config, no new release), switched like a config change.
 - The release phase is a one-off container of the new image (`docker run --rm`) that gates the release.
 - The front door learns where the tasks listen from frontdoor/swarm.py (the supervisor's one watcher).
 - Refused in one line: app.json cron and a data directory that holds files (no volume driver is chosen:
@@ -32,17 +30,17 @@ import time
 
 from tinyserv.state import appstate, logs, releases, store
 from tinyserv.platform import docker, procs
-from tinyserv.frontdoor import router
+from tinyserv.frontdoor import nginx, router
 from tinyserv.platform import control
 from tinyserv.supervise import cron
 from tinyserv.common import settings
 from tinyserv.common.errors import TinyservError
 from tinyserv.common.procfile import process_types
+from tinyserv.deploy import image as images
+from tinyserv.deploy.image import CONTAINER_PORT
 
 SCHEDULERS = ("local", "swarm")
-CONTAINER_PORT = 5000  # PORT inside every web task; the engine publishes it on a port of its own per task
 SHOWN_LINES = 15
-DOCKERFILE = ".tinyserv.Dockerfile"  # written next to the code when the app has no Dockerfile
 
 Started = collections.namedtuple("Started", "rollout image services ports")
 
@@ -112,32 +110,6 @@ def image_name(layout, app, build_id, registry=None):
 
 # --- the image --------------------------------------------------------------------------------------
 
-def dockerfile(runtime, base, has_lock=False, build_script=False):
-    """The Dockerfile for an app without one: dependencies first (their layer is cached), then the code."""
-    lines = ["# Written by tinyserv for a %s app (commit a Dockerfile of your own to replace it)." % runtime,
-             "FROM %s" % base, "WORKDIR /app", "ENV PORT=%d" % CONTAINER_PORT]
-    if runtime == "node":
-        lines += ["COPY package.json %s./" % ("package-lock.json " if has_lock else ""),
-                  "RUN %s" % ("npm ci" if has_lock else "npm install"),
-                  "ENV PATH=/app/node_modules/.bin:$PATH"]
-    elif runtime == "python":
-        lines += ["COPY requirements.txt ./",
-                  "RUN python3 -m venv /venv && /venv/bin/pip install --disable-pip-version-check "
-                  "-r requirements.txt",
-                  "ENV PATH=/venv/bin:$PATH VIRTUAL_ENV=/venv"]
-    lines.append("COPY . .")
-    if build_script:
-        lines.append("RUN npm run build")
-    return "\n".join(lines) + "\n"
-
-
-def base_image(runtime, environ=os.environ):
-    """The base image of a generated Dockerfile (TINYSERV_SWARM_BASE_NODE, _PYTHON, _GENERIC)."""
-    default = {"node": "node:20-bookworm-slim", "python": "python:3.11-slim-bookworm",
-               "generic": "debian:bookworm-slim"}[runtime]
-    return environ.get("TINYSERV_SWARM_BASE_" + runtime.upper()) or default
-
-
 def build(layout, app, commit, steps, config, watch, git_env):
     """Extract the commit, read what it declares, build its image (pushed when there is a registry): meta."""
     from tinyserv.deploy import build as builds
@@ -155,7 +127,7 @@ def build(layout, app, commit, steps, config, watch, git_env):
             meta["healthcheck"] = health
         meta["runtime"] = builds.detect_runtime(build_dir, meta["procfile"])
         meta["image"] = image_name(layout, app, build_id, settings.registry())
-        build_image(layout, app, build_dir, meta, steps, watch)
+        images.build(layout, app, build_dir, meta, steps, watch)
         store.write_json(layout.build_meta(app, build_id), meta, mode=0o644)
         return meta
     except BaseException:
@@ -176,31 +148,6 @@ def release_phase(layout, app, meta, config, version, steps, watch):
     builds.run_streamed(layout, app, ["docker", *words], layout.build_dir(app, meta["id"]),
                         client_env(env, layout.mark(app, "release.%s" % meta["id"])), steps, "the release command",
                         watch)
-
-
-def build_image(layout, app, build_dir, meta, steps, watch):
-    """docker build with the app's Dockerfile or a generated one; push it when there is a registry."""
-    from tinyserv.deploy import build as builds
-    if builds.read_pushed(build_dir, "Dockerfile") is not None:
-        steps.step("Dockerfile found: building the image with it")
-        path = os.path.join(build_dir, "Dockerfile")
-    else:
-        runtime = meta["runtime"]
-        scripts = builds.read_package_json(build_dir).get("scripts") or {} if runtime == "node" else {}
-        base = base_image(runtime)
-        steps.step("%s app detected: building an image on %s" % (runtime.capitalize(), base))
-        path = os.path.join(build_dir, DOCKERFILE)
-        store.write_atomic(path, dockerfile(runtime, base, os.path.exists(os.path.join(
-            build_dir, "package-lock.json")), "build" in scripts), 0o644)
-    words = ["build", "--pull=false", "-f", path, "-t", meta["image"]]
-    for key, value in sorted(docker.labels(layout.tag, app).items()):
-        words += ["--label", "%s=%s" % (key, value)]
-    env = client_env({}, layout.mark(app, "build.%s" % meta["id"]))
-    builds.run_streamed(layout, app, ["docker", *words, build_dir], build_dir, env, steps, "docker build", watch)
-    if settings.registry():
-        steps.step("Pushing %s" % meta["image"])
-        builds.run_streamed(layout, app, ["docker", "push", meta["image"]], build_dir, env, steps, "docker push",
-                            watch)
 
 
 # --- what a task runs with --------------------------------------------------------------------------
@@ -294,9 +241,10 @@ def start(layout, app, meta, config, version, steps=None, watch=lambda: None, im
 
 
 def wait_answering(layout, app, rollout, service, replicas, health, timeout, watch=lambda: None):
-    """The published ports of `replicas` web tasks that accept connections (and answer health); raise if not."""
-    from tinyserv.platform import boot
+    """The published ports of `replicas` web tasks that answer HTTP (and health): this node's as ints, other
+    nodes' as "ADDRESS:PORT"; raise if they do not."""
     deadline = time.monotonic() + timeout
+    several = docker.several_nodes()
     while True:
         watch()
         failed = [t for t in tasks([service]) if t.state in ("failed", "rejected", "complete", "shutdown")
@@ -304,10 +252,10 @@ def wait_answering(layout, app, rollout, service, replicas, health, timeout, wat
         if failed:
             raise TinyservError("web %s on the swarm (%s); the running release was not touched" % (
                 failed[0].state, failed[0].error or "see its lines below"), details=service_lines(service))
-        ports = [c.ports[0] for c in containers(layout, app, rollout, "web") if c.ports]
-        answering = [p for p in ports if (boot.healthy(p, health) if health else answers(p))]
+        ports = web_endpoints(layout, app, rollout, several)
+        answering = [p for p in ports if answers(p, health)]
         if len(answering) >= replicas:
-            return sorted(answering)
+            return sorted(answering, key=nginx.upstream_order)
         if time.monotonic() > deadline:
             raise TinyservError("web did not answer on the swarm within %d s (%d of %d tasks); the running release "
                                 "was not touched" % (timeout, len(answering), replicas),
@@ -315,15 +263,26 @@ def wait_answering(layout, app, rollout, service, replicas, health, timeout, wat
         time.sleep(0.2)
 
 
-def answers(port, timeout=1.0):
-    """Does an HTTP server answer on 127.0.0.1:port? A TCP connection is not enough: the engine's proxy for a
-    published port accepts connections before the task listens, and closes them."""
+def web_endpoints(layout, app, rollout, several=True):
+    """Where a rollout's web tasks listen: this node's published ports (ints), then other nodes' "ADDRESS:PORT"."""
+    found = containers(layout, app, rollout, "web")
+    if several:
+        found += docker.remote_tasks(docker.labels(layout.tag, app, rollout, "web"))
+    return [c.ports[0] for c in found if c.ports]
+
+
+def answers(endpoint, health=None, timeout=1.0):
+    """Does an HTTP server answer at endpoint (a port here, or "ADDRESS:PORT"): any answer to HEAD /, or 2xx/3xx
+    to GET health? A TCP connection is not enough: the engine's proxy for a published port accepts connections
+    before the task listens, and closes them."""
     import http.client
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    host, _, port = nginx.upstream_address(endpoint).rpartition(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=timeout)
     try:
-        conn.request("HEAD", "/", headers={"Connection": "close", "User-Agent": "tinyserv-bootcheck"})
-        conn.getresponse()
-        return True
+        conn.request("GET" if health else "HEAD", health or "/", headers={
+            "Connection": "close", "User-Agent": "tinyserv-healthcheck" if health else "tinyserv-bootcheck"})
+        status = conn.getresponse().status
+        return not health or 200 <= status < 400
     except (OSError, http.client.HTTPException):
         return False
     finally:
@@ -334,10 +293,15 @@ def switch(layout, app, release, started, steps=None):
     """The release (recorded, with started's rollout) serves once nginx routes to its tasks; old services go."""
     logs.append(layout.log_file(app), "tinyserv", "Release v%d: %s (swarm rollout %s)" % (
         release["version"], release["description"], started.rollout))
+    route(layout, app, started, release["config"])
+
+
+def route(layout, app, started, config):
+    """Let nginx send traffic to started's tasks (the recorded rollout), then remove every other rollout."""
     control.sync(layout, app)
     wanted = set(started.ports)
     router.wait_until_live(layout, app, lambda site: site is not None and wanted <= set(site["primary"]),
-                           timeout=settings.boot_timeout(release["config"]))
+                           timeout=settings.boot_timeout(config))
     retire_others(layout, app, started.rollout)
 
 
@@ -376,7 +340,7 @@ def containers(layout, app, rollout=None, ptype=None):
 
 
 def ports_of(layout, app, rollout):
-    return [p for c in containers(layout, app, rollout, "web") for p in c.ports]
+    return web_endpoints(layout, app, rollout, docker.several_nodes())
 
 
 def services_of(layout, app):
@@ -429,10 +393,32 @@ def scale(layout, app, changes):
 
 
 def restart(layout, app, ptype=None):
-    """Replace the current rollout's tasks (start-first); nginx follows their new ports."""
-    for t, name in sorted(current_services(layout, app).items()):
-        if ptype in (None, t):
-            docker.run(["service", "update", "--detach", "--quiet", "--force", name])
+    """ps:restart: every type (or web) as a new rollout of the current release, the path a config change takes
+    without making a release: same image and config, boot-checked, switched, then the old services go. Another
+    type alone has no traffic to hand over: its tasks are replaced in place (start-first).
+
+    The caller holds the app's lock."""
+    release = releases.current(layout, app)
+    running = release.get("swarm")
+    if not running:
+        return  # never deployed on the swarm: nothing runs
+    if ptype not in (None, "web"):
+        services = current_services(layout, app)
+        if ptype in services:
+            docker.run(["service", "update", "--detach", "--quiet", "--force", services[ptype]])
+        return
+    meta = appstate.build_meta(layout, app, release["build"])
+    started = start(layout, app, meta, release["config"], release["version"], image=running["image"])
+    try:
+        releases.rerun(layout, app, {"rollout": started.rollout, "image": started.image})
+        logs.append(layout.log_file(app), "tinyserv", "Restart of v%d (swarm rollout %s)" % (
+            release["version"], started.rollout))
+        route(layout, app, started, release["config"])
+    except BaseException:
+        releases.rerun(layout, app, running)  # the old tasks never stopped: they serve again
+        control.sync(layout, app)
+        abandon(started)
+        raise
 
 
 def destroy(layout, app):

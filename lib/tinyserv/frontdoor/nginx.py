@@ -177,10 +177,20 @@ def upstream(site):
     lines = ["    upstream %s {" % upstream_name(site.app)]
     if site.affinity:
         lines.append("        hash $tinyserv_affinity consistent;")
-    lines += ["        server 127.0.0.1:%d max_fails=1 fail_timeout=5s;" % port for port in site.primary]
+    lines += ["        server %s max_fails=1 fail_timeout=5s;" % upstream_address(port) for port in site.primary]
     if not site.affinity:
-        lines += ["        server 127.0.0.1:%d backup;" % port for port in site.backup]
+        lines += ["        server %s backup;" % upstream_address(port) for port in site.backup]
     return lines + ["    }"]
+
+
+def upstream_order(endpoint):
+    """A sort key for upstreams: this machine's ports (ints) first, in order, then swarm tasks' "ADDRESS:PORT"."""
+    return (0, endpoint, "") if isinstance(endpoint, int) else (1, 0, str(endpoint))
+
+
+def upstream_address(endpoint):
+    """127.0.0.1:PORT for a port of this machine; a swarm task on another node is "ADDRESS:PORT" already."""
+    return "127.0.0.1:%d" % endpoint if isinstance(endpoint, int) else endpoint
 
 
 def server(site, listen_lines, names, log, acme=None):

@@ -356,7 +356,8 @@ def site_for(layout, app, port, primary, backup, saved):
         if covered:
             certs.append((appstate.cert_file(layout, app, cert["name"], "crt"),
                           appstate.cert_file(layout, app, cert["name"], "key"), covered, cert.get("sha256", "")))
-    return nginx.Site(app=app, port=port, primary=tuple(sorted(primary)), backup=tuple(sorted(backup)),
+    return nginx.Site(app=app, port=port, primary=tuple(sorted(primary, key=nginx.upstream_order)),
+                      backup=tuple(sorted(backup, key=nginx.upstream_order)),
                       domains=tuple(sorted(set(domains))), maintenance=saved["maintenance"],
                       affinity="http-session-affinity" in saved["features"], certs=tuple(certs))
 

@@ -2,14 +2,16 @@
 
 A task's host port is the engine's choice and changes when Swarm replaces a task (a crash, a
 restart), so the supervisor keeps one Watch: a thread that reads this node's task containers
-(`docker ps`, by the labels deploy/swarm.py puts on them) at start, whenever the engine reports
-a tinyserv container starting or dying (`docker events`), and every REFRESH seconds besides. The
+(`docker ps`, by the labels deploy/swarm.py puts on them) and, on a swarm of several nodes, the
+other nodes' running web tasks (`docker inspect` of the services' tasks: their node's address and
+published port), at start, whenever the engine reports a tinyserv container of this node starting
+or dying (`docker events`), and every REFRESH seconds besides (what moves on other nodes is seen
+then). The
 supervisor asks changed() at each tick and routes the apps whose ports moved: the current
 rollout's tasks are nginx's primary upstreams, other rollouts' tasks still running its backups
 (the old release serves until the new one takes over, and while it drains).
 
-Only tasks on this node are seen: with web tasks on other nodes, nginx would need their addresses
-(see docs/swarm.md, what is not covered).
+This node's tasks are upstreams on 127.0.0.1 (ints: their ports), another node's "ADDRESS:PORT".
 """
 
 import os
@@ -18,15 +20,18 @@ import subprocess
 import threading
 
 from tinyserv.platform import docker
+from tinyserv.frontdoor import nginx
 from tinyserv.common.errors import TinyservError
 
 REFRESH = 5.0  # seconds between reads when the engine reports nothing
 
 
 def web_ports(found, rollout):
-    """(primary, backup) published ports of an app's web tasks: found is {rollout: ports}."""
-    primary = sorted(found.get(rollout, ())) if rollout else []
-    backup = sorted({p for r, ports in found.items() if r != rollout for p in ports} - set(primary))
+    """(primary, backup) published ports of an app's web tasks: found is {rollout: ports}; this node's ports are
+    ints, other nodes' "ADDRESS:PORT"."""
+    primary = sorted(found.get(rollout, ()), key=nginx.upstream_order) if rollout else []
+    backup = sorted({p for r, ports in found.items() if r != rollout for p in ports} - set(primary),
+                    key=nginx.upstream_order)
     return primary, backup
 
 
@@ -36,7 +41,7 @@ def snapshot(containers):
     for c in containers:
         if c.type == "web" and c.ports:
             ports = found.setdefault(c.app, {}).setdefault(c.rollout, ())
-            found[c.app][c.rollout] = tuple(sorted(set(ports) | set(c.ports)))
+            found[c.app][c.rollout] = tuple(sorted(set(ports) | set(c.ports), key=nginx.upstream_order))
     return found
 
 
@@ -97,8 +102,10 @@ class Watch:
             self.refresh()
 
     def read_engine(self):
-        words = ["ps", *docker.label_filters(docker.labels(self.tag, ptype="web")), "--format", docker.PS_FORMAT]
-        return docker.parse_containers(docker.run(words, timeout=30))
+        """This node's web task containers (`docker ps`: their IPv4 ports), then the other nodes' web tasks."""
+        found = docker.labels(self.tag, ptype="web")
+        words = ["ps", *docker.label_filters(found), "--format", docker.PS_FORMAT]
+        return docker.parse_containers(docker.run(words, timeout=30)) + docker.remote_tasks(found)
 
     def engine_events(self, quiet):
         """Yield once per start or death of a tinyserv container of this root; return after quiet seconds of none."""

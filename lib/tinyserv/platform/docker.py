@@ -6,6 +6,7 @@ out) and raise nothing: a line they cannot read is left out.
 """
 
 import collections
+import json
 import os
 import re
 import subprocess
@@ -98,6 +99,78 @@ def parse_tasks(text):
         tasks.append(Task(fields[0].lstrip("\\_ ").strip(), fields[1], fields[2].lower(), state, age,
                           fields[4].strip().strip('"'), published_ports(fields[5])))
     return tasks
+
+
+def load_json(text):
+    """JSON the engine printed, or None when it is not (an engine that went away mid-answer)."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return None
+
+
+def parse_nodes(text):
+    """`docker node inspect NODE...` JSON -> {node id: its address (Status.Addr)}."""
+    found = {}
+    for node in load_json(text) or []:
+        if isinstance(node, dict) and node.get("ID") and (node.get("Status") or {}).get("Addr"):
+            found[node["ID"]] = node["Status"]["Addr"]
+    return found
+
+
+def parse_remote_tasks(text, nodes, here):
+    """`docker inspect TASK...` JSON -> [Container] of the running tasks on nodes other than here (this node's
+    id), their ports "ADDRESS:PORT": each host-mode published port at its node's address (nodes: parse_nodes).
+
+    One port per target port, the first: the engine lists a task's IPv4 binding before the IPv6 one, which may
+    have another port (see published_ports). This node's tasks are left out: `docker ps` names their IPv4 port.
+    """
+    found = []
+    for task in load_json(text) or []:
+        if not isinstance(task, dict) or task.get("DesiredState") != "running":
+            continue
+        status = task.get("Status") or {}
+        node = task.get("NodeID")
+        if status.get("State") != "running" or node == here or node not in nodes:
+            continue
+        labels = ((task.get("Spec") or {}).get("ContainerSpec") or {}).get("Labels") or {}
+        targets, ports = set(), []
+        for port in (status.get("PortStatus") or {}).get("Ports") or []:
+            if port.get("PublishMode") == "host" and port.get("TargetPort") not in targets and port.get(
+                    "PublishedPort"):
+                targets.add(port.get("TargetPort"))
+                ports.append("%s:%d" % (nodes[node], port["PublishedPort"]))
+        if labels.get(LABEL + ".app"):
+            found.append(Container(labels[LABEL + ".app"], labels.get(LABEL + ".rollout", ""),
+                                   labels.get(LABEL + ".type", ""), tuple(ports)))
+    return found
+
+
+def node_ids(timeout=30):
+    """The swarm's node ids (a manager's view; none when this engine is no manager)."""
+    return run(["node", "ls", "-q"], timeout=timeout, check=False).split()
+
+
+def several_nodes():
+    """Has the swarm more nodes than this one (so tasks may run elsewhere)?"""
+    return len(node_ids()) > 1
+
+
+def remote_tasks(found, timeout=30):
+    """[Container] of the running tasks labelled `found` ({label: value}) on the swarm's other nodes (none on a
+    one-node swarm, where `docker ps` sees every task)."""
+    nodes = node_ids(timeout)
+    if len(nodes) < 2:
+        return []
+    here = run(["info", "--format", "{{.Swarm.NodeID}}"], timeout=timeout).strip()
+    addresses = parse_nodes(run(["node", "inspect", *nodes], timeout=timeout))
+    services = run(["service", "ls", "-q", *label_filters(found)], timeout=timeout).split()
+    tasks = run(["service", "ps", "-q", "--no-trunc", "--filter", "desired-state=running", *services],
+                timeout=timeout).split() if services else []
+    wanted = {key.split(".", 1)[1]: value for key, value in found.items()}
+    return [c for c in parse_remote_tasks(run(["inspect", *tasks], timeout=timeout), addresses, here)
+            if all(getattr(c, key) == value for key, value in wanted.items() if key in ("app", "rollout", "type"))
+            ] if tasks else []
 
 
 def current_state(text):

@@ -89,6 +89,13 @@ def save(layout, app, releases, app_port=None):
     publish(layout, app, releases[-1], port(layout, app) if app_port is None else app_port)
 
 
+def rerun(layout, app, swarm):
+    """The current release, run from now on by another swarm rollout (a restart: no new release)."""
+    releases = history(layout, app)
+    releases[-1]["swarm"] = dict(swarm)
+    save(layout, app, releases)
+
+
 ROUTED = ("web", "domains")  # what the supervisor adds behind the front door: internal web ports, domains
 
 

@@ -128,8 +128,9 @@ def restart(layout, name, target=None):
     if target:
         _check_target(_formation(layout, name), name, target)
     if appstate.scheduler(layout, name) == "swarm":
-        from tinyserv.deploy import swarm
-        swarm.restart(layout, name, target.partition(".")[0] if target else None)
+        from tinyserv.deploy import push, swarm
+        with push.changing(layout, name):
+            swarm.restart(layout, name, target.partition(".")[0] if target else None)
         return {"restarted": target or "all"}
     control.ensure_supervisor(layout)
     control.request(layout, {"cmd": "restart", "app": name, "target": target})
