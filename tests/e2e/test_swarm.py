@@ -295,6 +295,49 @@ def test_a_python_app_runs_on_the_swarm_and_is_destroyed_without_a_trace(swarm_s
     assert made_by(swarm_server, app.name) == {"services": [], "containers": [], "images": []}
 
 
+# A python web that answers with what its Redis add-on (REDIS_URL) says to AUTH and PING, and where it found it.
+REDIS_APP = {
+    "requirements.txt": "",
+    "Procfile": "web: python3 server.py\n",
+    "server.py": (
+        "import http.server, os, socket, urllib.parse\n"
+        "def ping():\n"
+        "    url = urllib.parse.urlsplit(os.environ['REDIS_URL'])\n"
+        "    with socket.create_connection((url.hostname, url.port), timeout=5) as s:\n"
+        "        s.sendall(('AUTH %s\\r\\nPING\\r\\n' % url.password).encode())\n"
+        "        said = b''\n"
+        "        while said.count(b'\\r\\n') < 2:\n"
+        "            more = s.recv(100)\n"
+        "            if not more:\n"
+        "                break\n"
+        "            said += more\n"
+        "    return '%s says %s' % (url.hostname, ' '.join(said.decode().split()))\n"
+        "class Hello(http.server.BaseHTTPRequestHandler):\n"
+        "    def do_GET(self):\n"
+        "        try:\n"
+        "            body = ping().encode()\n"
+        "        except OSError as e:\n"
+        "            body = ('no redis: %s' % e).encode()\n"
+        "        self.send_response(200)\n"
+        "        self.send_header('Content-Length', str(len(body)))\n"
+        "        self.end_headers()\n"
+        "        self.wfile.write(body)\n"
+        "http.server.ThreadingHTTPServer(('', int(os.environ['PORT'])), Hello).serve_forever()\n"),
+}
+
+
+def test_a_swarm_apps_tasks_reach_its_redis_add_on_on_this_server(swarm_server, tmp_path):
+    app = swarm_app(swarm_server, tmp_path, "swarm-redis-%s" % uuid.uuid4().hex[:4], REDIS_APP)
+    try:
+        app.tinyserv("addons:create", "redis")
+        assert app.config()["REDIS_URL"].startswith("redis://default:")  # the app's own view: on this server
+        app.push()
+        assert get(app.info()["port"]) == (200, "host.docker.internal says +OK +PONG")
+    finally:
+        app.tinyserv("apps:destroy", "--confirm", app.name)
+    assert made_by(swarm_server, app.name) == {"services": [], "containers": [], "images": []}
+
+
 def test_a_generated_image_runs_the_node_version_the_app_asks_for(swarm_server, tmp_path):
     files = sample_files()
     package = json.loads(files["package.json"])
