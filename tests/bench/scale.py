@@ -6,7 +6,8 @@ there are N of them; then, at that N:
 
   - a code-only redeploy of one app (`git push` start -> the push returns, and -> nginx answers with the new page);
   - `tinyserv config:set` of one app, `tinyserv ps` of one app, `tinyserv apps` (each the median of --repeat runs);
-  - the supervisor's idle CPU (utime+stime from /proc/PID/stat over IDLE_S seconds, % of one core) and RSS;
+  - the supervisor's idle CPU (utime+stime from /proc/PID/stat over IDLE_S seconds, % of one core, once the
+    replaced webs have drained and stopped: nothing changing) and RSS;
     nginx's RSS (master + workers);
   - `tinyserv-remote shutdown` then `startup`: seconds from `startup` until every app answers at its domain.
 
@@ -71,6 +72,19 @@ def add_app(ts, n):
     return name
 
 
+def wait_settled(ts, name, timeout=120):
+    """Block until every instance of name is up (the replaced webs drained and gone), then 2 s more."""
+    import json
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        states = {i["state"] for i in json.loads(ts.client("ps", "-a", name, "--json").stdout)["instances"]}
+        if states == {"up"}:
+            time.sleep(2)
+            return
+        time.sleep(0.2)
+    raise BenchError("%s still had %s after %d s" % (name, states, timeout))
+
+
 def timed(argv_fn):
     started = time.monotonic()
     argv_fn()
@@ -115,7 +129,7 @@ def measure(ts, names, round_no, repeat):
         appses.append(timed(lambda: ts.client("apps")))
     push_s, answered_s = common.median(pushes), common.median(answers)
     config_s, ps_s, apps_s = common.median(configs), common.median(pses), common.median(appses)
-    time.sleep(3)  # the old webs drain and stop: idle means nothing is changing
+    wait_settled(ts, first)  # idle means nothing is changing: the old webs have drained and stopped
     sup = ts.supervisor_pid()
     cpu = idle_cpu(sup)
     own = ts.own_processes()
