@@ -372,10 +372,28 @@ def group_listens(pgid, port):
     port may answer for someone else.
     """
     sockets = listening_sockets(port)
-    for pid in group_members(pgid) if sockets else ():
-        try:
-            if sockets.intersection(list_fds(pid)):
-                return True
-        except OSError:
-            continue
+    if not sockets:
+        return False
+    near = descendants_in_group(pgid)  # a few reads: the leader's children, theirs, ... still in the group
+    for pids in (near, [pid for pid in group_members(pgid) if pid not in near]):  # else a scan of all of /proc
+        for pid in pids:
+            try:
+                if sockets.intersection(list_fds(pid)):
+                    return True
+            except OSError:
+                continue
     return False
+
+
+def descendants_in_group(pgid):
+    """The group's leader and its descendants that are still in group pgid (from /proc/PID/task/*/children):
+    where the webs' listeners are, found without a scan of every process ([] where the kernel does not say)."""
+    found, todo = [], [pgid]
+    while todo and len(found) < 1000:
+        pid = todo.pop()
+        stat = proc_stat(pid)
+        if stat is None or stat[1] != pgid or stat[0] in "ZX":
+            continue
+        found.append(pid)
+        todo.extend(children(pid) or ())
+    return found
