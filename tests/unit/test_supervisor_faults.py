@@ -417,3 +417,28 @@ def test_a_kept_web_s_mark_names_the_change_it_belongs_to(layout):
     assert boot.owner_of(mark) == (os.getpid(), processes.starttime(os.getpid()))
     assert boot.owner_of(layout.mark(APP, "web.1@7")) is None
     assert boot.owner_of(layout.mark(APP, "trial.7~1.2")) is None
+
+
+def test_a_ping_answers_without_a_look_at_every_instance_and_a_sync_looks(sup, fake, layout):
+    worker_app(layout, workers=3)
+    sup.sync()
+    server = Server(sup, os.path.join(layout.run_dir, "supervisor.sock"))
+    server.listen()
+    looks = []
+    real_tick = sup.tick
+    sup.tick = lambda events=True: looks.append(events) or real_tick(events)
+    try:
+        for _ in range(3):  # the workers' output, then their pipes' ends: those are events
+            client = ask(server.sock_path, {"cmd": "ping"})
+            server.once()
+            client.close()
+        for message, events in (({"cmd": "ping"}, False), ({"cmd": "sync"}, True)):
+            looks.clear()
+            server.next_tick = fake.now + 60  # no timer due: only the request can make the loop tick
+            client = ask(server.sock_path, message)
+            server.once()
+            assert json.loads(client.makefile().readline())["ok"] is True
+            client.close()
+            assert looks == ([True] if events else []), (message, looks)
+    finally:
+        server.close()

@@ -66,12 +66,13 @@ class Server:
         return {"ok": True, "pid": os.getpid()}
 
     def serve_one(self):
-        """Accept one control connection and answer its request; one that runs an app's code gets a process."""
+        """Accept one control connection and answer its request; one that runs an app's code gets a process.
+        True when the request may have changed what runs (a ping, the standby's every 3 s, changes nothing)."""
         try:
             conn, _ = self.listener.accept()
         except BlockingIOError:
-            return  # the client gave up before we got to it
-        fds = []
+            return False  # the client gave up before we got to it
+        fds, changing = [], False
         with conn:
             conn.settimeout(2)
             try:
@@ -80,8 +81,10 @@ class Server:
                 if refused:
                     raise TinyservError(refused)
                 message = json.loads(text or "{}")
+                changing = message.get("cmd") != "ping"
                 if message.get("cmd") in rootmode.REQUESTS:
-                    return self.fork_helper(conn, message, fds)
+                    self.fork_helper(conn, message, fds)
+                    return True
                 reply = self.handle(message)
             except (OSError, ValueError, KeyError, TypeError, AttributeError, TinyservError) as e:
                 reply = {"ok": False, "error": str(e)}
@@ -92,6 +95,7 @@ class Server:
                 conn.sendall((json.dumps(reply) + "\n").encode())
             except OSError:
                 pass
+        return changing
 
     def fork_helper(self, conn, message, fds):
         """Answer a request that runs an app's code (a build step, run, a boot check) in a process of its own."""
@@ -159,8 +163,7 @@ class Server:
                 urgent = True  # every process of an instance is gone
         for key, _ in events:
             if key.data == LISTENER:
-                self.serve_one()
-                urgent = True
+                urgent = self.serve_one() or urgent
             elif key.data == WAKE:
                 _drain_pipe(key.fd)
                 self.reap_helpers()
