@@ -432,6 +432,112 @@ def swarm_section(r):
     return lines
 
 
+SSH_START, SSH_END = "<!-- bench-ssh:start -->", "<!-- bench-ssh:end -->"
+
+
+def verdict(value, goal):
+    """'met' or 'over': said plainly next to every number that has a goal."""
+    return "met" if value <= goal else "**over**"
+
+
+def ssh_section(r, local):
+    """Deploys over real ssh to the e2e server image, against their floors, and under a GET every 10 ms."""
+    m, d, u = r["machine"], r["deploys"], r["under_load"]
+    stages = [("first_start", "first deploys"), ("code_only_start", "code-only"), ("load_start", "under load"),
+              ("end", "end")]
+    loads = ", ".join("%s %.1f" % (label, r["loadavg"][k]) for k, label in stages if k in r["loadavg"])
+    server = "%s cores (%s); client %s; server %s, node %s, npm %s; tinyserv %s; %s" % (
+        m["nproc"], m.get("cpu", "?"), r.get("client_python", "?"), r.get("server_python", "?"),
+        r.get("server_node", "?"), r.get("server_npm", "?"), m.get("tinyserv", {}).get("commit", "?"), m["date"][:10])
+    lines = ["### Deploys over ssh (the e2e server image)", "",
+             "What: ssh_deploy.py pushes the express sample app from this machine over real ssh (%s; the client "
+             "under %s, pushes through the ssh connection tinyserv shares) to %s, its ssh and apps' ports published "
+             "on 127.0.0.1. Each deploy is timed from push start until the new release answers at the app's "
+             "published port (through nginx), next to its floor in interleaved pairs: a `git push` over the same "
+             "connection to a plain bare repository on the server whose post-receive hook checks the commit out "
+             "(git archive | tar), runs `npm ci` when package.json or the lockfile changed since its last install "
+             "(else links that install's node_modules), starts `npm start` on a published port and waits until it "
+             "answers; the floor is push start until that first answer, seen from here. Median, min–max in "
+             "brackets; the ratio is of the medians, each pair's own ratio in the next column. Goals: code-only "
+             "redeploy ≤ 1.3× its floor, first deploy ≤ 1.1×, 0 failed requests under a GET every 10 ms." % (
+                 r.get("ssh", "?"), r.get("client_python", "?"), r["server"]), "",
+             "| what | tinyserv | floor | ratio | each pair | goal |", "|---|---:|---:|---:|---|---|"]
+    for key, label, goal in (("first", "first deploy of a fresh app (npm ci, warm npm cache), %d runs" % r[
+            "first_repeat"], 1.1), ("code_only", "code-only redeploy, %d runs" % r["repeat"], 1.3)):
+        x = d[key]
+        lines.append("| %s | %s | %s | %.2f× | %s | ≤ %.1f×: %s |" % (
+            label, seconds(x["push_to_answer_s"]), seconds(x["floor"]["total_s"]), x["ratio"],
+            ", ".join("%.2f" % v for v in x["pair_ratios"]), goal, verdict(x["ratio"], goal)))
+    during, steady = u["during_redeploys"], u["steady"]
+    lines.append("| failed requests, GET every 10 ms during %d code-only redeploys (until 1 s after each push) | "
+                 "%d of %d | – | – | %s per redeploy | 0: %s |" % (
+                     u["redeploys"], during["failed"], during["requests"], u["failed_per_redeploy"],
+                     "met" if during["failed"] == 0 else "**over**"))
+    lines.append("| latency p50 / p99 during them (steady state before: %.1f / %.1f ms) | %.1f / %.1f ms | – | – "
+                 "| – | – |" % (steady["p50_ms"], steady["p99_ms"], during["p50_ms"], during["p99_ms"]))
+    phases, first = d["code_only"]["phases_median_s"], d["first"]
+    spent = "; ".join("%s %.2f s" % (k, phases[k]) for k in r.get("phase_names", phases) if phases.get(k) is not None)
+    lines += ["", "Machine: %s." % server, "",
+              "Where a code-only redeploy's time goes (medians, from the push's stamped lines): %s. First deploys: "
+              "npm ci %.2f s inside tinyserv, %.2f s in the floor; without it, tinyserv %.2f s against the floor's "
+              "%.2f s." % (spent, first["without_npm_ci"]["tinyserv_npm_ci_s"]["median"],
+                           first["floor"]["npm_ci_s"]["median"], first["without_npm_ci"]["tinyserv_s"]["median"],
+                           first["without_npm_ci"]["floor_s"]["median"])]
+    if "server_npm_version_s" in r:
+        lines[-1] += (" On the server, `npm --version` takes %.2f s and `node --version` %.2f s (median of 5, run "
+                      "there between the deploys)." % (r["server_npm_version_s"], r["server_node_version_s"]))
+    if local:
+        ld = local["deploys"]
+        lines += ["", "On localhost (deploy.py, %s, no ssh, the floor a local push): code-only %.2f× (%.2f s against "
+                  "%.2f s), first deploy %.2f× (%.2f s against %.2f s). Over ssh: code-only %.2f s against a floor "
+                  "of %.2f s." % (
+                      local["machine"]["date"][:10], ld["code_only"]["ratio"],
+                      ld["code_only"]["push_to_answer_s"]["median"], ld["code_only"]["floor"]["total_s"]["median"],
+                      ld["first"]["ratio"], ld["first"]["push_to_answer_s"]["median"],
+                      ld["first"]["floor"]["total_s"]["median"], d["code_only"]["push_to_answer_s"]["median"],
+                      d["code_only"]["floor"]["total_s"]["median"])]
+    lines += ["", "Load average (1 min) at each stage: %s. %s" % (loads, conditions(m))]
+    return lines
+
+
+def readonly_section(r):
+    """Commands from a read-only install (bytecode cached per user) against a compiled install."""
+    lines = ["### A read-only install against a compiled one", "",
+             "What: readonly_install.py copies bin/ and lib/ into a root-owned directory with no bytecode (`chmod -R "
+             "a-w`) and into a throwaway user's home, compiled with `python3 -m compileall`, deploys one generic app "
+             "as that user (localhost, TINYSERV_REMOTE unset), then runs each command as that user from either copy, "
+             "as whole processes in alternating pairs, %d pairs after one warm-up each (%s). *warm*: the per-user "
+             "bytecode cache (~/.cache/tinyserv) kept, as for every run after a user's first; *cold*: emptied "
+             "before each read-only run, as a user's first run, and every run before the cache existed. Median, "
+             "min–max in brackets; the ratio is the median of each pair's. Goal: within 1.05× from the second run "
+             "on (warm)." % (r["runs"], r.get("python", "?")), "",
+             "| command | cache | read-only | compiled | ratio | goal | machine |", "|---|---|---:|---:|---:|---|---|"]
+    ms = lambda s: "%.0f ms (%.0f–%.0f)" % (1000 * s["median"], 1000 * s["min"], 1000 * s["max"])  # noqa: E731
+    for name, words in (("apps", "`tinyserv-remote apps`"), ("ps", "`tinyserv-remote ps APP`")):
+        for kind in ("warm", "cold"):
+            x = r["commands"][name][kind]
+            goal = "≤ 1.05×: %s" % verdict(x["ratio_median_of_pairs"], 1.05) if kind == "warm" else "–"
+            lines.append("| %s | %s | %s | %s | %.3f× | %s | %s |" % (
+                words, kind, ms(x["readonly_s"]), ms(x["compiled_s"]), x["ratio_median_of_pairs"], goal,
+                machine_line(r["machine"])))
+    lines += ["", conditions(r["machine"])]
+    second = r.get("second_timer")
+    if second:
+        lines += ["", "Timed again with a second timer, %s (load average %.1f–%.1f):" % (
+            second["what"], min(second["loadavg"]), max(second["loadavg"])), "",
+            "| command | cache | pairs | read-only wall | compiled wall | ratio, wall | ratio, CPU | goal |",
+            "|---|---|---:|---:|---:|---:|---:|---|"]
+        span = lambda v, f: (f + " (" + f + "–" + f + ")") % (v[1], v[0], v[2])  # noqa: E731
+        for name, words in (("apps", "`tinyserv-remote apps`"), ("ps", "`tinyserv-remote ps APP`")):
+            for kind in ("warm", "cold"):
+                x = second[kind][name]
+                goal = "≤ 1.05×: %s" % verdict(x["A_over_B_wall"][1], 1.05) if kind == "warm" else "–"
+                lines.append("| %s | %s | %d | %s s | %s s | %.3f× | %.3f× | %s |" % (
+                    words, kind, x["pairs"], span(x["A_wall_s"], "%.3f"), span(x["B_wall_s"], "%.3f"),
+                    x["A_over_B_wall"][1], x["A_over_B_cpu"][1], goal))
+    return lines
+
+
 def main():
     paths = sorted(glob.glob(os.path.join(RESULTS, "memory*.json")),
                    key=lambda p: (os.path.basename(p) != "memory.json", p))
@@ -468,14 +574,23 @@ def main():
               "`/tmp/tinyserv-bench-venv/bin/python tests/bench/plot.py` (see tests/bench/README.md).", ""]
     text = "\n".join(lines)
     swarm = load("swarm")
-    # The swarm tables have markers of their own on the page (their section sits apart from the others).
+    # The swarm and ssh tables have markers of their own on the page (their sections sit apart from the others).
     swarm_text = "\n".join(swarm_section(swarm) + [""]) if swarm else ""
+    ssh, readonly = load("ssh_deploy"), load("readonly_install")
+    ssh_lines = (ssh_section(ssh, deploy) + [""] if ssh else []) + (readonly_section(readonly) + [""] if readonly
+                                                                      else [])
+    ssh_lines += ["Re-run: `python3 tests/bench/ssh_deploy.py` (Docker and the docker SDK), "
+                  "`python3 tests/bench/readonly_install.py` (as root), then `python3 tests/bench/tables.py`.", ""]
+    ssh_text = "\n".join(["<!-- Generated by tests/bench/tables.py from tests/bench/results/ssh_deploy.json and "
+                          "readonly_install.json. -->", ""] + ssh_lines) if ssh else ""
     with open(os.path.join(RESULTS, "README-tables.md"), "w") as f:
-        f.write(text + ("\n" + swarm_text if swarm_text else ""))
+        f.write(text + "".join("\n" + part for part in (swarm_text, ssh_text) if part))
     update_benchmarks_page(text.replace("### ", "## "))
     if swarm_text:
         update_benchmarks_page(swarm_text.replace("### ", "## "), "<!-- bench-swarm:start -->",
                                "<!-- bench-swarm:end -->")
+    if ssh_text:
+        update_benchmarks_page(ssh_text.replace("### ", "## "), SSH_START, SSH_END)
 
 
 def update_benchmarks_page(tables, start="<!-- bench:start -->", end="<!-- bench:end -->"):
