@@ -128,3 +128,26 @@ def test_the_cache_is_readable_by_everyone_whatever_the_deploy_users_umask(layou
     modes = [oct(os.stat(p).st_mode & 0o777) for p in (runtimes.runtimes_dir(layout), path, entry,
                                                         os.path.join(entry, "node"))]
     assert modes == ["0o755"] * 4
+
+
+def test_the_servers_program_version_is_asked_once_until_the_program_changes(tmp_path, monkeypatch):
+    from tinyserv.deploy import runtimes
+    from tinyserv.state.layout import Layout
+    layout = Layout(str(tmp_path / "root")).ensure()
+    os.makedirs(runtimes.runtimes_dir(layout), exist_ok=True)
+    tool_dir = tmp_path / "share" / "npm" / "bin"
+    tool_dir.mkdir(parents=True)
+    program = tool_dir / "npm"
+    program.write_text("#!/bin/sh\necho 9.2.0\n")
+    program.chmod(0o755)
+    asked = []
+    monkeypatch.setattr(runtimes.shutil, "which", lambda name, path=None: str(program))
+    real_capture = runtimes.capture
+    monkeypatch.setattr(runtimes, "capture", lambda argv, **kw: asked.append(argv) or real_capture(argv))
+    assert runtimes.server_version("npm", layout) == "9.2.0"
+    assert runtimes.server_version("npm", layout) == "9.2.0"
+    assert len(asked) == 1  # the second push reads it from runtimes/.server-versions.json
+    program.write_text("#!/bin/sh\necho 10.1.0\n")  # upgraded: the file changed
+    assert runtimes.server_version("npm", layout) == "10.1.0" and len(asked) == 2
+    (tmp_path / "root" / "runtimes" / ".server-versions.json").write_text("{damaged")
+    assert runtimes.server_version("npm", layout) == "10.1.0" and len(asked) == 3

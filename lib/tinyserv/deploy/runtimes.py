@@ -74,13 +74,42 @@ def capture(argv, env=None, timeout=60):
     return done.returncode, (done.stdout + done.stderr).strip()
 
 
-def server_version(program):
-    """The version of the server's own program (node, npm, ...) on BASE_PATH, or None."""
+def server_version(program, layout=None):
+    """The version of the server's own program (node, npm, ...) on BASE_PATH, or None. With layout, remembered
+    in runtimes/.server-versions.json for as long as the program's file and the two directories above it are
+    unchanged (a package upgrade replaces files there): Debian's `npm --version` alone takes half a second, on
+    every push."""
     path = shutil.which(program, path=BASE_PATH)
     if not path:
         return None
+    key = file_key(path)
+    known_path = runtimes_dir(layout, ".server-versions.json") if layout is not None and key else None
+    try:
+        known = store.read_json(known_path, {}) if known_path else {}
+    except TinyservError:
+        known = {}  # damaged: asked again, and written anew
+    if isinstance(known, dict) and isinstance(known.get(program), dict) and known[program].get("key") == key:
+        return known[program].get("version")
     code, out = capture([path, "--version"])
-    return out.strip().lstrip("v") if code == 0 and out.strip() else None
+    version = out.strip().lstrip("v") if code == 0 and out.strip() else None
+    if known_path and version:
+        try:
+            store.write_json(known_path, dict(known if isinstance(known, dict) else {},
+                                              **{program: {"key": key, "version": version}}), 0o644)
+        except (OSError, TinyservError):
+            pass  # an app's user (root mode) may not write there: asked again next time
+    return version
+
+
+def file_key(path):
+    """What changes when a program is replaced: its real path, and the size and times of it and of the two
+    directories above it; None when one cannot be read."""
+    real = os.path.realpath(path)
+    try:
+        stats = [os.stat(p) for p in (real, os.path.dirname(real), os.path.dirname(os.path.dirname(real)))]
+    except OSError:
+        return None
+    return [real] + [[st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino] for st in stats]
 
 
 # --- the cache ------------------------------------------------------------------------------------------
@@ -180,14 +209,14 @@ def node_tools(layout, package, manager, read, steps):
     request = versions.node_request(package, read)
     if request is not None and request.spec is None:
         steps.detail("%s names no version (nvm's aliases are not versions): using the server's node" % request.source)
-    node = ensure(layout, "node", node_package(), request, steps, server_version("node"))
+    node = ensure(layout, "node", node_package(), request, steps, server_version("node", layout))
     if node.bin is None and node.version is None:
         raise TinyservError("the server has no node: install it (sudo apt install nodejs npm) or ask for a "
                             "version in package.json's engines.node")
     tools = [node]
     wanted = versions.tool_request(package, manager)
     if manager == "npm":
-        tools.append(ensure(layout, "npm", "npm", wanted, steps, server_version("npm")))
+        tools.append(ensure(layout, "npm", "npm", wanted, steps, server_version("npm", layout)))
     else:  # yarn and pnpm are not on Debian: always from the cache (classic yarn 1 unless asked otherwise)
         default = versions.Request({"yarn": "1", "pnpm": "*"}[manager], "default")
         tools.append(ensure(layout, manager, manager, wanted or default, steps))
