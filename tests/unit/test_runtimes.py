@@ -133,8 +133,7 @@ def test_the_cache_is_readable_by_everyone_whatever_the_deploy_users_umask(layou
 def test_the_servers_program_version_is_asked_once_until_the_program_changes(tmp_path, monkeypatch):
     from tinyserv.deploy import runtimes
     from tinyserv.state.layout import Layout
-    layout = Layout(str(tmp_path / "root")).ensure()
-    os.makedirs(runtimes.runtimes_dir(layout), exist_ok=True)
+    layout = Layout(str(tmp_path / "root")).ensure()  # no runtimes/ yet: the first answer makes it
     tool_dir = tmp_path / "share" / "npm" / "bin"
     tool_dir.mkdir(parents=True)
     program = tool_dir / "npm"

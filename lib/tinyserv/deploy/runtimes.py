@@ -94,6 +94,7 @@ def server_version(program, layout=None):
     version = out.strip().lstrip("v") if code == 0 and out.strip() else None
     if known_path and version:
         try:
+            shared_dir(layout)  # runtimes/ itself, 0755: made by the first runtime installed, else here
             store.write_json(known_path, dict(known if isinstance(known, dict) else {},
                                               **{program: {"key": key, "version": version}}), 0o644)
         except (OSError, TinyservError):
