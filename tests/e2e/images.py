@@ -173,11 +173,13 @@ def image_id(client, tag):
 
 
 def remove_replaced_image(client, old_id, new_id):
-    """Remove the image a rebuild untagged, so every run does not leave one behind (kept if still in use)."""
+    """Remove the image a rebuild untagged, so every run does not leave one behind: only once no tag names it
+    (another worker's run tag may: removing it by id would take that tag with it) and no container uses it."""
     if old_id and old_id != new_id:
         try:
-            client.images.remove(old_id)
-        except docker.errors.APIError:
+            if not client.images.get(old_id).tags:
+                client.images.remove(old_id)
+        except docker.errors.APIError:  # ImageNotFound too
             pass
 
 
