@@ -215,6 +215,16 @@ def live_pids():
     return [int(n) for n in os.listdir("/proc") if n.isdigit() and state_letter(int(n)) not in (None, "Z", "X")]
 
 
+def node_pid(app):
+    """The local node process of app's web.1 (found by the environment tinyserv gives it)."""
+    for pid in live_pids():
+        if environ_has(pid, "TINYSERV_APP=" + app) and environ_has(pid, "DYNO=web.1"):
+            with open("/proc/%d/comm" % pid) as f:
+                if f.read().strip() == "node":
+                    return pid
+    raise BenchError("no node process for %s's web.1" % app)
+
+
 def parent_of(pid):
     with contextlib.suppress(OSError, ValueError), open("/proc/%d/stat" % pid) as f:
         data = f.read()

@@ -112,28 +112,35 @@ def deploys(ts, repeat):
     return repo, out
 
 
+def redeploys_under(loader, repo, env, redeploys):
+    """With loader running: (steady-state latency, [(start, end)] of each code-only redeploy's window, until 1 s
+    after its push returned)."""
+    time.sleep(1.0)
+    steady_from = time.monotonic()
+    time.sleep(STEADY_S)
+    steady = latency(loader.window(steady_from, time.monotonic()))
+    windows = []
+    for i in range(1, redeploys + 1):
+        token = "load-%d" % i
+        common.commit_files(repo, deploy.sample_files(token), env, token)
+        started = time.monotonic()
+        seconds, code, lines = common.timed_push(repo, env)
+        if code != 0:
+            raise BenchError("push under load failed:\n" + "\n".join(l for _, l in lines))
+        ended = time.monotonic() + 1.0  # the old web drains after the push: keep counting a while
+        while time.monotonic() < ended:
+            time.sleep(0.05)
+        windows.append((started, time.monotonic()))
+    return steady, windows
+
+
 def under_load(ts, repo, redeploys):
     """(c) failed requests and latency, steady state, then during code-only redeploys."""
     port = deploy.port_of(ts, "bench")
     loader = Loader(port)
     loader.start()
     try:
-        time.sleep(1.0)
-        steady_from = time.monotonic()
-        time.sleep(STEADY_S)
-        steady = latency(loader.window(steady_from, time.monotonic()))
-        windows = []
-        for i in range(1, redeploys + 1):
-            token = "load-%d" % i
-            common.commit_files(repo, deploy.sample_files(token), ts.env, token)
-            started = time.monotonic()
-            seconds, code, lines = common.timed_push(repo, ts.env)
-            if code != 0:
-                raise BenchError("push under load failed:\n" + "\n".join(l for _, l in lines))
-            ended = time.monotonic() + 1.0  # the old web drains after the push: keep counting a while
-            while time.monotonic() < ended:
-                time.sleep(0.05)
-            windows.append((started, time.monotonic()))
+        steady, windows = redeploys_under(loader, repo, ts.env, redeploys)
     finally:
         loader.stop()
     during = [r for start, end in windows for r in loader.window(start, end)]

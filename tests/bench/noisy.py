@@ -96,19 +96,9 @@ def standby_pid(ts):
     return next((pid for pid, line in ts.own_processes().items() if "--standby" in line), None)
 
 
-def node_pid(app):
-    """The node process of app's web.1 (found by the environment tinyserv gives it)."""
-    for pid in common.live_pids():
-        if common.environ_has(pid, "TINYSERV_APP=" + app) and common.environ_has(pid, "DYNO=web.1"):
-            with open("/proc/%d/comm" % pid) as f:
-                if f.read().strip() == "node":
-                    return pid
-    raise BenchError("no node process for %s's web.1" % app)
-
-
 def restart_time(app, port):
     """SIGKILL app's node process; seconds until app answers HTTP again (polled every 10 ms)."""
-    pid = node_pid(app)
+    pid = common.node_pid(app)
     started = time.monotonic()
     os.kill(pid, signal.SIGKILL)
     return common.wait_for_body(port, app, started, timeout=60)

@@ -47,7 +47,6 @@ from common import REPO, BenchError  # noqa: E402
 TINYSERV = os.path.join(REPO, "bin", "tinyserv")
 APP_PORTS = range(5000, 5010)  # published; tinyserv hands out 5000 up, the floor's webs take the last two
 FLOOR_PORTS = (5008, 5009)
-STEADY_S = 5.0
 
 # The floor's post-receive hook (sh): the work a deploy cannot avoid, done by hand on the server.
 FLOOR_HOOK = r"""#!/bin/sh
@@ -248,22 +247,7 @@ def under_load(server, repo, host_port, redeploys):
     loader = frontdoor.Loader(host_port)
     loader.start()
     try:
-        time.sleep(1.0)
-        steady_from = time.monotonic()
-        time.sleep(STEADY_S)
-        steady = frontdoor.latency(loader.window(steady_from, time.monotonic()))
-        windows = []
-        for i in range(1, redeploys + 1):
-            token = "load-%d" % i
-            common.commit_files(repo, deploy.sample_files(token), server.env, token)
-            started = time.monotonic()
-            seconds, code, lines = common.timed_push(repo, server.env)
-            if code != 0:
-                raise BenchError("push under load failed:\n" + "\n".join(l for _, l in lines))
-            ended = time.monotonic() + 1.0  # the old web drains after the push: keep counting a while
-            while time.monotonic() < ended:
-                time.sleep(0.05)
-            windows.append((started, time.monotonic()))
+        steady, windows = frontdoor.redeploys_under(loader, repo, server.env, redeploys)
     finally:
         loader.stop()
     during = [r for start, end in windows for r in loader.window(start, end)]

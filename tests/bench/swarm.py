@@ -246,22 +246,12 @@ def local_kills(app, port, token, repeat):
     """SIGKILL of the local app's web (the supervisor restarts it), for comparison."""
     runs = []
     for _ in range(repeat):
-        pid = node_pid(app)
+        pid = common.node_pid(app)
         run = kill_and_serve(port, token, lambda: os.kill(pid, signal.SIGKILL), lambda: None)
         runs.append(run)
         print("    local web=1: SIGKILL -> serving again %s s, %d failed of %d requests (load %s)" % (
             run["serving_again_s"], run["failed_requests"], run["requests"], run["load"][0]))
     return summarize_kills(runs)
-
-
-def node_pid(app):
-    """The local node process of app's web.1 (by the environment tinyserv gives it; swarm apps have other names)."""
-    for pid in common.live_pids():
-        if common.environ_has(pid, "TINYSERV_APP=" + app) and common.environ_has(pid, "DYNO=web.1"):
-            with open("/proc/%d/comm" % pid) as f:
-                if f.read().strip() == "node":
-                    return pid
-    raise BenchError("no node process for %s's web.1" % app)
 
 
 def summarize_kills(runs):
