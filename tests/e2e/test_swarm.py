@@ -12,8 +12,8 @@ test runs, so only what carries it is ever looked at, killed or checked gone.
 
 import json
 import os
+import random
 import shlex
-import socket
 import uuid
 
 import pytest
@@ -45,19 +45,15 @@ PYTHON_APP = {
 }
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def free_range(count):
-    """The first of count consecutive ports nothing listens on (for the apps' ports on the host's network)."""
+    """The first of count consecutive ports nothing listens on, below the kernel's ephemeral range (32768 and up):
+    the engine publishes the tasks' ports there (host mode), and any connection takes its local port there, so an
+    app's port or nginx's drawn from it can be taken first (as the docs' limitations say of TINYSERV_START_PORT)."""
     for _ in range(200):
-        first = free_port() // 10 * 10
-        if first + count < 65536 and all(port_is_free(p) for p in range(first, first + count)):
+        first = random.randrange(20000, 32000, 10)
+        if all(port_is_free(p) for p in range(first, first + count)):
             return first
-    raise AssertionError("no %d free consecutive ports" % count)
+    raise AssertionError("no %d free consecutive ports below 32000" % count)
 
 
 def docker(*args, check=True, timeout=300):
@@ -104,8 +100,9 @@ class HostNetServer(Server):
 def swarm_server(server_image, swarm_mode, swarm_bases, docker_compose_command, docker_compose_project_name,
                  docker_client, ssh_key, ssh_wrapper_dir):
     """The tinyserv server on the host's network, driving the host's engine; removed after the module."""
-    ssh_port, http_port, start = free_port(), free_port(), free_range(20)
-    settings = {"TINYSERV_HTTP_PORT": http_port, "TINYSERV_HTTPS_PORT": free_port(), "TINYSERV_START_PORT": start,
+    block = free_range(23)  # the apps' 20 ports, then ssh, nginx's HTTP and HTTPS ports
+    start, ssh_port, http_port, https_port = block, block + 20, block + 21, block + 22
+    settings = {"TINYSERV_HTTP_PORT": http_port, "TINYSERV_HTTPS_PORT": https_port, "TINYSERV_START_PORT": start,
                 "TINYSERV_SWARM_BASE_NODE": BASES["node"], "TINYSERV_SWARM_BASE_PYTHON": BASES["python"],
                 "TINYSERV_SWARM_BASE_GENERIC": BASES["generic"], "TINYSERV_BOOT_TIMEOUT": 120}
     os.environ["TINYSERV_E2E_SSH_PORT"] = str(ssh_port)
