@@ -96,14 +96,6 @@ def start_container(tag):
     return out, int(port)
 
 
-def wait_for_ssh(bench):
-    deadline = time.monotonic() + 120
-    while common.run(bench.ssh("true"), env=bench.env, check=False, timeout=20).returncode != 0:
-        if time.monotonic() > deadline:
-            raise BenchError("ssh to the container did not answer within 120 s")
-        time.sleep(0.2)
-
-
 def deploy(bench, directory):
     """Install the working tree on the server, create and push a no-dependency node app; its repository."""
     common.run([TINYSERV, "server:install"], env=bench.env, timeout=300)
@@ -189,7 +181,7 @@ def main():
         runtime = os.path.join(work, "rt")
         os.mkdir(runtime, 0o700)
         bench = Bench(key, port, runtime)
-        wait_for_ssh(bench)
+        common.wait_for_ssh(bench)
         repo = deploy(bench, work)
         bench.timed([TINYSERV, "ps"], cwd=repo)  # warm: the server's caches, the client's page cache
         samples = measure(bench, repo, args.rounds)

@@ -215,6 +215,15 @@ def live_pids():
     return [int(n) for n in os.listdir("/proc") if n.isdigit() and state_letter(int(n)) not in (None, "Z", "X")]
 
 
+def wait_for_ssh(server, timeout=120):
+    """Poll until `server.ssh("true")` (an argument list, run with server.env) succeeds."""
+    deadline = time.monotonic() + timeout
+    while run(server.ssh("true"), env=server.env, check=False, timeout=20).returncode != 0:
+        if time.monotonic() > deadline:
+            raise BenchError("ssh to the container did not answer within %d s" % timeout)
+        time.sleep(0.2)
+
+
 def node_pid(app):
     """The local node process of app's web.1 (found by the environment tinyserv gives it)."""
     for pid in live_pids():

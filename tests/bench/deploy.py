@@ -182,9 +182,9 @@ def port_of(ts, app):
         return json.load(f)["port"]
 
 
-def tinyserv_deploy(ts, repo, app, token, markers=MARKERS):
-    """Push repo to its app; a run dict: push start -> first answer with token, push time, phases (between
-    markers' lines), output.
+def tinyserv_deploy(ts, repo, app, token, markers=MARKERS, port=None):
+    """Push repo to its app (with ts.env); a run dict: push start -> first answer with token, push time, phases
+    (between markers' lines), output. port: where the new release answers (default: the app's, on this machine).
 
     HTTP polling (every POLL_MS) starts when the push says "Launching": the new release
     cannot answer earlier, and the build and boot check run unperturbed.
@@ -193,7 +193,7 @@ def tinyserv_deploy(ts, repo, app, token, markers=MARKERS):
 
     def on_line(t, line):
         if "Launching " in line and not pollers:
-            pollers.append(common.Poller(port_of(ts, app), every=POLL_MS / 1000))
+            pollers.append(common.Poller(port or port_of(ts, app), every=POLL_MS / 1000))
             pollers[0].start()
 
     started = time.monotonic()
@@ -204,6 +204,9 @@ def tinyserv_deploy(ts, repo, app, token, markers=MARKERS):
         on_line(0, "Launching ")
     try:
         answer_s = pollers[0].wait_for(token) - started
+    except BenchError as e:
+        last = pollers[0].answers[-1:] or ["nothing"]
+        raise BenchError("%s (last answer: %s); the push said:\n%s" % (e, last, "\n".join(l for _, l in lines)))
     finally:
         pollers[0].stop()
     return {"answer_s": round(answer_s, 3), "push_s": round(push_s, 3),

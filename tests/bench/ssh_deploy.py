@@ -129,11 +129,7 @@ class Server:
             out = common.run(["docker", "port", self.container, "%d/tcp" % port]).stdout.splitlines()[0]
             self.ports[port] = int(out.rsplit(":", 1)[1])
         self.env["TINYSERV_REMOTE"] = "ssh://deploy@127.0.0.1:%d" % self.ports[22]
-        deadline = time.monotonic() + 120
-        while common.run(self.ssh("true"), env=self.env, check=False, timeout=20).returncode != 0:
-            if time.monotonic() > deadline:
-                raise BenchError("ssh to the container did not answer within 120 s")
-            time.sleep(0.2)
+        common.wait_for_ssh(self)
 
     def ssh(self, command):
         """A fresh ssh running command (a shell line) on the server as deploy."""
@@ -205,33 +201,6 @@ class SshFloor:
         if install:
             out["npm_ci_s"] = round(stamp("floor: starting") - stamp("floor: npm ci"), 3)
         return out
-
-
-def tinyserv_deploy(server, repo, app, token, host_port):
-    """deploy.tinyserv_deploy over ssh: the new release polled at its published port from the "Launching" line."""
-    pollers = []
-
-    def on_line(t, line):
-        if "Launching " in line and not pollers:
-            pollers.append(common.Poller(host_port, every=deploy.POLL_MS / 1000))
-            pollers[0].start()
-
-    started = time.monotonic()
-    push_s, code, lines = common.timed_push(repo, server.env, on_line=on_line)
-    if code != 0:
-        raise BenchError("git push to %s failed:\n%s" % (app, "\n".join(l for _, l in lines)))
-    if not pollers:
-        on_line(0, "Launching ")
-    try:
-        answer_s = pollers[0].wait_for(token) - started
-    except BenchError as e:
-        last = pollers[0].answers[-1:] or ["nothing"]
-        raise BenchError("%s (last answer: %s); the push said:\n%s" % (e, last, "\n".join(l for _, l in lines)))
-    finally:
-        pollers[0].stop()
-    return {"answer_s": round(answer_s, 3), "push_s": round(push_s, 3),
-            "push_ends_after_answer_s": round(push_s - answer_s, 3),
-            "phases": deploy.phases(lines, answer_s), "push_output": lines}
 
 
 def summarize(runs, floors):
@@ -307,7 +276,7 @@ def main(argv=None):
         server.client("apps:create", "bench", cwd=repo)
         port = server.app_port("bench")
         # Warm-up, not measured: fills the server's npm cache (both sides use ~deploy/.npm), starts the supervisor.
-        tinyserv_deploy(server, repo, "bench", "release warmup", port)
+        deploy.tinyserv_deploy(server, repo, "bench", "release warmup", port=port)
         floor_bench = SshFloor(server, "bench")
         floor_bench.deploy(repo, "release warmup")
 
@@ -321,7 +290,7 @@ def main(argv=None):
             path = os.path.join(work, name)
             common.make_repo(path, deploy.sample_files(token), server.env)
             server.client("apps:create", name, cwd=path)
-            runs.append(tinyserv_deploy(server, path, name, "release " + token, server.app_port(name)))
+            runs.append(deploy.tinyserv_deploy(server, path, name, "release " + token, port=server.app_port(name)))
             floors.append(SshFloor(server, name).deploy(path, "release " + token))
             server.client("apps:destroy", name, "--confirm", name, cwd=path)
             print("  first deploy %d: tinyserv %.2f s, floor %.2f s" % (i, runs[-1]["answer_s"],
@@ -334,7 +303,7 @@ def main(argv=None):
         for i in range(1, args.repeat + 1):
             token = "code-%d" % i
             common.commit_files(repo, deploy.sample_files(token), server.env, token)
-            runs.append(tinyserv_deploy(server, repo, "bench", "release " + token, port))
+            runs.append(deploy.tinyserv_deploy(server, repo, "bench", "release " + token, port=port))
             floors.append(floor_bench.deploy(repo, "release " + token))
             print("  code-only %d: tinyserv %.2f s, floor %.2f s" % (i, runs[-1]["answer_s"],
                                                                      floors[-1]["total_s"]), flush=True)
