@@ -276,3 +276,16 @@ def test_other_nodes_tasks_come_after_this_node_s_ports_and_nginx_names_them_as_
     assert [line.strip() for line in nginx.upstream(site)[1:-1]] == [
         "server 127.0.0.1:41002 max_fails=1 fail_timeout=5s;", "server 10.0.0.7:30001 max_fails=1 fail_timeout=5s;",
         "server 127.0.0.1:41001 backup;", "server 10.0.0.8:30002 backup;"]
+
+
+PORT_CLASH = ("starting container failed: driver failed programming external connectivity on endpoint e1: Error "
+              "starting userland proxy: listen tcp4 0.0.0.0:32777: bind: address already in use")
+
+
+def test_a_task_whose_picked_port_was_taken_meanwhile_is_left_to_the_swarm_to_replace_but_a_crash_rejects():
+    clash = docker.Task("shop-r1-web.1", "vm", "shutdown", "failed", "2 seconds", PORT_CLASH, ())
+    crash = docker.Task("shop-r1-web.1", "vm", "shutdown", "failed", "1 second", "task: non-zero exit (1)", ())
+    running = docker.Task("shop-r1-web.1", "vm", "running", "running", "1 second", "", (32790,))
+    assert swarm.failed_task([running, clash]) is None
+    assert swarm.failed_task([clash, crash]) == crash
+    assert swarm.failed_task([running]) is None

@@ -247,11 +247,10 @@ def wait_answering(layout, app, rollout, service, replicas, health, timeout, wat
     several = docker.several_nodes()
     while True:
         watch()
-        failed = [t for t in tasks([service]) if t.state in ("failed", "rejected", "complete", "shutdown")
-                  and t.desired == "shutdown"]
+        failed = failed_task(tasks([service]))
         if failed:
             raise TinyservError("web %s on the swarm (%s); the running release was not touched" % (
-                failed[0].state, failed[0].error or "see its lines below"), details=service_lines(service))
+                failed.state, failed.error or "see its lines below"), details=service_lines(service))
         ports = web_endpoints(layout, app, rollout, several)
         answering = [p for p in ports if answers(p, health)]
         if len(answering) >= replicas:
@@ -261,6 +260,21 @@ def wait_answering(layout, app, rollout, service, replicas, health, timeout, wat
                                 "was not touched" % (timeout, len(answering), replicas),
                                 details=service_lines(service))
         time.sleep(0.2)
+
+
+# The engine picks a task's published port from the kernel's ephemeral range, which outgoing connections draw from
+# too: a port it picked can be taken before its proxy binds it. The swarm replaces such a task (restart-condition
+# any) with one on another port, so the boot check waits for that one; any other failure is the app's own.
+PORT_TAKEN = "address already in use"
+
+
+def failed_task(found):
+    """The first task of found that ended in a way that rejects the push (None if none did)."""
+    for task in found:
+        if (task.state in ("failed", "rejected", "complete", "shutdown") and task.desired == "shutdown"
+                and PORT_TAKEN not in task.error):
+            return task
+    return None
 
 
 def web_endpoints(layout, app, rollout, several=True):
