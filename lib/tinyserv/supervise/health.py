@@ -20,17 +20,34 @@ NOT_ANSWERING = "not answering"  # the reason of a web restarted for it (ps, wai
 class Health:
     """The Supervisor's looks at its web instances: answered (first confirmed), silent_since, failures."""
 
+    def census(self):
+        """The instances the timers look at, listed once per change instead of walking every instance per tick
+        (idle cost independent of the number of apps): "webs" (health.py), "limited" (a memory limit), "adopted"
+        (not our children). Made again at the first tick after anything changed; users check each one again."""
+        if self.counted is None:
+            self.counted = {"webs": [], "limited": [], "adopted": []}
+            for app, inst in self.each_instance():
+                if inst["type"] == "web" and not inst.get("retired") and not inst.get("oneoff"):
+                    self.counted["webs"].append((app, inst))
+                if inst.get("memory_limit"):
+                    self.counted["limited"].append((app, inst))
+                if not inst.get("child"):
+                    self.counted["adopted"].append((app, inst))
+        return self.counted
+
     def check_webs(self, now):
         """Look at every running web whose look is due: one dump of the listening sockets for all of those
         without a health check path (boot.answering), a GET each for the others."""
-        due = [(app, inst) for app, inst in self.each_instance()
-               if inst["type"] == "web" and inst["state"] == "up" and not inst.get("retired")
-               and not inst.get("oneoff") and now >= inst.get("next_look", inst["since"] + SETTLE)]
-        if not due:
+        if now < self.next_web_look:
             return
-        answering = self.sys.answering([inst["port"] for _, inst in due if not inst.get("health")])
-        for app, inst in due:
-            self.guarded(app, self.look_at, app, inst, now, answering)
+        webs = [(app, inst) for app, inst in self.census()["webs"]
+                if inst["state"] == "up" and not inst.get("retired")]
+        due = [(app, inst) for app, inst in webs if now >= next_look(inst)]
+        if due:
+            answering = self.sys.answering([inst["port"] for _, inst in due if not inst.get("health")])
+            for app, inst in due:
+                self.guarded(app, self.look_at, app, inst, now, answering)
+        self.next_web_look = min((next_look(inst) for _, inst in webs), default=float("inf"))
 
     def look_at(self, app, inst, now, answering):
         """One look at a web: note that it answers, or that it does not (and restart it when that lasts)."""
@@ -56,3 +73,8 @@ class Health:
             return
         inst.update(exit_code=None, reason=NOT_ANSWERING)
         self.crashed(app, inst, now)
+
+
+def next_look(inst):
+    """When a web that is up is looked at next: SETTLE s after it came up, then on its timer."""
+    return inst.get("next_look", inst["since"] + SETTLE)

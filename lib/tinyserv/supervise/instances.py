@@ -21,3 +21,8 @@ def is_instance_mark(mark):
 def steady(inst):
     """Is inst running with nothing to wait for but its end (which SIGCHLD or its pipe closing tells of)?"""
     return inst["state"] == "up" and not inst.get("retired")
+
+
+def unwatched(inst, exit_fds):
+    """Is inst adopted (not our child, so no SIGCHLD) with no exit_fd telling of its end: looked at on a timer?"""
+    return not inst.get("child") and inst["pid"] not in exit_fds

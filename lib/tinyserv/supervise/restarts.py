@@ -1,4 +1,5 @@
-"""The supervisor's crashes and restarts: backoff, the memory limit, ps:restart, and cron's one-off runs."""
+"""The supervisor's instances moving on (crashed, up, stopped), restarts with backoff, the memory limit, ps:restart, and
+cron's one-off runs."""
 
 import signal
 import time
@@ -20,12 +21,34 @@ def backoff(streak):
 class Restarts:
     """The Supervisor's crash handling: restart with backoff, over memory, on request; cron jobs that end."""
 
+    def advance(self, app, inst, now):
+        """Move one instance on: a running one that exited crashed, a web that listens is up, a stop ends."""
+        state = inst["state"]
+        if inst.get("retired") and state in RUNNING + ("draining",) and self.exited(inst):
+            self.sys.signal_group(inst["pgid"], signal.SIGKILL)
+            self.find_strays(inst, signal.SIGKILL)
+            inst["state"] = "gone"
+            self.event(app, "%s of v%d exited" % (inst["name"], inst["version"]))
+        elif state in RUNNING and self.exited(inst):
+            inst["reason"] = None
+            self.crashed(app, inst, now)
+        elif state == "starting" and self.sys.accepts(inst["port"], inst["pgid"]) and (
+                not inst.get("health") or self.sys.healthy(inst["port"], inst["health"])):
+            inst.update(state="up", since=now)
+            self.event(app, "%s accepts connections on port %d" % (inst["name"], inst["port"]) + (
+                " and answers %s" % inst["health"] if inst.get("health") else ""))
+            self.dirty.add(app)
+        elif state == "draining" and self.drained(inst, now):
+            self.begin_stop(app, inst, inst.get("grace", 30.0))
+        elif state == "stopping":
+            self.advance_stop(app, inst, now)
+
     def check_memory(self, now):
         """Every MEMORY_CHECK s: an instance over its app's TINYSERV_MEMORY_LIMIT is restarted (Heroku's R15)."""
         if now < self.next_memory_check:
             return
         self.next_memory_check = now + MEMORY_CHECK
-        limited = [(app, inst) for app, inst in self.each_instance() if inst.get("memory_limit")
+        limited = [(app, inst) for app, inst in self.census()["limited"] if inst.get("memory_limit")
                    and inst["state"] in RUNNING and inst["pid"] and not inst.get("retired")]
         if not limited:
             return

@@ -20,7 +20,6 @@ socket and the event loop that drive it are loop.py's.
 
 import os
 import selectors
-import signal
 import sys
 import time
 
@@ -32,7 +31,7 @@ from tinyserv.common import settings
 from tinyserv.common.errors import TinyservError
 from tinyserv.common.procfile import process_types
 from tinyserv.supervise.health import Health
-from tinyserv.supervise.instances import RUNNING, one_line, steady
+from tinyserv.supervise.instances import RUNNING, one_line, steady, unwatched
 from tinyserv.supervise.ondisk import OnDisk
 from tinyserv.supervise.output import PIPE_SIZE, Output
 from tinyserv.supervise.restarts import Restarts
@@ -120,6 +119,8 @@ class Supervisor(Switching, Stopping, Restarts, OnDisk, Output, Health):
         self.next_adopted_check = 0
         self.exit_fds = {}  # pid -> a descriptor readable once that adopted process ends (stopping.py)
         self.quiet = False  # every instance steady, and nothing changed since poll_interval() saw so
+        self.counted = None  # census(), until something changes
+        self.next_web_look = 0.0  # when health.py's next look at a web is due (0: see which)
         self.scheduler = cron.Scheduler(layout, self.note)  # asked what is due by the clock in self.sys
         # The front door: nginx if installed; a test with a fake system has none unless it passes a fake door.
         found = {} if system is None else {"binary": lambda: door.binary if door else None, "door": door}
@@ -313,9 +314,13 @@ class Supervisor(Switching, Stopping, Restarts, OnDisk, Output, Health):
         if adopted:
             self.next_adopted_check = now + ADOPTED_CHECK
         self.sweep()
-        look = [] if self.quiet and not events and not adopted else [
-            (app, inst) for app, inst in self.each_instance()
-            if events or not steady(inst) or (adopted and not inst.get("child") and inst["pid"] not in self.exit_fds)]
+        if events or not self.quiet:
+            self.counted, self.next_web_look = None, 0.0
+            look = [(app, inst) for app, inst in self.each_instance() if events or not steady(inst) or (
+                adopted and unwatched(inst, self.exit_fds))]
+        else:  # nothing changed since every instance was seen steady: only the adopted ones no exit_fd watches
+            look = [(app, inst) for app, inst in self.census()["adopted"] if unwatched(inst, self.exit_fds)
+                    ] if adopted else []
         for app, inst in look:
             self.guarded(app, self.advance, app, inst, now)
             if not inst.get("child") and inst["state"] != "gone":
@@ -336,28 +341,6 @@ class Supervisor(Switching, Stopping, Restarts, OnDisk, Output, Health):
     def each_instance(self):
         """[(app, instance)] of every instance now (a list: the loop body may change the dicts)."""
         return [(app, inst) for app, instances in list(self.apps.items()) for inst in list(instances.values())]
-
-    def advance(self, app, inst, now):
-        """Move one instance on: a running one that exited crashed, a web that listens is up, a stop ends."""
-        state = inst["state"]
-        if inst.get("retired") and state in RUNNING + ("draining",) and self.exited(inst):
-            self.sys.signal_group(inst["pgid"], signal.SIGKILL)
-            self.find_strays(inst, signal.SIGKILL)
-            inst["state"] = "gone"
-            self.event(app, "%s of v%d exited" % (inst["name"], inst["version"]))
-        elif state in RUNNING and self.exited(inst):
-            inst["reason"] = None
-            self.crashed(app, inst, now)
-        elif state == "starting" and self.sys.accepts(inst["port"], inst["pgid"]) and (
-                not inst.get("health") or self.sys.healthy(inst["port"], inst["health"])):
-            inst.update(state="up", since=now)
-            self.event(app, "%s accepts connections on port %d" % (inst["name"], inst["port"]) + (
-                " and answers %s" % inst["health"] if inst.get("health") else ""))
-            self.dirty.add(app)
-        elif state == "draining" and self.drained(inst, now):
-            self.begin_stop(app, inst, inst.get("grace", 30.0))
-        elif state == "stopping":
-            self.advance_stop(app, inst, now)
 
     def poll_interval(self):
         """Seconds until the next thing to look at: soon while instances start, stop or wait to restart."""
