@@ -336,7 +336,7 @@ def has_ipv6():
 
 def connections_to(port):
     """How many established TCP connections have port at their far end (requests nginx has in flight there)."""
-    return sum(1 for _, remote, _, _ in procs.tcp_sockets(procs.ESTABLISHED) if remote == port)
+    return len(procs.tcp_sockets(procs.ESTABLISHED, remote=port))
 
 
 def read_routes(prefix):

@@ -266,39 +266,59 @@ def has_env(pid, assignment):
 LISTEN, ESTABLISHED = "0A", "01"  # TCP states as /proc/net/tcp writes them (the kernel's numbers, in hex)
 
 
-def tcp_sockets(state):
-    """[(local port, remote port, state, inode)] of the IPv4 and IPv6 TCP sockets in state (LISTEN, ESTABLISHED).
+def tcp_sockets(state, local=None, remote=None):
+    """[(local port, remote port, state, inode)] of the IPv4 and IPv6 TCP sockets in state (LISTEN, ESTABLISHED),
+    only those with that local or remote port when one is given.
 
-    Asked of the kernel over netlink (sock_diag), which looks only at sockets in that state.
+    Asked of the kernel over netlink (sock_diag), which looks only at sockets in that state, and on that port.
     Reading /proc/net/tcp walks the whole connection table instead: about 10 ms on a machine
     with much memory, for every boot check and every switch at the front door. It stays for
     kernels that refuse sock_diag.
     """
     try:
-        return list(diag_sockets(state))
+        return list(diag_sockets(state, local, remote))
     except OSError:
-        return [row for row in proc_sockets() if row[2] == state]
+        return [row for row in proc_sockets() if row[2] == state and local in (None, row[0])
+                and remote in (None, row[1])]
 
 
 NETLINK_INET_DIAG, SOCK_DIAG_BY_FAMILY = 4, 20
 NLM_F_REQUEST, NLM_F_DUMP, NLMSG_ERROR, NLMSG_DONE = 0x1, 0x300, 2, 3
+INET_DIAG_REQ_BYTECODE, INET_DIAG_BC_S_GE, INET_DIAG_BC_S_LE, INET_DIAG_BC_D_GE, INET_DIAG_BC_D_LE = 1, 2, 3, 4, 5
 
 
-def diag_sockets(state):
+def diag_request(s, family, state, local=None, remote=None):
+    """Ask netlink socket s for a dump of family's TCP sockets in state (inet_diag_req_v2); with a local or remote
+    port, the kernel's filter passes only those (bytecode: port >= P, then port <= P; a failed test jumps past
+    the end, which rejects the socket)."""
+    import socket
+    import struct
+    request = struct.pack("=BBBBI48x", family, socket.IPPROTO_TCP, 0, 0, 1 << int(state, 16))
+    tests = [(op, port) for ops, port in (((INET_DIAG_BC_S_GE, INET_DIAG_BC_S_LE), local),
+                                          ((INET_DIAG_BC_D_GE, INET_DIAG_BC_D_LE), remote))
+             if port is not None for op in ops]
+    if tests:
+        size = 8 * len(tests)
+        code = b"".join(struct.pack("=BBHBBH", op, 8, size - 8 * i + 4, 0, 0, port)
+                        for i, (op, port) in enumerate(tests))
+        request += struct.pack("=HH", 4 + size, INET_DIAG_REQ_BYTECODE) + code
+    s.send(struct.pack("=IHHII", 16 + len(request), SOCK_DIAG_BY_FAMILY, NLM_F_REQUEST | NLM_F_DUMP, family, 0)
+           + request)
+
+
+def diag_sockets(state, local=None, remote=None):
     """tcp_sockets() from a sock_diag dump (inet_diag_req_v2 asking for one state, then inet_diag_msg replies)."""
     import socket
     import struct
     with socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_INET_DIAG) as s:
         s.settimeout(5)
         for family in (socket.AF_INET, socket.AF_INET6):
-            request = struct.pack("=BBBBI48x", family, socket.IPPROTO_TCP, 0, 0, 1 << int(state, 16))
-            s.send(struct.pack("=IHHII", 16 + len(request), SOCK_DIAG_BY_FAMILY, NLM_F_REQUEST | NLM_F_DUMP,
-                               family, 0) + request)
+            diag_request(s, family, state, local, remote)
             for msg in diag_replies(s):
                 found = struct.unpack_from("=B", msg, 1)[0]
-                local, remote = struct.unpack_from(">HH", msg, 4)
+                local_port, remote_port = struct.unpack_from(">HH", msg, 4)
                 inode = struct.unpack_from("=I", msg, 68)[0]
-                yield local, remote, "%02X" % found, "socket:[%d]" % inode
+                yield local_port, remote_port, "%02X" % found, "socket:[%d]" % inode
 
 
 LOOPBACK_OR_ANY = {bytes(4), bytes([127, 0, 0, 1]),  # 0.0.0.0, 127.0.0.1; then ::, ::1, ::ffff:127.0.0.1
@@ -315,9 +335,7 @@ def listen_queues():
     with socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_INET_DIAG) as s:
         s.settimeout(5)
         for family, size in ((socket.AF_INET, 4), (socket.AF_INET6, 16)):
-            request = struct.pack("=BBBBI48x", family, socket.IPPROTO_TCP, 0, 0, 1 << int(LISTEN, 16))
-            s.send(struct.pack("=IHHII", 16 + len(request), SOCK_DIAG_BY_FAMILY, NLM_F_REQUEST | NLM_F_DUMP,
-                               family, 0) + request)
+            diag_request(s, family, LISTEN)
             for msg in diag_replies(s):
                 if msg[8:8 + size] in LOOPBACK_OR_ANY:
                     port = struct.unpack_from(">H", msg, 4)[0]
@@ -362,7 +380,7 @@ def proc_sockets():
 
 def listening_sockets(port):
     """Inodes of the TCP sockets listening on port (IPv4 or IPv6)."""
-    return {inode for local, _, _, inode in tcp_sockets(LISTEN) if local == port}
+    return {inode for _, _, _, inode in tcp_sockets(LISTEN, local=port)}
 
 
 def group_listens(pgid, port):
@@ -375,13 +393,19 @@ def group_listens(pgid, port):
     if not sockets:
         return False
     near = descendants_in_group(pgid)  # a few reads: the leader's children, theirs, ... still in the group
-    for pids in (near, [pid for pid in group_members(pgid) if pid not in near]):  # else a scan of all of /proc
-        for pid in pids:
-            try:
-                if sockets.intersection(list_fds(pid)):
-                    return True
-            except OSError:
-                continue
+    if any_holds(near, sockets):
+        return True
+    return any_holds([pid for pid in group_members(pgid) if pid not in near], sockets)  # a scan of all of /proc
+
+
+def any_holds(pids, sockets):
+    """Does one of pids hold one of sockets (inodes as "socket:[N]")?"""
+    for pid in pids:
+        try:
+            if sockets.intersection(list_fds(pid)):
+                return True
+        except OSError:
+            continue
     return False
 
 
