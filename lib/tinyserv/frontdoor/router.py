@@ -42,8 +42,8 @@ class Door:
         self.prefix = prefix
         self.ipv6 = nginx.has_ipv6()
 
-    def test(self, text):
-        return nginx.test(self.binary, self.prefix, text)
+    def test(self, text, check=True):
+        return nginx.test(self.binary, self.prefix, text, check=check)
 
     def install(self):
         nginx.install(self.prefix)
@@ -86,7 +86,9 @@ class Router(Starts, Renewal, Routes, RouterLog):
         self.binary = None
         self.sites = {}  # app -> nginx.Site wanted now (port: the app's public port)
         self.written = None  # {"generation", "text", "sites"} of the config nginx.conf holds
+        self.accepted = None  # nginx.shape() of the last config `nginx -t` accepted
         self.live = {}  # app -> Site of the config nginx runs (confirmed)
+        self.moved = set()  # apps whose live site changed since the supervisor last took them (take_moved)
         self.live_at = 0.0
         self.released_at = {}  # port -> when the last config routing to it stopped being live
         self.generation = 0
@@ -224,11 +226,13 @@ class Router(Starts, Renewal, Routes, RouterLog):
             self.retry_at = now + APPLY_RETRY
         if self.written and text == self.written["text"]:
             return self.same_text(plan, now)
-        problem = self.door.test(text)
+        shape = nginx.shape(text)
+        problem = self.door.test(text, check=shape != self.accepted)  # a switch: only ports differ, no nginx -t
         if problem:
             self.say("config", "nginx refused the new config (the running one stays): %s" % problem)
             self.retry_at = now + APPLY_RETRY
             return False
+        self.accepted = shape
         self.install_config(plan, text, now)
         if self.master and self.ready:
             self.reload(now)
@@ -282,7 +286,8 @@ class Router(Starts, Renewal, Routes, RouterLog):
     def confirm(self, written, now):
         """written is what nginx serves now: remember which ports stopped being routed, and when."""
         before = self.routed_ports(self.live)
-        self.live, self.live_at = dict(written["sites"]), now
+        old, self.live, self.live_at = self.live, dict(written["sites"]), now
+        self.moved |= {app for app in set(old) | set(self.live) if old.get(app) != self.live.get(app)}
         self.held = set(written.get("listens", ())) if self.master else set()
         still = self.routed_ports(self.live) | self.routed_ports(self.written["sites"] if self.written else {})
         for port in before - still:
@@ -295,6 +300,11 @@ class Router(Starts, Renewal, Routes, RouterLog):
     @staticmethod
     def routed_ports(sites):
         return {p for s in sites.values() for p in tuple(s.primary) + tuple(s.backup)}
+
+    def take_moved(self):
+        """The apps whose live site changed since the last call (at 1,000 apps, a switch touches one)."""
+        moved, self.moved = self.moved, set()
+        return moved
 
     def released(self, port):
         """Since when no config nginx runs or is about to run routes to port (None: one still does)."""

@@ -43,6 +43,7 @@ class Routes:
         self.generation = saved.get("generation", 0)
         self.written = {"generation": self.generation, "text": text, "at": 0.0, "sites": sites}
         self.live = dict(sites)
+        self.moved |= set(sites)  # published again at the next confirmed config
 
 
 def digest(text):

@@ -53,10 +53,10 @@ class OnDisk:
             except (TinyservError, OSError, ValueError) as e:
                 self.note("front door: %s" % one_line(e))
                 changed = False
-            self.mark_routed(self.apps if changed else list(self.dirty))
-            if changed:
-                for app in list(self.router.live):
-                    self.guarded(app, self.publish_routes, app)
+            moved = (self.router.take_moved() | self.dirty) if changed else set(self.dirty)
+            self.mark_routed(moved)
+            for app in sorted(moved & set(self.router.live)) if changed else ():
+                self.guarded(app, self.publish_routes, app)
         for app in list(self.dirty):
             self.dirty.discard(app)
             self.guarded(app, self.save, app)
