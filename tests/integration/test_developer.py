@@ -181,10 +181,10 @@ def test_open_hands_the_apps_url_to_the_systems_opener_or_prints_it(server, tmp_
     assert result.stdout == "Opening http://localhost:%d/health?x=1\n" % port
     wait_until(lambda: opened.exists() and opened.read_text(), 10, message="the opener to run")
     assert opened.read_text() == "http://localhost:%d/health?x=1\n" % port
-    tools = tmp_path / "tools"  # git, bash and python only: no opener
+    tools = tmp_path / "tools"  # git, bash and python only (the real one: PATH may hold a shim): no opener
     tools.mkdir()
     for tool in ("git", "bash", "python3", "env"):
-        (tools / tool).symlink_to(shutil.which(tool))
+        (tools / tool).symlink_to(os.path.realpath(sys.executable) if tool == "python3" else shutil.which(tool))
     shown = run([TINYSERV, "open"], cwd=app.path, env=dict(server.env, PATH=os.pathsep.join([BIN, str(tools)])))
     assert shown.stdout == "http://localhost:%d/\n" % port
 

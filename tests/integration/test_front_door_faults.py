@@ -175,6 +175,9 @@ def test_a_crashed_web_s_port_taken_by_another_program_never_gets_the_app_s_requ
         pid = wait_until(lambda: instance_pid(server, app, "web.1"), 15, message="web.1 up")
         ps = json.loads(server.tinyserv("ps", "--json", cwd=app.path).stdout)
         internal = next(i["port"] for i in ps["instances"] if i["name"] == "web.1" and i["state"] == "up")
+        # Up is not yet routed: killed before nginx runs the config that names it, the wait below would pass on
+        # the config before, and the reload in flight would route to the port after all.
+        wait_until(lambda: internal in routed_ports(server, app), 15, interval=0.01, message="web.1 routed")
         os.killpg(pid, signal.SIGKILL)
     began = time.monotonic()
     wait_until(lambda: internal not in routed_ports(server, app), 5, interval=0.01,

@@ -289,3 +289,16 @@ def test_a_task_whose_picked_port_was_taken_meanwhile_is_left_to_the_swarm_to_re
     assert swarm.failed_task([running, clash]) is None
     assert swarm.failed_task([clash, crash]) == crash
     assert swarm.failed_task([running]) is None
+
+
+def test_ps_shows_a_wanted_slot_whose_task_failed_until_the_engine_replaces_it_and_not_slots_scaled_away():
+    task = lambda name, desired, state, error="": docker.Task(name, "vm", desired, state, "1 second", error, [])
+    tasks = [task("a-r-web.1", "running", "running"),
+             task("a-r-web.1", "shutdown", "failed", "exit 1"),           # older history of slot 1: not shown
+             task("a-r-web.2", "shutdown", "failed", "address already in use"),  # its replacement is not made yet
+             task("a-r-web.4", "shutdown", "shutdown")]                   # scaled away
+    shown = [(ptype, slot, t.state, t.error) for ptype, slot, t in scheduler.slots(
+        tasks, {"a-r-web": "web"}, {"web": {"quantity": 3, "stopped": False}})]
+    assert shown == [("web", "1", "running", ""), ("web", "2", "failed", "address already in use")]
+    stopped = scheduler.slots(tasks, {"a-r-web": "web"}, {"web": {"quantity": 3, "stopped": True}})
+    assert [(slot, t.state) for _, slot, t in stopped] == [("1", "running")]

@@ -52,13 +52,7 @@ def processes(layout, app, types):
     by_service = {name: ptype for ptype, name in services.items()}
     now = time.time()
     shown = []
-    for task in swarm.tasks(list(services.values())):
-        if task.desired != "running":
-            continue
-        service, _, slot = task.name.rpartition(".")
-        ptype = by_service.get(service)
-        if ptype is None:
-            continue
+    for ptype, slot, task in slots(swarm.tasks(list(services.values())), by_service, types):
         age = docker.age_seconds(task.age)
         shown.append({"name": "%s.%s" % (ptype, slot), "type": ptype, "state": task.state, "node": task.node,
                       "since": now - age if age is not None else None, "age": task.age, "error": task.error,
@@ -67,6 +61,23 @@ def processes(layout, app, types):
     shown.sort(key=lambda i: (i["type"] != "web", i["type"], int(i["name"].rpartition(".")[2] or 0)))
     return {"formation": types, "instances": shown, "release": release["version"], "broken": None,
             "scheduler": "swarm"}
+
+
+def slots(tasks, by_service, types):
+    """[(type, slot, task)] to show: each slot's newest task that should run, or, for a slot the formation wants
+    whose last task ended and whose replacement the engine has not made yet (a task that failed to start waits
+    out the restart delay), that ended task, with its error. tasks: newest first per slot (swarm.tasks)."""
+    seen = set()
+    for task in tasks:
+        service, _, slot = task.name.rpartition(".")
+        ptype = by_service.get(service)
+        if ptype is None or (service, slot) in seen:
+            continue
+        seen.add((service, slot))
+        wanted = types.get(ptype, {})
+        if task.desired == "running" or (slot.isdigit() and not wanted.get("stopped")
+                                         and int(slot) <= wanted.get("quantity", 0)):
+            yield ptype, slot, task
 
 
 # --- logs -------------------------------------------------------------------------------------------
