@@ -18,7 +18,7 @@ import re
 import socket
 import subprocess
 
-from tinyserv.platform import procs
+from tinyserv.platform import boot, procs
 from tinyserv.state import store
 from tinyserv.common.errors import TinyservError
 
@@ -320,18 +320,15 @@ def worker_accepts(pid):
 
 def why_not_listenable(port):
     """None if this process could listen on port now, else why not (in words)."""
-    with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind(("0.0.0.0", port))
-        except OSError as e:
-            if e.errno == errno.EACCES:
-                return ("port %d needs the CAP_NET_BIND_SERVICE capability (run tinyserv under the systemd unit "
-                        "that `tinyserv-remote systemd-unit` prints) or a port of 1024 or more" % port)
-            if e.errno == errno.EADDRINUSE:
-                return "port %d is in use by another program" % port
-            return "cannot listen on port %d: %s" % (port, e.strerror)
-    return None
+    e = boot.bind_error(port)
+    if e is None:
+        return None
+    if e.errno == errno.EACCES:
+        return ("port %d needs the CAP_NET_BIND_SERVICE capability (run tinyserv under the systemd unit "
+                "that `tinyserv-remote systemd-unit` prints) or a port of 1024 or more" % port)
+    if e.errno == errno.EADDRINUSE:
+        return "port %d is in use by another program" % port
+    return "cannot listen on port %d: %s" % (port, e.strerror)
 
 
 def has_ipv6():

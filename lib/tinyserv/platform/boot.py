@@ -27,11 +27,34 @@ Crashed = collections.namedtuple("Crashed", "exit_code lines reason", defaults=(
 TimedOut = collections.namedtuple("TimedOut", "seconds lines")
 
 
+PORT_TAKEN = "port taken"  # Crashed.reason: web never listened, and another program holds its port now
+PORT_TRIES = 3
+
+
 def free_port():
-    """A port nothing listens on now (the kernel's choice)."""
+    """A port no socket uses now on any address, IPv6 included where there is IPv6 (the kernel's choice): a
+    web listens on every address (node on ::), so a port free on 127.0.0.1 alone may be another socket's."""
+    try:
+        with socket.socket(socket.AF_INET6) as s:
+            s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+            s.bind(("::", 0))
+            return s.getsockname()[1]
+    except OSError:  # no IPv6 here
+        with socket.socket() as s:
+            s.bind(("0.0.0.0", 0))
+            return s.getsockname()[1]
+
+
+def bind_error(port):
+    """None if a server could listen on port on every address now (with SO_REUSEADDR, as servers do), else
+    the OSError binding it raised."""
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("0.0.0.0", port))
+        except OSError as e:
+            return e
+    return None
 
 
 def check(layout, app, build_dir, meta, config, version, timeout, cancelled=lambda: None, keep=False, user=None,
@@ -43,10 +66,23 @@ def check(layout, app, build_dir, meta, config, version, timeout, cancelled=lamb
     is set: then Up.instance describes it for the supervisor, and the caller owns it.
     user: the app's own user (root mode, where the supervisor runs the check), else None.
     owner: the pid of the change this web belongs to (kept_mark), if not this process.
+
+    A trial port is free when chosen, not reserved: a web that never listened and whose port another program
+    holds once it ended (an outgoing connection drew it meanwhile) is tried again on a new one.
     """
-    if keep:
-        return check_kept(layout, app, build_dir, meta, config, version, timeout, cancelled, user,
-                          owner or os.getpid())
+    for _ in range(PORT_TRIES):
+        if keep:
+            result = check_kept(layout, app, build_dir, meta, config, version, timeout, cancelled, user,
+                                owner or os.getpid())
+        else:
+            result = check_trial(layout, app, build_dir, meta, config, version, timeout, cancelled, user)
+        if not (isinstance(result, Crashed) and result.reason == PORT_TAKEN):
+            break
+    return result
+
+
+def check_trial(layout, app, build_dir, meta, config, version, timeout, cancelled, user=None):
+    """check() without the front door: web on a trial port, stopped whatever happens."""
     port = free_port()
     mark = layout.mark(app, "trial.%d" % time.time_ns())
     env = appenv.process_env(build_dir, meta, config, app, "web.1", port, version, mark, layout.ensure_data_dir(app))
@@ -183,7 +219,8 @@ def wait_listening(pid, port, timeout, cancelled, health=None, settle=SETTLE, ti
         tick()
         code = procs.reap(pid)
         if code is not None:
-            return Crashed(code, [])
+            taken = listening_at is None and bind_error(port) is not None
+            return Crashed(code, [], PORT_TAKEN if taken else None)
         if listening_at is None and listening(port, pid) and (not health or healthy(port, health)):
             listening_at = time.monotonic()
         if listening_at is not None and time.monotonic() - listening_at >= settle:
