@@ -302,3 +302,19 @@ def test_ps_shows_a_wanted_slot_whose_task_failed_until_the_engine_replaces_it_a
     assert shown == [("web", "1", "running", ""), ("web", "2", "failed", "address already in use")]
     stopped = scheduler.slots(tasks, {"a-r-web": "web"}, {"web": {"quantity": 3, "stopped": True}})
     assert [(slot, t.state) for _, slot, t in stopped] == [("1", "running")]
+
+
+def test_a_recorded_rollout_whose_tasks_the_watch_has_not_seen_is_looked_for_and_meanwhile_the_old_tasks_serve(
+        monkeypatch):
+    from tinyserv.state import appstate, releases
+    monkeypatch.setattr(appstate, "scheduler", lambda layout, app: "swarm")
+    monkeypatch.setattr(releases, "current", lambda layout, app: {"swarm": {"rollout": "r2"}})
+    reads = [[docker.Container("shop", "r1", "web", (41001,))],  # r2's task started in a gap between events
+             [docker.Container("shop", "r1", "web", (41001,))],
+             [docker.Container("shop", "r1", "web", (41001,)), docker.Container("shop", "r2", "web", (41002,))]]
+    watch = door.Watch("tag", note=lambda text: None, read=lambda: reads.pop(0), events=lambda quiet: iter(()))
+    watch.refresh()
+    watch.thread = "running"  # ensure() would start the loop: the test drives refresh() itself
+    assert door.upstreams(watch, None, "shop", ([], [])) == ([41001], [])  # looked again; the old task serves
+    assert door.upstreams(watch, None, "shop", ([], [5001])) == ([41002], [5001, 41001])
+    assert reads == []

@@ -131,9 +131,13 @@ def upstreams(watch, layout, app, local):
     else local's, with tasks of a swarm rollout that still serve as backup (the app moved off the swarm)."""
     from tinyserv.state import appstate, releases
     if appstate.scheduler(layout, app) == "swarm":
-        release = releases.current(layout, app)
-        primary, backup = watch.ports(app, (release.get("swarm") or {}).get("rollout"))
-        return primary, sorted(set(backup) | set(local[0]) | set(local[1]))
+        rollout = (releases.current(layout, app).get("swarm") or {}).get("rollout")
+        primary, backup = watch.ports(app, rollout)
+        if rollout and not primary:  # recorded before the watch saw its tasks (an engine event it missed): look
+            watch.refresh()
+            primary, backup = watch.ports(app, rollout)
+        backup = sorted(set(backup) | set(local[0]) | set(local[1]), key=nginx.upstream_order)
+        return (primary, backup) if primary else (backup, [])  # none seen: what still runs serves, not a 503
     if watch.thread is None:
         return local
     _, tasks = watch.ports(app, None)
