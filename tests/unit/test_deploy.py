@@ -137,3 +137,27 @@ def test_ensure_formation_is_safe_to_run_twice(app_dir):
     appstate.ensure_formation(app_dir, "myapp", procfile)
     assert formation(app_dir) == {"quantity": {"web": 1}, "stopped": []}
     assert os.stat(app_dir.app_file("myapp", "formation.json")).st_mode & 0o777 == 0o644
+
+
+def test_the_hook_is_woken_by_the_deployer_s_exit_not_by_a_poll_coming_round():
+    """After the deployer's output ends (it settled), the hook waits on a pidfd: the push's verdict follows the
+    deployer's exit at once instead of up to 0.1 s later (measured: the last 0.1 s of many code-only pushes)."""
+    import select
+
+    from tinyserv.deploy.hook import _exit_watch
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(w)
+        os.read(r, 1)
+        os._exit(0)
+    os.close(r)
+    watch = _exit_watch(pid)
+    try:
+        assert watch is not None, "this kernel has pidfds (Linux 5.3+)"
+        assert select.select([watch], [], [], 0)[0] == []  # still running
+        os.close(w)  # let it end
+        assert select.select([watch], [], [], 10)[0] == [watch]
+    finally:
+        os.close(watch)
+        os.waitpid(pid, 0)

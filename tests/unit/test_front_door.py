@@ -157,9 +157,9 @@ def web_env(fake, name="web.1"):
 def upstream(door, app=APP):
     """The upstream servers of app in the config nginx runs: [(port, backup?)]."""
     text = door.live
-    if "upstream tinyserv_app_%s {" % app not in text:
+    if "upstream %s.tinyserv {" % app not in text:
         return []
-    body = text.split("upstream tinyserv_app_%s {" % app, 1)[1].split("}", 1)[0]
+    body = text.split("upstream %s.tinyserv {" % app, 1)[1].split("}", 1)[0]
     return [(int(line.split(":")[1].split()[0].rstrip(";")), "backup" in line)
             for line in body.splitlines() if line.strip().startswith("server ")]
 

@@ -44,22 +44,22 @@ def stripped(text):
 
 def test_an_app_is_served_on_its_own_port_by_its_web_instances():
     text = render(SITE)
-    assert block(text, "upstream tinyserv_app_myapp") == [
-        "upstream tinyserv_app_myapp {", "server 127.0.0.1:41001 max_fails=1 fail_timeout=5s;", "}"]
+    assert block(text, "upstream myapp.tinyserv") == [
+        "upstream myapp.tinyserv {", "server 127.0.0.1:41001 max_fails=1 fail_timeout=5s;", "}"]
     server = block(text, "listen 5000;")
-    assert "proxy_pass http://tinyserv_app_myapp;" in server
+    assert "proxy_pass http://myapp.tinyserv;" in server
     assert 'set $tinyserv_app "myapp";' in server
 
 
 def test_old_instances_are_backup_servers_while_a_switch_settles():
     text = render(SITE._replace(primary=(41002,), backup=(41001,)))
-    assert block(text, "upstream tinyserv_app_myapp")[1:3] == [
+    assert block(text, "upstream myapp.tinyserv")[1:3] == [
         "server 127.0.0.1:41002 max_fails=1 fail_timeout=5s;", "server 127.0.0.1:41001 backup;"]
 
 
 def test_affinity_hashes_on_a_cookie_it_sets_and_drops_the_backups_nginx_cannot_hash_with():
     text = render(SITE._replace(primary=(41001, 41002), backup=(41003,), affinity=True))
-    upstream = block(text, "upstream tinyserv_app_myapp")
+    upstream = block(text, "upstream myapp.tinyserv")
     assert "hash $tinyserv_affinity consistent;" in upstream
     assert not any("backup" in line for line in upstream)
     assert "add_header Set-Cookie $tinyserv_affinity_cookie;" in block(text, "listen 5000;")
@@ -75,7 +75,7 @@ def test_nginx_answers_itself_with_a_short_page_when_there_is_no_web_or_in_maint
     server = block(text, "listen 5000;")
     assert 'set $tinyserv_code "%s";' % code in server
     assert any(line.startswith("return %d '<!doctype html>" % status) for line in server)
-    assert "upstream tinyserv_app" not in text
+    assert "    upstream " not in text
 
 
 def test_domains_get_a_server_on_the_http_port_and_unknown_hosts_a_404():
@@ -203,3 +203,15 @@ def test_only_known_features_can_be_enabled():
     assert check_feature("http-session-affinity") == "http-session-affinity"
     with pytest.raises(TinyservError, match="the features are http-session-affinity"):
         check_feature("preboot")
+
+
+def test_one_server_per_app_takes_its_own_port_and_its_domains_and_one_log_takes_every_request():
+    other = SITE._replace(app="other", port=5001, primary=(41002,))
+    text = render(SITE._replace(domains=("www.example.org",)), other, http=True)
+    server = block(text, "listen 5000;")
+    assert "listen 8080;" in server and "server_name www.example.org;" in server
+    assert "proxy_pass http://myapp.tinyserv;" in server
+    assert "server_name" not in " ".join(block(text, "listen 5001;"))  # no domains: its own port only
+    assert [line for line in stripped(text) if line == "server {"] == ["server {"] * 3  # 2 apps, the default
+    assert [line for line in stripped(text) if line.startswith("access_log")] == [
+        "access_log syslog:server=unix:/srv/ts/run/router.sock,nohostname,tag=tinyserv tinyserv_router;"]

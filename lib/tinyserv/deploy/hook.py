@@ -149,6 +149,7 @@ def _relay(r, pid, out):
     client = Client()
     os.set_blocking(r, False)
     os.set_blocking(out.fileno(), False)
+    exited = _exit_watch(pid)
     eof = False
     while True:
         if not eof:
@@ -158,11 +159,21 @@ def _relay(r, pid, out):
         if got:
             while _copy(r, out, client):
                 pass
+            if exited is not None:
+                os.close(exited)
             return _verdict(status, out)
         if client.gone():
             os._exit(1)  # the deployer notices we are gone; nobody would act on a verdict
-        if eof:
-            select.select([], [], [], 0.1)
+        if eof:  # it settled (or ends): its exit wakes us at once, the push's last line is not 0.1 s late
+            select.select([] if exited is None else [exited], [], [], 0.1)
+
+
+def _exit_watch(pid):
+    """A descriptor that becomes readable when pid exits (a pidfd), or None where the kernel has none."""
+    try:
+        return os.pidfd_open(pid)
+    except (AttributeError, OSError):
+        return None
 
 
 class Client:

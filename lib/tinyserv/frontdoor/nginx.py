@@ -100,19 +100,23 @@ def render(plan, prefix):
             for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")]
     out += ["    " + line for line in HTTP_SETTINGS]
     out.append("    log_format tinyserv_router escape=json '%s';" % LOG_FORMAT)
+    # One log for every server (declared here, inherited): one socket per worker, whatever the number of apps.
     log = "access_log syslog:server=unix:%s,nohostname,tag=tinyserv tinyserv_router;" % prefix.router_socket
     if "," in prefix.router_socket or not SAFE_PATH.match(prefix.router_socket):
         log = "access_log off;"  # a path nginx cannot take in a syslog parameter: no router lines
+    out.append("    " + log)
     for site in plan.sites:
         out += upstream(site)
     for site in plan.sites:
-        if site.port is not None:
-            out += server(site, listens(site.port, plan.ipv6), None, log)
+        # One server per app for its own port and its domains on the HTTP port: on its own port it is the only
+        # server, so it answers whatever the Host. Half the servers of one per port: nginx reloads faster.
+        listen_lines = listens(site.port, plan.ipv6) if site.port is not None else []
+        on_http = plan.listen_http and bool(site.domains)
+        listen_lines += listens(plan.http_port, plan.ipv6) if on_http else []
+        if listen_lines:
+            out += server(site, listen_lines, site.domains if on_http else None, acme=prefix.acme if on_http else None)
     if plan.listen_http:
-        for site in plan.sites:
-            if site.domains:
-                out += server(site, listens(plan.http_port, plan.ipv6), site.domains, log, acme=prefix.acme)
-        out += default_server(listens(plan.http_port, plan.ipv6, "default_server"), log, prefix.acme)
+        out += default_server(listens(plan.http_port, plan.ipv6, "default_server"), prefix.acme)
     if plan.listen_https:
         for site in plan.sites:
             for cert, key, names, *version in site.certs:
@@ -120,7 +124,7 @@ def render(plan, prefix):
                 ssl += ["ssl_certificate %s;" % quoted(cert), "ssl_certificate_key %s;" % quoted(key)]
                 # A renewed certificate has the same paths: its digest changes the text, and so nginx reloads it.
                 ssl += ["# certificate %s" % " ".join(version)] if version else []
-                out += server(site, ssl, names, log)
+                out += server(site, ssl, names)
         out += ["    server {"] + ["        " + line for line in listens(
             plan.https_port, plan.ipv6, "ssl default_server") + ["ssl_reject_handshake on;"]] + ["    }"]
     out.append("}")
@@ -128,7 +132,6 @@ def render(plan, prefix):
 
 
 HTTP_SETTINGS = [
-    "access_log off;",
     "server_tokens off;",
     "default_type text/html;",
     "server_names_hash_bucket_size 512;",
@@ -167,7 +170,9 @@ def listens(port, ipv6, options=""):
 
 
 def upstream_name(app):
-    return "tinyserv_app_" + app
+    """The app's upstream. The app's name first: nginx finds an upstream by comparing its name with every other
+    one of the same length, which a common prefix made the largest cost of a reload at 1,000 apps."""
+    return app + ".tinyserv"
 
 
 def upstream(site):
@@ -204,12 +209,12 @@ def upstream_address(endpoint):
     return "127.0.0.1:%d" % endpoint if isinstance(endpoint, int) else endpoint
 
 
-def server(site, listen_lines, names, log, acme=None):
-    """One server block of an app: on its own port (names None) or for its domains."""
+def server(site, listen_lines, names, acme=None):
+    """One server block of an app: on its own port, for its domains (names), or both."""
     lines = list(listen_lines)
     if names is not None:
         lines.append("server_name %s;" % " ".join(names))
-    lines += ['set $tinyserv_app "%s";' % site.app, 'set $tinyserv_code "";', log]
+    lines += ['set $tinyserv_app "%s";' % site.app, 'set $tinyserv_code "";']
     if acme:
         lines += acme_location(acme)
     lines += ["location / {"] + ["    " + line for line in app_location(site)] + ["}"]
@@ -238,9 +243,9 @@ def acme_location(acme):
             "    default_type text/plain;", "}"]
 
 
-def default_server(listen_lines, log, acme):
+def default_server(listen_lines, acme):
     """The HTTP port's answer to a host no app claims: 404, never another app's content."""
-    lines = list(listen_lines) + ["server_name _;", 'set $tinyserv_app "";', 'set $tinyserv_code "";', log]
+    lines = list(listen_lines) + ["server_name _;", 'set $tinyserv_app "";', 'set $tinyserv_code "";']
     lines += acme_location(acme) + ["location / {"] + ["    " + line for line in answer("H99")] + ["}"]
     return ["    server {"] + ["        " + line for line in lines] + ["    }"]
 
