@@ -63,6 +63,28 @@ def wait_answer(ts, name, text, timeout=120):
     raise BenchError("%s did not answer %r within %d s" % (name, text, timeout))
 
 
+def watch_all(ts, names, started, timeout=600, watchers=16):
+    """{name: seconds from started until it first answered with its own page}; every app polled every 10 ms by
+    `watchers` threads, each going round its share. Raises if one never answers within timeout."""
+    first = {}
+    deadline = started + timeout
+
+    def watch(share):
+        left = list(share)
+        while left and time.monotonic() < deadline:
+            for name in list(left):
+                if name in (get(ts.http_port, "%s.%s" % (name, DOMAIN), 2.0) or ""):
+                    first[name] = time.monotonic() - started
+                    left.remove(name)
+            time.sleep(0.01)
+    with concurrent.futures.ThreadPoolExecutor(watchers) as pool:
+        list(pool.map(watch, [names[i::watchers] for i in range(watchers)]))
+    missing = [n for n in names if n not in first]
+    if missing:
+        raise BenchError("%d apps did not answer within %d s of startup (%s ...)" % (len(missing), timeout, missing[0]))
+    return first
+
+
 def add_app(ts, n):
     name = "s%04d" % n
     path = os.path.join(ts.work, name)
@@ -144,9 +166,11 @@ def measure(ts, names, round_no, repeat):
     if answer.returncode != 0:  # said, and timed on: the supervisor it started may still bring the apps up
         row["startup_error"] = (answer.stderr or answer.stdout).strip()[-300:]
         print("  startup failed: %s" % row["startup_error"], flush=True)
-    for name in names:
-        wait_answer(ts, name, name, timeout=600)
-    row["all_answer_after_startup_s"] = round(time.monotonic() - started, 2)
+    # Every app watched at once (a GET each every 10 ms until it answers): the slowest one's first answer, not the
+    # time one watcher takes to go round 1,000 apps after it.
+    answered = watch_all(ts, names, started, timeout=600)
+    row["all_answer_after_startup_s"] = round(max(answered.values()), 2)
+    row["median_app_answers_after_startup_s"] = round(common.median(list(answered.values())), 2)
     print("  %s" % row, flush=True)
     return row
 

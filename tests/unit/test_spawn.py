@@ -71,3 +71,51 @@ def test_enlarging_something_that_is_not_a_pipe_fails_quietly(tmp_path):
 @pytest.mark.parametrize("pgid", [0, 1])
 def test_group_0_and_1_are_never_anyone_s_instance(pgid):
     assert procs.group_members(pgid) == []
+
+
+PORTRAIT = ('pwd; ls /proc/$$/fd; echo .; ulimit -n; '  # simple commands: the shell holds no pipe meanwhile
+            'grep -E "^(SigIgn|SigBlk)" /proc/$$/status; cut -d" " -f6 /proc/$$/stat')
+
+
+@pytest.mark.parametrize("way", ["posix_spawn", "fork"])
+def test_both_ways_of_starting_a_process_give_it_the_same_start(tmp_path, monkeypatch, way):
+    """A process started with posix_spawn (nothing to do in the child) and one forked to become another user
+    (here: a setup that does nothing) start alike: in the working directory, a session of their own, stdin from
+    /dev/null, none of our descriptors, no signal ignored or blocked, the open-files limit we were started with."""
+    import resource
+    import signal
+
+    from tinyserv.common import processes
+    start_limit = (1024, resource.getrlimit(resource.RLIMIT_NOFILE)[1])
+    monkeypatch.setattr(processes, "_nofile_at_start", start_limit)  # as raise_fd_limit() leaves the supervisor
+    monkeypatch.setattr(processes, "_inherited_checked", False)  # as in a process that starts now
+    ours = os.open(os.devnull, os.O_RDONLY)
+    os.set_inheritable(ours, True)  # as one it was started with (a shell's, say): never the child's
+    read, write = os.pipe()
+    old = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    try:
+        pid = processes.spawn(["sh", "-c", PORTRAIT], str(tmp_path), {"PATH": "/usr/bin:/bin"}, write,
+                              setup=None if way == "posix_spawn" else (lambda: None))
+        os.close(write)
+        assert os.waitpid(pid, 0)[1] == 0
+        lines = os.read(read, 4096).decode().splitlines()
+    finally:
+        signal.signal(signal.SIGHUP, old)
+        os.close(ours), os.close(read)
+    end = lines.index(".")
+    fds, rest = sorted(map(int, lines[1:end])), lines[end + 1:]
+    ignored = int(rest[2].split()[1], 16) & (2 ** 31 - 1)  # not glibc's own two (32, 33): programs cannot see them
+    assert [lines[0], fds, rest[0], rest[1], ignored, rest[3]] == [
+        str(tmp_path), [0, 1, 2], "1024", "SigBlk:\t0000000000000000", 0, str(pid)], lines
+
+
+def test_posix_spawn_finds_the_program_in_the_child_s_path_like_exec_does(tmp_path):
+    tool = tmp_path / "bin" / "mytool"
+    tool.parent.mkdir()
+    tool.write_text("#!/bin/sh\necho found\n")
+    tool.chmod(0o755)
+    read, write = os.pipe()
+    pid = procs.spawn(["mytool"], str(tmp_path), {"PATH": str(tool.parent)}, write)
+    os.close(write)
+    assert os.waitpid(pid, 0)[1] == 0 and os.read(read, 100) == b"found\n"
+    os.close(read)

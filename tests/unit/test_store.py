@@ -216,3 +216,12 @@ def test_a_temp_file_swapped_for_a_link_never_changes_the_mode_of_what_it_points
     monkeypatch.undo()
     assert planted
     assert os.stat(victim).st_mode & 0o777 == 0o600 and victim.read_text() == "{}"
+
+
+def test_only_files_that_outlive_their_processes_are_synced_to_disk(tmp_path, monkeypatch):
+    synced = []
+    monkeypatch.setattr(os, "fsync", lambda fd: synced.append(fd))
+    store.write_json(str(tmp_path / "release.json"), {"port": 5000})
+    assert len(synced) == 1
+    store.write_json(str(tmp_path / "state.json"), {"instances": []}, durable=False)
+    assert len(synced) == 1 and store.read_json(str(tmp_path / "state.json")) == {"instances": []}

@@ -20,7 +20,8 @@ class Routes:
         try:
             store.write_json(self.prefix.routes, {"generation": generation, "confirmed_at": now, "sites": shown,
                                                   "text_digest": digest(self.written["text"] if self.written else ""),
-                                                  "left_out": [self.left_out[p] for p in sorted(self.left_out)]})
+                                                  "left_out": [self.left_out[p] for p in sorted(self.left_out)]},
+                             durable=False)
         except TinyservError as e:
             self.say("routes", "cannot save the routes: %s" % e)
 

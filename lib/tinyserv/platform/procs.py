@@ -11,7 +11,7 @@ from tinyserv.common import processes
 # The plain ones, for the server's modules to find here with the rest:
 from tinyserv.common.processes import (MARK, alive, apply_limits, exit_fd, readable, group_members, proc_stat,  # noqa: F401
                                        raise_fd_limit, reap, starttime)
-from tinyserv.platform.users import as_owner_of, as_root, become, can_switch, shed_root
+from tinyserv.platform.users import as_owner_of, as_root, become, can_switch, could_take_root_back, shed_root
 
 
 def parent(pid):
@@ -108,7 +108,9 @@ def spawn(argv, cwd, env, out_fd, keep_caps=False, user=None, in_fd=None, err_fd
         if drop:
             drop()
         become(user) if user is not None else shed_root()
-    return processes.spawn(argv, cwd, env, out_fd, in_fd, err_fd, setup, ROOT_NPROC if user is not None else None)
+    plain = drop is None and user is None and not could_take_root_back()  # setup() would do nothing
+    return processes.spawn(argv, cwd, env, out_fd, in_fd, err_fd, None if plain else setup,
+                           ROOT_NPROC if user is not None else None)
 
 
 def leader_uid(pid):

@@ -66,11 +66,16 @@ def become(user):
     os.umask(APP_UMASK)
 
 
+def could_take_root_back():
+    """Does this process work as another user while its real or saved uid is root (a root-mode supervisor)?"""
+    return os.geteuid() != 0 and 0 in os.getresuid()
+
+
 def shed_root():
     """In a child before exec: a process that works as another user but could take root back (its real or
     saved uid is 0) becomes that user for good. Nothing changes for a process that is simply root or not."""
     uid, gid = os.geteuid(), os.getegid()
-    if uid != 0 and 0 in os.getresuid():
+    if could_take_root_back():
         os.seteuid(0)
         os.setgid(gid)
         os.setuid(uid)

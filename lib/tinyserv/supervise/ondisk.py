@@ -69,7 +69,7 @@ class OnDisk:
         shown = [{k: v for k, v in i.items() if k != "reader"} for i in self.apps.get(app, {}).values()]
         try:
             store.write_json(self.layout.state_file(app), {"instances": shown, "supervisor": os.getpid(),
-                                                           "broken": self.broken.get(app)})
+                                                           "broken": self.broken.get(app)}, durable=False)
         except TinyservError:
             if os.path.isdir(run_dir):
                 raise  # else the app is being destroyed under us: nothing to save
