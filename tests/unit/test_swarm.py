@@ -318,3 +318,15 @@ def test_a_recorded_rollout_whose_tasks_the_watch_has_not_seen_is_looked_for_and
     assert door.upstreams(watch, None, "shop", ([], [])) == ([41001], [])  # looked again; the old task serves
     assert door.upstreams(watch, None, "shop", ([], [5001])) == ([41002], [5001, 41001])
     assert reads == []
+
+
+@pytest.mark.parametrize("text, gateway", [
+    ("172.17.0.1|172.17.0.0/16 \n", "172.17.0.1"),
+    ("|172.17.0.0/16 \n", "172.17.0.1"),  # a default bridge the engine made afresh records only its subnet
+    ("|10.5.0.0/24 |fd00::/64 \n", "10.5.0.1"),
+    ("|fd00::/64 \n", None),
+    ("", None),
+    ("|nonsense \n", None),
+])
+def test_the_bridge_gateway_is_the_recorded_one_or_the_subnet_s_first_address(text, gateway):
+    assert docker.gateway_of(text) == gateway

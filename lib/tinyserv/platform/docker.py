@@ -216,6 +216,23 @@ def client_env(env):
 
 def bridge_gateway():
     """The host's address on the engine's default bridge (where host-gateway points), or None."""
-    out = run(["network", "inspect", "bridge", "--format", "{{range .IPAM.Config}}{{.Gateway}} {{end}}"],
-              check=False)
-    return out.split()[0] if out.split() else None
+    return gateway_of(run(["network", "inspect", "bridge", "--format",
+                           "{{range .IPAM.Config}}{{.Gateway}}|{{.Subnet}} {{end}}"], check=False))
+
+
+def gateway_of(text):
+    """The gateway from `{{.Gateway}}|{{.Subnet}}` pairs of a network's IPAM config; where the engine records only
+    the subnet (it does for a default bridge it made afresh), the subnet's first address, which the engine gives
+    the bridge. None if there is neither."""
+    import ipaddress
+    for pair in text.split():
+        gateway, _, subnet = pair.partition("|")
+        if gateway:
+            return gateway
+        try:
+            network = ipaddress.ip_network(subnet)
+        except ValueError:
+            continue
+        if network.version == 4 and network.num_addresses > 2:
+            return str(network.network_address + 1)
+    return None
