@@ -94,9 +94,9 @@ SCALE_PANELS = [
 
 
 def scale_plot():
-    """bench/results/scale.png: each measure of scale.json (and scale-before.json, dashed) against N."""
+    """bench/results/scale.png: each measure of scale.json (and the earlier runs, dashed and dotted) against N."""
     runs = [(label, json.load(open(os.path.join(RESULTS, name + ".json"))))
-            for name, label in (("scale", "this version"), ("scale-before", "before"))
+            for name, label in (("scale", "this version"), ("scale-5c396de", "5c396de"), ("scale-before", "before"))
             if os.path.exists(os.path.join(RESULTS, name + ".json"))]
     if not runs:
         return
@@ -106,8 +106,8 @@ def scale_plot():
         for r, (label, run) in enumerate(runs):
             rows = sorted(run["rows"], key=lambda row: row["apps"])
             for i, (key, name) in enumerate(series):
-                ax.plot([row["apps"] for row in rows], [row[key] for row in rows], marker="o" if r == 0 else "x",
-                        linestyle="-" if r == 0 else "--", color=colors[i % len(colors)],
+                ax.plot([row["apps"] for row in rows], [row[key] for row in rows], marker="ox+"[min(r, 2)],
+                        linestyle=("-", "--", ":")[min(r, 2)], color=colors[i % len(colors)],
                         label="%s (%s)" % (name, label))
         ax.set_xlabel("apps (python3 -S -m http.server behind nginx)")
         ax.set_ylabel(unit)

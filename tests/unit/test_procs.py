@@ -172,6 +172,23 @@ def test_listen_queues_sees_loopback_and_any_listeners_with_their_queues_and_not
         assert boot.answering(ports) == set(ports[:2])
 
 
+def test_listen_queues_of_some_ports_has_the_kernel_pass_only_those_from_the_lowest_to_the_highest():
+    import socket
+    from tinyserv.platform import procs
+    socks = [socket.socket() for _ in range(4)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+            s.listen(1)
+        ports = sorted(s.getsockname()[1] for s in socks)
+        queues = procs.listen_queues(ports[1:3])
+        assert set(ports[1:3]) <= set(queues) and not {ports[0], ports[3]} & set(queues)
+        assert all(ports[1] <= port <= ports[2] for port in queues)
+    finally:
+        for s in socks:
+            s.close()
+
+
 def test_exit_fd_turns_readable_when_the_process_ends():
     import select
     import subprocess

@@ -252,7 +252,7 @@ def answering(ports):
     if not ports:
         return set()
     try:
-        queues = procs.listen_queues()
+        queues = procs.listen_queues(ports)
     except OSError:
         return {port for port in ports if port_open(port)}
     return {port for port in ports if port in queues and queues[port][0] <= queues[port][1]}

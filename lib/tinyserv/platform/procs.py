@@ -289,15 +289,16 @@ NLM_F_REQUEST, NLM_F_DUMP, NLMSG_ERROR, NLMSG_DONE = 0x1, 0x300, 2, 3
 INET_DIAG_REQ_BYTECODE, INET_DIAG_BC_S_GE, INET_DIAG_BC_S_LE, INET_DIAG_BC_D_GE, INET_DIAG_BC_D_LE = 1, 2, 3, 4, 5
 
 
-def diag_request(s, family, state, local=None, remote=None):
+def diag_request(s, family, state, local=None, remote=None, local_range=None):
     """Ask netlink socket s for a dump of family's TCP sockets in state (inet_diag_req_v2); with a local or remote
-    port, the kernel's filter passes only those (bytecode: port >= P, then port <= P; a failed test jumps past
-    the end, which rejects the socket)."""
+    port (or a (low, high) range of local ports), the kernel's filter passes only those (bytecode: port >= P,
+    then port <= P; a failed test jumps past the end, which rejects the socket)."""
     import socket
     import struct
     request = struct.pack("=BBBBI48x", family, socket.IPPROTO_TCP, 0, 0, 1 << int(state, 16))
-    tests = [(op, port) for ops, port in (((INET_DIAG_BC_S_GE, INET_DIAG_BC_S_LE), local),
-                                          ((INET_DIAG_BC_D_GE, INET_DIAG_BC_D_LE), remote))
+    low, high = local_range if local_range else (local, local)
+    tests = [(op, port) for ops, port in zip(((INET_DIAG_BC_S_GE,), (INET_DIAG_BC_S_LE,),
+                                              (INET_DIAG_BC_D_GE, INET_DIAG_BC_D_LE)), (low, high, remote))
              if port is not None for op in ops]
     if tests:
         size = 8 * len(tests)
@@ -327,17 +328,18 @@ LOOPBACK_OR_ANY = {bytes(4), bytes([127, 0, 0, 1]),  # 0.0.0.0, 127.0.0.1; then 
                    bytes(16), bytes(15) + b"\x01", bytes(10) + b"\xff\xff" + bytes([127, 0, 0, 1])}
 
 
-def listen_queues():
+def listen_queues(ports=None):
     """{port: (queued, backlog)} of the TCP sockets listening where 127.0.0.1 reaches them (loopback or any
     address), from one sock_diag dump: queued connections wait for accept(), past backlog the kernel drops new
-    ones. Raises OSError when the kernel refuses sock_diag."""
+    ones; with ports, the kernel passes only those from the lowest to the highest (the webs' kernel-chosen ports,
+    not nginx's thousands of app ports below them). Raises OSError when the kernel refuses sock_diag."""
     import socket
     import struct
     found = {}
     with socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_INET_DIAG) as s:
         s.settimeout(5)
         for family, size in ((socket.AF_INET, 4), (socket.AF_INET6, 16)):
-            diag_request(s, family, LISTEN)
+            diag_request(s, family, LISTEN, local_range=(min(ports), max(ports)) if ports else None)
             for msg in diag_replies(s):
                 if msg[8:8 + size] in LOOPBACK_OR_ANY:
                     port = struct.unpack_from(">H", msg, 4)[0]

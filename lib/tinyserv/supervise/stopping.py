@@ -97,4 +97,6 @@ class Stopping:
             if code is not None:
                 inst["exit_code"] = code
                 return True
+        elif inst["pid"] in self.exit_fds:
+            return False  # its exit_fd wakes the loop when it ends (exit_seen stops watching it first): no /proc read
         return not self.sys.alive(inst["pid"], inst["starttime"])
