@@ -144,7 +144,7 @@ def test_the_hook_is_woken_by_the_deployer_s_exit_not_by_a_poll_coming_round():
     deployer's exit at once instead of up to 0.1 s later (measured: the last 0.1 s of many code-only pushes)."""
     import select
 
-    from tinyserv.deploy.hook import _exit_watch
+    from tinyserv.platform.procs import exit_fd  # what the hook watches the deployer with
     r, w = os.pipe()
     pid = os.fork()
     if pid == 0:
@@ -152,7 +152,7 @@ def test_the_hook_is_woken_by_the_deployer_s_exit_not_by_a_poll_coming_round():
         os.read(r, 1)
         os._exit(0)
     os.close(r)
-    watch = _exit_watch(pid)
+    watch = exit_fd(pid)
     try:
         assert watch is not None, "this kernel has pidfds (Linux 5.3+)"
         assert select.select([watch], [], [], 0)[0] == []  # still running

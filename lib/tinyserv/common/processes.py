@@ -300,13 +300,8 @@ def _own_limits(env):
 
 def _plain_program(argv, env):
     """The file exec would run for argv[0], looked up in env's PATH as execvpe does (None: not found)."""
-    if "/" in argv[0]:
-        return argv[0]
-    for directory in os.get_exec_path(env):
-        path = os.path.join(directory, argv[0])
-        if os.path.isfile(path) and os.access(path, os.X_OK):
-            return path
-    return None
+    import shutil
+    return argv[0] if "/" in argv[0] else shutil.which(argv[0], path=os.pathsep.join(os.get_exec_path(env)))
 
 
 def _can_spawn_plainly(*fds):

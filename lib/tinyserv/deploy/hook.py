@@ -149,7 +149,7 @@ def _relay(r, pid, out):
     client = Client()
     os.set_blocking(r, False)
     os.set_blocking(out.fileno(), False)
-    exited = _exit_watch(pid)
+    exited = procs.exit_fd(pid)
     eof = False
     while True:
         if not eof:
@@ -166,14 +166,6 @@ def _relay(r, pid, out):
             os._exit(1)  # the deployer notices we are gone; nobody would act on a verdict
         if eof:  # it settled (or ends): its exit wakes us at once, the push's last line is not 0.1 s late
             select.select([] if exited is None else [exited], [], [], 0.1)
-
-
-def _exit_watch(pid):
-    """A descriptor that becomes readable when pid exits (a pidfd), or None where the kernel has none."""
-    try:
-        return os.pidfd_open(pid)
-    except (AttributeError, OSError):
-        return None
 
 
 class Client:
