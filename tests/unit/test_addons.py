@@ -2,12 +2,15 @@
 
 import io
 import os
+import subprocess
 
 import pytest
 
 from tinyserv.addons import registry as addons, postgres, redis
 from tinyserv.state import addonstate, releases
-from tinyserv.common import names
+from tinyserv.common import names, processes
+from tinyserv.platform import control, services
+from tinyserv.state import store
 from tinyserv.common.errors import TinyservError
 
 APP = "shop"
@@ -298,3 +301,30 @@ def test_a_snapshot_seeds_a_new_servers_append_only_file(layout):
 ])
 def test_an_add_ons_database_and_role_are_named_after_the_app_never_with_postgresqls_reserved_prefix(app, name):
     assert postgres.Provider(environ={}).names(app, "1a2b3c4d") == name
+
+
+def test_destroying_a_redis_add_on_waits_for_its_server_even_when_the_supervisor_is_slow_to_answer(
+        layout, app, monkeypatch):
+    # The supervisor's ping times out (it is busy): it must still be told, and its redis-server gone
+    # before the data is deleted. A sleep in a session of its own stands for redis-server.
+    server = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    try:
+        addon = {"name": "redis-shop-1", "kind": "redis", "port": 6390}
+        os.makedirs(redis.data_dir(layout, APP, addon["name"]))
+        store.write_json(services.state_file(layout), {"services": {addon["name"]: {
+            "pid": server.pid, "starttime": processes.starttime(server.pid), "spec": {}}}})
+        asked = []
+
+        def sync(layout, app=None):  # the supervisor's side: it stops the withdrawn service
+            asked.append(os.path.exists(services.spec_file(layout, addon["name"])))
+            server.terminate()
+            server.wait()
+
+        monkeypatch.setattr(control, "running", lambda layout: None)
+        monkeypatch.setattr(control, "sync", sync)
+        redis.Provider().deprovision(layout, APP, addon)
+        assert asked == [False], "the supervisor was not told of the withdrawal"
+        assert server.poll() is not None and not os.path.exists(redis.addon_dir(layout, APP, addon["name"]))
+    finally:
+        server.kill()
+        server.wait()

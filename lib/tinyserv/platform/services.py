@@ -82,11 +82,17 @@ def declared(layout):
     return {name: store.load(spec_file(layout, name), SPEC) for name in names}
 
 
-def pid(layout, name):
-    """The pid of the running service name, as the supervisor last saved it (None when it is not running)."""
+def process(layout, name):
+    """(pid, starttime) of the running service name, as the supervisor last saved it (None when it is not running)."""
     from tinyserv.platform import procs
     saved = store.load(state_file(layout), SAVED, {"services": {}})["services"].get(name)
-    return saved["pid"] if saved and procs.alive(saved["pid"], saved["starttime"]) else None
+    return (saved["pid"], saved["starttime"]) if saved and procs.alive(saved["pid"], saved["starttime"]) else None
+
+
+def pid(layout, name):
+    """The pid of the running service name, as the supervisor last saved it (None when it is not running)."""
+    running = process(layout, name)
+    return running[0] if running else None
 
 
 def send(layout, name, sig):
