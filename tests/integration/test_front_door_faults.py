@@ -22,6 +22,21 @@ def supervisor_log(server):
         return f.read()
 
 
+def wait_for_door(server, predicate, timeout, message):
+    """wait_until, and on a timeout the supervisor's and nginx's last words: what the supervisor did meanwhile."""
+    __tracebackhide__ = True
+    try:
+        return wait_until(predicate, timeout, message=message)
+    except AssertionError as e:
+        try:
+            with open(os.path.join(server.root, "services", "nginx.log"), errors="replace") as f:
+                nginx_log = f.read()[-2000:]
+        except OSError as missing:
+            nginx_log = str(missing)
+        raise AssertionError("%s\n--- supervisor.log (end)\n%s\n--- services/nginx.log (end)\n%s" % (
+            e, supervisor_log(server)[-4000:], nginx_log)) from None
+
+
 def nginx_master(server):
     """The pid of nginx's master process, as the supervisor last saved it (None when it does not run)."""
     try:
@@ -116,7 +131,7 @@ def test_nginx_conf_broken_by_hand_is_written_anew_from_tinyserv_s_state_when_ng
     with open(conf, "w") as f:
         f.write("this is not an nginx config {\n")
     os.kill(nginx_master(server), signal.SIGKILL)
-    wait_until(lambda: answers(port, "v1 "), 5, message="nginx back on a config written anew")
+    wait_for_door(server, lambda: answers(port, "v1 "), 5, "nginx back on a config written anew")
     assert "tinyserv" in open(conf).read().splitlines()[0]
 
 
@@ -127,8 +142,8 @@ def test_nginx_killed_again_and_again_is_back_at_once_each_time(server, tmp_path
         master = nginx_master(server)
         os.kill(master, signal.SIGKILL)
         began = time.monotonic()
-        wait_until(lambda: nginx_master(server) not in (None, master) and answers(port, "v1 "), 10,
-                   message="nginx back after kill %d" % (kill + 1))
+        wait_for_door(server, lambda: nginx_master(server) not in (None, master) and answers(port, "v1 "), 10,
+                      "nginx back after kill %d" % (kill + 1))
         assert time.monotonic() - began < 2.5, "kill %d: nginx took %.1f s to come back" % (
             kill + 1, time.monotonic() - began)
 
