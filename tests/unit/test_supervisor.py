@@ -223,6 +223,7 @@ def test_an_idle_tick_looks_at_no_steady_instance_and_adopted_ones_only_every_fe
         assert looked == []  # children: their end comes as SIGCHLD (events=True), no /proc read meanwhile
     worker = inst(sup, "worker.1")
     worker["child"] = False  # as if adopted from a previous supervisor: no SIGCHLD when it ends
+    sup.counted = None  # the census is made anew after a change, as after take_over's
     fake.exit(worker["pid"], 1)
     fake.exit_codes.clear()
     fake.now += 0.1

@@ -35,6 +35,13 @@ class Health:
                     self.counted["adopted"].append((app, inst))
         return self.counted
 
+    def expect_web_looks(self, apps):
+        """Bring check_webs' next look forward to the looks due at the webs of apps (which changed)."""
+        for app in apps:
+            for inst in self.apps.get(app, {}).values():
+                if inst["type"] == "web" and inst["state"] == "up" and not inst.get("retired"):
+                    self.next_web_look = min(self.next_web_look, next_look(inst))
+
     def check_webs(self, now):
         """Look at every running web whose look is due: one dump of the listening sockets for all of those
         without a health check path (boot.answering), a GET each for the others."""

@@ -167,16 +167,17 @@ class Server:
             elif key.data == WAKE:
                 _drain_pipe(key.fd)
                 self.reap_helpers()
+                self.sup.child_exited()
                 urgent = True  # SIGCHLD: one of our children exited
             elif key.data == ROUTER_LOG:
                 self.sup.router_log()
-            elif key.data == EXIT:
+            elif isinstance(key.data, tuple) and key.data[0] == EXIT:
                 self.sup.exit_seen(key.fd)
-                urgent = True  # an adopted instance's process ended
+                urgent = True  # an instance's process ended
         now = self.sup.sys.clock()
         self.sup.resume_due(now)
         if urgent or now >= self.next_tick:
-            self.sup.tick(events=urgent)
+            self.sup.tick(events=self.sup.take_events())
             self.next_tick = self.sup.sys.clock() + self.sup.poll_interval()
         elif self.sup.router.pending:
             self.sup.save_dirty()  # only the router's part: a deploy waits for nginx to confirm its reload

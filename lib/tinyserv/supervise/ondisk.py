@@ -45,6 +45,10 @@ class OnDisk:
 
     def save_dirty(self):
         """Tell the router about every app that changed, let it act, and write their state.json."""
+        if self.dirty:  # what changed is looked at on the next ticks until it is steady; census() made anew
+            self.active |= self.dirty
+            self.counted = None
+            self.expect_web_looks(self.dirty)
         for app in list(self.dirty):
             self.guarded(app, self.route, app)
         if self.router.enabled:

@@ -128,6 +128,8 @@ class Output:
         """An instance's pipe reached end of file: its processes are all gone."""
         stream = self.streams.get(fd)
         self.unwatch(fd)
+        if stream:
+            self.touched.add(stream.app)  # the next tick looks at its instances
         for inst in self.apps.get(stream.app, {}).values() if stream else ():
             if inst.get("reader") == fd:  # an old web waiting under web.1~PID reads under its name too
                 del inst["reader"]

@@ -61,16 +61,20 @@ class Restarts:
                 inst.update(exit_code=None, reason="memory")
                 self.crashed(app, inst, now)
 
-    def tick_changes(self, now):
-        """tick()'s part for instances that changed: old webs drain, crashed ones restart, gone ones go."""
-        for app in list(self.apps):
+    def tick_changes(self, now, apps):
+        """tick()'s part for the apps whose instances changed: old webs drain, crashed ones restart, gone ones go."""
+        apps = sorted(a for a in apps if a in self.apps)
+        for app in apps:
             self.guarded(app, self.drain_due, app, now)
         self.sweep()
-        for app, inst in self.each_instance():
-            if inst["state"] == "crashed" and self.restart_due(inst, now):
-                if not self.guarded(app, self.restart_crashed, app, inst):
-                    inst["next_try"] = now + BROKEN_RETRY
-        for app in list(self.apps):
+        for app in apps:
+            for inst in list(self.apps.get(app, {}).values()):
+                if inst["state"] == "crashed" and self.restart_due(inst, now):
+                    if not self.guarded(app, self.restart_crashed, app, inst):
+                        inst["next_try"] = now + BROKEN_RETRY
+        for app in apps:
+            if app not in self.apps:
+                continue
             gone = [name for name, i in self.apps[app].items() if i["state"] == "gone"]
             for name in gone:
                 self.forget(app, name)
@@ -149,6 +153,7 @@ class Restarts:
 
     def restart(self, app, target=None):
         """ps:restart: gracefully replace matching instances; resets their backoff."""
+        self.touched.add(app)
         self.guarded(app, self.replace, app, target)
         self.sweep()
 

@@ -9,7 +9,7 @@ import os
 import selectors
 import signal
 
-EXIT = "exit"  # the selector's tag of an adopted process's exit_fd
+EXIT = "exit"  # the selector's tag of an instance's exit_fd: (EXIT, app)
 
 
 class Stopping:
@@ -53,34 +53,42 @@ class Stopping:
             inst["strays"] = table.get(mark, [])
             self.sys.signal_pids(inst["strays"], sig)
 
-    def watch_exit(self, inst):
-        """Have an adopted instance's end wake the loop (its exit_fd in the selector) instead of a look every
-        ADOPTED_CHECK s. No watch when the kernel gives no exit_fd, or when the pid is no longer the instance's
-        (it ended, or was reused): the next look sees that."""
+    def watch_exit(self, app, inst):
+        """Have the instance's end wake the loop (its exit_fd in the selector, naming app): no look at it until then,
+        for a child as for an adopted one (not our child: no SIGCHLD; else a look every ADOPTED_CHECK s). No watch
+        when the kernel gives no exit_fd, or when the pid is no longer the instance's (it ended, or was reused):
+        the next look sees that."""
         pid = inst.get("pid")
         if not pid or pid in self.exit_fds:
             return
         fd = self.sys.exit_fd(pid)
         if fd is None:
+            self.blind_children = self.blind_children or bool(inst.get("child"))
             return
         if not self.sys.alive(pid, inst.get("starttime")):  # the descriptor may be another process's
             os.close(fd)
+            self.touched.add(app)  # ended already (its SIGCHLD may have come): the next tick looks
             return
         self.exit_fds[pid] = fd
-        self.selector.register(fd, selectors.EVENT_READ, EXIT)
+        self.selector.register(fd, selectors.EVENT_READ, (EXIT, app))
 
     def exit_seen(self, fd):
-        """An adopted process ended (its exit_fd is readable): stop watching it; the loop then looks at every
-        instance, as for SIGCHLD."""
+        """A watched process ended (its exit_fd is readable): stop watching it; the next tick looks at its app."""
+        app = self.selector.get_key(fd).data[1]
         for pid in [pid for pid, watched in self.exit_fds.items() if watched == fd]:
-            del self.exit_fds[pid]
-        self.selector.unregister(fd)
-        os.close(fd)
+            self.unwatch_exit(pid)
+        self.touched.add(app)
+
+    def unwatch_exit(self, pid):
+        """Close pid's exit_fd, if it has one (before the pid can be another instance's)."""
+        fd = self.exit_fds.pop(pid, None)
+        if fd is not None:
+            self.selector.unregister(fd)
+            os.close(fd)
 
     def unwatch_exits(self):
-        for fd in self.exit_fds.values():
-            os.close(fd)
-        self.exit_fds.clear()
+        for pid in list(self.exit_fds):
+            self.unwatch_exit(pid)
 
     def idle(self):
         """True when shutting down and nothing runs any more."""

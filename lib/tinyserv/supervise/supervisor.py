@@ -118,7 +118,9 @@ class Supervisor(Switching, Stopping, Restarts, OnDisk, Output, Health):
         self.next_memory_check = 0
         self.next_adopted_check = 0
         self.exit_fds = {}  # pid -> a descriptor readable once that adopted process ends (stopping.py)
-        self.quiet = False  # every instance steady, and nothing changed since poll_interval() saw so
+        self.active = set()  # apps with an instance that is not steady: looked at on every tick until they are
+        self.touched = set()  # apps events named since the last tick (True in it: every app)
+        self.blind_children = False  # a child was started without an exit_fd: SIGCHLD means a look at every one
         self.counted = None  # census(), until something changes
         self.next_web_look = 0.0  # when health.py's next look at a web is due (0: see which)
         self.scheduler = cron.Scheduler(layout, self.note)  # asked what is due by the clock in self.sys
@@ -164,6 +166,7 @@ class Supervisor(Switching, Stopping, Restarts, OnDisk, Output, Health):
         candidate: a web instance a deploy boot-checked, to run as the new release's web.1.
         """
         self.router.refresh()
+        self.touched.add(app or True)
         if candidate:
             self.candidates[app] = candidate
         if not app:  # services first: an app's redis-server should be up before the app connects to it
@@ -275,6 +278,7 @@ class Supervisor(Switching, Stopping, Restarts, OnDisk, Output, Health):
         inst.update(pid=pid, pgid=pid, starttime=self.sys.starttime(pid))
         if inst["type"] != "web":
             inst["state"] = "up"
+        self.watch_exit(app, inst)
 
     def account(self, app):
         """Root mode: the app's own user (made if an app from before root mode has none yet); else None."""
@@ -290,6 +294,7 @@ class Supervisor(Switching, Stopping, Restarts, OnDisk, Output, Health):
         inst = self.apps.get(app, {}).pop(name, None)
         if inst is None:
             return
+        self.unwatch_exit(inst.get("pid"))
         reader = inst.pop("reader", None)
         if reader is not None and reader in self.streams:
             self.flush_output(reader)
@@ -304,43 +309,56 @@ class Supervisor(Switching, Stopping, Restarts, OnDisk, Output, Health):
     # --- the loop ------------------------------------------------------------
 
     def tick(self, events=True):
-        """Advance every instance: notice exits, finish stops, restart, mark web up, drain old webs.
+        """Advance the instances that may have moved: notice exits, finish stops, restart, mark web up, drain old webs.
 
-        Without events (SIGCHLD, a pipe's end, an exit_fd), a steady instance is not looked at: no /proc read per
-        app per tick. Adopted ones (not our children) without an exit_fd are looked at every ADOPTED_CHECK s.
+        events: True (look at every instance), or the apps an event named (a sync, a pipe's end, an exit_fd):
+        all their instances are looked at. Otherwise only the apps with an instance that is not steady
+        (self.active) are, so a tick's cost follows what changes, not the number of apps. Adopted instances
+        (not our children) without an exit_fd are looked at every ADOPTED_CHECK s.
         """
         now = self.sys.clock()
         adopted = now >= self.next_adopted_check
         if adopted:
             self.next_adopted_check = now + ADOPTED_CHECK
         self.sweep()
-        if events or not self.quiet:
-            self.counted, self.next_web_look = None, 0.0
-            look = [(app, inst) for app, inst in self.each_instance() if events or not steady(inst) or (
-                adopted and unwatched(inst, self.exit_fds))]
-        else:  # nothing changed since every instance was seen steady: only the adopted ones no exit_fd watches
-            look = [(app, inst) for app, inst in self.census()["adopted"] if unwatched(inst, self.exit_fds)
-                    ] if adopted else []
+        touched = set(self.apps) if events is True else set(events or ())
+        looked_apps = touched | self.active
+        look = [(app, inst) for app in looked_apps for inst in list(self.apps.get(app, {}).values())
+                if app in touched or not steady(inst) or (adopted and unwatched(inst, self.exit_fds))]
+        if adopted:  # the adopted instances of the other apps, whose end nothing else tells of
+            look += [(app, inst) for app, inst in self.census()["adopted"]
+                     if app not in looked_apps and unwatched(inst, self.exit_fds)]
         for app, inst in look:
             self.guarded(app, self.advance, app, inst, now)
-            if not inst.get("child") and inst["state"] != "gone":
-                self.watch_exit(inst)
+            if inst["state"] != "gone":
+                self.watch_exit(app, inst)
+        changed = looked_apps | {app for app, _ in look}
+        self.expect_web_looks(changed)
         self.check_webs(now)  # each web's own timer (health.py): cheap when none is due
-        if events or look or not self.quiet:
-            self.quiet = False  # poll_interval looks at every instance again
-            self.tick_changes(now)
+        if changed:
+            self.tick_changes(now, changed)
         self.retry_broken(now)
         self.check_memory(now)
         self.keep_services(self.services.tick)
         self.run_due_jobs(now)
         self.dirty |= self.swarm.changed()  # a swarm app's tasks moved: route it again
-        if self.dirty:
-            self.quiet = False
         self.save_dirty()
+        self.active = {app for app in self.active if not all(steady(i) for i in self.apps.get(app, {}).values())}
 
     def each_instance(self):
         """[(app, instance)] of every instance now (a list: the loop body may change the dicts)."""
         return [(app, inst) for app, instances in list(self.apps.items()) for inst in list(instances.values())]
+
+    def take_events(self):
+        """What the events since the last tick ask tick() to look at: True (everything) or a set of apps."""
+        touched, self.touched = self.touched, set()
+        return True if True in touched else touched
+
+    def child_exited(self):
+        """SIGCHLD: an instance that is our child ends with an exit_fd of its own (exit_seen names its app);
+        only where the kernel gives none does the signal mean a look at every instance."""
+        if self.blind_children:
+            self.touched.add(True)
 
     def poll_interval(self):
         """Seconds until the next thing to look at: soon while instances start, stop or wait to restart."""
@@ -348,16 +366,12 @@ class Supervisor(Switching, Stopping, Restarts, OnDisk, Output, Health):
         wait = POLL
         if self.router.busy():
             return BUSY_POLL
-        if not self.quiet:  # else nothing changed since every instance was seen steady: no need to look again
-            self.quiet = True
-            for instances in self.apps.values():
-                for inst in instances.values():
-                    if inst["state"] in ("starting", "stopping", "draining") or inst.get("retired"):
-                        self.quiet = False
-                        return BUSY_POLL
-                    if inst["state"] == "crashed":
-                        self.quiet = False
-                        wait = min(wait, max(BUSY_POLL, inst["next_try"] - now))
+        for app in self.active:  # an app whose instances are all steady needs no look until an event
+            for inst in self.apps.get(app, {}).values():
+                if inst["state"] in ("starting", "stopping", "draining") or inst.get("retired"):
+                    return BUSY_POLL
+                if inst["state"] == "crashed":
+                    wait = min(wait, max(BUSY_POLL, inst["next_try"] - now))
         for until in self.paused.values():
             wait = min(wait, max(BUSY_POLL, until - now))
         for due in (self.services.next_due(now, BUSY_POLL), self.scheduler.next_due(now)):
