@@ -19,9 +19,15 @@ Power = collections.namedtuple("Power", "acting read")  # acting(): a context to
 
 
 def read_proc(pid, name):
-    """The bytes of /proc/PID/name."""
-    with open("/proc/%d/%s" % (pid, name), "rb") as f:
-        return f.read()
+    """The bytes of /proc/PID/name (plain descriptors: a scan of /proc reads thousands of these)."""
+    fd = os.open("/proc/%d/%s" % (pid, name), os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        chunks = [os.read(fd, 65536)]
+        while len(chunks[-1]) == 65536:
+            chunks.append(os.read(fd, 65536))
+    finally:
+        os.close(fd)
+    return b"".join(chunks)
 
 
 PLAIN = Power(contextlib.nullcontext, read_proc)  # this process acts as itself
@@ -30,8 +36,7 @@ PLAIN = Power(contextlib.nullcontext, read_proc)  # this process acts as itself
 def proc_stat(pid):
     """(state letter, process group, start time in ticks) of pid, or None if it is gone."""
     try:
-        with open("/proc/%d/stat" % pid, "rb") as f:
-            data = f.read().decode("ascii", "replace")
+        data = read_proc(pid, "stat").decode("ascii", "replace")
     except (FileNotFoundError, ProcessLookupError):
         return None
     fields = data[data.rindex(")") + 2:].split()
@@ -123,14 +128,16 @@ MARK = "TINYSERV_INSTANCE"
 def env_value(pid, name, power=PLAIN):
     """The value of one variable in pid's environment as it was started, or None."""
     try:
-        data = power.read(pid, "environ")
+        data = b"\0" + power.read(pid, "environ")
     except OSError:
         return None
-    prefix = name.encode() + b"="
-    for item in data.split(b"\0"):
-        if item.startswith(prefix):
-            return item[len(prefix):].decode("utf-8", "replace")
-    return None
+    prefix = b"\0" + name.encode() + b"="
+    start = data.find(prefix)
+    if start < 0:
+        return None
+    start += len(prefix)
+    end = data.find(b"\0", start)
+    return data[start:None if end < 0 else end].decode("utf-8", "replace")
 
 
 def marked(marks, power=PLAIN):

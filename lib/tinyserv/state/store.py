@@ -44,8 +44,10 @@ def _write_then_rename(tmp, path, data, mode, durable=True):
 
 
 def write_json(path, value, mode=0o600, durable=True):
-    """Atomically write value as pretty JSON."""
-    write_atomic(path, json.dumps(value, indent=2, sort_keys=True) + "\n", mode, durable)
+    """Atomically write value as pretty JSON; a file written often that describes running processes
+    (durable=False) on one line, by json's C encoder (indented output is Python's, several times slower)."""
+    text = json.dumps(value, indent=2 if durable else None, sort_keys=True, separators=None if durable else (",", ":"))
+    write_atomic(path, text + "\n", mode, durable)
 
 
 def remove(path):
