@@ -690,3 +690,29 @@ def test_an_adopted_instance_whose_end_is_watched_is_not_looked_at_until_it_ends
     assert worker["pid"] not in sup.exit_fds and inst(sup, "worker.1")["pid"] != worker["pid"]
     assert "worker.1 exited" in log_text(sup.layout)
     os.close(ends)
+
+
+def test_a_tick_looks_at_the_app_an_event_named_and_at_the_apps_that_are_changing_only(sup, fake, layout):
+    # Ten apps; one is being changed (its worker stops after a scale-down): the ticks meanwhile, and a tick for
+    # an event of that app, look at no instance of the nine others (no /proc read for them, however many).
+    ends, _ = os.pipe()
+    fake.exit_fd = lambda pid: os.dup(ends)  # as pidfd_open: children's ends come as events naming their app
+    names = ["app%d" % n for n in range(10)]
+    for n, name in enumerate(names):
+        make_app(layout, procfile={"worker": "node worker.js"}, app=name, port=PORT + n)
+    sup.sync()
+    sup.tick()
+    assert all(states(sup, name) == {"worker.1": "up"} for name in names)
+    others = {inst(sup, "worker.1", name)["pid"] for name in names[1:]}
+    looked = []
+    real_alive, real_reap = fake.alive, fake.reap
+    fake.alive = lambda pid, started=None: looked.append(pid) or real_alive(pid, started)
+    fake.reap = lambda pid: looked.append(pid) or real_reap(pid)
+    scale(layout, app="app0", worker=0)
+    sup.sync("app0")
+    sup.tick(events={"app0"})  # what the loop passes after that sync
+    fake.now += 0.05
+    sup.tick(events=False)
+    assert states(sup, "app0") in ({}, {"worker.1": "stopping"})
+    assert looked and not set(looked) & others, looked
+    os.close(ends)
