@@ -7,12 +7,14 @@ first on PATH. shut_down() runs `tinyserv-remote shutdown` and fails if any proc
 
 import contextlib
 import dataclasses
+import fcntl
 import hashlib
 import json
 import os
 import random
 import shutil
 import signal
+import tempfile
 import time
 import uuid
 
@@ -28,20 +30,28 @@ SAMPLE_APP = os.path.join(REPO, "tests", "sample-app")
 # ports come from: an app's public port (or nginx's) inside that range can be drawn by an internal port first.
 PORT_RANGE = (20000, 32000)
 PORT_SPAN = 64  # ports checked free above TINYSERV_START_PORT: more than any test creates apps (nginx's two last)
-_ranges_taken = set()  # start ports already handed out in this session
+# A block of ports is held with a lock file while its server lives, so parallel test processes (pytest-xdist)
+# never share one: a block only checked free could be handed to another server while this one's nginx was down.
+PORT_LOCKS = os.path.join(tempfile.gettempdir(), "tinyserv-integration-ports")
 SHUTDOWN_TIMEOUT = 90
 LINGER_TIMEOUT = 5  # an exiting supervisor or a zombie may take a moment to leave /proc
 
 
 def pick_start_port(rng=random.SystemRandom()):
-    """A random base port whose next PORT_SPAN ports are free and not handed out to another server."""
+    """(base port, lock descriptor): a block of PORT_SPAN ports that are free and held by no other server
+    (of any test process) until the descriptor is closed."""
+    os.makedirs(PORT_LOCKS, exist_ok=True)
     for _ in range(200):
-        base = rng.randrange(PORT_RANGE[0], PORT_RANGE[1] - PORT_SPAN)
-        if any(abs(base - taken) < PORT_SPAN for taken in _ranges_taken):
+        base = PORT_RANGE[0] + PORT_SPAN * rng.randrange((PORT_RANGE[1] - PORT_RANGE[0]) // PORT_SPAN)
+        lock = os.open(os.path.join(PORT_LOCKS, "%d.lock" % base), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(lock)
             continue
         if all(port_is_free(p) for p in range(base, base + PORT_SPAN)):
-            _ranges_taken.add(base)
-            return base
+            return base, lock
+        os.close(lock)
     raise AssertionError(f"no {PORT_SPAN} free consecutive ports found in {PORT_RANGE}")
 
 
@@ -126,7 +136,7 @@ class LocalServer:
 
     def __init__(self, root):
         self.root = str(root)
-        self.start_port = pick_start_port()
+        self.start_port, self.port_lock = pick_start_port()
         self.app_names = set()
         env = {k: v for k, v in os.environ.items()
                if not k.startswith("TINYSERV_") and k not in ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE")}
@@ -326,7 +336,10 @@ def local_server(root):
     try:
         yield server
     finally:
-        server.shut_down()
+        try:
+            server.shut_down()
+        finally:
+            os.close(server.port_lock)  # the block of ports is free for another server
 
 
 def sample_app_files():

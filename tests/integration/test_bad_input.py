@@ -189,6 +189,7 @@ def test_a_root_that_is_a_file_is_refused_in_one_line(tmp_path):
         result = server.tinyserv(*args, cwd=str(tmp_path), check=False)
         assert_refused_in_one_line(result, ["TINYSERV_ROOT", "is not a directory"])
     assert (tmp_path / "not-a-directory").read_text() == ""
+    os.close(server.port_lock)
 
 
 def on_a_full_disk(server, script):
