@@ -15,6 +15,7 @@ from tinyserv.platform import boot
 from tinyserv.frontdoor import nginx, renewal, router
 from tinyserv.state import releases, store
 from tinyserv.supervise.supervisor import Supervisor
+from tinyserv.frontdoor.router import DROP_WAIT
 from tinyserv.supervise.switching import DRAIN_AFTER, SETTLE
 from .fakes import FakeSystem
 from .test_supervisor import APP, PORT, deploy, log_text, make_app, scale
@@ -35,6 +36,7 @@ class FrontSystem(FakeSystem):
         self.healthy_ports = set()
         self.taken = set()  # ports some other program listens on
         self.nginx_serves = True  # does a new nginx master start a worker?
+        self.workers_linger = False  # do the workers of a killed master outlive the SIGKILL to its group a while?
 
     def spawn(self, argv, cwd, env, out_fd, keep_caps=False, user=None):
         pid = super().spawn(argv, cwd, env, out_fd)
@@ -50,6 +52,12 @@ class FrontSystem(FakeSystem):
 
     def group_members(self, pgid):
         return ([pgid] if pgid in self.running else []) + [w for w in self.workers.get(pgid, []) if w in self.running]
+
+    def signal_group(self, pgid, sig):
+        super().signal_group(pgid, sig)
+        if sig == signal.SIGKILL and not self.workers_linger:  # the master's workers are in its group
+            for worker in self.workers.get(pgid, []):
+                self.running.pop(worker, None)
 
     def signal_pids(self, pids, sig):
         if sig != signal.SIGHUP:
@@ -202,7 +210,9 @@ def test_a_new_release_s_web_gets_the_traffic_with_the_old_one_as_backup_then_th
     assert old["state"] == "up"
 
     settle(sup, fake, SETTLED)
-    assert old["state"] == "draining" and upstream(door) == [(40001, False)]
+    assert old["state"] == "draining" and upstream(door) == [(40001, False), (40000, True)]  # a drop waits ...
+    settle(sup, fake, DROP_WAIT)
+    assert old["state"] == "draining" and upstream(door) == [(40001, False)]  # ... DROP_WAIT s at most
     door.connections[40000] = 1  # a request that was in flight when the switch began
     settle(sup, fake, DRAIN_AFTER)
     assert old["state"] == "draining" and not fake.sent(signal.SIGTERM)
@@ -210,6 +220,26 @@ def test_a_new_release_s_web_gets_the_traffic_with_the_old_one_as_backup_then_th
     settle(sup, fake)
     assert fake.sent(signal.SIGTERM) == [old["pid"]]
     assert "web.1 of v2 is draining" in log_text(layout)
+
+
+def test_a_draining_web_leaves_nginx_s_config_with_the_next_change_and_no_reload_of_its_own(
+        layout, sup, fake, door, running):
+    deploy(layout, WEB, build="b3")
+    sup.sync(APP)
+    fake.listening.add(40001)
+    settle(sup, fake)
+    settle(sup, fake, SETTLED)
+    [old] = old_webs(sup)
+    assert old["state"] == "draining" and upstream(door) == [(40001, False), (40000, True)]
+    installed = len(door.installed)
+    settle(sup, fake, DROP_WAIT / 2)
+    assert len(door.installed) == installed  # no reload for the drop alone yet
+    scale(layout, web=2)  # another change comes before DROP_WAIT is over: one reload does both
+    sup.sync(APP)
+    fake.listening.add(web(sup, "web.2")["port"])
+    settle(sup, fake)
+    assert upstream(door) == [(40001, False), (web(sup, "web.2")["port"], False)]
+    assert len(door.installed) == installed + 1
 
 
 def test_the_web_that_passed_the_boot_check_is_kept_as_the_live_one(layout, sup, fake, door, running):
@@ -225,6 +255,7 @@ def test_the_web_that_passed_the_boot_check_is_kept_as_the_live_one(layout, sup,
     settle(sup, fake)
     assert upstream(door) == [(45000, False), (40000, True)]
     settle(sup, fake, SETTLED)
+    settle(sup, fake, DROP_WAIT)
     assert upstream(door) == [(45000, False)]
     assert "web.1 of v3 is the web that passed the boot check, on port 45000" in log_text(layout)
 
@@ -280,6 +311,26 @@ def test_a_killed_nginx_starts_again_at_once_on_a_config_written_anew(layout, su
         assert upstream(door) == [(running["port"], False)] and open(door.conf).read() == door.live
 
 
+def test_a_killed_nginx_starts_again_once_its_workers_let_go_of_its_ports(layout, sup, fake, door, running):
+    from tinyserv.frontdoor.starts import LEFTOVER_WAIT
+    master = sup.services.running["nginx"]["pid"]
+    [worker] = fake.workers[master]
+    fake.workers_linger = True  # the SIGKILL to the group has not acted on the worker yet: it holds the ports
+    fake.exit(master, -9)
+    settle(sup, fake)
+    assert sup.services.running["nginx"]["state"] == "crashed"  # not started on ports its old worker holds
+    fake.running.pop(worker)
+    settle(sup, fake)
+    assert sup.services.running["nginx"]["pid"] != master and sup.services.running["nginx"]["state"] == "up"
+    assert upstream(door) == [(running["port"], False)]
+    master = sup.services.running["nginx"]["pid"]
+    fake.exit(master, -9)  # a worker that never goes is waited for LEFTOVER_WAIT s at most
+    settle(sup, fake)
+    assert sup.services.running["nginx"]["state"] == "crashed"
+    settle(sup, fake, LEFTOVER_WAIT)
+    assert sup.services.running["nginx"]["pid"] != master and sup.services.running["nginx"]["state"] == "up"
+
+
 def test_an_nginx_that_dies_before_it_serves_waits_longer_each_time_never_a_tight_loop(layout, sup, fake, door,
                                                                                          running):
     def nginx():
@@ -307,6 +358,7 @@ def test_ps_restart_replaces_web_only_once_the_new_one_is_up(layout, sup, fake, 
     fake.listening.add(web(sup)["port"])
     settle(sup, fake)
     settle(sup, fake, SETTLED)
+    settle(sup, fake, DROP_WAIT)
     settle(sup, fake, DRAIN_AFTER)
     assert fake.sent(signal.SIGTERM) == [old["pid"]]
 

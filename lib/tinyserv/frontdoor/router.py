@@ -32,6 +32,7 @@ from tinyserv.frontdoor.starts import APPLY_RETRY, Starts
 
 RELOAD_TIMEOUT = 10.0  # seconds nginx gets to start a worker with a new config before the reload counts as failed
 RELEASED_KEPT = 3600  # seconds a port's release time is remembered
+DROP_WAIT = 1.0  # seconds a change that only drops draining backups waits for another change to reload with
 
 
 class Door:
@@ -98,6 +99,7 @@ class Router(Starts, Renewal, Routes, RouterLog):
         self.held = set()  # ports this master listens on: those of the last config it confirmed
         self.ready = False
         self.dirty = False
+        self.drop_at = None  # when the changes that only drop draining backups are applied, if nothing else is
         self.retry_at = 0.0
         self.noted = {}  # topic -> the last thing said about it (say each thing once)
         self.socket = None
@@ -157,16 +159,25 @@ class Router(Starts, Renewal, Routes, RouterLog):
                          keep_capabilities=True, owner_starts=True, **spec)
         self.declared = True
 
-    def update(self, app, site):
-        """The site app should have now (None: serve nothing for it)."""
+    def update(self, app, site, draining=()):
+        """The site app should have now (None: serve nothing for it).
+
+        draining: ports of old webs that still run but take no new requests. A change that only drops some of
+        those from the backups waits up to DROP_WAIT s for another change to reload nginx with (the old web
+        stops only once no config routes to it): one reload per deploy instead of two, where a reload of
+        nginx's config for 1,000 apps takes a tenth of a second.
+        """
         if not self.enabled:
             return
         if site is None:
             if self.sites.pop(app, None) is not None:
                 self.dirty = True
         elif self.sites.get(app) != site:
-            self.sites[app] = site
-            self.dirty = True
+            old, self.sites[app] = self.sites.get(app), site
+            if old is not None and drops_only(old, site, draining):
+                self.drop_at = self.drop_at or self.sys.clock() + DROP_WAIT
+            else:
+                self.dirty = True
 
     # --- applying it -----------------------------------------------------------------------------
 
@@ -180,7 +191,8 @@ class Router(Starts, Renewal, Routes, RouterLog):
             return self.start_nginx(now) or changed
         if self.pending:
             changed = self.check_reload(now) or changed
-        elif (self.dirty or (self.retry_at and now >= self.retry_at)) and now >= self.retry_at:
+        elif (self.dirty or (self.retry_at and now >= self.retry_at) or (self.drop_at and now >= self.drop_at)) \
+                and now >= self.retry_at:
             changed = self.apply(now) or changed
         return changed
 
@@ -213,7 +225,7 @@ class Router(Starts, Renewal, Routes, RouterLog):
 
     def apply(self, now):
         """Render, check with nginx -t, install and reload; a refused config changes nothing. True if live now."""
-        self.dirty = False
+        self.dirty, self.drop_at = False, None  # every site as wanted now, the dropped backups too
         self.retry_at = 0.0
         try:
             plan = self.plan()
@@ -321,8 +333,9 @@ class Router(Starts, Renewal, Routes, RouterLog):
         return set(site.primary) if site else set()
 
     def busy(self):
-        """Is a reload waiting for nginx (the supervisor looks again soon)?"""
-        return bool(self.pending) or (self.enabled and self.master is not None and not self.ready)
+        """Is a reload waiting for nginx, or nginx down and to be started (the supervisor looks again soon)?"""
+        return bool(self.pending) or (self.enabled and self.master is not None and not self.ready) or (
+            self.declared and not self.keeper.shutting_down and self.nginx_down())
 
     def error_tail(self):
         """The last line of nginx's error log (where a failed reload says why)."""
@@ -333,6 +346,13 @@ class Router(Starts, Renewal, Routes, RouterLog):
         except OSError:
             return "see %s" % self.prefix.error_log
         return lines[-1].strip() if lines else "see %s" % self.prefix.error_log
+
+def drops_only(old, new, draining):
+    """Does Site new differ from old only by backups it no longer has, all of them in draining?"""
+    dropped = set(old.backup) - set(new.backup)
+    return bool(dropped) and dropped <= set(draining) and new == old._replace(
+        backup=tuple(p for p in old.backup if p not in dropped))
+
 
 def web_ports(instances, public):
     """(primary, backup) internal ports of an app's web instances (supervisor's instance dicts).

@@ -17,6 +17,7 @@ APPLY_RETRY = 2.0  # seconds before a refused config, or a port nginx could not 
 EARLY_DEATH_WAIT = 0.5  # the first wait after nginx died before it served; doubled each time, up to ...
 EARLY_DEATH_WAIT_MAX = 30.0
 SERVED_AFTER = 1.0  # an nginx that ran this long served, even if the supervisor did not see its workers yet
+LEFTOVER_WAIT = 1.0  # seconds a new nginx waits for the workers of one that died (killed with it) to be gone
 
 
 class Starts:
@@ -28,8 +29,15 @@ class Starts:
         return svc is None or svc["state"] == "crashed"
 
     def start_due(self, now):
-        """Should nginx be started now: declared, down, not shutting down, not waiting after an early death?"""
-        return self.declared and not self.keeper.shutting_down and self.nginx_down() and now >= self.start_at
+        """Should nginx be started now: declared, down, not shutting down, not waiting after an early death, and
+        the workers of the one that died gone (they hold its ports until the SIGKILL sent to them has acted)?"""
+        return self.declared and not self.keeper.shutting_down and self.nginx_down() and now >= self.start_at \
+            and not self.leftovers(now)
+
+    def leftovers(self, now):
+        """Live processes of the nginx that died, for up to LEFTOVER_WAIT s after it did."""
+        svc = self.keeper.running.get(nginx.SERVICE)
+        return bool(svc and svc["pid"] and now - svc["since"] < LEFTOVER_WAIT and self.sys.group_members(svc["pid"]))
 
     def start_nginx(self, now):
         """Write the config from what should be served now, and start nginx on it. Started?"""
@@ -38,6 +46,8 @@ class Starts:
             self.start_at = now + APPLY_RETRY
             return False
         self.install_config(*made, now)
+        if self.left_out:  # a port nginx could not take now is tried again, as after a reload
+            self.retry_at = now + APPLY_RETRY
         if not self.keeper.start_now(nginx.SERVICE):
             return False
         self.served, self.started_at = False, now

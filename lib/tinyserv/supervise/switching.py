@@ -135,7 +135,8 @@ class Switching:
         public, saved, _ = site
         primary, backup = swarm.upstreams(self.swarm, self.layout, app, router.web_ports(
             self.apps.get(app, {}).values(), public))
-        self.router.update(app, router.site_for(self.layout, app, public, primary, backup, saved))
+        draining = [i["port"] for i in self.apps.get(app, {}).values() if i["state"] == "draining"]
+        self.router.update(app, router.site_for(self.layout, app, public, primary, backup, saved), draining)
 
     def mark_routed(self, apps):
         """Which web instances of apps the config nginx runs sends traffic to (ps and deploys wait for it)."""
