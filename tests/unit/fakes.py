@@ -95,6 +95,9 @@ class FakeSystem:
     def children(self, pid):
         return None  # as on a kernel that does not list them: callers fall back on group_members
 
+    def listening_table(self, ports):
+        return None  # as on a kernel that refuses sock_diag: accepts() is asked for each web
+
     def group_members(self, pgid):
         return [pgid] if pgid in self.running else []
 

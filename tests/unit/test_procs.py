@@ -170,6 +170,8 @@ def test_listen_queues_sees_loopback_and_any_listeners_with_their_queues_and_not
             assert queues.get(ports[0]) == (1, 3)  # one connection waits for accept(), of 3
         assert queues.get(ports[1]) == (0, 5) and ports[2] not in queues
         assert boot.answering(ports) == set(ports[:2])
+        table = procs.listeners(ports)
+        assert set(table) == set(ports[:2]) and all(len(inodes) == 1 for inodes in table.values())
 
 
 def test_listen_queues_of_some_ports_has_the_kernel_pass_only_those_from_the_lowest_to_the_highest():
@@ -222,6 +224,8 @@ def test_a_groups_listener_is_found_among_the_leaders_descendants_and_no_other_g
         assert port is not None and members[0] == web.pid and len(members) == 2
         assert procs.group_listens(web.pid, port)
         assert not procs.group_listens(os.getpgid(0), port)
+        table = procs.listeners([port, port + 1])  # the supervisor's one dump for every starting web
+        assert procs.group_holds(web.pid, table[port]) and not procs.group_holds(os.getpgid(0), table[port])
     finally:
         os.killpg(web.pid, signal.SIGKILL)
         web.wait()

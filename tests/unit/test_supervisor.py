@@ -716,3 +716,13 @@ def test_a_tick_looks_at_the_app_an_event_named_and_at_the_apps_that_are_changin
     assert states(sup, "app0") in ({}, {"worker.1": "stopping"})
     assert looked and not set(looked) & others, looked
     os.close(ends)
+
+
+def test_starting_webs_are_seen_listening_from_one_table_of_sockets_per_tick(sup, fake, app):
+    asked = []
+    fake.listening_table = lambda ports: asked.append(sorted(ports)) or {PORT: {"socket:[7]"}}
+    fake.group_holds = lambda pgid, sockets: sockets == {"socket:[7]"} and pgid == inst(sup, "web.1")["pgid"]
+    fake.accepts = lambda port, pgid: pytest.fail("a web was asked about on its own")
+    sup.sync()
+    sup.tick()
+    assert states(sup) == {"web.1": "up", "worker.1": "up"} and [a for a in asked if a] == [[PORT]]

@@ -267,6 +267,14 @@ def port_open(port, host="127.0.0.1"):
         return False
 
 
+def listening_table(ports):
+    """{port: listening socket inodes} for ports, from one dump; None where the kernel refuses it."""
+    try:
+        return procs.listeners(ports)
+    except OSError:
+        return None
+
+
 def listening(port, pgid):
     """Is it process group pgid that accepts connections on port?
 

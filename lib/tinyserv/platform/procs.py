@@ -327,6 +327,26 @@ LOOPBACK_OR_ANY = {bytes(4), bytes([127, 0, 0, 1]),  # 0.0.0.0, 127.0.0.1; then 
                    bytes(16), bytes(15) + b"\x01", bytes(10) + b"\xff\xff" + bytes([127, 0, 0, 1])}
 
 
+def listeners(ports):
+    """{port: {inode, ...}} of the TCP sockets listening on ports where 127.0.0.1 reaches them, from one sock_diag
+    dump for all of them (the kernel passes the range from the lowest to the highest). Raises OSError when the
+    kernel refuses sock_diag."""
+    import socket
+    import struct
+    wanted, found = set(ports), {}
+    if not wanted:
+        return found
+    with socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_INET_DIAG) as s:
+        s.settimeout(5)
+        for family, size in ((socket.AF_INET, 4), (socket.AF_INET6, 16)):
+            diag_request(s, family, LISTEN, local_range=(min(wanted), max(wanted)))
+            for msg in diag_replies(s):
+                port = struct.unpack_from(">H", msg, 4)[0]
+                if port in wanted and msg[8:8 + size] in LOOPBACK_OR_ANY:
+                    found.setdefault(port, set()).add("socket:[%d]" % struct.unpack_from("=I", msg, 68)[0])
+    return found
+
+
 def listen_queues(ports=None):
     """{port: (queued, backlog)} of the TCP sockets listening where 127.0.0.1 reaches them (loopback or any
     address), from one sock_diag dump: queued connections wait for accept(), past backlog the kernel drops new
@@ -392,7 +412,11 @@ def group_listens(pgid, port):
     Knocking on the port is not enough: until the old process has let go of it, the
     port may answer for someone else.
     """
-    sockets = listening_sockets(port)
+    return group_holds(pgid, listening_sockets(port))
+
+
+def group_holds(pgid, sockets):
+    """Does a process of group pgid hold one of sockets (inodes as "socket:[N]")?"""
     if not sockets:
         return False
     near = descendants_in_group(pgid)  # a few reads: the leader's children, theirs, ... still in the group

@@ -32,7 +32,7 @@ class Restarts:
         elif state in RUNNING and self.exited(inst):
             inst["reason"] = None
             self.crashed(app, inst, now)
-        elif state == "starting" and self.sys.accepts(inst["port"], inst["pgid"]) and (
+        elif state == "starting" and self.accepts(inst) and (
                 not inst.get("health") or self.sys.healthy(inst["port"], inst["health"])):
             inst.update(state="up", since=now)
             self.event(app, "%s accepts connections on port %d" % (inst["name"], inst["port"]) + (
@@ -42,6 +42,12 @@ class Restarts:
             self.begin_stop(app, inst, inst.get("grace", 30.0))
         elif state == "stopping":
             self.advance_stop(app, inst, now)
+
+    def accepts(self, inst):
+        """Does the instance's own process group listen on its port (from the tick's table when there is one)?"""
+        if self.listening is None:
+            return self.sys.accepts(inst["port"], inst["pgid"])
+        return self.sys.group_holds(inst["pgid"], self.listening.get(inst["port"]))
 
     def check_memory(self, now):
         """Every MEMORY_CHECK s: an instance over its app's TINYSERV_MEMORY_LIMIT is restarted (Heroku's R15)."""

@@ -61,6 +61,8 @@ class System:
     marked_by = staticmethod(procs.marked_by)
     leader_uid = staticmethod(procs.leader_uid)
     accepts = staticmethod(boot.listening)
+    listening_table = staticmethod(boot.listening_table)
+    group_holds = staticmethod(procs.group_holds)
     healthy = staticmethod(boot.healthy)
     answering = staticmethod(boot.answering)
     free_port = staticmethod(boot.free_port)
@@ -121,6 +123,7 @@ class Supervisor(Switching, Stopping, Restarts, OnDisk, Output, Health):
         self.active = set()  # apps with an instance that is not steady: looked at on every tick until they are
         self.touched = set()  # apps events named since the last tick (True in it: every app)
         self.blind_children = False  # a child was started without an exit_fd: SIGCHLD means a look at every one
+        self.listening = None  # {port: socket inodes} listening, for this tick's starting webs (None: ask each)
         self.counted = None  # census(), until something changes
         self.next_web_look = 0.0  # when health.py's next look at a web is due (0: see which)
         self.scheduler = cron.Scheduler(layout, self.note)  # asked what is due by the clock in self.sys
@@ -328,6 +331,8 @@ class Supervisor(Switching, Stopping, Restarts, OnDisk, Output, Health):
         if adopted:  # the adopted instances of the other apps, whose end nothing else tells of
             look += [(app, inst) for app, inst in self.census()["adopted"]
                      if app not in looked_apps and unwatched(inst, self.exit_fds)]
+        # Which of the starting webs listen: one dump of the listening sockets for all of them, not one each.
+        self.listening = self.sys.listening_table([i["port"] for _, i in look if i["state"] == "starting"])
         for app, inst in look:
             self.guarded(app, self.advance, app, inst, now)
             if inst["state"] != "gone":
