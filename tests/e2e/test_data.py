@@ -386,10 +386,13 @@ def test_a_push_with_a_bad_cron_schedule_is_rejected_with_its_line(keeper):
 def test_destroying_the_redis_add_on_and_then_the_app_deletes_their_data_and_processes(keeper, server):
     redis = next(a for a in keeper.json("addons") if a["kind"] == "redis")
     assert server.ssh(f"pgrep -u deploy -f [r]edis-server >/dev/null && echo running").stdout.strip() == "running"
-    keeper.tinyserv("addons:destroy", redis["name"], "--confirm", APP)
+    destroyed = keeper.tinyserv("addons:destroy", redis["name"], "--confirm", APP)
     assert "REDIS_URL" not in keeper.json("config")
     assert keeper.json("releases")[0]["description"] == f"Detach {redis['name']} (REDIS_URL)"
-    assert server.ssh("pgrep -u deploy -f [r]edis-server || true").stdout.strip() == ""
+    left = server.ssh("pgrep -u deploy -f [r]edis-server || true").stdout.strip()
+    assert left == "", "%s\n--- on the server:\n%s" % (describe(destroyed), server.ssh(
+        "ps -eo pid,ppid,pgid,lstart,args; cat ~/tinyserv/run/services.json; tail -n 30 ~/tinyserv/run/supervisor.log",
+        check=False).stdout)
     database = next(a for a in keeper.json("addons") if a["kind"] == "postgresql")["database"]
     out = keeper.tinyserv("apps:destroy", "--confirm", APP).stdout
     assert "add-ons postgresql-" in out and "with their data" in out
