@@ -3,6 +3,8 @@
 import io
 import os
 import subprocess
+import threading
+import time
 
 import pytest
 
@@ -313,18 +315,25 @@ def test_destroying_a_redis_add_on_waits_for_its_server_even_when_the_supervisor
         os.makedirs(redis.data_dir(layout, APP, addon["name"]))
         store.write_json(services.state_file(layout), {"services": {addon["name"]: {
             "pid": server.pid, "starttime": processes.starttime(server.pid), "spec": {}}}})
-        asked = []
+        asked, reaped = [], []
+
+        def reap_later():  # the supervisor's next tick: it reaps the zombie, then no longer lists the service
+            time.sleep(0.3)
+            server.wait()
+            reaped.append(True)
+            store.write_json(services.state_file(layout), {"services": {}})
 
         def sync(layout, app=None):  # the supervisor's side: it stops the withdrawn service
             asked.append(os.path.exists(services.spec_file(layout, addon["name"])))
             server.terminate()
-            server.wait()
+            threading.Thread(target=reap_later).start()
 
         monkeypatch.setattr(control, "running", lambda layout: None)
         monkeypatch.setattr(control, "sync", sync)
         redis.Provider().deprovision(layout, APP, addon)
         assert asked == [False], "the supervisor was not told of the withdrawal"
-        assert server.poll() is not None and not os.path.exists(redis.addon_dir(layout, APP, addon["name"]))
+        assert reaped, "returned while the stopped server was a zombie the supervisor had not reaped (pgrep sees it)"
+        assert not os.path.exists(redis.addon_dir(layout, APP, addon["name"]))
     finally:
         server.kill()
         server.wait()

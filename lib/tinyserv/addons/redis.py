@@ -239,14 +239,16 @@ class Provider:
         """Stop its redis-server (the supervisor's doing) and delete its configuration and data."""
         from tinyserv.platform import control, procs
         # The process is noted before the withdrawal: a supervisor too busy to answer a ping at once must
-        # still be told, and its redis-server (the group, a BGSAVE child too) waited for, before the data goes.
+        # still be told, and its redis-server (the group, a BGSAVE child too) waited for, before the data goes,
+        # until the supervisor has reaped it (an exited one is a zombie until then: still in `ps` and pgrep).
         running = services.process(layout, addon["name"])
         services.withdraw(layout, addon["name"])
         if running or control.running(layout):
             control.sync(layout)
         if running:
             deadline = time.monotonic() + STOP_TIMEOUT
-            while (procs.alive(*running) or procs.group_members(running[0])) and time.monotonic() < deadline:
+            while (procs.alive(*running) or procs.group_members(running[0]) or services.listed(
+                    layout, addon["name"], running[0])) and time.monotonic() < deadline:
                 time.sleep(0.05)
         shutil.rmtree(addon_dir(layout, app, addon["name"]), ignore_errors=True)
         with contextlib.suppress(OSError):  # the app's last add-on leaves no empty addons/ behind

@@ -89,6 +89,12 @@ def process(layout, name):
     return (saved["pid"], saved["starttime"]) if saved and procs.alive(saved["pid"], saved["starttime"]) else None
 
 
+def listed(layout, name, pid):
+    """Does the supervisor's saved state still list pid as service name's (until it has reaped and let go of it)?"""
+    saved = store.load(state_file(layout), SAVED, {"services": {}})["services"].get(name)
+    return bool(saved and saved["pid"] == pid)
+
+
 def pid(layout, name):
     """The pid of the running service name, as the supervisor last saved it (None when it is not running)."""
     running = process(layout, name)
