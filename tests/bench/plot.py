@@ -96,7 +96,7 @@ SCALE_PANELS = [
 def scale_plot():
     """bench/results/scale.png: each measure of scale.json (and the earlier runs, dashed and dotted) against N."""
     runs = [(label, json.load(open(os.path.join(RESULTS, name + ".json"))))
-            for name, label in (("scale", "this version"), ("scale-5c396de", "5c396de"), ("scale-before", "before"))
+            for name, label in (("scale", "this version"), ("scale-d333bb7", "d333bb7"), ("scale-before", "before"))
             if os.path.exists(os.path.join(RESULTS, name + ".json"))]
     if not runs:
         return
