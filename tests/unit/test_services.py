@@ -103,3 +103,29 @@ def test_a_damaged_declaration_names_its_file(layout, keeper):
 def test_send_refuses_a_service_that_does_not_run(layout):
     with pytest.raises(TinyservError, match="the proxy service is not running"):
         services.send(layout, "proxy", signal.SIGHUP)
+
+
+def test_a_service_whose_leader_is_a_zombie_while_its_threads_exit_is_not_gone_until_it_is_reaped(layout):
+    # redis-server and node are multi-threaded: when the main thread ends first, /proc says 'Z' before waitpid
+    # reports the process. Taken for gone then, it was never reaped: a zombie for good (the e2e test's pgrep).
+    import subprocess
+    import sys
+    import time
+    from tinyserv.platform import procs
+    code = ("import ctypes, threading, time\nthreading.Thread(target=time.sleep, args=(1.0,)).start()\n"
+            "ctypes.CDLL(None).pthread_exit(None)\n")  # the main thread ends, another goes on for a second
+    child = subprocess.Popen([sys.executable, "-c", code])
+    try:
+        keeper = services.Keeper(layout, procs, lambda text: None)
+        svc = {"pid": child.pid, "starttime": procs.starttime(child.pid), "child": True}
+        deadline = time.monotonic() + 5
+        while procs.proc_stat(child.pid)[0] != "Z" and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert procs.proc_stat(child.pid)[0] == "Z" and not procs.alive(child.pid)  # the leader is a zombie ...
+        assert not keeper.exited(svc)  # ... whose threads still run: not gone
+        while not keeper.exited(svc) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert procs.proc_stat(child.pid) is None  # reaped by exited(): no zombie left
+    finally:
+        child.kill()
+        child.wait()

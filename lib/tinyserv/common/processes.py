@@ -80,6 +80,14 @@ def starttime(pid):
     return stat[2] if stat else None
 
 
+def ended_child(pid, started, read_starttime=starttime):
+    """Has a child of ours that waitpid does not report ended: reaped already (or its pid is another's now)?
+    A zombie is still ours to reap: a leader whose other threads are still exiting is 'Z' before waitpid reports
+    it (redis-server, node), and one taken for gone would stay a zombie for good."""
+    now = read_starttime(pid)
+    return now is None or (started is not None and now != started)
+
+
 def group_members(pgid):
     """Live (non-zombie) pids in process group pgid (none for 0 or 1: kernel threads and init, never ours)."""
     if pgid <= 1 or not group_exists(pgid):

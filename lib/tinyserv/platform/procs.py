@@ -9,8 +9,8 @@ import os
 
 from tinyserv.common import processes
 # The plain ones, for the server's modules to find here with the rest:
-from tinyserv.common.processes import (MARK, alive, apply_limits, exit_fd, readable, group_members, proc_stat,  # noqa: F401
-                                       raise_fd_limit, reap, starttime)
+from tinyserv.common.processes import (MARK, alive, apply_limits, ended_child, exit_fd, readable,  # noqa: F401
+                                       group_members, proc_stat, raise_fd_limit, reap, starttime)
 from tinyserv.platform.users import as_owner_of, as_root, become, can_switch, could_take_root_back, shed_root
 
 

@@ -175,9 +175,10 @@ class Keeper:
         self.note("service %s stopping" % name)
 
     def exited(self, svc):
-        """Has the service's main process ended?"""
-        if svc.get("child") and self.sys.reap(svc["pid"]) is not None:
-            return True
+        """Has the service's main process ended (our child: once reaped, never while a zombie)?"""
+        if svc.get("child"):
+            from tinyserv.platform.procs import ended_child
+            return self.sys.reap(svc["pid"]) is not None or ended_child(svc["pid"], svc["starttime"], self.sys.starttime)
         return not self.sys.alive(svc["pid"], svc["starttime"])
 
     def tick(self):

@@ -9,6 +9,8 @@ import os
 import selectors
 import signal
 
+from tinyserv.platform import procs
+
 EXIT = "exit"  # the selector's tag of an instance's exit_fd: (EXIT, app)
 
 
@@ -99,12 +101,13 @@ class Stopping:
         return any(self.sys.alive(pid, started) for pid, started in inst.get("strays") or ())
 
     def exited(self, inst):
-        """Exit code if the instance's main process has ended (None: unknown, e.g. adopted)."""
+        """Has the instance's main process ended (its exit code in inst["exit_code"] when it was our child)?"""
         if inst.get("child"):
             code = self.sys.reap(inst["pid"])
             if code is not None:
                 inst["exit_code"] = code
                 return True
-        elif inst["pid"] in self.exit_fds:
+            return procs.ended_child(inst["pid"], inst["starttime"], self.sys.starttime)
+        if inst["pid"] in self.exit_fds:
             return False  # its exit_fd wakes the loop when it ends (exit_seen stops watching it first): no /proc read
         return not self.sys.alive(inst["pid"], inst["starttime"])
