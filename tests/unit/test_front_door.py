@@ -14,7 +14,7 @@ import pytest
 from tinyserv.platform import boot
 from tinyserv.frontdoor import nginx, renewal, router
 from tinyserv.state import releases, store
-from tinyserv.supervise.supervisor import Supervisor
+from tinyserv.supervise.supervisor import BUSY_POLL, POLL, Supervisor
 from tinyserv.frontdoor.router import DROP_WAIT
 from tinyserv.supervise.switching import DRAIN_AFTER, SETTLE
 from .fakes import FakeSystem
@@ -242,6 +242,22 @@ def test_a_draining_web_leaves_nginx_s_config_with_the_next_change_and_no_reload
     assert len(door.installed) == installed + 1
 
 
+def test_a_draining_web_that_ends_while_its_drop_waits_leaves_nginx_s_config_at_once(layout, sup, fake, door,
+                                                                                      running):
+    # Its port is free now: another app's new web may draw it, and nginx must not have it as this app's backup.
+    deploy(layout, WEB, build="b3")
+    sup.sync(APP)
+    fake.listening.add(40001)
+    settle(sup, fake)
+    settle(sup, fake, SETTLED)
+    [old] = old_webs(sup)
+    assert old["state"] == "draining" and upstream(door) == [(40001, False), (40000, True)]
+    fake.exit(old["pid"], 0)
+    sup.tick(events={APP})  # what its exit_fd, or SIGCHLD, brings
+    settle(sup, fake)
+    assert upstream(door) == [(40001, False)]
+
+
 def test_the_web_that_passed_the_boot_check_is_kept_as_the_live_one(layout, sup, fake, door, running):
     deploy(layout, WEB, build="b3")
     checked = fake.process()
@@ -319,6 +335,7 @@ def test_a_killed_nginx_starts_again_once_its_workers_let_go_of_its_ports(layout
     fake.exit(master, -9)
     settle(sup, fake)
     assert sup.services.running["nginx"]["state"] == "crashed"  # not started on ports its old worker holds
+    assert sup.poll_interval() == BUSY_POLL  # ... looked at again soon
     fake.running.pop(worker)
     settle(sup, fake)
     assert sup.services.running["nginx"]["pid"] != master and sup.services.running["nginx"]["state"] == "up"
@@ -343,6 +360,7 @@ def test_an_nginx_that_dies_before_it_serves_waits_longer_each_time_never_a_tigh
     for wait in (0.5, 1.0, 2.0):
         fake.exit(nginx()["pid"], 1)
         settle(sup, fake)
+        assert sup.poll_interval() >= min(wait, POLL) - 0.01  # the loop sleeps until the next start is due
         settle(sup, fake, wait - 0.1)
         assert nginx()["state"] == "crashed"
         settle(sup, fake, 0.1)

@@ -726,3 +726,17 @@ def test_starting_webs_are_seen_listening_from_one_table_of_sockets_per_tick(sup
     sup.sync()
     sup.tick()
     assert states(sup) == {"web.1": "up", "worker.1": "up"} and [a for a in asked if a] == [[PORT]]
+
+
+def test_a_crashed_child_with_no_pidfd_left_does_not_make_every_sigchld_a_look_at_every_instance(sup, fake, app):
+    ends, _ = os.pipe()
+    fake.exit_fd = lambda pid: os.dup(ends) if pid in fake.running else None  # as pidfd_open: none for the gone
+    sup.sync()
+    sup.tick()
+    worker = inst(sup, "worker.1")["pid"]
+    fake.exit(worker, 4)
+    sup.exit_seen(sup.exit_fds[worker])  # what the loop does when its pidfd turns readable
+    sup.tick(events=sup.take_events())
+    assert inst(sup, "worker.1")["pid"] != worker and "worker.1 exited with 4" in log_text(sup.layout)
+    assert not sup.blind_children  # pidfds work here: a process that is gone just has none
+    os.close(ends)

@@ -247,8 +247,8 @@ class Provider:
             control.sync(layout)
         if running:
             deadline = time.monotonic() + STOP_TIMEOUT
-            while (procs.alive(*running) or procs.group_members(running[0]) or services.listed(
-                    layout, addon["name"], running[0])) and time.monotonic() < deadline:
+            while (procs.group_members(running[0]) or services.listed(layout, addon["name"], running[0])) \
+                    and time.monotonic() < deadline:
                 time.sleep(0.05)
         shutil.rmtree(addon_dir(layout, app, addon["name"]), ignore_errors=True)
         with contextlib.suppress(OSError):  # the app's last add-on leaves no empty addons/ behind

@@ -100,6 +100,7 @@ class Router(Starts, Renewal, Routes, RouterLog):
         self.ready = False
         self.dirty = False
         self.drop_at = None  # when the changes that only drop draining backups are applied, if nothing else is
+        self.dropping = {}  # app -> ports of draining webs whose drop from the backups waits for drop_at
         self.retry_at = 0.0
         self.noted = {}  # topic -> the last thing said about it (say each thing once)
         self.socket = None
@@ -169,12 +170,15 @@ class Router(Starts, Renewal, Routes, RouterLog):
         """
         if not self.enabled:
             return
+        if self.dropping.get(app, set()) - set(draining):
+            self.dirty = True  # a web whose drop waits no longer drains (it ended, or is being stopped): at once
         if site is None:
             if self.sites.pop(app, None) is not None:
                 self.dirty = True
         elif self.sites.get(app) != site:
             old, self.sites[app] = self.sites.get(app), site
             if old is not None and drops_only(old, site, draining):
+                self.dropping.setdefault(app, set()).update(set(old.backup) - set(site.backup))
                 self.drop_at = self.drop_at or self.sys.clock() + DROP_WAIT
             else:
                 self.dirty = True
@@ -225,7 +229,7 @@ class Router(Starts, Renewal, Routes, RouterLog):
 
     def apply(self, now):
         """Render, check with nginx -t, install and reload; a refused config changes nothing. True if live now."""
-        self.dirty, self.drop_at = False, None  # every site as wanted now, the dropped backups too
+        self.dirty, self.drop_at, self.dropping = False, None, {}  # every site as wanted now, dropped backups too
         self.retry_at = 0.0
         try:
             plan = self.plan()
@@ -333,9 +337,15 @@ class Router(Starts, Renewal, Routes, RouterLog):
         return set(site.primary) if site else set()
 
     def busy(self):
-        """Is a reload waiting for nginx, or nginx down and to be started (the supervisor looks again soon)?"""
-        return bool(self.pending) or (self.enabled and self.master is not None and not self.ready) or (
-            self.declared and not self.keeper.shutting_down and self.nginx_down())
+        """Is a reload waiting for nginx (the supervisor looks again soon)?"""
+        return bool(self.pending) or (self.enabled and self.master is not None and not self.ready)
+
+    def next_due(self, now, busy):
+        """Seconds until nginx, down, is to be started (busy: the supervisor's short interval while it waits for
+        a dead one's workers); None while it runs, or is not wanted."""
+        if not (self.declared and not self.keeper.shutting_down and self.nginx_down()):
+            return None
+        return max(busy, self.start_at - now)
 
     def error_tail(self):
         """The last line of nginx's error log (where a failed reload says why)."""

@@ -178,7 +178,8 @@ class Keeper:
         """Has the service's main process ended (our child: once reaped, never while a zombie)?"""
         if svc.get("child"):
             from tinyserv.platform.procs import ended_child
-            return self.sys.reap(svc["pid"]) is not None or ended_child(svc["pid"], svc["starttime"], self.sys.starttime)
+            return self.sys.reap(svc["pid"]) is not None or ended_child(svc["pid"], svc["starttime"],
+                                                                         self.sys.starttime)
         return not self.sys.alive(svc["pid"], svc["starttime"])
 
     def tick(self):

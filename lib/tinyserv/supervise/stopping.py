@@ -64,10 +64,16 @@ class Stopping:
         if not pid or pid in self.exit_fds:
             return
         fd = self.sys.exit_fd(pid)
+        # Still the instance's process (looked at after the descriptor is open)? A child is until reaped (a zombie
+        # too: its pidfd turns readable once waitpid can report it); an adopted one while it lives. Else the pid may
+        # be another process's by now.
+        child = inst.get("child")
+        ours = not procs.ended_child(pid, inst.get("starttime"), self.sys.starttime) if child else self.sys.alive(
+            pid, inst.get("starttime"))
         if fd is None:
-            self.blind_children = self.blind_children or bool(inst.get("child"))
+            self.blind_children = self.blind_children or bool(child and ours)  # no pidfd for a live child
             return
-        if not self.sys.alive(pid, inst.get("starttime")):  # the descriptor may be another process's
+        if not ours:
             os.close(fd)
             self.touched.add(app)  # ended already (its SIGCHLD may have come): the next tick looks
             return

@@ -379,7 +379,8 @@ class Supervisor(Switching, Stopping, Restarts, OnDisk, Output, Health):
                     wait = min(wait, max(BUSY_POLL, inst["next_try"] - now))
         for until in self.paused.values():
             wait = min(wait, max(BUSY_POLL, until - now))
-        for due in (self.services.next_due(now, BUSY_POLL), self.scheduler.next_due(now)):
+        for due in (self.services.next_due(now, BUSY_POLL), self.scheduler.next_due(now),
+                    self.router.next_due(now, BUSY_POLL)):
             wait = wait if due is None else min(wait, due)
         return wait
 
